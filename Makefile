@@ -1,0 +1,38 @@
+# The two commands of the README: `make run` and `make test`. Both install what they need.
+PYTHON ?= python3
+PIP ?= $(PYTHON) -m pip
+DEB_PACKAGES := docker-registry skopeo containerd podman iproute2 zstd
+DEB_BINARIES := docker-registry skopeo containerd ctr podman ip zstd
+PYTEST_ARGS ?=
+
+.PHONY: run test install install-python install-debian lint proto clean
+
+run: install-python
+	mkdir -p images data
+	distributed-images node --data-dir ./data --images-dir ./images
+
+test: install lint
+	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+install: install-debian install-python
+
+install-python:
+	$(PIP) install --quiet -e '.[test]'
+
+# apt-get runs only when a binary the tests use is missing.
+install-debian:
+	@missing=0; for b in $(DEB_BINARIES); do command -v $$b >/dev/null || missing=1; done; \
+	if [ $$missing = 1 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEB_PACKAGES); \
+	fi
+
+lint:
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
+	$(PYTHON) -m mypy
+
+proto:
+	$(PYTHON) -m tracker.protogen
+
+clean:
+	rm -rf data build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""distributed-images: a peer-to-peer container image registry mirror."""

@@ -1,0 +1,43 @@
+"""Structured logs: one `key=value` line per event (logfmt), readable by people and by Loki."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any
+
+# Attributes every LogRecord has; anything else given through `extra=` is printed as a field.
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+
+def _quote(value: Any) -> str:
+    text = str(value)
+    if not text or any(c in text for c in ' ="\n'):
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    return text
+
+
+class LogfmtFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        fields = {
+            "ts": f"{stamp}.{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        fields |= {k: v for k, v in vars(record).items() if k not in _STANDARD}
+        if record.exc_info:
+            fields["error"] = self.formatException(record.exc_info)
+        return " ".join(f"{k}={_quote(v)}" for k, v in fields.items())
+
+
+def setup(level: str = "info") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(LogfmtFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # aiohttp's access log repeats what our request metrics and logs already say.
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
