@@ -1,0 +1,1 @@
+"""The node agent: a registry mirror on every host, fed by peers, the store and upstreams."""

@@ -1,0 +1,85 @@
+"""Blobs by digest: the local store first, then one shared download from upstream."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from functools import partial
+
+from node.downloads import Download, Downloads
+from node.metrics import NodeMetrics
+from node.store.backend import Segment
+from node.store.contentstore import BlobInfo, ContentStore
+from node.upstream.client import UpstreamClient
+from node.upstream.registries import Upstream
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BlobHandle:
+    """A blob ready to be sent: from the store (`info`) or following a download."""
+
+    digest: str
+    size: int
+    source: str  # a `blob_bytes_total` source label: cache or upstream
+    info: BlobInfo | None
+    download: Download | None
+    store: ContentStore
+
+    def read(self, start: int, end: int) -> AsyncIterator[bytes]:
+        if self.info is not None:
+            return self.store.read(self.info, start, end)
+        assert self.download is not None
+        return self.download.read(start, end)
+
+    def segments(self, start: int, end: int) -> list[Segment] | None:
+        return self.store.segments(self.info, start, end) if self.info else None
+
+
+class Blobs:
+    def __init__(
+        self,
+        store: ContentStore,
+        downloads: Downloads,
+        upstream: UpstreamClient,
+        metrics: NodeMetrics,
+    ) -> None:
+        self._store = store
+        self._downloads = downloads
+        self._upstream = upstream
+        self._metrics = metrics
+
+    def _cached(self, digest: str) -> BlobHandle | None:
+        info = self._store.stat(digest)
+        if info is None:
+            return None
+        return BlobHandle(digest, info.size, "cache", info, None, self._store)
+
+    async def open(self, upstream: Upstream, repo: str, digest: str) -> BlobHandle:
+        cached = self._cached(digest)
+        if cached:
+            return cached
+        download = self._downloads.get(digest)
+        if download is None:
+            source = partial(self._upstream.blob, upstream, repo, digest)
+            download = self._downloads.start(digest, source)
+            log.info(
+                "fetching blob from upstream",
+                extra={"digest": digest, "registry": upstream.ns, "repo": repo},
+            )
+        else:
+            self._metrics.downloads_shared.inc()
+        size = await download.size()
+        return BlobHandle(digest, size, "upstream", None, download, self._store)
+
+    async def size(self, upstream: Upstream, repo: str, digest: str) -> int:
+        """What HEAD answers: known sizes locally, else the upstream's, without a download."""
+        cached = self._cached(digest)
+        if cached:
+            return cached.size
+        download = self._downloads.get(digest)
+        if download is not None:
+            return await download.size()
+        return await self._upstream.blob_size(upstream, repo, digest)

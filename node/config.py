@@ -1,0 +1,125 @@
+"""The node binary's configuration: one dataclass per module, composed here."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from distributed_images.settings import parse_size
+
+
+def _default_auth_file() -> str:
+    base = os.environ.get("DOCKER_CONFIG") or os.path.join(os.path.expanduser("~"), ".docker")
+    return os.path.join(base, "config.json")
+
+
+@dataclass
+class StoreConfig:
+    data_dir: Path = field(
+        default=Path("./data"), metadata={"help": "where blobs and metadata live", "metavar": "DIR"}
+    )
+    cache_max_bytes: int = field(
+        default=0,
+        metadata={
+            "help": "disk quota for cached content (0: unlimited); accepts 50GiB",
+            "parse": parse_size,
+            "metavar": "N",
+        },
+    )
+    cache_low_watermark: float = field(
+        default=0.9, metadata={"help": "eviction stops at this fraction of the quota"}
+    )
+
+
+@dataclass
+class UpstreamConfig:
+    registry: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "map a namespace to an upstream URL, NS=URL (repeatable)",
+            "metavar": "NS=URL",
+        },
+    )
+    default_registry: str = field(
+        default="docker.io",
+        metadata={"help": "namespace of requests without ?ns=", "metavar": "NS"},
+    )
+    auth_file: str = field(
+        default_factory=_default_auth_file,
+        metadata={"help": "Docker config.json with upstream credentials", "metavar": "FILE"},
+    )
+    upstream_timeout: float = field(
+        default=30.0, metadata={"help": "seconds to wait for an upstream to answer", "metavar": "S"}
+    )
+    upstream_retries: int = field(
+        default=3, metadata={"help": "retries on connection errors and 5xx", "metavar": "N"}
+    )
+
+
+@dataclass
+class ClusterConfig:
+    tracker: str | None = field(
+        default=None,
+        metadata={
+            "help": "tracker HOST:PORT (default: run one in-process)",
+            "metavar": "HOST:PORT",
+        },
+    )
+    token: str | None = field(
+        default=None, metadata={"help": "shared token the tracker requires", "metavar": "TOKEN"}
+    )
+    peer_listen: str = field(
+        default="0.0.0.0:6881",
+        metadata={"help": "peer-to-peer listen address", "metavar": "HOST:PORT"},
+    )
+    advertise_host: str | None = field(
+        default=None,
+        metadata={"help": "address other nodes reach this one at", "metavar": "HOST"},
+    )
+    zone: str = field(
+        default="", metadata={"help": "topology zone, preferred for peers", "metavar": "NAME"}
+    )
+    upload_limit: int = field(
+        default=0,
+        metadata={
+            "help": "peer upload limit in bytes/s (0: none)",
+            "parse": parse_size,
+            "metavar": "BYTES/S",
+        },
+    )
+    download_limit: int = field(
+        default=0,
+        metadata={
+            "help": "peer download limit in bytes/s (0: none)",
+            "parse": parse_size,
+            "metavar": "BYTES/S",
+        },
+    )
+
+
+@dataclass
+class Config:
+    listen: str = field(
+        default="0.0.0.0:8080",
+        metadata={"help": "registry API listen address", "metavar": "HOST:PORT"},
+    )
+    images_dir: Path | None = field(
+        default=None, metadata={"help": "directory of image archives to seed", "metavar": "DIR"}
+    )
+    log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
+    store: StoreConfig = field(default_factory=StoreConfig)
+    upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+
+
+def split_host_port(text: str, default_port: int | None = None) -> tuple[str, int]:
+    """`host:port`, `[v6]:port`, or `host` when a default port is given."""
+    host, sep, port = text.rpartition(":")
+    if not sep or "]" in port:
+        if default_port is None:
+            raise ValueError(f"expected HOST:PORT, got {text!r}")
+        return text.strip("[]"), default_port
+    if not port.isdigit():
+        raise ValueError(f"bad port in {text!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)

@@ -1,0 +1,68 @@
+"""The node's metrics, declared in one place. Names are part of the product's contract
+(DESIGN section 6); `endpoint` labels are route names, never raw paths."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class NodeMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.blob_bytes = Counter(
+            "distributed_images_blob_bytes",
+            "Blob bytes delivered to clients, by where they came from",
+            ["source"],
+            registry=r,
+        )
+        self.peer_bytes = Counter(
+            "distributed_images_peer_bytes",
+            "Bytes exchanged with peers over the swarm",
+            ["direction"],
+            registry=r,
+        )
+        self.upstream_bytes = Counter(
+            "distributed_images_upstream_bytes",
+            "Bytes fetched from upstream registries",
+            registry=r,
+        )
+        self.upstream_requests = Counter(
+            "distributed_images_upstream_requests",
+            "Requests to upstream registries by status code (error: no answer)",
+            ["registry", "code"],
+            registry=r,
+        )
+        self.requests = Counter(
+            "distributed_images_requests",
+            "Registry API requests served",
+            ["endpoint", "code"],
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            "distributed_images_request_duration_seconds",
+            "Registry API request duration, to the last byte",
+            ["endpoint"],
+            registry=r,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+        )
+        self.store_bytes = Gauge(
+            "distributed_images_store_bytes", "Bytes of content in the local store", registry=r
+        )
+        self.evictions = Counter(
+            "distributed_images_evictions", "Blobs evicted from the local store", registry=r
+        )
+        self.downloads_shared = Counter(
+            "distributed_images_downloads_joined",
+            "Client requests that joined a download already in flight",
+            registry=r,
+        )
+        self.stale_manifests = Counter(
+            "distributed_images_stale_manifests_served",
+            "Tags served from the cache because the upstream failed",
+            registry=r,
+        )
+        for source in ("cache", "peer", "upstream", "seed"):
+            self.blob_bytes.labels(source)
+        for direction in ("download", "upload"):
+            self.peer_bytes.labels(direction)

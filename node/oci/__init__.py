@@ -1,0 +1,1 @@
+"""The OCI distribution API (pull category) as the node serves it."""

@@ -1,0 +1,63 @@
+"""Names, tags, digests and namespaces as the OCI distribution spec defines them."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from node.errors import DigestInvalid, NameInvalid, ReferenceInvalid
+
+_COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
+NAME = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
+TAG = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}")
+DIGEST = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
+SHA256 = re.compile(r"sha256:[a-f0-9]{64}")
+# A registry host as containerd sends it in ?ns=: a DNS name or IP, an optional port.
+NAMESPACE = re.compile(
+    r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?\.?)+(?::[0-9]{1,5})?|\[[0-9a-fA-F:.]+\](?::[0-9]{1,5})?"
+)
+MAX_NAME = 255
+
+
+def validate_name(name: str) -> str:
+    if len(name) > MAX_NAME or not NAME.fullmatch(name):
+        raise NameInvalid("invalid repository name", {"name": name[:MAX_NAME]})
+    return name
+
+
+def validate_digest(digest: str) -> str:
+    """Only sha256 content is stored; other well-formed algorithms are refused plainly."""
+    if SHA256.fullmatch(digest):
+        return digest
+    if DIGEST.fullmatch(digest) and not digest.startswith("sha256:"):
+        raise DigestInvalid("unsupported digest algorithm", {"digest": digest[:200]})
+    raise DigestInvalid("invalid digest", {"digest": digest[:200]})
+
+
+def validate_namespace(ns: str) -> str:
+    if len(ns) > 255 or not NAMESPACE.fullmatch(ns):
+        raise NameInvalid("invalid registry namespace", {"ns": ns[:255]})
+    return ns
+
+
+def is_digest(reference: str) -> bool:
+    return ":" in reference
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A manifest reference: either a tag or a digest, validated."""
+
+    value: str
+
+    @classmethod
+    def parse(cls, reference: str) -> Reference:
+        if is_digest(reference):
+            validate_digest(reference)
+        elif not TAG.fullmatch(reference):
+            raise ReferenceInvalid("invalid tag", {"tag": reference[:200]})
+        return cls(reference)
+
+    @property
+    def is_digest(self) -> bool:
+        return is_digest(self.value)

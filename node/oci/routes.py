@@ -1,0 +1,189 @@
+"""The registry API a node serves: the pull category of the OCI distribution spec, plus
+/metrics, /healthz and /readyz. Handlers parse and validate, then ask `Manifests` and `Blobs`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from node.blobs import BlobHandle, Blobs
+from node.errors import NodeError, Unsupported
+from node.manifests import Manifests
+from node.metrics import NodeMetrics
+from node.oci import mediatypes
+from node.oci.errors import Handler, oci_errors
+from node.oci.ranges import parse_range
+from node.oci.reference import Reference, validate_digest, validate_name
+from node.upstream.registries import Registries, Upstream
+
+log = logging.getLogger(__name__)
+
+NAME = r"{name:[^?#]+?}"
+
+
+class RegistryAPI:
+    def __init__(
+        self,
+        registries: Registries,
+        manifests: Manifests,
+        blobs: Blobs,
+        metrics: NodeMetrics,
+        ready: Callable[[], bool],
+    ) -> None:
+        self._registries = registries
+        self._manifests = manifests
+        self._blobs = blobs
+        self._metrics = metrics
+        self._ready = ready
+
+    def application(self) -> web.Application:
+        app = web.Application(middlewares=[self._observe, oci_errors])
+        app.on_response_prepare.append(_registry_headers)
+        routes = [
+            ("base", "/v2/", self.base, ("GET", "HEAD")),
+            ("base", "/v2", self.base, ("GET", "HEAD")),
+            ("manifest", f"/v2/{NAME}/manifests/{{reference}}", self.manifest, ("GET", "HEAD")),
+            ("blob", f"/v2/{NAME}/blobs/{{digest}}", self.blob, ("GET", "HEAD")),
+            ("push", f"/v2/{NAME}/blobs/uploads/{{tail:.*}}", self.unsupported, ("*",)),
+            ("push", f"/v2/{NAME}/manifests/{{reference}}", self.unsupported, ("PUT", "DELETE")),
+            ("push", f"/v2/{NAME}/blobs/{{digest}}", self.unsupported, ("DELETE",)),
+            ("other", "/v2/{tail:.*}", self.unsupported, ("*",)),
+            ("metrics", "/metrics", self.metrics, ("GET",)),
+            ("healthz", "/healthz", self.healthz, ("GET", "HEAD")),
+            ("readyz", "/readyz", self.readyz, ("GET", "HEAD")),
+        ]
+        for endpoint, path, handler, methods in routes:
+            for method in methods:
+                if method == "GET":
+                    app.router.add_get(
+                        path, _named(endpoint, handler), allow_head="HEAD" in methods
+                    )
+                elif method != "HEAD":
+                    app.router.add_route(method, path, _named(endpoint, handler))
+        return app
+
+    @web.middleware
+    async def _observe(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.monotonic()
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as e:
+            status = e.status
+            raise
+        finally:
+            endpoint = request.get("endpoint", "unmatched")
+            self._metrics.requests.labels(endpoint, str(status)).inc()
+            self._metrics.request_duration.labels(endpoint).observe(time.monotonic() - started)
+
+    def _upstream(self, request: web.Request) -> Upstream:
+        return self._registries.resolve(request.query.get("ns"))
+
+    async def base(self, request: web.Request) -> web.Response:
+        return web.json_response({})
+
+    async def manifest(self, request: web.Request) -> web.Response:
+        name = validate_name(request.match_info["name"])
+        reference = Reference.parse(request.match_info["reference"])
+        upstream = self._upstream(request)
+        accept = mediatypes.accepted(request.headers.getall("Accept", []))
+        head = request.method == "HEAD"
+        manifest = await self._manifests.get(upstream, name, reference, accept, head)
+        headers = {
+            "Content-Type": manifest.media_type,
+            "Docker-Content-Digest": manifest.digest,
+            "ETag": f'"{manifest.digest}"',
+            "Content-Length": str(manifest.size),
+        }
+        return web.Response(body=manifest.body, headers=headers)
+
+    async def blob(self, request: web.Request) -> web.StreamResponse:
+        name = validate_name(request.match_info["name"])
+        digest = validate_digest(request.match_info["digest"])
+        upstream = self._upstream(request)
+        headers = {
+            "Content-Type": "application/octet-stream",
+            "Docker-Content-Digest": digest,
+            "ETag": f'"{digest}"',
+            "Accept-Ranges": "bytes",
+        }
+        if request.method == "HEAD":
+            size = await self._blobs.size(upstream, name, digest)
+            return web.Response(headers={**headers, "Content-Length": str(size)})
+        handle = await self._blobs.open(upstream, name, digest)
+        span = parse_range(request.headers.get("Range"), handle.size)
+        start, end = span or (0, handle.size)
+        response = web.StreamResponse(status=206 if span else 200, headers=headers)
+        response.content_length = end - start
+        if span:
+            response.headers["Content-Range"] = f"bytes {start}-{end - 1}/{handle.size}"
+        await response.prepare(request)
+        try:
+            await self._send(request, response, handle, start, end)
+        except (NodeError, OSError) as e:
+            # The status line is gone: the only honest signal left is a broken transfer.
+            log.warning("blob transfer aborted", extra={"digest": digest, "error": str(e)})
+            if request.transport is not None:
+                request.transport.abort()
+        return response
+
+    async def _send(
+        self,
+        request: web.Request,
+        response: web.StreamResponse,
+        handle: BlobHandle,
+        start: int,
+        end: int,
+    ) -> None:
+        counter = self._metrics.blob_bytes.labels(handle.source)
+        segments = handle.segments(start, end)
+        transport = request.transport
+        if segments is not None and transport is not None:
+            loop = asyncio.get_running_loop()
+            for segment in segments:
+                with open(segment.path, "rb") as f:
+                    await loop.sendfile(transport, f, segment.offset, segment.length)
+                counter.inc(segment.length)
+        else:
+            async for block in handle.read(start, end):
+                await response.write(block)
+                counter.inc(len(block))
+        await response.write_eof()
+
+    async def unsupported(self, request: web.Request) -> web.Response:
+        raise Unsupported("this registry is a pull-through mirror: push is not supported")
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        body = generate_latest(self._metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        if not self._ready():
+            return web.Response(status=503, text="starting\n")
+        return web.Response(text="ready\n")
+
+
+def _named(endpoint: str, handler: Handler) -> Handler:
+    async def named(request: web.Request) -> web.StreamResponse:
+        request["endpoint"] = endpoint
+        return await handler(request)
+
+    return named
+
+
+async def _registry_headers(request: web.Request, response: web.StreamResponse) -> None:
+    if request.path.startswith("/v2"):
+        response.headers["Docker-Distribution-API-Version"] = "registry/2.0"
+        ns = request.query.get("ns")
+        if ns:
+            response.headers["OCI-Namespace"] = ns

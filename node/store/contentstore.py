@@ -1,0 +1,255 @@
+"""The content store: every blob verified before it is visible, LRU eviction under a quota.
+
+Writes follow one order: temporary area, hash while writing, check size then digest, atomic
+publish, then metadata. A blob that already exists counts as written. Nothing is served that
+skipped this path. The bytes live in a backend (chunk files on disk, or memory for tests); the
+logic here is shared by both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from node.errors import BlobUnknown, ContentInvalid
+from node.store.backend import BlobBackend, PendingBlob, Segment
+from node.store.disk import DiskBlobs
+from node.store.memory import MemoryBlobs
+from node.store.metadata import Metadata, TagRecord
+
+log = logging.getLogger(__name__)
+
+READ_BLOCK = 1 << 20
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    digest: str
+    size: int
+    media_type: str | None
+
+
+class BlobWriter:
+    """One blob on its way into the store. Not visible until `commit` has verified it."""
+
+    def __init__(
+        self,
+        store: ContentStore,
+        pending: PendingBlob,
+        digest: str,
+        size: int,
+        media_type: str | None,
+    ) -> None:
+        self._store = store
+        self._pending = pending
+        self._hash = hashlib.sha256()
+        self.digest = digest
+        self.size = size
+        self.media_type = media_type
+        self.written = 0
+
+    async def write(self, data: bytes) -> None:
+        if self.written + len(data) > self.size:
+            raise ContentInvalid("more bytes than announced", {"digest": self.digest})
+        await asyncio.to_thread(self._write, data)
+        self.written += len(data)
+
+    def _write(self, data: bytes) -> None:
+        self._hash.update(data)
+        self._pending.write(data)
+
+    async def read(self, start: int, end: int) -> bytes:
+        """Bytes already written, while the blob is still being written."""
+        if end > self.written:
+            raise ValueError("read beyond what is written")
+        return await asyncio.to_thread(self._pending.read, start, end)
+
+    async def commit(self) -> BlobInfo:
+        if self.written != self.size:
+            self.abort()
+            raise ContentInvalid(
+                f"size mismatch: got {self.written} bytes, expected {self.size}",
+                {"digest": self.digest},
+            )
+        actual = "sha256:" + self._hash.hexdigest()
+        if actual != self.digest:
+            self.abort()
+            raise ContentInvalid("digest mismatch", {"digest": self.digest, "actual": actual})
+        self._pending.publish()
+        return self._store._committed(self.digest, self.size, self.media_type)
+
+    def abort(self) -> None:
+        self._pending.discard()
+
+
+class ContentStore:
+    def __init__(
+        self,
+        backend: BlobBackend,
+        metadata: Metadata,
+        max_bytes: int = 0,
+        low_watermark: float = 0.9,
+        on_evict: Callable[[BlobInfo], None] | None = None,
+    ) -> None:
+        self._backend = backend
+        self._meta = metadata
+        self._max_bytes = max_bytes
+        self._low_watermark = low_watermark
+        self._on_evict = on_evict
+        self._busy: Counter[str] = Counter()
+        self._recover()
+
+    @classmethod
+    def open(cls, data_dir: Path, **options: object) -> ContentStore:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        return cls(DiskBlobs(data_dir), Metadata(data_dir / "metadata.sqlite"), **options)  # type: ignore[arg-type]
+
+    @classmethod
+    def memory(cls, **options: object) -> ContentStore:
+        return cls(MemoryBlobs(), Metadata(None), **options)  # type: ignore[arg-type]
+
+    @property
+    def backend(self) -> BlobBackend:
+        return self._backend
+
+    def close(self) -> None:
+        self._meta.close()
+
+    def _recover(self) -> None:
+        """Make metadata and bytes agree after a crash: drop temporary files and records of
+        blobs whose bytes are gone; blobs published but not yet recorded were verified before
+        their rename, so they are recorded again."""
+        self._backend.clear_temporary()
+        on_disk = self._backend.digests()
+        for record in self._meta.blobs():
+            if record.digest not in on_disk or not self._backend.complete(
+                record.digest, record.size
+            ):
+                log.warning("dropping incomplete blob", extra={"digest": record.digest})
+                self._meta.remove_blob(record.digest)
+                self._backend.delete(record.digest)
+            on_disk.discard(record.digest)
+        for digest in on_disk:
+            self._meta.add_blob(digest, self._backend.stored_size(digest), None)
+
+    # -- reading
+
+    def stat(self, digest: str) -> BlobInfo | None:
+        record = self._meta.blob(digest)
+        if record is None:
+            return None
+        return BlobInfo(record.digest, record.size, record.media_type)
+
+    def require(self, digest: str) -> BlobInfo:
+        info = self.stat(digest)
+        if info is None:
+            raise BlobUnknown("blob unknown to this node", {"digest": digest})
+        return info
+
+    @contextmanager
+    def using(self, digest: str) -> Iterator[None]:
+        """Keep a blob from eviction while it is served or copied."""
+        self._busy[digest] += 1
+        try:
+            yield
+        finally:
+            self._busy[digest] -= 1
+            if not self._busy[digest]:
+                del self._busy[digest]
+
+    async def read(
+        self, info: BlobInfo, start: int = 0, end: int | None = None
+    ) -> AsyncIterator[bytes]:
+        end = info.size if end is None else end
+        self._meta.touch(info.digest)
+        with self.using(info.digest):
+            position = start
+            while position < end:
+                stop = min(end, position + READ_BLOCK)
+                yield await asyncio.to_thread(
+                    self._backend.read, info.digest, info.size, position, stop
+                )
+                position = stop
+
+    async def read_all(self, digest: str) -> bytes:
+        info = self.require(digest)
+        return b"".join([part async for part in self.read(info)])
+
+    def segments(self, info: BlobInfo, start: int, end: int) -> list[Segment] | None:
+        self._meta.touch(info.digest)
+        return self._backend.segments(info.digest, info.size, start, end)
+
+    # -- writing
+
+    def begin(self, digest: str, size: int, media_type: str | None = None) -> BlobWriter:
+        return BlobWriter(self, self._backend.begin(digest, size), digest, size, media_type)
+
+    async def put(self, digest: str, data: bytes, media_type: str | None = None) -> BlobInfo:
+        writer = self.begin(digest, len(data), media_type)
+        try:
+            await writer.write(data)
+        except BaseException:
+            writer.abort()
+            raise
+        return await writer.commit()
+
+    def _committed(self, digest: str, size: int, media_type: str | None) -> BlobInfo:
+        self._meta.add_blob(digest, size, media_type)
+        self.evict()
+        info = self.stat(digest)
+        assert info is not None
+        return info
+
+    def delete(self, digest: str) -> None:
+        self._meta.remove_blob(digest)
+        self._backend.delete(digest)
+
+    # -- quota
+
+    def usage(self) -> int:
+        return self._meta.total_bytes()
+
+    def evict(self) -> int:
+        """Evict least recently used content above the quota down to the low watermark, never
+        content in use or pinned. Returns the bytes freed."""
+        if not self._max_bytes:
+            return 0
+        total = self._meta.total_bytes()
+        if total <= self._max_bytes:
+            return 0
+        target = int(self._max_bytes * self._low_watermark)
+        freed = 0
+        for record in self._meta.least_recently_used():
+            if total - freed <= target:
+                break
+            if record.digest in self._busy:
+                continue
+            self.delete(record.digest)
+            freed += record.size
+            log.info("evicted", extra={"digest": record.digest, "bytes": record.size})
+            if self._on_evict:
+                self._on_evict(BlobInfo(record.digest, record.size, record.media_type))
+        return freed
+
+    # -- tags and pins
+
+    def set_tag(self, ns: str, repo: str, tag: str, digest: str, media_type: str) -> None:
+        self._meta.set_tag(ns, repo, tag, digest, media_type)
+
+    def tag(self, ns: str, repo: str, tag: str) -> TagRecord | None:
+        return self._meta.tag(ns, repo, tag)
+
+    def pin(self, digest: str, owner: str) -> None:
+        self._meta.pin(digest, owner)
+
+    def unpin(self, owner: str) -> None:
+        self._meta.unpin(owner)
+
+    def blobs(self) -> list[BlobInfo]:
+        return [BlobInfo(r.digest, r.size, r.media_type) for r in self._meta.blobs()]

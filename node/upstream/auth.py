@@ -1,0 +1,170 @@
+"""Upstream authentication: anonymous, Basic, and the Bearer token flow.
+
+The token flow (distribution's token spec): a request answered 401 carries a challenge
+`Bearer realm=...,service=...,scope=...`; the token service at `realm` (with Basic credentials
+when we have some for this registry) returns a token valid for `expires_in` seconds. Tokens are
+cached per registry and scope until shortly before they expire, and a registry's realm is
+remembered, so later requests get their token before the first try.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from node.errors import UpstreamUnauthorized, UpstreamUnavailable
+from node.upstream.registries import DOCKER_HUB, Upstream
+
+log = logging.getLogger(__name__)
+
+_PARAM = re.compile(r'(\w+)=(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
+DEFAULT_TOKEN_SECONDS = 60
+EXPIRY_MARGIN = 10.0
+
+
+@dataclass(frozen=True)
+class Challenge:
+    scheme: str  # lower case: "bearer" or "basic"
+    params: dict[str, str]
+
+    @classmethod
+    def parse(cls, header: str) -> Challenge:
+        scheme, _, rest = header.strip().partition(" ")
+        params = {
+            k.lower(): (quoted if quoted else bare) for k, quoted, bare in _PARAM.findall(rest)
+        }
+        return cls(scheme.lower(), params)
+
+
+def _registry_key(key: str) -> str:
+    """`https://index.docker.io/v1/` and `docker.io` name the same registry."""
+    host = urlsplit(key).netloc if "://" in key else key.split("/")[0]
+    return DOCKER_HUB if host in ("index.docker.io", "registry-1.docker.io") else host
+
+
+class Credentials:
+    """User and password per registry, from a Docker `config.json` (`auths` entries)."""
+
+    def __init__(self, by_registry: dict[str, tuple[str, str]] | None = None) -> None:
+        self._by_registry = by_registry or {}
+
+    @classmethod
+    def load(cls, path: Path) -> Credentials:
+        try:
+            document = json.loads(path.read_text())
+        except FileNotFoundError:
+            return cls()
+        except (OSError, ValueError) as e:
+            log.warning("ignoring unreadable auth file", extra={"path": str(path), "error": str(e)})
+            return cls()
+        found: dict[str, tuple[str, str]] = {}
+        for key, entry in (document.get("auths") or {}).items():
+            pair = cls._pair(entry) if isinstance(entry, dict) else None
+            if pair:
+                found[_registry_key(key)] = pair
+        return cls(found)
+
+    @staticmethod
+    def _pair(entry: dict[str, str]) -> tuple[str, str] | None:
+        if entry.get("username") and entry.get("password"):
+            return entry["username"], entry["password"]
+        try:
+            user, sep, password = base64.b64decode(entry.get("auth", "")).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return (user, password) if sep else None
+
+    def for_upstream(self, upstream: Upstream) -> tuple[str, str] | None:
+        host = urlsplit(upstream.base_url).netloc
+        return self._by_registry.get(upstream.ns) or self._by_registry.get(_registry_key(host))
+
+
+def _basic(pair: tuple[str, str]) -> str:
+    return "Basic " + base64.b64encode(f"{pair[0]}:{pair[1]}".encode()).decode()
+
+
+class Authenticator:
+    def __init__(self, credentials: Credentials) -> None:
+        self._credentials = credentials
+        self._tokens: dict[tuple[str, str], tuple[str, float]] = {}
+        self._realms: dict[str, Challenge] = {}
+        self._basic_only: set[str] = set()
+
+    def cached(self, upstream: Upstream, scope: str) -> str | None:
+        """An Authorization value known to be needed, if any is at hand without a request."""
+        if upstream.ns in self._basic_only:
+            pair = self._credentials.for_upstream(upstream)
+            return _basic(pair) if pair else None
+        token = self._tokens.get((upstream.ns, scope))
+        if token and token[1] > time.monotonic():
+            return token[0]
+        return None
+
+    async def prefetch(
+        self, session: aiohttp.ClientSession, upstream: Upstream, scope: str
+    ) -> str | None:
+        """A token for a known realm before the first try (saves a 401 round trip)."""
+        cached = self.cached(upstream, scope)
+        if cached or upstream.ns not in self._realms:
+            return cached
+        return await self._token(session, upstream, self._realms[upstream.ns], scope)
+
+    async def answer(
+        self, session: aiohttp.ClientSession, upstream: Upstream, scope: str, header: str
+    ) -> str | None:
+        """The Authorization value that answers a 401 challenge, or None when none can."""
+        challenge = Challenge.parse(header)
+        if challenge.scheme == "basic":
+            self._basic_only.add(upstream.ns)
+            pair = self._credentials.for_upstream(upstream)
+            return _basic(pair) if pair else None
+        if challenge.scheme != "bearer" or "realm" not in challenge.params:
+            return None
+        self._realms[upstream.ns] = challenge
+        return await self._token(session, upstream, challenge, challenge.params.get("scope", scope))
+
+    async def _token(
+        self, session: aiohttp.ClientSession, upstream: Upstream, challenge: Challenge, scope: str
+    ) -> str:
+        params = {"scope": scope}
+        if "service" in challenge.params:
+            params["service"] = challenge.params["service"]
+        headers = {}
+        pair = self._credentials.for_upstream(upstream)
+        if pair:
+            headers["Authorization"] = _basic(pair)
+        realm = challenge.params["realm"]
+        try:
+            async with session.get(realm, params=params, headers=headers) as response:
+                if response.status in (401, 403):
+                    raise UpstreamUnauthorized(
+                        "the registry's token service refused the credentials",
+                        {"registry": upstream.ns},
+                    )
+                if response.status != 200:
+                    raise UpstreamUnavailable(
+                        f"token service answered {response.status}", {"registry": upstream.ns}
+                    )
+                document = await response.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+            raise UpstreamUnavailable(
+                f"token service failed: {e}", {"registry": upstream.ns}
+            ) from None
+        token = document.get("token") or document.get("access_token")
+        if not isinstance(token, str):
+            raise UpstreamUnavailable("token service sent no token", {"registry": upstream.ns})
+        lifetime = max(
+            float(document.get("expires_in") or DEFAULT_TOKEN_SECONDS), DEFAULT_TOKEN_SECONDS
+        )
+        value = "Bearer " + token
+        self._tokens[(upstream.ns, scope)] = (value, time.monotonic() + lifetime - EXPIRY_MARGIN)
+        return value

@@ -1,0 +1,246 @@
+"""The HTTP client of upstream registries: auth, retries with backoff, and OCI status mapping.
+
+Every request goes through `_open`, which answers auth challenges, retries connection errors and
+5xx responses with backoff, follows redirects to blob storage (aiohttp drops the Authorization
+header when a redirect leaves the registry's origin), and turns upstream statuses into the
+node's domain errors, so a 401/403/404/429 upstream never reaches a client as a 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import aiohttp
+
+from node.errors import (
+    BlobUnknown,
+    ManifestUnknown,
+    NotFound,
+    UpstreamDenied,
+    UpstreamError,
+    UpstreamRateLimited,
+    UpstreamUnauthorized,
+    UpstreamUnavailable,
+)
+from node.metrics import NodeMetrics
+from node.upstream.auth import Authenticator
+from node.upstream.registries import Upstream
+
+log = logging.getLogger(__name__)
+
+MAX_MANIFEST_BYTES = 4 << 20
+STREAM_BLOCK = 1 << 20
+
+
+@dataclass(frozen=True)
+class FetchedManifest:
+    body: bytes | None  # None for HEAD
+    digest: str | None  # the upstream's Docker-Content-Digest, when it sent one
+    media_type: str
+    size: int
+
+
+@dataclass
+class BlobStream:
+    size: int  # the whole blob's size
+    start: int  # offset of the first byte this stream yields
+    _response: aiohttp.ClientResponse
+    _metrics: NodeMetrics
+
+    async def blocks(self) -> AsyncIterator[bytes]:
+        """The body in blocks of about STREAM_BLOCK bytes."""
+        buffer = bytearray()
+        async for data in self._response.content.iter_any():
+            self._metrics.upstream_bytes.inc(len(data))
+            buffer += data
+            if len(buffer) >= STREAM_BLOCK:
+                yield bytes(buffer)
+                buffer.clear()
+        if buffer:
+            yield bytes(buffer)
+
+
+class UpstreamClient:
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        metrics: NodeMetrics,
+        timeout: float = 30.0,
+        retries: int = 3,
+    ) -> None:
+        self._auth = authenticator
+        self._metrics = metrics
+        self._retries = retries
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, connect=timeout, sock_connect=timeout, sock_read=timeout
+        )
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> UpstreamClient:
+        self._session = aiohttp.ClientSession(
+            timeout=self._timeout,
+            auto_decompress=False,
+            # Digests are over the bytes as stored: never let a server re-encode them.
+            headers={"Accept-Encoding": "identity"},
+            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=60),
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._session:
+            await self._session.close()
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        assert self._session is not None, "use the client inside `async with`"
+        return self._session
+
+    async def manifest(
+        self, upstream: Upstream, repo: str, reference: str, accept: list[str], head: bool = False
+    ) -> FetchedManifest:
+        path = f"/v2/{upstream.repository(repo)}/manifests/{reference}"
+        headers = {"Accept": ", ".join(accept)}
+        method = "HEAD" if head else "GET"
+        async with self._open(method, upstream, repo, path, headers, ManifestUnknown) as response:
+            size = response.content_length
+            if size is not None and size > MAX_MANIFEST_BYTES:
+                raise UpstreamUnavailable("upstream manifest too large", {"bytes": size})
+            body = None if head else await self._read_limited(response)
+            return FetchedManifest(
+                body=body,
+                digest=response.headers.get("Docker-Content-Digest"),
+                media_type=response.headers.get("Content-Type", "").split(";")[0].strip(),
+                size=len(body) if body is not None else (size or 0),
+            )
+
+    async def _read_limited(self, response: aiohttp.ClientResponse) -> bytes:
+        body = bytearray()
+        async for data in response.content.iter_any():
+            body += data
+            if len(body) > MAX_MANIFEST_BYTES:
+                raise UpstreamUnavailable("upstream manifest too large", {"bytes": len(body)})
+        return bytes(body)
+
+    async def blob_size(self, upstream: Upstream, repo: str, digest: str) -> int:
+        path = f"/v2/{upstream.repository(repo)}/blobs/{digest}"
+        async with self._open("HEAD", upstream, repo, path, {}, BlobUnknown) as response:
+            if response.content_length is None:
+                raise UpstreamUnavailable("upstream sent no blob size", {"digest": digest})
+            return response.content_length
+
+    @asynccontextmanager
+    async def blob(
+        self, upstream: Upstream, repo: str, digest: str, start: int = 0
+    ) -> AsyncIterator[BlobStream]:
+        """The blob's bytes from `start` on. `stream.start` is 0 when the upstream ignored the
+        Range header."""
+        path = f"/v2/{upstream.repository(repo)}/blobs/{digest}"
+        headers = {"Range": f"bytes={start}-"} if start else {}
+        async with self._open("GET", upstream, repo, path, headers, BlobUnknown) as response:
+            size, first = _extent(response, digest)
+            yield BlobStream(size, first, response, self._metrics)
+
+    @asynccontextmanager
+    async def _open(
+        self,
+        method: str,
+        upstream: Upstream,
+        repo: str,
+        path: str,
+        headers: dict[str, str],
+        not_found: type[NotFound],
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        response = await self._request(method, upstream, repo, path, headers, not_found)
+        try:
+            yield response
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise UpstreamUnavailable(
+                f"upstream transfer failed: {e!r}", {"registry": upstream.ns}
+            ) from None
+        finally:
+            response.release()
+
+    async def _request(
+        self,
+        method: str,
+        upstream: Upstream,
+        repo: str,
+        path: str,
+        headers: dict[str, str],
+        not_found: type[NotFound],
+    ) -> aiohttp.ClientResponse:
+        scope = f"repository:{upstream.repository(repo)}:pull"
+        url = upstream.base_url + path
+        answered: str | None = None
+        failure = "no attempt made"
+        attempt = 0
+        while attempt <= self._retries:
+            authorization = answered or await self._auth.prefetch(self.session, upstream, scope)
+            request_headers = dict(headers)
+            if authorization:
+                request_headers["Authorization"] = authorization
+            try:
+                response = await self.session.request(method, url, headers=request_headers)
+            except (aiohttp.ClientError, TimeoutError) as e:
+                self._metrics.upstream_requests.labels(upstream.ns, "error").inc()
+                failure = f"{type(e).__name__}: {e}"
+            else:
+                self._metrics.upstream_requests.labels(upstream.ns, str(response.status)).inc()
+                if response.status in (200, 206):
+                    return response
+                challenge = response.headers.get("WWW-Authenticate", "")
+                response.release()
+                if response.status == 401 and challenge and answered is None:
+                    answered = await self._auth.answer(self.session, upstream, scope, challenge)
+                    if answered:
+                        continue  # the answered retry is not an attempt of its own
+                if response.status < 500:
+                    raise _status_error(response, upstream, not_found)
+                failure = f"upstream answered {response.status}"
+            attempt += 1
+            if attempt <= self._retries:
+                await asyncio.sleep(min(2.0, 0.2 * 2**attempt) * (0.5 + random.random()))
+        log.warning(
+            "upstream unavailable", extra={"registry": upstream.ns, "url": url, "error": failure}
+        )
+        raise UpstreamUnavailable(
+            f"upstream {upstream.ns} unavailable: {failure}", {"registry": upstream.ns}
+        )
+
+
+def _status_error(
+    response: aiohttp.ClientResponse, upstream: Upstream, not_found: type[NotFound]
+) -> UpstreamError | NotFound:
+    detail = {"registry": upstream.ns, "status": response.status}
+    if response.status == 401:
+        return UpstreamUnauthorized("the upstream registry requires authentication", detail)
+    if response.status == 403:
+        return UpstreamDenied("the upstream registry denied access", detail)
+    if response.status == 404:
+        return not_found(f"not found upstream at {upstream.ns}", detail)
+    if response.status == 429:
+        return UpstreamRateLimited(
+            "the upstream registry's rate limit was reached", response.headers.get("Retry-After")
+        )
+    return UpstreamUnavailable(f"upstream answered {response.status}", detail)
+
+
+def _extent(response: aiohttp.ClientResponse, digest: str) -> tuple[int, int]:
+    """(whole size, first byte) from Content-Range on a 206, Content-Length on a 200."""
+    if response.status == 206:
+        content_range = response.headers.get("Content-Range", "")
+        try:
+            span, _, total = content_range.removeprefix("bytes ").partition("/")
+            return int(total), int(span.partition("-")[0])
+        except ValueError:
+            raise UpstreamUnavailable(
+                "upstream sent a bad Content-Range", {"digest": digest}
+            ) from None
+    if response.content_length is None:
+        raise UpstreamUnavailable("upstream sent no blob size", {"digest": digest})
+    return response.content_length, 0
