@@ -114,9 +114,7 @@ def add_arguments(parser: argparse.ArgumentParser, config_type: type) -> None:
         parser.add_argument(leaf.flag, dest=leaf.name, **kwargs)
 
 
-def load(
-    config_type: type[T], args: argparse.Namespace, environ: Mapping[str, str]
-) -> T:
+def load(config_type: type[T], args: argparse.Namespace, environ: Mapping[str, str]) -> T:
     """Build `config_type` from defaults, then the TOML file, the environment, then flags."""
     values: dict[tuple[str, ...], Any] = {}
     config_file = getattr(args, "config", None) or environ.get(ENV_PREFIX + "CONFIG")

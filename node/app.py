@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
@@ -20,7 +23,7 @@ from node.upstream.auth import Authenticator, Credentials
 from node.upstream.client import UpstreamClient
 from node.upstream.registries import Registries
 
-__all__ = ["HELP", "Config", "main", "run"]
+__all__ = ["HELP", "Config", "Node", "compose", "main", "run"]
 
 HELP = "run a node agent: this host's registry mirror, fed by peers and upstreams"
 SHUTDOWN_GRACE = 10.0
@@ -28,14 +31,26 @@ SHUTDOWN_GRACE = 10.0
 log = logging.getLogger("node")
 
 
+@dataclass
+class Node:
+    """The parts of a running node that its servers and tests reach."""
+
+    config: Config
+    app: web.Application
+    store: ContentStore
+    metrics: NodeMetrics
+    registries: Registries
+    ready: bool = False
+
+
 def main(config: Config) -> int:
     asyncio.run(run(config))
     return 0
 
 
-async def run(config: Config, stop: asyncio.Event | None = None) -> None:
-    """Run until `stop` is set (or SIGTERM/SIGINT arrives)."""
-    stop = stop or _stop_on_signals()
+@asynccontextmanager
+async def compose(config: Config) -> AsyncIterator[Node]:
+    """Build the node's parts in dependency order; close them in reverse."""
     metrics = NodeMetrics()
     store = ContentStore.open(
         config.store.data_dir,
@@ -53,41 +68,51 @@ async def run(config: Config, stop: asyncio.Event | None = None) -> None:
         timeout=config.upstream.upstream_timeout,
         retries=config.upstream.upstream_retries,
     )
-    ready = False
-    async with upstream:
-        api = RegistryAPI(
-            registries,
-            Manifests(store, upstream, metrics),
-            Blobs(store, downloads, upstream, metrics),
-            metrics,
-            ready=lambda: ready,
-        )
-        runner = web.AppRunner(
-            api.application(), handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE
-        )
+    try:
+        async with upstream:
+            node: Node
+            api = RegistryAPI(
+                registries,
+                Manifests(store, upstream, metrics),
+                Blobs(store, downloads, upstream, metrics),
+                metrics,
+                ready=lambda: node.ready,
+            )
+            node = Node(config, api.application(), store, metrics, registries)
+            try:
+                yield node
+            finally:
+                node.ready = False
+                await downloads.close()
+    finally:
+        store.close()
+
+
+async def run(config: Config, stop: asyncio.Event | None = None) -> None:
+    """Serve until `stop` is set (or SIGTERM/SIGINT arrives)."""
+    stop = stop or _stop_on_signals()
+    async with compose(config) as node:
+        runner = web.AppRunner(node.app, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE)
         await runner.setup()
-        host, port = split_host_port(config.listen)
         try:
-            site = web.TCPSite(runner, host, port, reuse_address=True)
-            await site.start()
-            ready = True
+            host, port = split_host_port(config.listen)
+            await web.TCPSite(runner, host, port, reuse_address=True).start()
+            node.ready = True
             log.info(
                 "node ready",
                 extra={
                     "listen": config.listen,
                     "data_dir": str(config.store.data_dir),
-                    "blobs": len(store.blobs()),
-                    "default_registry": registries.default_ns,
+                    "blobs": len(node.store.blobs()),
+                    "default_registry": node.registries.default_ns,
                 },
             )
             await stop.wait()
             log.info("node stopping")
         finally:
-            ready = False
+            node.ready = False
             await runner.cleanup()
-            await downloads.close()
-            store.close()
-            log.info("node stopped")
+    log.info("node stopped")
 
 
 def _stop_on_signals() -> asyncio.Event:

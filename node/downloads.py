@@ -13,10 +13,10 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
+from typing import Protocol
 
 from node.errors import ContentInvalid, UpstreamUnavailable
 from node.store.contentstore import BlobInfo, BlobWriter, ContentStore
-from node.upstream.client import BlobStream
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +24,18 @@ HOLDBACK = 64 << 10
 READ_BLOCK = 1 << 20
 RESUMES = 3
 
+
+class Stream(Protocol):
+    """A blob's bytes from `start` on (the upstream client's `BlobStream` is one)."""
+
+    size: int
+    start: int
+
+    def blocks(self) -> AsyncIterator[bytes]: ...
+
+
 # Opens the blob's bytes from an offset on (the upstream client's `blob`, bound to a blob).
-Source = Callable[[int], AbstractAsyncContextManager[BlobStream]]
+Source = Callable[[int], AbstractAsyncContextManager[Stream]]
 
 
 class Download:

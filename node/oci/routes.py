@@ -24,6 +24,7 @@ from node.upstream.registries import Registries, Upstream
 log = logging.getLogger(__name__)
 
 NAME = r"{name:[^?#]+?}"
+ENDPOINT = web.RequestKey("endpoint", str)
 
 
 class RegistryAPI:
@@ -79,7 +80,7 @@ class RegistryAPI:
             status = e.status
             raise
         finally:
-            endpoint = request.get("endpoint", "unmatched")
+            endpoint = request.get(ENDPOINT, "unmatched")
             self._metrics.requests.labels(endpoint, str(status)).inc()
             self._metrics.request_duration.labels(endpoint).observe(time.monotonic() - started)
 
@@ -175,7 +176,7 @@ class RegistryAPI:
 
 def _named(endpoint: str, handler: Handler) -> Handler:
     async def named(request: web.Request) -> web.StreamResponse:
-        request["endpoint"] = endpoint
+        request[ENDPOINT] = endpoint
         return await handler(request)
 
     return named

@@ -201,10 +201,9 @@ class ContentStore:
 
     def _committed(self, digest: str, size: int, media_type: str | None) -> BlobInfo:
         self._meta.add_blob(digest, size, media_type)
-        self.evict()
-        info = self.stat(digest)
-        assert info is not None
-        return info
+        with self.using(digest):  # the blob just written is about to be served
+            self.evict()
+        return BlobInfo(digest, size, media_type)
 
     def delete(self, digest: str) -> None:
         self._meta.remove_blob(digest)

@@ -1,0 +1,122 @@
+"""Downloads against an in-memory source: readers follow the writer, the tail waits for the
+digest check, broken transfers resume where they stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import pytest
+
+from node.downloads import HOLDBACK, Downloads
+from node.errors import ContentInvalid, UpstreamUnavailable
+from node.store.contentstore import ContentStore
+
+
+def digest_of(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@dataclass
+class MemoryStream:
+    size: int
+    start: int
+    data: bytes
+    block: int
+    gate: asyncio.Event
+    break_at: int | None = None
+
+    async def blocks(self) -> AsyncIterator[bytes]:
+        for offset in range(self.start, self.size, self.block):
+            if self.break_at is not None and offset >= self.break_at:
+                raise UpstreamUnavailable("connection reset")
+            yield self.data[offset : offset + self.block]
+            await asyncio.sleep(0)
+        await self.gate.wait()  # the transfer's end, held by the test
+
+
+@dataclass
+class MemorySource:
+    """What an upstream would send: `data` (possibly wrong), honouring Range unless told not to."""
+
+    data: bytes
+    block: int = 64 << 10
+    honour_range: bool = True
+    breaks: list[int] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @asynccontextmanager
+    async def __call__(self, offset: int) -> AsyncIterator[MemoryStream]:
+        self.offsets.append(offset)
+        start = offset if self.honour_range else 0
+        break_at = self.breaks.pop(0) if self.breaks else None
+        yield MemoryStream(len(self.data), start, self.data, self.block, self.gate, break_at)
+
+
+async def collect(stream: AsyncIterator[bytes]) -> bytes:
+    return b"".join([block async for block in stream])
+
+
+@pytest.fixture
+def store() -> ContentStore:
+    return ContentStore.memory()
+
+
+async def test_the_tail_waits_for_verification(store: ContentStore) -> None:
+    wrong = b"w" * (HOLDBACK * 4)
+    source = MemorySource(wrong)
+    download = Downloads(store).start(digest_of(b"r" * len(wrong)), source)
+    received = bytearray()
+
+    async def reader() -> None:
+        async for block in download.read(0, len(wrong)):
+            received.extend(block)
+
+    task = asyncio.create_task(reader())
+    await asyncio.sleep(0.2)  # every byte has been written; the transfer's end is held
+    assert len(received) == len(wrong) - HOLDBACK
+    source.gate.set()
+    with pytest.raises(ContentInvalid):
+        await task
+    assert len(received) < len(wrong)
+    assert store.stat(digest_of(b"r" * len(wrong))) is None
+
+
+async def test_readers_get_every_byte_and_the_blob_is_stored(store: ContentStore) -> None:
+    data = bytes(range(256)) * 4096
+    source = MemorySource(data)
+    source.gate.set()
+    downloads = Downloads(store)
+    download = downloads.start(digest_of(data), source)
+    bodies = await asyncio.gather(*(collect(download.read(0, len(data))) for _ in range(5)))
+    assert all(body == data for body in bodies)
+    assert await collect(download.read(1000, 2000)) == data[1000:2000]
+    assert store.stat(digest_of(data)) is not None
+    assert downloads.get(digest_of(data)) is None
+
+
+@pytest.mark.parametrize("honour_range", [True, False])
+async def test_broken_transfers_resume_from_the_last_byte(
+    store: ContentStore, honour_range: bool
+) -> None:
+    data = bytes(range(256)) * 8192
+    source = MemorySource(data, honour_range=honour_range, breaks=[500_000, 1_500_000])
+    source.gate.set()
+    download = Downloads(store).start(digest_of(data), source)
+    assert await collect(download.read(0, len(data))) == data
+    assert source.offsets[0] == 0
+    assert 0 < source.offsets[1] < source.offsets[2]
+
+
+async def test_a_transfer_that_keeps_breaking_fails_cleanly(store: ContentStore) -> None:
+    data = b"d" * 1_000_000
+    source = MemorySource(data, breaks=[100_000] * 10)
+    source.gate.set()
+    download = Downloads(store).start(digest_of(data), source)
+    with pytest.raises(UpstreamUnavailable):
+        await collect(download.read(0, len(data)))
+    assert store.stat(digest_of(data)) is None

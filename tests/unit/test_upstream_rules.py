@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+
+from node.upstream.auth import Challenge, Credentials
+from node.upstream.registries import Registries, Upstream, is_loopback_host, parse_mapping
+
+
+def test_docker_hub_official_images_live_under_library() -> None:
+    hub = Registries([], "docker.io").resolve(None)
+    assert hub.base_url == "https://registry-1.docker.io"
+    assert hub.repository("nginx") == "library/nginx"
+    assert hub.repository("bitnami/nginx") == "bitnami/nginx"
+    assert Upstream("ghcr.io", "https://ghcr.io").repository("nginx") == "nginx"
+
+
+def test_namespace_mapping_and_defaults() -> None:
+    registries = Registries(["myreg.internal=http://127.0.0.1:5999/"], "myreg.internal")
+    assert registries.resolve(None).base_url == "http://127.0.0.1:5999"
+    assert registries.resolve("ghcr.io").base_url == "https://ghcr.io"
+    assert registries.resolve("127.0.0.1:5000").base_url == "http://127.0.0.1:5000"
+    assert registries.resolve("index.docker.io").ns == "docker.io"
+
+
+@pytest.mark.parametrize("text", ["nourl", "ns=ftp://x", "=http://x"])
+def test_bad_mappings(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_mapping(text)
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [("127.0.0.1:5000", True), ("localhost", True), ("[::1]:5000", True), ("10.0.0.1", False)],
+)
+def test_loopback_hosts(host: str, loopback: bool) -> None:
+    assert is_loopback_host(host) is loopback
+
+
+def test_bearer_challenge_parsing() -> None:
+    challenge = Challenge.parse(
+        'Bearer realm="https://auth.example/token",service="registry.example",'
+        'scope="repository:a/b:pull,push"'
+    )
+    assert challenge.scheme == "bearer"
+    assert challenge.params == {
+        "realm": "https://auth.example/token",
+        "service": "registry.example",
+        "scope": "repository:a/b:pull,push",
+    }
+    assert Challenge.parse('Basic realm="x"').scheme == "basic"
+
+
+def test_credentials_are_used_only_for_the_registry_they_name(tmp_path: Path) -> None:
+    auth = base64.b64encode(b"alice:s3cret").decode()
+    path = tmp_path / "config.json"
+    path.write_text(
+        json.dumps(
+            {
+                "auths": {
+                    "127.0.0.1:5000": {"auth": auth},
+                    "https://index.docker.io/v1/": {"username": "bob", "password": "pw"},
+                    "broken.example": {"auth": "!!!"},
+                }
+            }
+        )
+    )
+    credentials = Credentials.load(path)
+    assert credentials.for_upstream(Upstream("127.0.0.1:5000", "http://127.0.0.1:5000")) == (
+        "alice",
+        "s3cret",
+    )
+    assert credentials.for_upstream(Upstream("docker.io", "https://registry-1.docker.io")) == (
+        "bob",
+        "pw",
+    )
+    assert credentials.for_upstream(Upstream("127.0.0.1:6000", "http://127.0.0.1:6000")) is None
+    assert credentials.for_upstream(Upstream("broken.example", "https://broken.example")) is None
+    assert (
+        Credentials.load(tmp_path / "missing.json").for_upstream(Upstream("x", "https://x")) is None
+    )
