@@ -28,14 +28,12 @@ class BlobHandle:
     download: Download | None
     store: ContentStore
 
-    def read(self, start: int, end: int) -> AsyncIterator[bytes]:
+    def pieces(self, start: int, end: int) -> AsyncIterator[bytes | Segment]:
+        """Byte blocks or file segments; open a segment's file before the next await."""
         if self.info is not None:
-            return self.store.read(self.info, start, end)
+            return self.store.pieces(self.info, start, end)
         assert self.download is not None
         return self.download.read(start, end)
-
-    def segments(self, start: int, end: int) -> list[Segment] | None:
-        return self.store.segments(self.info, start, end) if self.info else None
 
 
 class Blobs:

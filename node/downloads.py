@@ -16,6 +16,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
 from node.errors import ContentInvalid, UpstreamUnavailable
+from node.store.backend import Segment
 from node.store.contentstore import BlobInfo, BlobWriter, ContentStore
 
 log = logging.getLogger(__name__)
@@ -85,8 +86,8 @@ class Download:
     async def _pump(self) -> None:
         """Copy the source into the writer, resuming from the last byte when a transfer breaks."""
         failures = 0
-        while self._writer is None or self._writer.written < self._writer.size:
-            offset = self._writer.written if self._writer else 0
+        while self._writer is None or self._writer.accepted < self._writer.size:
+            offset = self._writer.accepted if self._writer else 0
             try:
                 async with self._source(offset) as stream:
                     writer = self._start(stream.size)
@@ -97,8 +98,7 @@ class Download:
                             block, skip = block[cut:], skip - cut
                         if block:
                             await writer.write(block)
-                            self._notify()
-                if writer.written < writer.size:
+                if writer.accepted < writer.size:
                     raise UpstreamUnavailable("upstream closed the transfer early")
             except UpstreamUnavailable as e:
                 failures += 1
@@ -108,7 +108,7 @@ class Download:
                     "blob transfer broke, resuming",
                     extra={
                         "digest": self.digest,
-                        "offset": self._writer.written,
+                        "offset": self._writer.accepted,
                         "error": e.message,
                     },
                 )
@@ -116,6 +116,7 @@ class Download:
     def _start(self, size: int) -> BlobWriter:
         if self._writer is None:
             self._writer = self._store.begin(self.digest, size)
+            self._writer.on_progress = self._notify
             self._notify()
         elif size != self._writer.size:
             raise ContentInvalid("blob size changed between transfers", {"digest": self.digest})
@@ -128,23 +129,30 @@ class Download:
             await self._wait()
         return self._writer.size
 
-    async def read(self, start: int, end: int) -> AsyncIterator[bytes]:
-        """Bytes [start, end) as they arrive; raises the download's error if it fails."""
+    async def read(self, start: int, end: int) -> AsyncIterator[bytes | Segment]:
+        """Bytes [start, end) as they arrive, as byte blocks or file segments (open a segment
+        before the next await); raises the download's error if it fails."""
         position = start
         with self._store.using(self.digest):
             while position < end:
                 if self.info is not None:
-                    async for block in self._store.read(self.info, position, end):
-                        yield block
+                    async for piece in self._store.pieces(self.info, position, end):
+                        yield piece
                     return
                 writer = self._writer
                 released = 0 if writer is None else min(writer.written, writer.size - HOLDBACK)
-                if position < released and writer is not None:
-                    stop = min(end, released, position + READ_BLOCK)
-                    yield await writer.read(position, stop)
-                    position = stop
-                else:
+                if writer is None or position >= released:
                     await self._wait()
+                    continue
+                stop = min(end, released)
+                segments = writer.segments(position, stop)
+                if segments is None:
+                    stop = min(stop, position + READ_BLOCK)
+                    yield await writer.read(position, stop)
+                else:
+                    for segment in segments:
+                        yield segment
+                position = stop
 
 
 class Downloads:

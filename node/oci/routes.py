@@ -19,6 +19,7 @@ from node.oci import mediatypes
 from node.oci.errors import Handler, oci_errors
 from node.oci.ranges import parse_range
 from node.oci.reference import Reference, validate_digest, validate_name
+from node.store.backend import Segment
 from node.upstream.registries import Registries, Upstream
 
 log = logging.getLogger(__name__)
@@ -144,18 +145,17 @@ class RegistryAPI:
         end: int,
     ) -> None:
         counter = self._metrics.blob_bytes.labels(handle.source)
-        segments = handle.segments(start, end)
-        transport = request.transport
-        if segments is not None and transport is not None:
-            loop = asyncio.get_running_loop()
-            for segment in segments:
-                with open(segment.path, "rb") as f:
-                    await loop.sendfile(transport, f, segment.offset, segment.length)
-                counter.inc(segment.length)
-        else:
-            async for block in handle.read(start, end):
-                await response.write(block)
-                counter.inc(len(block))
+        loop = asyncio.get_running_loop()
+        async for piece in handle.pieces(start, end):
+            if isinstance(piece, Segment) and request.transport is not None:
+                with open(piece.path, "rb") as f:  # before any await: the file may move
+                    await loop.sendfile(request.transport, f, piece.offset, piece.length)
+                counter.inc(piece.length)
+            elif isinstance(piece, Segment):
+                raise ConnectionResetError("client went away")
+            else:
+                await response.write(piece)
+                counter.inc(len(piece))
         await response.write_eof()
 
     async def unsupported(self, request: web.Request) -> web.Response:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from node.store.metadata import Metadata, TagRecord
 log = logging.getLogger(__name__)
 
 READ_BLOCK = 1 << 20
+IN_FLIGHT = 16 << 20  # bytes a writer may queue ahead of its thread
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,13 @@ class BlobInfo:
 
 
 class BlobWriter:
-    """One blob on its way into the store. Not visible until `commit` has verified it."""
+    """One blob on its way into the store. Not visible until `commit` has verified it.
+
+    Hashing and writing run in the writer's own thread, pipelined behind the caller: `write`
+    returns as soon as the block is queued (up to IN_FLIGHT bytes ahead), so receiving the next
+    block overlaps hashing the last one. `written` counts bytes hashed and in the file, in order;
+    `on_progress` is called on the event loop each time it grows.
+    """
 
     def __init__(
         self,
@@ -49,20 +57,56 @@ class BlobWriter:
         self._store = store
         self._pending = pending
         self._hash = hashlib.sha256()
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="blob-writer")
+        self._in_flight: deque[tuple[asyncio.Future[None], int]] = deque()
+        self._in_flight_bytes = 0
+        self._failure: BaseException | None = None
         self.digest = digest
         self.size = size
         self.media_type = media_type
+        self.accepted = 0
         self.written = 0
+        self.on_progress: Callable[[], None] | None = None
 
     async def write(self, data: bytes) -> None:
-        if self.written + len(data) > self.size:
+        self._raise_failure()
+        if self.accepted + len(data) > self.size:
             raise ContentInvalid("more bytes than announced", {"digest": self.digest})
-        await asyncio.to_thread(self._write, data)
-        self.written += len(data)
+        self.accepted += len(data)
+        future = asyncio.get_running_loop().run_in_executor(self._thread, self._write, data)
+        self._in_flight.append((future, len(data)))
+        self._in_flight_bytes += len(data)
+        future.add_done_callback(self._landed)
+        while self._in_flight_bytes > IN_FLIGHT:
+            await asyncio.wait([self._in_flight[0][0]])
+        self._raise_failure()
 
     def _write(self, data: bytes) -> None:
         self._hash.update(data)
         self._pending.write(data)
+
+    def _landed(self, future: asyncio.Future[None]) -> None:
+        # One worker thread: blocks land in the order they were queued.
+        _, length = self._in_flight.popleft()
+        self._in_flight_bytes -= length
+        if future.cancelled():
+            self._failure = self._failure or ContentInvalid("write cancelled")
+        elif future.exception() is not None:
+            self._failure = self._failure or future.exception()
+        else:
+            self.written += length
+            if self.on_progress:
+                self.on_progress()
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
+    async def flush(self) -> None:
+        """Wait until every queued block is hashed and written."""
+        while self._in_flight:
+            await asyncio.wait([self._in_flight[-1][0]])
+        self._raise_failure()
 
     async def read(self, start: int, end: int) -> bytes:
         """Bytes already written, while the blob is still being written."""
@@ -70,7 +114,19 @@ class BlobWriter:
             raise ValueError("read beyond what is written")
         return await asyncio.to_thread(self._pending.read, start, end)
 
+    def segments(self, start: int, end: int) -> list[Segment] | None:
+        """File ranges of bytes already written (open them before the next await)."""
+        if end > self.written:
+            raise ValueError("read beyond what is written")
+        return self._pending.segments(start, end)
+
     async def commit(self) -> BlobInfo:
+        try:
+            await self.flush()
+        except BaseException:
+            self.abort()
+            raise
+        self._thread.shutdown(wait=False)
         if self.written != self.size:
             self.abort()
             raise ContentInvalid(
@@ -85,6 +141,7 @@ class BlobWriter:
         return self._store._committed(self.digest, self.size, self.media_type)
 
     def abort(self) -> None:
+        self._thread.shutdown(wait=False, cancel_futures=True)
         self._pending.discard()
 
 
@@ -181,9 +238,21 @@ class ContentStore:
         info = self.require(digest)
         return b"".join([part async for part in self.read(info)])
 
-    def segments(self, info: BlobInfo, start: int, end: int) -> list[Segment] | None:
+    async def pieces(
+        self, info: BlobInfo, start: int = 0, end: int | None = None
+    ) -> AsyncIterator[bytes | Segment]:
+        """The blob as file segments for sendfile where the backend has files, else as bytes.
+        A segment's file must be opened before the next await (eviction may follow)."""
+        end = info.size if end is None else end
+        segments = self._backend.segments(info.digest, info.size, start, end)
+        if segments is None:
+            async for block in self.read(info, start, end):
+                yield block
+            return
         self._meta.touch(info.digest)
-        return self._backend.segments(info.digest, info.size, start, end)
+        with self.using(info.digest):
+            for segment in segments:
+                yield segment
 
     # -- writing
 

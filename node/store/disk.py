@@ -10,6 +10,7 @@ file names are the chunk torrents' names, so the swarm seeds straight from these
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import uuid
@@ -23,22 +24,29 @@ def _hex(digest: str) -> str:
     return digest.partition(":")[2]
 
 
-def _pread_chunks(directory: Path, digest: str, size: int, start: int, end: int) -> bytes:
-    parts = []
+def _segments(directory: Path, digest: str, size: int, start: int, end: int) -> list[Segment]:
     step = chunk_size(size)
+    result = []
     position = start
     while position < end:
         index, offset = divmod(position, step)
         length = min(end - position, step - offset)
-        fd = os.open(directory / chunk_name(digest, index), os.O_RDONLY)
+        result.append(Segment(directory / chunk_name(digest, index), offset, length))
+        position += length
+    return result
+
+
+def _pread_chunks(directory: Path, digest: str, size: int, start: int, end: int) -> bytes:
+    parts = []
+    for segment in _segments(directory, digest, size, start, end):
+        fd = os.open(segment.path, os.O_RDONLY)
         try:
-            data = os.pread(fd, length, offset)
+            data = os.pread(fd, segment.length, segment.offset)
         finally:
             os.close(fd)
-        if len(data) != length:
-            raise OSError(f"short read in {directory} at {position}")
+        if len(data) != segment.length:
+            raise OSError(f"short read of {segment.path} at {segment.offset}")
         parts.append(data)
-        position += length
     return b"".join(parts)
 
 
@@ -61,6 +69,9 @@ class DiskPending:
                 self._close_file()
                 path = self._dir / chunk_name(self._digest, index)
                 self._file = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                length = min(self._step, self._size - index * self._step)
+                with contextlib.suppress(OSError):  # a hint: one extent, fewer allocations
+                    os.posix_fallocate(self._file, 0, length)
             taken = view[: self._step - offset]
             os.write(self._file, taken)  # regular files take whole writes
             self._written += len(taken)
@@ -82,6 +93,9 @@ class DiskPending:
                 raise
             # Published (renamed) while this read ran: read from the final place.
             return _pread_chunks(self._dir, self._digest, self._size, start, end)
+
+    def segments(self, start: int, end: int) -> list[Segment]:
+        return _segments(self._dir, self._digest, self._size, start, end)
 
     def publish(self) -> None:
         self._close_file()
@@ -129,16 +143,7 @@ class DiskBlobs:
         return sum(p.stat().st_size for p in self.directory(digest).iterdir())
 
     def segments(self, digest: str, size: int, start: int, end: int) -> list[Segment]:
-        step = chunk_size(size)
-        directory = self.directory(digest)
-        result = []
-        position = start
-        while position < end:
-            index, offset = divmod(position, step)
-            length = min(end - position, step - offset)
-            result.append(Segment(directory / chunk_name(digest, index), offset, length))
-            position += length
-        return result
+        return _segments(self.directory(digest), digest, size, start, end)
 
     def delete(self, digest: str) -> None:
         shutil.rmtree(self.directory(digest), ignore_errors=True)

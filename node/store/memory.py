@@ -17,6 +17,9 @@ class MemoryPending:
     def read(self, start: int, end: int) -> bytes:
         return bytes(self._data[start:end])
 
+    def segments(self, start: int, end: int) -> list[Segment] | None:
+        return None
+
     def publish(self) -> None:
         self._blobs.setdefault(self._digest, bytes(self._data))
 

@@ -54,15 +54,19 @@ class BlobStream:
 
     async def blocks(self) -> AsyncIterator[bytes]:
         """The body in blocks of about STREAM_BLOCK bytes."""
-        buffer = bytearray()
+        parts: list[bytes] = []
+        buffered = 0
+        counter = self._metrics.upstream_bytes
         async for data in self._response.content.iter_any():
-            self._metrics.upstream_bytes.inc(len(data))
-            buffer += data
-            if len(buffer) >= STREAM_BLOCK:
-                yield bytes(buffer)
-                buffer.clear()
-        if buffer:
-            yield bytes(buffer)
+            counter.inc(len(data))
+            parts.append(data)
+            buffered += len(data)
+            if buffered >= STREAM_BLOCK:
+                yield b"".join(parts)
+                parts.clear()
+                buffered = 0
+        if parts:
+            yield b"".join(parts)
 
 
 class UpstreamClient:
@@ -85,6 +89,7 @@ class UpstreamClient:
         self._session = aiohttp.ClientSession(
             timeout=self._timeout,
             auto_decompress=False,
+            read_bufsize=4 << 20,  # the 64 KiB default pauses the socket every 128 KiB
             # Digests are over the bytes as stored: never let a server re-encode them.
             headers={"Accept-Encoding": "identity"},
             connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=60),

@@ -106,6 +106,7 @@ async def test_partial_reads_while_writing(make_store: StoreFactory) -> None:
     data = b"a" * 1000 + b"b" * 1000
     writer = store.begin(digest_of(data), len(data))
     await writer.write(data[:1000])
+    await writer.flush()
     assert await writer.read(10, 20) == data[10:20]
     with pytest.raises(ValueError):
         await writer.read(900, 1100)
