@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import partial
 
-from node.downloads import Download, Downloads
+from node.downloads import Download, Downloads, UpstreamFill
 from node.metrics import NodeMetrics
 from node.store.backend import Segment
 from node.store.contentstore import BlobInfo, ContentStore
@@ -23,7 +23,7 @@ class BlobHandle:
 
     digest: str
     size: int
-    source: str  # a `blob_bytes_total` source label: cache or upstream
+    source: str  # a `blob_bytes_total` source label: cache, seed, peer or upstream
     info: BlobInfo | None
     download: Download | None
     store: ContentStore
@@ -53,7 +53,8 @@ class Blobs:
         info = self._store.stat(digest)
         if info is None:
             return None
-        return BlobHandle(digest, info.size, "cache", info, None, self._store)
+        source = "seed" if self._store.pinned(digest) else "cache"
+        return BlobHandle(digest, info.size, source, info, None, self._store)
 
     async def open(self, upstream: Upstream, repo: str, digest: str) -> BlobHandle:
         cached = self._cached(digest)
@@ -62,7 +63,7 @@ class Blobs:
         download = self._downloads.get(digest)
         if download is None:
             source = partial(self._upstream.blob, upstream, repo, digest)
-            download = self._downloads.start(digest, source)
+            download = self._downloads.start(digest, UpstreamFill(digest, source))
             log.info(
                 "fetching blob from upstream",
                 extra={"digest": digest, "registry": upstream.ns, "repo": repo},
@@ -70,7 +71,7 @@ class Blobs:
         else:
             self._metrics.downloads_shared.inc()
         size = await download.size()
-        return BlobHandle(digest, size, "upstream", None, download, self._store)
+        return BlobHandle(digest, size, download.fill.source, None, download, self._store)
 
     async def size(self, upstream: Upstream, repo: str, digest: str) -> int:
         """What HEAD answers: known sizes locally, else the upstream's, without a download."""

@@ -1,10 +1,11 @@
-"""One upstream fetch per blob, however many clients ask for it at once.
+"""One fetch per blob, however many clients ask for it at once.
 
-A `Download` pumps a blob from its source into a store writer; any number of readers follow
-it and get each block as soon as it is on disk, so no client waits for the whole blob before
-its first byte. The last HOLDBACK bytes are released only once the whole blob's digest is
-verified: a client can never receive a complete response with wrong bytes; on a mismatch every
-reader's transfer fails and nothing is stored.
+A `Download` runs a `Fill` (from upstream as one stream, or chunk by chunk through the swarm)
+into a store writer; any number of readers follow it and get each part as soon as it is hashed
+and in its file, so no client waits for the whole blob before its first byte. The last HOLDBACK
+bytes are released only once the whole blob's digest is verified: a client can never receive a
+complete response with wrong bytes; on a mismatch every reader's transfer fails and nothing is
+stored.
 """
 
 from __future__ import annotations
@@ -37,13 +38,89 @@ class Stream(Protocol):
 
 # Opens the blob's bytes from an offset on (the upstream client's `blob`, bound to a blob).
 Source = Callable[[int], AbstractAsyncContextManager[Stream]]
+# Creates the store writer once the blob's size is known.
+Begin = Callable[[int], BlobWriter]
+
+
+class Fill(Protocol):
+    """How a download's bytes get into the writer."""
+
+    source: str  # the `blob_bytes_total` label of the bytes it delivers
+
+    async def run(self, begin: Begin) -> BlobWriter:
+        """Call `begin(size)` once, put every byte into that writer, return it."""
+        ...
+
+    async def committed(self, info: BlobInfo) -> None:
+        """The blob is verified and in the store."""
+        ...
+
+    async def failed(self) -> None:
+        """The blob was not stored (bad content, error or cancellation)."""
+        ...
+
+
+class UpstreamFill:
+    """The blob as one upstream stream, resumed from the last byte when a transfer breaks."""
+
+    source = "upstream"
+
+    def __init__(self, digest: str, source: Source) -> None:
+        self._digest = digest
+        self._source = source
+
+    async def run(self, begin: Begin) -> BlobWriter:
+        writer: BlobWriter | None = None
+        failures = 0
+        while writer is None or writer.accepted < writer.size:
+            offset = writer.accepted if writer else 0
+            try:
+                async with self._source(offset) as stream:
+                    if writer is None:
+                        writer = begin(stream.size)
+                    elif stream.size != writer.size:
+                        raise ContentInvalid("blob size changed between transfers")
+                    await copy(stream, writer, offset)
+            except UpstreamUnavailable as e:
+                failures += 1
+                if writer is None or failures > RESUMES:
+                    raise
+                log.warning(
+                    "blob transfer broke, resuming",
+                    extra={"digest": self._digest, "offset": writer.accepted, "error": e.message},
+                )
+        return writer
+
+    async def committed(self, info: BlobInfo) -> None:
+        pass
+
+    async def failed(self) -> None:
+        pass
+
+
+async def copy(stream: Stream, writer: BlobWriter, offset: int, end: int | None = None) -> None:
+    """Append the stream's bytes from `offset` (to `end`) to the writer; a stream that ignored
+    the Range header (it starts before `offset`) is skipped forward."""
+    end = writer.size if end is None else end
+    skip = offset - stream.start
+    async for block in stream.blocks():
+        if skip > 0:
+            cut = min(skip, len(block))
+            block, skip = block[cut:], skip - cut
+        block = block[: end - writer.accepted]
+        if block:
+            await writer.write(block)
+        if writer.accepted >= end:
+            return
+    if writer.accepted < end:
+        raise UpstreamUnavailable("upstream closed the transfer early")
 
 
 class Download:
-    def __init__(self, digest: str, store: ContentStore, source: Source) -> None:
+    def __init__(self, digest: str, store: ContentStore, fill: Fill) -> None:
         self.digest = digest
+        self.fill = fill
         self._store = store
-        self._source = source
         self._writer: BlobWriter | None = None
         self._changed = asyncio.Event()
         self.info: BlobInfo | None = None
@@ -62,65 +139,37 @@ class Download:
         if self.error is not None:
             raise self.error
 
+    def _begin(self, size: int) -> BlobWriter:
+        if self._writer is not None:
+            raise RuntimeError("a fill began twice")
+        self._writer = self._store.begin(self.digest, size)
+        self._writer.on_progress = self._notify
+        self._notify()
+        return self._writer
+
     async def run(self) -> None:
         try:
-            await self._pump()
-            assert self._writer is not None
-            self.info = await self._writer.commit()
-            log.info("blob stored", extra={"digest": self.digest, "bytes": self.info.size})
+            writer = await self.fill.run(self._begin)
+            self.info = await writer.commit()
+            log.info(
+                "blob stored",
+                extra={"digest": self.digest, "bytes": self.info.size, "source": self.fill.source},
+            )
+            await self.fill.committed(self.info)
         except BaseException as e:
-            if self._writer:
+            if self._writer and self.info is None:
                 self._writer.abort()
             self.error = (
                 e if isinstance(e, Exception) else UpstreamUnavailable("download cancelled")
             )
             if isinstance(e, ContentInvalid):
-                log.error(
-                    "upstream sent bad content", extra={"digest": self.digest, "error": e.message}
-                )
+                log.error("bad content", extra={"digest": self.digest, "error": e.message})
+            if self.info is None:
+                await asyncio.shield(self.fill.failed())
             if not isinstance(e, Exception):
                 raise
         finally:
             self._notify()
-
-    async def _pump(self) -> None:
-        """Copy the source into the writer, resuming from the last byte when a transfer breaks."""
-        failures = 0
-        while self._writer is None or self._writer.accepted < self._writer.size:
-            offset = self._writer.accepted if self._writer else 0
-            try:
-                async with self._source(offset) as stream:
-                    writer = self._start(stream.size)
-                    skip = offset - stream.start  # the source ignored our Range header
-                    async for block in stream.blocks():
-                        if skip > 0:
-                            cut = min(skip, len(block))
-                            block, skip = block[cut:], skip - cut
-                        if block:
-                            await writer.write(block)
-                if writer.accepted < writer.size:
-                    raise UpstreamUnavailable("upstream closed the transfer early")
-            except UpstreamUnavailable as e:
-                failures += 1
-                if self._writer is None or failures > RESUMES:
-                    raise
-                log.warning(
-                    "blob transfer broke, resuming",
-                    extra={
-                        "digest": self.digest,
-                        "offset": self._writer.accepted,
-                        "error": e.message,
-                    },
-                )
-
-    def _start(self, size: int) -> BlobWriter:
-        if self._writer is None:
-            self._writer = self._store.begin(self.digest, size)
-            self._writer.on_progress = self._notify
-            self._notify()
-        elif size != self._writer.size:
-            raise ContentInvalid("blob size changed between transfers", {"digest": self.digest})
-        return self._writer
 
     async def size(self) -> int:
         while self._writer is None:
@@ -165,8 +214,8 @@ class Downloads:
     def get(self, digest: str) -> Download | None:
         return self._active.get(digest)
 
-    def start(self, digest: str, source: Source) -> Download:
-        download = Download(digest, self._store, source)
+    def start(self, digest: str, fill: Fill) -> Download:
+        download = Download(digest, self._store, fill)
         self._active[digest] = download
         download.task = asyncio.create_task(self._run(download), name=f"download {digest}")
         return download

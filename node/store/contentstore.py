@@ -69,13 +69,28 @@ class BlobWriter:
         self.on_progress: Callable[[], None] | None = None
 
     async def write(self, data: bytes) -> None:
+        """Append bytes: hashed and written in the writer's thread."""
+        await self._queue(len(data), self._write, data)
+
+    async def adopt(self, length: int) -> None:
+        """Append `length` bytes that are already in their chunk files (put there by the swarm
+        or a range fetch): read back and hashed in the writer's thread."""
+        start = self.accepted
+        await self._queue(length, self._hash_range, start, start + length)
+
+    @property
+    def directory(self) -> Path | None:
+        """Where the chunk files are being written (None when they are not in files)."""
+        return self._pending.directory
+
+    async def _queue(self, length: int, work: Callable[..., None], *args: object) -> None:
         self._raise_failure()
-        if self.accepted + len(data) > self.size:
+        if self.accepted + length > self.size:
             raise ContentInvalid("more bytes than announced", {"digest": self.digest})
-        self.accepted += len(data)
-        future = asyncio.get_running_loop().run_in_executor(self._thread, self._write, data)
-        self._in_flight.append((future, len(data)))
-        self._in_flight_bytes += len(data)
+        self.accepted += length
+        future = asyncio.get_running_loop().run_in_executor(self._thread, work, *args)
+        self._in_flight.append((future, length))
+        self._in_flight_bytes += length
         future.add_done_callback(self._landed)
         while self._in_flight_bytes > IN_FLIGHT:
             await asyncio.wait([self._in_flight[0][0]])
@@ -84,6 +99,10 @@ class BlobWriter:
     def _write(self, data: bytes) -> None:
         self._hash.update(data)
         self._pending.write(data)
+
+    def _hash_range(self, start: int, end: int) -> None:
+        for offset in range(start, end, READ_BLOCK):
+            self._hash.update(self._pending.read(offset, min(end, offset + READ_BLOCK)))
 
     def _landed(self, future: asyncio.Future[None]) -> None:
         # One worker thread: blocks land in the order they were queued.
@@ -318,6 +337,20 @@ class ContentStore:
 
     def unpin(self, owner: str) -> None:
         self._meta.unpin(owner)
+
+    def pinned(self, digest: str) -> bool:
+        return self._meta.pinned(digest)
+
+    def directory(self, digest: str) -> Path | None:
+        """The directory of a complete blob's chunk files (what the swarm seeds from)."""
+        return self._backend.directory(digest)
+
+    def set_torrents(self, digest: str, metainfos: list[bytes]) -> None:
+        """The chunk torrents of a complete blob, kept so a restart seeds without rehashing."""
+        self._meta.set_torrents(digest, metainfos)
+
+    def torrents(self, digest: str) -> list[bytes]:
+        return self._meta.torrents(digest)
 
     def blobs(self) -> list[BlobInfo]:
         return [BlobInfo(r.digest, r.size, r.media_type) for r in self._meta.blobs()]

@@ -61,6 +61,10 @@ class DiskPending:
         self._file: int | None = None
         self._dir.mkdir(parents=True)
 
+    @property
+    def directory(self) -> Path:
+        return self._dir
+
     def write(self, data: bytes) -> None:
         view = memoryview(data)
         while view:

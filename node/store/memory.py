@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from node.store.backend import Segment
 
 
@@ -10,6 +12,10 @@ class MemoryPending:
         self._blobs = blobs
         self._digest = digest
         self._data = bytearray()
+
+    @property
+    def directory(self) -> Path | None:
+        return None
 
     def write(self, data: bytes) -> None:
         self._data += data
@@ -36,6 +42,9 @@ class MemoryBlobs:
 
     def has(self, digest: str) -> bool:
         return digest in self._blobs
+
+    def directory(self, digest: str) -> Path | None:
+        return None
 
     def read(self, digest: str, size: int, start: int, end: int) -> bytes:
         return self._blobs[digest][start:end]

@@ -27,6 +27,12 @@ CREATE TABLE IF NOT EXISTS tags (
     fetched_at REAL NOT NULL,
     PRIMARY KEY (ns, repo, tag)
 );
+CREATE TABLE IF NOT EXISTS torrents (
+    digest TEXT NOT NULL,
+    chunk INTEGER NOT NULL,
+    metainfo BLOB NOT NULL,
+    PRIMARY KEY (digest, chunk)
+);
 CREATE TABLE IF NOT EXISTS pins (
     digest TEXT NOT NULL,
     owner TEXT NOT NULL,
@@ -80,6 +86,19 @@ class Metadata:
 
     def remove_blob(self, digest: str) -> None:
         self._db.execute("DELETE FROM blobs WHERE digest = ?", (digest,))
+        self._db.execute("DELETE FROM torrents WHERE digest = ?", (digest,))
+
+    def set_torrents(self, digest: str, metainfos: list[bytes]) -> None:
+        self._db.executemany(
+            "INSERT OR REPLACE INTO torrents VALUES (?, ?, ?)",
+            [(digest, index, metainfo) for index, metainfo in enumerate(metainfos)],
+        )
+
+    def torrents(self, digest: str) -> list[bytes]:
+        rows = self._db.execute(
+            "SELECT metainfo FROM torrents WHERE digest = ? ORDER BY chunk", (digest,)
+        )
+        return [bytes(row[0]) for row in rows]
 
     def blobs(self) -> list[BlobRecord]:
         rows = self._db.execute("SELECT digest, size, media_type, accessed_at FROM blobs")

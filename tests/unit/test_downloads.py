@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from node.downloads import HOLDBACK, Downloads
+from node.downloads import HOLDBACK, Downloads, UpstreamFill
 from node.errors import ContentInvalid, UpstreamUnavailable
 from node.store.contentstore import ContentStore
 
@@ -33,9 +33,10 @@ class MemoryStream:
         for offset in range(self.start, self.size, self.block):
             if self.break_at is not None and offset >= self.break_at:
                 raise UpstreamUnavailable("connection reset")
+            if offset + self.block >= self.size:
+                await self.gate.wait()  # the last block, held by the test
             yield self.data[offset : offset + self.block]
             await asyncio.sleep(0)
-        await self.gate.wait()  # the transfer's end, held by the test
 
 
 @dataclass
@@ -68,8 +69,10 @@ def store() -> ContentStore:
 
 async def test_the_tail_waits_for_verification(store: ContentStore) -> None:
     wrong = b"w" * (HOLDBACK * 4)
-    source = MemorySource(wrong)
-    download = Downloads(store).start(digest_of(b"r" * len(wrong)), source)
+    source = MemorySource(wrong, block=HOLDBACK // 4)
+    download = Downloads(store).start(
+        digest_of(b"r" * len(wrong)), UpstreamFill(digest_of(b"r" * len(wrong)), source)
+    )
     received = bytearray()
 
     async def reader() -> None:
@@ -77,7 +80,7 @@ async def test_the_tail_waits_for_verification(store: ContentStore) -> None:
             received.extend(block)
 
     task = asyncio.create_task(reader())
-    await asyncio.sleep(0.2)  # every byte has been written; the transfer's end is held
+    await asyncio.sleep(0.2)  # all but the last block has been written
     assert len(received) == len(wrong) - HOLDBACK
     source.gate.set()
     with pytest.raises(ContentInvalid):
@@ -91,7 +94,7 @@ async def test_readers_get_every_byte_and_the_blob_is_stored(store: ContentStore
     source = MemorySource(data)
     source.gate.set()
     downloads = Downloads(store)
-    download = downloads.start(digest_of(data), source)
+    download = downloads.start(digest_of(data), UpstreamFill(digest_of(data), source))
     bodies = await asyncio.gather(*(collect(download.read(0, len(data))) for _ in range(5)))
     assert all(body == data for body in bodies)
     assert await collect(download.read(1000, 2000)) == data[1000:2000]
@@ -106,7 +109,7 @@ async def test_broken_transfers_resume_from_the_last_byte(
     data = bytes(range(256)) * 8192
     source = MemorySource(data, honour_range=honour_range, breaks=[500_000, 1_500_000])
     source.gate.set()
-    download = Downloads(store).start(digest_of(data), source)
+    download = Downloads(store).start(digest_of(data), UpstreamFill(digest_of(data), source))
     assert await collect(download.read(0, len(data))) == data
     assert source.offsets[0] == 0
     assert 0 < source.offsets[1] < source.offsets[2]
@@ -116,7 +119,7 @@ async def test_a_transfer_that_keeps_breaking_fails_cleanly(store: ContentStore)
     data = b"d" * 1_000_000
     source = MemorySource(data, breaks=[100_000] * 10)
     source.gate.set()
-    download = Downloads(store).start(digest_of(data), source)
+    download = Downloads(store).start(digest_of(data), UpstreamFill(digest_of(data), source))
     with pytest.raises(UpstreamUnavailable):
         await collect(download.read(0, len(data)))
     assert store.stat(digest_of(data)) is None

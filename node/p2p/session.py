@@ -1,0 +1,253 @@
+"""The node's libtorrent session: one per node, on `--peer-listen`, nothing but our peers.
+
+Settings are the measured ones of reference/libtorrent.md: no DHT, LSD, UPnP or NAT-PMP (they
+contact outside hosts), TCP only, fixed unchoke slots, no auto-management, many connections.
+libtorrent reports through alerts; one thread waits for them, copies what matters out of each
+(alert objects die at the next pop) and hands the events to the event loop, which owns all the
+state here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import libtorrent as lt
+
+from node.p2p.metainfo import ChunkTorrent
+
+log = logging.getLogger(__name__)
+
+PeerAddress = tuple[str, int]
+STATS_INTERVAL = 1.0
+
+
+class TorrentFailed(Exception):
+    """A chunk torrent hit a storage error or was removed before it finished."""
+
+
+def _settings(host: str, port: int, upload_limit: int, download_limit: int) -> dict[str, object]:
+    listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return {
+        "enable_dht": False,
+        "enable_lsd": False,
+        "enable_upnp": False,
+        "enable_natpmp": False,
+        "dht_bootstrap_nodes": "",
+        "enable_incoming_utp": False,
+        "enable_outgoing_utp": False,
+        "listen_interfaces": listen,
+        "outgoing_interfaces": "" if host in ("0.0.0.0", "::") else host,
+        "allow_multiple_connections_per_ip": True,
+        "unchoke_slots_limit": -1,
+        "choking_algorithm": 0,
+        "active_downloads": -1,
+        "active_seeds": -1,
+        "active_limit": -1,
+        "connections_limit": 4000,
+        "send_buffer_watermark": 3 << 20,
+        "send_buffer_low_watermark": 1 << 20,
+        "send_buffer_watermark_factor": 150,
+        "upload_rate_limit": upload_limit,
+        "download_rate_limit": download_limit,
+        "alert_mask": lt.alert_category.error
+        | lt.alert_category.status
+        | lt.alert_category.storage,
+        "user_agent": "distributed-images",
+    }
+
+
+@dataclass
+class _Torrent:
+    handle: lt.torrent_handle
+    seeding: bool
+    done: asyncio.Future[None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+    hash_failures: int = 0
+    finished: bool = False
+
+
+class PeerSession:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        upload_limit: int = 0,
+        download_limit: int = 0,
+        on_stats: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self._settings = _settings(host, port, upload_limit, download_limit)
+        self._on_stats = on_stats  # (bytes sent, bytes received) since the last call
+        self._torrents: dict[str, _Torrent] = {}
+        self._session: lt.session | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._payload = (0, 0)
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        # Settings in the constructor, so nothing starts before they apply.
+        self._session = lt.session(self._settings)  # type: ignore[call-overload]
+        self._thread = threading.Thread(
+            target=self._pump_alerts, name="libtorrent-alerts", daemon=True
+        )
+        self._thread.start()
+
+    async def close(self) -> None:
+        self._stopping.set()
+        if self._thread:
+            await asyncio.to_thread(self._thread.join)
+        for torrent in self._torrents.values():
+            if not torrent.done.done():
+                torrent.done.set_exception(TorrentFailed("session closed"))
+                torrent.done.exception()  # retrieved: nobody may be waiting any more
+        self._torrents.clear()
+        self._session = None
+
+    @property
+    def port(self) -> int:
+        assert self._session is not None
+        return int(self._session.listen_port())
+
+    def has(self, infohash: str) -> bool:
+        return infohash in self._torrents
+
+    async def add(
+        self,
+        torrent: ChunkTorrent,
+        save_path: Path,
+        *,
+        seed: bool,
+        peers: Iterable[PeerAddress] = (),
+        sequential: bool = False,
+    ) -> None:
+        """Add a chunk torrent: seeding a file already in place (checked lazily: a bad piece is
+        never sent), or downloading into `save_path`. Added paused, given its peers, then
+        resumed, so connections start at once rather than at the session's next tick."""
+        assert self._session is not None
+        if torrent.infohash in self._torrents:
+            self.connect(torrent.infohash, peers)
+            return
+        params = lt.add_torrent_params()
+        params.ti = lt.torrent_info(torrent.metainfo)
+        params.save_path = str(save_path)
+        flags = lt.torrent_flags.paused
+        if seed:
+            flags |= lt.torrent_flags.seed_mode
+        if sequential:
+            flags |= lt.torrent_flags.sequential_download
+        params.flags = flags
+        handle = await asyncio.to_thread(self._session.add_torrent, params)
+        self._torrents[torrent.infohash] = _Torrent(handle, seed)
+        if seed:
+            self._torrents[torrent.infohash].done.set_result(None)
+        self.connect(torrent.infohash, peers)
+        handle.resume()
+
+    def connect(self, infohash: str, peers: Iterable[PeerAddress]) -> None:
+        torrent = self._torrents.get(infohash)
+        if torrent is None:
+            return
+        for peer in peers:
+            torrent.handle.connect_peer(peer)
+
+    async def finished(self, infohash: str) -> None:
+        """Wait until the torrent is complete and its data is on disk."""
+        await asyncio.shield(self._torrents[infohash].done)
+
+    def progress(self, infohash: str) -> int:
+        """Bytes of the torrent downloaded and verified so far."""
+        torrent = self._torrents.get(infohash)
+        return int(torrent.handle.status().total_wanted_done) if torrent else 0
+
+    def move(self, infohash: str, save_path: Path) -> None:
+        """Point a torrent at the same files under a new directory (after a rename)."""
+        torrent = self._torrents.get(infohash)
+        if torrent:
+            torrent.handle.move_storage(str(save_path), lt.move_flags_t.reset_save_path)
+
+    def remove(self, infohash: str) -> None:
+        torrent = self._torrents.pop(infohash, None)
+        if torrent is None or self._session is None:
+            return
+        self._session.remove_torrent(torrent.handle)
+        if not torrent.done.done():
+            torrent.done.set_exception(TorrentFailed("removed"))
+            torrent.done.exception()
+
+    def seeding(self) -> int:
+        return sum(1 for t in self._torrents.values() if t.seeding)
+
+    # -- alerts, on the alert thread
+
+    def _pump_alerts(self) -> None:
+        assert self._session is not None and self._loop is not None
+        next_stats = time.monotonic()
+        while not self._stopping.is_set():
+            if time.monotonic() >= next_stats:
+                self._session.post_session_stats()
+                next_stats = time.monotonic() + STATS_INTERVAL
+            if self._session.wait_for_alert(250) is None:
+                continue
+            events = [event for a in self._session.pop_alerts() if (event := _event(a))]
+            if events:
+                self._loop.call_soon_threadsafe(self._dispatch, events)
+
+    # -- events, on the event loop
+
+    def _dispatch(self, events: list[tuple[str, str, object]]) -> None:
+        for kind, infohash, value in events:
+            if kind == "stats":
+                self._stats(value)  # type: ignore[arg-type]
+                continue
+            torrent = self._torrents.get(infohash)
+            if torrent is None:
+                continue
+            if kind == "finished" and not torrent.seeding:
+                # Finished can come before the data is on disk: flush, then call it complete.
+                torrent.finished = True
+                torrent.handle.flush_cache()
+            elif kind == "flushed" and torrent.finished and not torrent.done.done():
+                torrent.done.set_result(None)
+            elif kind == "error":
+                log.warning("chunk torrent failed", extra={"infohash": infohash, "error": value})
+                if not torrent.done.done():
+                    torrent.done.set_exception(TorrentFailed(str(value)))
+            elif kind == "hash_failed":
+                torrent.hash_failures += 1
+
+    def _stats(self, values: tuple[int, int]) -> None:
+        sent, received = values
+        previous_sent, previous_received = self._payload
+        self._payload = values
+        if self._on_stats:
+            self._on_stats(max(0, sent - previous_sent), max(0, received - previous_received))
+
+
+_TORRENT_EVENTS: tuple[tuple[type[lt.torrent_alert], str], ...] = (
+    (lt.torrent_finished_alert, "finished"),
+    (lt.cache_flushed_alert, "flushed"),
+    (lt.torrent_error_alert, "error"),
+    (lt.file_error_alert, "error"),
+    (lt.hash_failed_alert, "hash_failed"),
+)
+
+
+def _event(alert: lt.alert) -> tuple[str, str, object] | None:
+    """What the event loop needs of an alert, copied out of it (alerts die at the next pop)."""
+    if isinstance(alert, lt.session_stats_alert):
+        values = alert.values
+        return "stats", "", (values["net.sent_payload_bytes"], values["net.recv_payload_bytes"])
+    for kind, name in _TORRENT_EVENTS:
+        if isinstance(alert, kind):
+            return name, str(alert.handle.info_hashes().v1), alert.message()
+    if isinstance(alert, lt.listen_failed_alert):
+        log.error("peer listener failed", extra={"detail": alert.message()})
+    return None

@@ -1,0 +1,84 @@
+"""Two real libtorrent sessions on loopback exchange a chunk torrent built by our metainfo."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from node.p2p import metainfo
+from node.p2p.session import PeerSession
+from node.store.chunking import MiB, chunk_name
+
+BLOB_SIZE = 6 * MiB  # two chunks: 4 MiB and 2 MiB
+DIGEST = "sha256:" + "ab" * 32
+
+
+@pytest.fixture
+async def sessions() -> AsyncIterator[list[PeerSession]]:
+    made = [PeerSession("127.0.0.1", 0), PeerSession("127.0.0.1", 0), PeerSession("127.0.0.1", 0)]
+    for session in made:
+        await session.start()
+    yield made
+    for session in made:
+        await session.close()
+
+
+def write_chunk(directory: Path, index: int, data: bytes) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / chunk_name(DIGEST, index)
+    path.write_bytes(data)
+    return path
+
+
+async def test_a_chunk_swarms_from_a_seeder_to_two_leechers(
+    sessions: list[PeerSession], tmp_path: Path
+) -> None:
+    seeder, first, second = sessions
+    data = os.urandom(4 * MiB)
+    torrent = metainfo.from_file(write_chunk(tmp_path / "seed", 0, data), DIGEST, BLOB_SIZE, 0)
+    await seeder.add(torrent, tmp_path / "seed", seed=True)
+    seed_address = ("127.0.0.1", seeder.port)
+    await first.add(torrent, tmp_path / "a", seed=False, peers=[seed_address])
+    await second.add(
+        torrent, tmp_path / "b", seed=False, peers=[seed_address, ("127.0.0.1", first.port)]
+    )
+    await asyncio.wait_for(
+        asyncio.gather(first.finished(torrent.infohash), second.finished(torrent.infohash)), 30
+    )
+    for leecher in ("a", "b"):
+        got = (tmp_path / leecher / chunk_name(DIGEST, 0)).read_bytes()
+        assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
+    assert first.progress(torrent.infohash) == len(data)
+
+
+async def test_same_bytes_give_the_same_infohash_anywhere(tmp_path: Path) -> None:
+    data = os.urandom(2 * MiB)
+    here = metainfo.from_file(write_chunk(tmp_path / "x", 1, data), DIGEST, BLOB_SIZE, 1)
+    there = metainfo.from_file(write_chunk(tmp_path / "y", 1, data), DIGEST, BLOB_SIZE, 1)
+    assert here == there
+    assert metainfo.parse(here.metainfo, DIGEST, BLOB_SIZE, 1) == here
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        lambda m: m.replace(b"private", b"privatf"),
+        lambda m: m[:-1],
+        lambda m: m + b"x",
+        lambda m: m.replace(b"d4:info", b"d7:comment1:x4:info"),
+    ],
+)
+def test_metainfo_that_is_not_the_canonical_torrent_is_refused(
+    tmp_path: Path, tamper: object
+) -> None:
+    data = os.urandom(2 * MiB)
+    torrent = metainfo.from_file(write_chunk(tmp_path, 1, data), DIGEST, BLOB_SIZE, 1)
+    with pytest.raises(metainfo.MetainfoInvalid):
+        metainfo.parse(tamper(torrent.metainfo), DIGEST, BLOB_SIZE, 1)  # type: ignore[operator]
+    with pytest.raises(metainfo.MetainfoInvalid):
+        metainfo.parse(torrent.metainfo, DIGEST, BLOB_SIZE, 0)  # the wrong chunk
