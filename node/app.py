@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -13,15 +15,21 @@ from pathlib import Path
 from aiohttp import web
 
 from node.blobs import Blobs
-from node.config import Config, split_host_port
+from node.config import Config
 from node.downloads import Downloads
 from node.manifests import Manifests
+from node.membership import Membership
 from node.metrics import NodeMetrics
+from node.oci.descriptors import Sizes
 from node.oci.routes import RegistryAPI
+from node.p2p.pull import PullConfig
+from node.p2p.session import PeerSession
+from node.p2p.swarm import Swarm
 from node.store.contentstore import ContentStore
 from node.upstream.auth import Authenticator, Credentials
 from node.upstream.client import UpstreamClient
 from node.upstream.registries import Registries
+from tracker import address
 
 __all__ = ["HELP", "Config", "Node", "compose", "main", "run"]
 
@@ -40,6 +48,8 @@ class Node:
     store: ContentStore
     metrics: NodeMetrics
     registries: Registries
+    session: PeerSession
+    swarm: Swarm
     ready: bool = False
 
 
@@ -52,40 +62,64 @@ def main(config: Config) -> int:
 async def compose(config: Config) -> AsyncIterator[Node]:
     """Build the node's parts in dependency order; close them in reverse."""
     metrics = NodeMetrics()
+    swarm: Swarm | None = None
     store = ContentStore.open(
         config.store.data_dir,
         max_bytes=config.store.cache_max_bytes,
         low_watermark=config.store.cache_low_watermark,
-        on_evict=lambda info: metrics.evictions.inc(),
+        on_evict=lambda info: _evicted(metrics, swarm, info.digest),
     )
     metrics.store_bytes.set_function(store.usage)
     registries = Registries(config.upstream.registry, config.upstream.default_registry)
     credentials = Credentials.load(Path(config.upstream.auth_file))
     downloads = Downloads(store)
+    sizes = Sizes()
     upstream = UpstreamClient(
         Authenticator(credentials),
         metrics,
         timeout=config.upstream.upstream_timeout,
         retries=config.upstream.upstream_retries,
     )
+    peer_host, peer_port = address.split(config.cluster.peer_listen)
+    session = PeerSession(
+        peer_host,
+        peer_port,
+        config.cluster.upload_limit,
+        config.cluster.download_limit,
+        on_stats=lambda sent, received: _peer_bytes(metrics, sent, received),
+    )
+    await session.start()
     try:
+        swarm = Swarm(store, session, metrics, PullConfig())
         async with upstream:
             node: Node
             api = RegistryAPI(
                 registries,
-                Manifests(store, upstream, metrics),
-                Blobs(store, downloads, upstream, metrics),
+                Manifests(store, upstream, metrics, sizes),
+                Blobs(store, downloads, upstream, metrics, sizes, swarm),
                 metrics,
                 ready=lambda: node.ready,
             )
-            node = Node(config, api.application(), store, metrics, registries)
+            node = Node(config, api.application(), store, metrics, registries, session, swarm)
             try:
                 yield node
             finally:
                 node.ready = False
                 await downloads.close()
     finally:
+        await session.close()
         store.close()
+
+
+def _evicted(metrics: NodeMetrics, swarm: Swarm | None, digest: str) -> None:
+    metrics.evictions.inc()
+    if swarm is not None:
+        swarm.forget(digest)
+
+
+def _peer_bytes(metrics: NodeMetrics, sent: int, received: int) -> None:
+    metrics.peer_bytes.labels("upload").inc(sent)
+    metrics.peer_bytes.labels("download").inc(received)
 
 
 async def run(config: Config, stop: asyncio.Event | None = None) -> None:
@@ -95,24 +129,68 @@ async def run(config: Config, stop: asyncio.Event | None = None) -> None:
         runner = web.AppRunner(node.app, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE)
         await runner.setup()
         try:
-            host, port = split_host_port(config.listen)
-            await web.TCPSite(runner, host, port, reuse_address=True).start()
+            host, port = address.split(config.listen)
+            site = web.TCPSite(runner, host, port, reuse_address=True)
+            await site.start()
+            membership = _membership(node, _bound_port(site) or port)
+            node.swarm.attach(membership)
             node.ready = True
             log.info(
                 "node ready",
                 extra={
                     "listen": config.listen,
+                    "registry": membership.node.registry,
+                    "peer": membership.node.peer,
+                    "tracker": membership.tracker_address,
                     "data_dir": str(config.store.data_dir),
                     "blobs": len(node.store.blobs()),
                     "default_registry": node.registries.default_ns,
                 },
             )
-            await stop.wait()
-            log.info("node stopping")
+            async with asyncio.TaskGroup() as group:
+                members = group.create_task(membership.run(), name="membership")
+                seeding = group.create_task(node.swarm.seed_store(), name="seed store")
+                await stop.wait()
+                log.info("node stopping")
+                seeding.cancel()
+                members.cancel()
         finally:
             node.ready = False
             await runner.cleanup()
     log.info("node stopped")
+
+
+def _membership(node: Node, registry_port: int) -> Membership:
+    cluster = node.config.cluster
+    peer_host, _ = address.split(cluster.peer_listen)
+    # The peer port may have been 0 (any): advertise the one libtorrent bound.
+    cluster = dataclasses.replace(cluster, peer_listen=address.join(peer_host, node.session.port))
+    return Membership(
+        cluster,
+        address.join(_advertised_host(node.config), registry_port),
+        node.swarm.inventory,
+        metainfo=node.swarm.metainfo,
+    )
+
+
+def _advertised_host(config: Config) -> str:
+    """Where other hosts reach this node: --advertise-host, the listen address, or this host's
+    own name as /etc/hosts resolves it."""
+    if config.cluster.advertise_host:
+        return config.cluster.advertise_host
+    host, _ = address.split(config.listen)
+    if host not in ("0.0.0.0", "::", ""):
+        return host
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
+
+
+def _bound_port(site: web.TCPSite) -> int | None:
+    server = site._server
+    sockets = getattr(server, "sockets", None) or []
+    return int(sockets[0].getsockname()[1]) if sockets else None
 
 
 def _stop_on_signals() -> asyncio.Event:

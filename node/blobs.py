@@ -7,8 +7,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import partial
 
-from node.downloads import Download, Downloads, UpstreamFill
+from node.downloads import Download, Downloads, Fill, UpstreamFill
 from node.metrics import NodeMetrics
+from node.oci.descriptors import Sizes
+from node.p2p.swarm import Swarm
 from node.store.backend import Segment
 from node.store.contentstore import BlobInfo, ContentStore
 from node.upstream.client import UpstreamClient
@@ -23,10 +25,15 @@ class BlobHandle:
 
     digest: str
     size: int
-    source: str  # a `blob_bytes_total` source label: cache, seed, peer or upstream
     info: BlobInfo | None
     download: Download | None
     store: ContentStore
+
+    def source_at(self, offset: int) -> str:
+        """The `blob_bytes_total` source of the byte at `offset`: cache, seed, peer, upstream."""
+        if self.download is not None:
+            return self.download.fill.source_at(offset)
+        return "seed" if self.store.pinned(self.digest) else "cache"
 
     def pieces(self, start: int, end: int) -> AsyncIterator[bytes | Segment]:
         """Byte blocks or file segments; open a segment's file before the next await."""
@@ -43,18 +50,21 @@ class Blobs:
         downloads: Downloads,
         upstream: UpstreamClient,
         metrics: NodeMetrics,
+        sizes: Sizes,
+        swarm: Swarm | None = None,
     ) -> None:
         self._store = store
         self._downloads = downloads
         self._upstream = upstream
         self._metrics = metrics
+        self._sizes = sizes
+        self._swarm = swarm
 
     def _cached(self, digest: str) -> BlobHandle | None:
         info = self._store.stat(digest)
         if info is None:
             return None
-        source = "seed" if self._store.pinned(digest) else "cache"
-        return BlobHandle(digest, info.size, source, info, None, self._store)
+        return BlobHandle(digest, info.size, info, None, self._store)
 
     async def open(self, upstream: Upstream, repo: str, digest: str) -> BlobHandle:
         cached = self._cached(digest)
@@ -62,16 +72,29 @@ class Blobs:
             return cached
         download = self._downloads.get(digest)
         if download is None:
-            source = partial(self._upstream.blob, upstream, repo, digest)
-            download = self._downloads.start(digest, UpstreamFill(digest, source))
-            log.info(
-                "fetching blob from upstream",
-                extra={"digest": digest, "registry": upstream.ns, "repo": repo},
-            )
+            fill = await self._fill(upstream, repo, digest)
+            # Another request may have started it while we asked for the size.
+            download = self._downloads.get(digest) or self._downloads.start(digest, fill)
         else:
             self._metrics.downloads_shared.inc()
         size = await download.size()
-        return BlobHandle(digest, size, download.fill.source, None, download, self._store)
+        return BlobHandle(digest, size, None, download, self._store)
+
+    async def _fill(self, upstream: Upstream, repo: str, digest: str) -> Fill:
+        source = partial(self._upstream.blob, upstream, repo, digest)
+        swarm = self._swarm
+        if swarm is not None and swarm.available:
+            size = self._sizes.get(digest)
+            if size is None:
+                size = await self._upstream.blob_size(upstream, repo, digest)
+            log.info("pulling blob through the swarm", extra={"digest": digest, "bytes": size})
+            return swarm.pull(digest, size, source)
+        log.info(
+            "fetching blob from upstream",
+            extra={"digest": digest, "registry": upstream.ns, "repo": repo},
+        )
+        after = partial(swarm.seed, publish=True) if swarm is not None else None
+        return UpstreamFill(digest, source, after=after)
 
     async def size(self, upstream: Upstream, repo: str, digest: str) -> int:
         """What HEAD answers: known sizes locally, else the upstream's, without a download."""

@@ -111,15 +111,3 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
-
-
-def split_host_port(text: str, default_port: int | None = None) -> tuple[str, int]:
-    """`host:port`, `[v6]:port`, or `host` when a default port is given."""
-    host, sep, port = text.rpartition(":")
-    if not sep or "]" in port:
-        if default_port is None:
-            raise ValueError(f"expected HOST:PORT, got {text!r}")
-        return text.strip("[]"), default_port
-    if not port.isdigit():
-        raise ValueError(f"bad port in {text!r}")
-    return host.strip("[]") or "0.0.0.0", int(port)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
@@ -36,8 +36,9 @@ class Stream(Protocol):
     def blocks(self) -> AsyncIterator[bytes]: ...
 
 
-# Opens the blob's bytes from an offset on (the upstream client's `blob`, bound to a blob).
-Source = Callable[[int], AbstractAsyncContextManager[Stream]]
+# Opens the blob's bytes [start, end) (end None: to the end); the upstream client's `blob`
+# bound to one blob.
+Source = Callable[[int, int | None], AbstractAsyncContextManager[Stream]]
 # Creates the store writer once the blob's size is known.
 Begin = Callable[[int], BlobWriter]
 
@@ -45,7 +46,9 @@ Begin = Callable[[int], BlobWriter]
 class Fill(Protocol):
     """How a download's bytes get into the writer."""
 
-    source: str  # the `blob_bytes_total` label of the bytes it delivers
+    def source_at(self, offset: int) -> str:
+        """The `blob_bytes_total` source label of the byte at `offset`."""
+        ...
 
     async def run(self, begin: Begin) -> BlobWriter:
         """Call `begin(size)` once, put every byte into that writer, return it."""
@@ -63,11 +66,18 @@ class Fill(Protocol):
 class UpstreamFill:
     """The blob as one upstream stream, resumed from the last byte when a transfer breaks."""
 
-    source = "upstream"
-
-    def __init__(self, digest: str, source: Source) -> None:
+    def __init__(
+        self,
+        digest: str,
+        source: Source,
+        after: Callable[[BlobInfo], Awaitable[None]] | None = None,
+    ) -> None:
         self._digest = digest
         self._source = source
+        self._after = after
+
+    def source_at(self, offset: int) -> str:
+        return "upstream"
 
     async def run(self, begin: Begin) -> BlobWriter:
         writer: BlobWriter | None = None
@@ -75,7 +85,7 @@ class UpstreamFill:
         while writer is None or writer.accepted < writer.size:
             offset = writer.accepted if writer else 0
             try:
-                async with self._source(offset) as stream:
+                async with self._source(offset, None) as stream:
                     if writer is None:
                         writer = begin(stream.size)
                     elif stream.size != writer.size:
@@ -92,7 +102,8 @@ class UpstreamFill:
         return writer
 
     async def committed(self, info: BlobInfo) -> None:
-        pass
+        if self._after is not None:
+            await self._after(info)
 
     async def failed(self) -> None:
         pass
@@ -151,10 +162,7 @@ class Download:
         try:
             writer = await self.fill.run(self._begin)
             self.info = await writer.commit()
-            log.info(
-                "blob stored",
-                extra={"digest": self.digest, "bytes": self.info.size, "source": self.fill.source},
-            )
+            log.info("blob stored", extra={"digest": self.digest, "bytes": self.info.size})
             await self.fill.committed(self.info)
         except BaseException as e:
             if self._writer and self.info is None:
@@ -198,10 +206,12 @@ class Download:
                 if segments is None:
                     stop = min(stop, position + READ_BLOCK)
                     yield await writer.read(position, stop)
+                    position = stop
                 else:
-                    for segment in segments:
-                        yield segment
-                position = stop
+                    # One at a time: the blob's directory moves when it is committed, so a
+                    # segment's path is good only until the consumer's next await.
+                    yield segments[0]
+                    position += segments[0].length
 
 
 class Downloads:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from node.errors import ContentInvalid, UpstreamRateLimited, UpstreamUnavailable
 from node.metrics import NodeMetrics
 from node.oci import mediatypes
+from node.oci.descriptors import Sizes
 from node.oci.reference import Reference
 from node.store.contentstore import ContentStore
 from node.upstream.client import UpstreamClient
@@ -29,12 +30,23 @@ class Manifest:
 
 
 class Manifests:
-    def __init__(self, store: ContentStore, upstream: UpstreamClient, metrics: NodeMetrics) -> None:
+    def __init__(
+        self, store: ContentStore, upstream: UpstreamClient, metrics: NodeMetrics, sizes: Sizes
+    ) -> None:
         self._store = store
         self._upstream = upstream
         self._metrics = metrics
+        self._sizes = sizes
 
     async def get(
+        self, upstream: Upstream, repo: str, reference: Reference, accept: list[str], head: bool
+    ) -> Manifest:
+        manifest = await self._get(upstream, repo, reference, accept, head)
+        if manifest.body is not None:
+            self._sizes.learn(manifest.body)
+        return manifest
+
+    async def _get(
         self, upstream: Upstream, repo: str, reference: Reference, accept: list[str], head: bool
     ) -> Manifest:
         if reference.is_digest:

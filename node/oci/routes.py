@@ -144,18 +144,21 @@ class RegistryAPI:
         start: int,
         end: int,
     ) -> None:
-        counter = self._metrics.blob_bytes.labels(handle.source)
         loop = asyncio.get_running_loop()
+        position = start
         async for piece in handle.pieces(start, end):
+            source = handle.source_at(position)
             if isinstance(piece, Segment) and request.transport is not None:
                 with open(piece.path, "rb") as f:  # before any await: the file may move
                     await loop.sendfile(request.transport, f, piece.offset, piece.length)
-                counter.inc(piece.length)
+                length = piece.length
             elif isinstance(piece, Segment):
                 raise ConnectionResetError("client went away")
             else:
                 await response.write(piece)
-                counter.inc(len(piece))
+                length = len(piece)
+            self._metrics.blob_bytes.labels(source).inc(length)
+            position += length
         await response.write_eof()
 
     async def unsupported(self, request: web.Request) -> web.Response:

@@ -140,12 +140,15 @@ class UpstreamClient:
 
     @asynccontextmanager
     async def blob(
-        self, upstream: Upstream, repo: str, digest: str, start: int = 0
+        self, upstream: Upstream, repo: str, digest: str, start: int = 0, end: int | None = None
     ) -> AsyncIterator[BlobStream]:
-        """The blob's bytes from `start` on. `stream.start` is 0 when the upstream ignored the
-        Range header."""
+        """The blob's bytes [start, end). `stream.start` is 0 when the upstream ignored the
+        Range header (it then sends the whole blob)."""
         path = f"/v2/{upstream.repository(repo)}/blobs/{digest}"
-        headers = {"Range": f"bytes={start}-"} if start else {}
+        headers = {}
+        if start or end is not None:
+            last = "" if end is None else str(end - 1)
+            headers["Range"] = f"bytes={start}-{last}"
         async with self._open("GET", upstream, repo, path, headers, BlobUnknown) as response:
             size, first = _extent(response, digest)
             yield BlobStream(size, first, response, self._metrics)

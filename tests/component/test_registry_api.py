@@ -101,6 +101,7 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
     ns = f"127.0.0.1:{upstream_server.port}"
     config = Config()
     config.store.data_dir = tmp_path / "data"
+    config.cluster.peer_listen = "127.0.0.1:0"
     config.upstream.auth_file = str(tmp_path / "no-auth.json")
     config.upstream.upstream_retries = 1
     config.upstream.upstream_timeout = 5

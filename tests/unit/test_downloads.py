@@ -51,7 +51,7 @@ class MemorySource:
     gate: asyncio.Event = field(default_factory=asyncio.Event)
 
     @asynccontextmanager
-    async def __call__(self, offset: int) -> AsyncIterator[MemoryStream]:
+    async def __call__(self, offset: int, end: int | None) -> AsyncIterator[MemoryStream]:
         self.offsets.append(offset)
         start = offset if self.honour_range else 0
         break_at = self.breaks.pop(0) if self.breaks else None

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from distributed_images import settings
-from node.config import Config, split_host_port
+from node.config import Config
+from tracker.address import split as split_host_port
 
 
 def parse(argv: list[str], environ: dict[str, str] | None = None) -> Config:

@@ -1,0 +1,268 @@
+"""The node's place in the cluster: join the tracker, heartbeat, keep it told what this node holds.
+
+`run()` is one long-running task of the node. It joins, announces the whole inventory, heartbeats,
+and takes work orders (preheat, republish) from the tracker's Tasks stream. Whenever the tracker
+answers "unknown node" (it restarted, or forgot a silent node) or comes back after being
+unreachable, the node joins again and re-announces everything: the tracker's state is soft and
+the nodes rebuild it. While the tracker is unreachable the node keeps serving; membership only
+retries with backoff. Cancelling `run()` leaves the cluster cleanly.
+
+Without `--tracker` the node runs a tracker in-process on 127.0.0.1 (the embedded default).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+from node.config import ClusterConfig
+from tracker import address
+from tracker.app import Config as TrackerConfig
+from tracker.app import TrackerServer
+from tracker.backoff import Backoff
+from tracker.client import (
+    HeldBlob,
+    Inventory,
+    Load,
+    NodeAddress,
+    Order,
+    PreheatOrder,
+    RepublishOrder,
+    Session,
+    TrackerClient,
+)
+from tracker.errors import NodeUnknown, TrackerError
+
+log = logging.getLogger(__name__)
+
+LEAVE_TIMEOUT = 2.0
+MAX_RUNNING_ORDERS = 8
+
+InventorySource = Callable[[], Awaitable[Inventory]]
+Preheater = Callable[[str], Awaitable[None]]
+MetainfoSource = Callable[[str, int], Awaitable[bytes | None]]
+
+
+class Membership:
+    def __init__(
+        self,
+        config: ClusterConfig,
+        registry_address: str,
+        inventory: InventorySource,
+        *,
+        node_id: str | None = None,
+        load: Callable[[], Load] | None = None,
+        preheat: Preheater | None = None,
+        metainfo: MetainfoSource | None = None,
+        tls_ca: Path | None = None,
+    ) -> None:
+        self.config = config
+        self.node = NodeAddress(
+            node_id=node_id or registry_address,
+            registry=registry_address,
+            peer=_peer_address(config, registry_address),
+            zone=config.zone,
+        )
+        self.instance = uuid.uuid4().hex
+        self._inventory = inventory
+        self._load = load
+        self._preheat = preheat
+        self._metainfo = metainfo
+        self._reservation: socket.socket | None = None
+        if config.tracker is None:
+            self._reservation = _reserve_loopback_port()
+            port = self._reservation.getsockname()[1]
+            self.tracker_address = f"127.0.0.1:{port}"
+        else:
+            self.tracker_address = config.tracker
+        self.client = TrackerClient(self.tracker_address, token=config.token, tls_ca=tls_ca)
+        self.session: Session | None = None
+        self.joins = 0  # how many times this node joined (a restarted tracker makes it rejoin)
+        self._resync = False
+        self._orders: set[asyncio.Task[None]] = set()
+
+    @property
+    def node_id(self) -> str:
+        return self.node.node_id
+
+    @property
+    def joined(self) -> bool:
+        return self.session is not None
+
+    async def run(self) -> None:
+        embedded: TrackerServer | None = None
+        try:
+            if self._reservation is not None:
+                embedded = await self._start_embedded()
+            await self._stay_joined()
+        finally:
+            await self._leave()
+            await self.client.close()
+            if embedded is not None:
+                await embedded.stop(grace=0.2)
+            if self._reservation is not None:
+                self._reservation.close()
+
+    async def announce(self, blob: HeldBlob) -> None:
+        """Tell the tracker about a newly completed blob; never raises. A failed announcement is
+        made good by the next full re-announcement."""
+        if self.session is None:
+            return  # the next join announces the whole inventory, this blob included
+        try:
+            await self.client.announce(self.node_id, [blob])
+        except TrackerError as e:
+            log.warning("announce failed; will re-announce", extra={"error": e.message})
+            self._resync = True
+
+    async def _start_embedded(self) -> TrackerServer:
+        config = TrackerConfig(
+            listen=self.tracker_address, http_listen=None, token=self.config.token
+        )
+        server = TrackerServer(config, reuse_port=True)
+        await server.start()
+        log.info("embedded tracker started", extra={"tracker": self.tracker_address})
+        return server
+
+    async def _stay_joined(self) -> None:
+        backoff = Backoff()
+        while True:
+            try:
+                session = await self._join()
+                backoff.reset()
+                await self._heartbeat(session)
+            except NodeUnknown:
+                log.info("the tracker does not know this node: joining again")
+            except TrackerError as e:
+                delay = backoff.next()
+                log.warning(
+                    "tracker unreachable; serving on",
+                    extra={"tracker": self.tracker_address, "error": e.message, "retry_in": delay},
+                )
+                await asyncio.sleep(delay)
+            except Exception:
+                log.exception("membership failed; retrying")
+                await asyncio.sleep(backoff.next())
+            finally:
+                self.session = None
+
+    async def _join(self) -> Session:
+        session = await self.client.join(self.node, self.instance)
+        self.session = session
+        self._resync = False
+        self.joins += 1
+        await self._announce_all()
+        log.info(
+            "joined the cluster",
+            extra={"tracker": self.tracker_address, "node": self.node_id, "joins": self.joins},
+        )
+        return session
+
+    async def _announce_all(self) -> None:
+        inventory = await self._inventory()
+        await self.client.announce(self.node_id, inventory.blobs, inventory.refs)
+
+    async def _heartbeat(self, session: Session) -> None:
+        """Heartbeat until the tracker forgets this node or cannot be reached (both raise)."""
+        async with self._task_stream():
+            while True:
+                await asyncio.sleep(session.heartbeat_interval)
+                await self.client.heartbeat(self.node_id, self._load() if self._load else None)
+                if self._resync:
+                    self._resync = False
+                    await self._announce_all()
+
+    @contextlib.asynccontextmanager
+    async def _task_stream(self) -> AsyncIterator[None]:
+        task = asyncio.create_task(self._take_orders(), name="tracker-tasks")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _take_orders(self) -> None:
+        backoff = Backoff(initial=0.5)
+        while True:
+            try:
+                async for order in self.client.tasks(self.node_id):
+                    backoff.reset()
+                    self._start_order(order)
+            except TrackerError as e:
+                log.debug("task stream ended", extra={"error": e.message})
+            await asyncio.sleep(backoff.next())
+
+    def _start_order(self, order: Order) -> None:
+        if len(self._orders) >= MAX_RUNNING_ORDERS:
+            log.warning("too many tracker orders running; dropping one", extra={"order": order})
+            return
+        task = asyncio.create_task(self._carry_out(order))
+        self._orders.add(task)
+        task.add_done_callback(self._orders.discard)
+
+    async def _carry_out(self, order: Order) -> None:
+        try:
+            if isinstance(order, PreheatOrder):
+                await self._carry_out_preheat(order)
+            elif isinstance(order, RepublishOrder):
+                await self._carry_out_republish(order)
+        except TrackerError as e:
+            log.warning("could not report a tracker order", extra={"error": e.message})
+
+    async def _carry_out_preheat(self, order: PreheatOrder) -> None:
+        if self._preheat is None:
+            await self.client.report_task(
+                self.node_id, order.task_id, False, "this node cannot preheat"
+            )
+            return
+        try:
+            await self._preheat(order.image)
+        except Exception as e:
+            log.warning("preheat failed", extra={"image": order.image, "error": str(e)})
+            await self.client.report_task(self.node_id, order.task_id, False, str(e) or repr(e))
+        else:
+            await self.client.report_task(self.node_id, order.task_id, True)
+
+    async def _carry_out_republish(self, order: RepublishOrder) -> None:
+        if self._metainfo is None:
+            return
+        for chunk in order.chunks:
+            metainfo = await self._metainfo(order.digest, chunk)
+            if metainfo:
+                await self.client.publish(
+                    self.node_id, order.digest, order.size, order.chunk_count, chunk, metainfo
+                )
+
+    async def _leave(self) -> None:
+        for task in list(self._orders):
+            task.cancel()
+        if self.session is None and self.joins == 0:
+            return
+        try:
+            await asyncio.wait_for(self.client.leave(self.node_id), LEAVE_TIMEOUT)
+            log.info("left the cluster", extra={"node": self.node_id})
+        except (TrackerError, TimeoutError) as e:
+            log.info("could not leave the cluster cleanly", extra={"error": str(e)})
+
+
+def _peer_address(config: ClusterConfig, registry_address: str) -> str:
+    peer_host, peer_port = address.split(config.peer_listen)
+    host = config.advertise_host
+    if not host:
+        unspecified = peer_host in ("0.0.0.0", "::", "")
+        host = address.split(registry_address)[0] if unspecified else peer_host
+    return address.join(host, peer_port)
+
+
+def _reserve_loopback_port() -> socket.socket:
+    """A bound, not listening, SO_REUSEPORT socket: it keeps the port ours until the embedded
+    tracker (which binds with SO_REUSEPORT too) takes it, so the client can be made first."""
+    reservation = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    reservation.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    reservation.bind(("127.0.0.1", 0))
+    return reservation

@@ -1,0 +1,57 @@
+"""The content descriptors a manifest names (config, layers, child manifests), and the blob
+sizes learnt from them, so a cold blob can be placed in the swarm before upstream is asked."""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+
+from node.oci.reference import SHA256
+
+MAX_REMEMBERED = 100_000
+
+
+def descriptors(body: bytes) -> list[tuple[str, int]]:
+    """(digest, size) of every descriptor in a manifest or index; [] for anything else."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return []
+    if not isinstance(document, dict):
+        return []
+    found = []
+    entries = [document.get("config")]
+    for key in ("layers", "manifests"):
+        listed = document.get(key)
+        if isinstance(listed, list):
+            entries.extend(listed)
+    for entry in entries:
+        if not isinstance(entry, dict):
+            continue
+        digest, size = entry.get("digest"), entry.get("size")
+        if (
+            isinstance(digest, str)
+            and SHA256.fullmatch(digest)
+            and isinstance(size, int)
+            and size >= 0
+        ):
+            found.append((digest, size))
+    return found
+
+
+class Sizes:
+    """Blob sizes by digest, as manifests declared them; the oldest are forgotten first."""
+
+    def __init__(self, limit: int = MAX_REMEMBERED) -> None:
+        self._sizes: OrderedDict[str, int] = OrderedDict()
+        self._limit = limit
+
+    def learn(self, manifest: bytes) -> None:
+        for digest, size in descriptors(manifest):
+            self._sizes[digest] = size
+            self._sizes.move_to_end(digest)
+        while len(self._sizes) > self._limit:
+            self._sizes.popitem(last=False)
+
+    def get(self, digest: str) -> int | None:
+        return self._sizes.get(digest)

@@ -1,0 +1,404 @@
+"""One blob pulled chunk by chunk through the cluster (DESIGN section 2).
+
+The tracker places each chunk: FETCH (this node holds the lease: fetch the chunk's byte range
+from upstream, publish its metainfo, seed it), WAIT (another node is fetching it) or SWARM (peers
+have it: download its torrent from them). A watch stream brings each newly published chunk, so a
+cold blob spreads while it is still arriving from upstream. Chunks land in the blob's temporary
+directory, in any order, by libtorrent or by our range fetches; they are handed to the store
+writer in order, which hashes them, so clients are streamed each chunk as soon as it and all
+before it are here. A chunk that makes no progress for `stall_timeout`, or every chunk left when
+the tracker fails, is fetched from upstream directly: a pull never fails while upstream works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from node.downloads import Begin, Source
+from node.errors import UpstreamUnavailable
+from node.p2p import metainfo
+from node.p2p.metainfo import ChunkTorrent, MetainfoInvalid
+from node.p2p.session import PeerAddress, PeerSession, TorrentFailed
+from node.store.chunking import chunk_count, chunk_name, chunk_range
+from node.store.contentstore import BlobInfo, BlobWriter
+from tracker import address
+from tracker.client import ChunkPlacement, Directive, HeldBlob, Placement, TrackerClient
+from tracker.errors import TrackerError
+
+log = logging.getLogger(__name__)
+
+LEASE_RENEW_SECONDS = 1.0
+MAX_SWARM_FAILURES = 3  # then the chunk waits for its stall timeout and goes upstream
+MAX_UPSTREAM_FAILURES = 2  # each after the upstream client's own retries
+
+
+@dataclass(frozen=True)
+class PullConfig:
+    stall_timeout: float = 10.0  # seconds without progress before a chunk goes to upstream
+    max_leases: int = 2  # cold chunks this node fetches from upstream at once
+    fallback_parallel: int = 2  # direct upstream fetches at once after a tracker failure
+
+
+@dataclass
+class _Chunk:
+    index: int
+    start: int
+    end: int
+    done: asyncio.Future[str] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+    task: asyncio.Task[None] | None = None
+    torrent: ChunkTorrent | None = None
+    swarming: bool = False
+    swarm_failures: int = 0
+    upstream_failures: int = 0
+    bad_metainfo: bytes | None = None
+    progress: int = 0
+    progress_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start
+
+    @property
+    def busy(self) -> bool:
+        return self.done.done() or (self.task is not None and not self.task.done())
+
+
+class SwarmPull:
+    """A `downloads.Fill` that pulls through the swarm."""
+
+    def __init__(
+        self,
+        digest: str,
+        size: int,
+        upstream: Source,
+        session: PeerSession,
+        client: TrackerClient,
+        node_id: str,
+        config: PullConfig,
+        on_complete: Callable[[BlobInfo, list[ChunkTorrent]], Awaitable[None]],
+    ) -> None:
+        self.digest = digest
+        self.size = size
+        self._upstream = upstream
+        self._session = session
+        self._client = client
+        self._node_id = node_id
+        self._config = config
+        self._on_complete = on_complete
+        self._count = chunk_count(size)
+        self._chunks: list[_Chunk] = []
+        self._directory: Path | None = None
+        self._relocate = asyncio.Event()
+        self._direct = False  # the tracker failed: every chunk left comes from upstream
+        self._leases = 0
+
+    def source_at(self, offset: int) -> str:
+        """Where the byte at `offset` came from: `peer` or `upstream`."""
+        if not self._chunks:
+            return "upstream"
+        chunk = self._chunks[min(offset // max(1, self._chunks[0].length), self._count - 1)]
+        return chunk.done.result() if chunk.done.done() and not chunk.done.exception() else "peer"
+
+    async def run(self, begin: Begin) -> BlobWriter:
+        writer = begin(self.size)
+        if writer.directory is None:
+            raise RuntimeError("pulling through the swarm needs a store on disk")
+        self._directory = writer.directory
+        self._chunks = [_Chunk(i, *chunk_range(self.size, i)) for i in range(self._count)]
+        async with asyncio.TaskGroup() as group:
+            coordinator = group.create_task(self._coordinate())
+            try:
+                for chunk in self._chunks:
+                    await self._await_chunk(chunk)
+                    await writer.adopt(chunk.length)
+            finally:
+                coordinator.cancel()
+        return writer
+
+    # -- coordination with the tracker
+
+    async def _coordinate(self) -> None:
+        try:
+            async with self._client.watch(
+                self._node_id, self.digest, self.size, self._count
+            ) as events:
+                watcher = asyncio.create_task(self._follow(events))
+                try:
+                    while True:
+                        self._relocate.clear()
+                        await self._locate()
+                        await self._relocate.wait()
+                        if watcher.done():
+                            watcher.result()  # raises the watch stream's failure
+                finally:
+                    watcher.cancel()
+        except TrackerError as e:
+            log.warning(
+                "tracker failed mid-pull; fetching the rest from upstream",
+                extra={"digest": self.digest, "error": e.message},
+            )
+            self._go_direct()
+
+    async def _follow(self, events: object) -> None:
+        async for placement in events:  # type: ignore[attr-defined]
+            self._apply(placement)
+        raise TrackerError("watch stream ended")
+
+    async def _locate(self) -> None:
+        wanted = [c.index for c in self._chunks if not c.busy]
+        if not wanted:
+            return
+        placement = await self._client.locate(
+            self._node_id,
+            self.digest,
+            self.size,
+            self._count,
+            chunks=wanted,
+            max_leases=max(0, self._config.max_leases - self._leases),
+        )
+        self._apply(placement)
+
+    def _apply(self, placement: Placement) -> None:
+        for placed in placement.chunks:
+            if not 0 <= placed.index < self._count:
+                continue
+            chunk = self._chunks[placed.index]
+            if chunk.done.done():
+                continue
+            if chunk.swarming and chunk.torrent is not None:
+                self._session.connect(chunk.torrent.infohash, _addresses(placed, self._node_id))
+            elif chunk.busy:
+                continue
+            elif placed.directive is Directive.FETCH:
+                self._start(chunk, self._fetch(chunk, leased=True))
+            elif placed.directive is Directive.SWARM and placed.metainfo:
+                if (
+                    placed.metainfo != chunk.bad_metainfo
+                    and chunk.swarm_failures < MAX_SWARM_FAILURES
+                ):
+                    self._start(chunk, self._swarm(chunk, placed))
+            elif placed.lease_holder is None:
+                self._relocate.set()  # nobody fetches it: ask for the lease
+
+    def _start(self, chunk: _Chunk, work: Awaitable[None]) -> None:
+        chunk.task = asyncio.ensure_future(work)
+        chunk.task.add_done_callback(lambda task: self._finished(chunk, task))
+
+    def _finished(self, chunk: _Chunk, task: asyncio.Future[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        error = task.exception()
+        assert error is not None
+        log.warning(
+            "chunk failed",
+            extra={"digest": self.digest, "chunk": chunk.index, "error": repr(error)},
+        )
+        if isinstance(error, (TorrentFailed, MetainfoInvalid)):
+            chunk.swarm_failures += 1
+            self._relocate.set()  # place it again: other peers, or a lease
+            return
+        chunk.upstream_failures += 1
+        retry = isinstance(error, UpstreamUnavailable) and not self._direct
+        if retry and chunk.upstream_failures < MAX_UPSTREAM_FAILURES:
+            self._relocate.set()
+        elif not chunk.done.done():
+            chunk.done.set_exception(error)
+
+    def _go_direct(self) -> None:
+        self._direct = True
+        for chunk in self._chunks:
+            if not chunk.busy:
+                self._start(chunk, self._fetch(chunk, leased=False))
+
+    async def _await_chunk(self, chunk: _Chunk) -> None:
+        """Wait for a chunk; if it stalls, fetch it from upstream ourselves."""
+        chunk.progress_at = max(chunk.progress_at, time.monotonic())  # its wait starts now
+        while not chunk.done.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(chunk.done), timeout=1.0)
+                break
+            self._track_progress(chunk)
+            if time.monotonic() - chunk.progress_at > self._config.stall_timeout:
+                log.warning(
+                    "chunk stalled; fetching from upstream",
+                    extra={"digest": self.digest, "chunk": chunk.index},
+                )
+                self._take_over(chunk)
+        chunk.done.result()
+
+    def _track_progress(self, chunk: _Chunk) -> None:
+        """Swarm progress is polled; range fetches record their own."""
+        if chunk.swarming and chunk.torrent is not None:
+            progress = self._session.progress(chunk.torrent.infohash)
+            if progress > chunk.progress:
+                chunk.progress = progress
+                chunk.progress_at = time.monotonic()
+
+    def _take_over(self, chunk: _Chunk) -> None:
+        if chunk.task is not None:
+            chunk.task.cancel()
+        if chunk.swarming and chunk.torrent is not None:
+            self._session.remove(chunk.torrent.infohash)
+            chunk.swarming = False
+        chunk.progress = 0
+        self._start(chunk, self._fetch(chunk, leased=False))
+
+    # -- one chunk from upstream
+
+    async def _fetch(self, chunk: _Chunk, leased: bool) -> None:
+        assert self._directory is not None
+        path = self._directory / chunk_name(self.digest, chunk.index)
+        if leased:
+            self._leases += 1
+        try:
+            renewer = asyncio.create_task(self._renew(chunk)) if leased else None
+            try:
+                await self._write_range(chunk, path)
+            finally:
+                if renewer:
+                    renewer.cancel()
+            torrent = await asyncio.to_thread(
+                metainfo.from_file, path, self.digest, self.size, chunk.index
+            )
+            chunk.torrent = torrent
+            await self._session.add(torrent, self._directory, seed=True)
+            if not chunk.done.done():
+                chunk.done.set_result("upstream")
+            await self._publish(torrent)
+        except BaseException:
+            if leased:
+                await self._release(chunk)
+            raise
+        finally:
+            if leased:
+                self._leases -= 1
+                self._relocate.set()  # room for another lease
+
+    async def _write_range(self, chunk: _Chunk, path: Path) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            async with self._upstream(chunk.start, chunk.end) as stream:
+                skip = chunk.start - stream.start  # an upstream that ignores Range
+                written = 0
+                async for block in stream.blocks():
+                    if skip > 0:
+                        cut = min(skip, len(block))
+                        block, skip = block[cut:], skip - cut
+                    block = block[: chunk.length - written]
+                    if block:
+                        await asyncio.to_thread(os.pwrite, fd, block, written)
+                        written += len(block)
+                        chunk.progress = written
+                        chunk.progress_at = time.monotonic()
+                    if written >= chunk.length:
+                        break
+            if written < chunk.length:
+                raise UpstreamUnavailable("upstream closed the transfer early")
+        finally:
+            os.close(fd)
+
+    async def _renew(self, chunk: _Chunk) -> None:
+        while True:
+            await asyncio.sleep(LEASE_RENEW_SECONDS)
+            with contextlib.suppress(TrackerError):
+                await self._client.renew_lease(
+                    self._node_id, self.digest, chunk.index, chunk.progress
+                )
+
+    async def _release(self, chunk: _Chunk) -> None:
+        with contextlib.suppress(TrackerError):
+            await self._client.release_lease(
+                self._node_id, self.digest, chunk.index, "fetch failed"
+            )
+
+    async def _publish(self, torrent: ChunkTorrent) -> None:
+        if self._direct:
+            return
+        try:
+            await self._client.publish(
+                self._node_id, self.digest, self.size, self._count, torrent.index, torrent.metainfo
+            )
+        except TrackerError as e:
+            log.warning(
+                "publish failed",
+                extra={"digest": self.digest, "chunk": torrent.index, "error": e.message},
+            )
+
+    # -- one chunk from peers
+
+    async def _swarm(self, chunk: _Chunk, placed: ChunkPlacement) -> None:
+        assert self._directory is not None and placed.metainfo is not None
+        try:
+            torrent = metainfo.parse(placed.metainfo, self.digest, self.size, chunk.index)
+        except MetainfoInvalid as e:
+            chunk.bad_metainfo = placed.metainfo
+            log.warning(
+                "ignoring bad metainfo",
+                extra={"digest": self.digest, "chunk": chunk.index, "error": str(e)},
+            )
+            raise
+        chunk.torrent = torrent
+        chunk.swarming = True
+        await self._session.add(
+            torrent,
+            self._directory,
+            seed=False,
+            peers=_addresses(placed, self._node_id),
+            sequential=True,
+        )
+        await self._announce(partial=(chunk.index,))
+        try:
+            await self._session.finished(torrent.infohash)
+        except TorrentFailed:
+            self._session.remove(torrent.infohash)
+            chunk.swarming = False
+            raise
+        if not chunk.done.done():
+            chunk.done.set_result("peer")
+        await self._announce(complete=(chunk.index,))
+
+    async def _announce(
+        self, complete: tuple[int, ...] = (), partial: tuple[int, ...] = ()
+    ) -> None:
+        if self._direct:
+            return
+        held = HeldBlob(self.digest, self.size, self._count, complete, partial)
+        with contextlib.suppress(TrackerError):
+            await self._client.announce(self._node_id, [held])
+
+    # -- the end
+
+    async def committed(self, info: BlobInfo) -> None:
+        torrents = [c.torrent for c in self._chunks if c.torrent is not None]
+        if len(torrents) != self._count:
+            torrents = []  # chunks taken over mid-swarm: the store recomputes the torrents
+        await self._on_complete(info, torrents)
+
+    async def failed(self) -> None:
+        for chunk in self._chunks:
+            if chunk.task is not None:
+                chunk.task.cancel()
+            if chunk.torrent is not None:
+                self._session.remove(chunk.torrent.infohash)
+        if not self._direct:
+            with contextlib.suppress(TrackerError):
+                await self._client.withdraw(self._node_id, [self.digest])
+
+
+def _addresses(placed: ChunkPlacement, own_id: str) -> list[PeerAddress]:
+    found = []
+    for peer in placed.peers:
+        if peer.node_id == own_id or not peer.peer:
+            continue
+        with contextlib.suppress(ValueError):
+            found.append(address.split(peer.peer))
+    return found

@@ -1,0 +1,172 @@
+"""The node's side of the swarm: seed every complete blob, pull cold blobs through the cluster.
+
+Every blob in the store is seeded as its chunk torrents (kept in the store's metadata, so a
+restart seeds again without rehashing). A blob fetched from upstream in one stream is published
+chunk by chunk once it is complete; a blob pulled through the swarm was published chunk by chunk
+while it arrived. The tracker hears of each blob as it completes, and of the whole inventory at
+every (re)join through `inventory()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+from node.downloads import Source
+from node.metrics import NodeMetrics
+from node.p2p import metainfo
+from node.p2p.metainfo import ChunkTorrent, MetainfoInvalid
+from node.p2p.pull import PullConfig, SwarmPull
+from node.p2p.session import PeerSession
+from node.store.chunking import chunk_count, chunk_name
+from node.store.contentstore import BlobInfo, ContentStore
+from tracker.client import HeldBlob, Inventory
+from tracker.errors import TrackerError
+
+if TYPE_CHECKING:
+    from node.membership import Membership
+
+log = logging.getLogger(__name__)
+
+
+class Swarm:
+    def __init__(
+        self,
+        store: ContentStore,
+        session: PeerSession,
+        metrics: NodeMetrics,
+        config: PullConfig,
+    ) -> None:
+        self._store = store
+        self._session = session
+        self._metrics = metrics
+        self._config = config
+        self._membership: Membership | None = None
+        self._seeded: dict[str, list[str]] = {}  # digest -> infohashes
+
+    def attach(self, membership: Membership) -> None:
+        self._membership = membership
+
+    @property
+    def available(self) -> bool:
+        """Whether a cold blob can be pulled through the cluster right now."""
+        return self._membership is not None and self._membership.joined
+
+    def pull(self, digest: str, size: int, upstream: Source) -> SwarmPull:
+        assert self._membership is not None
+        return SwarmPull(
+            digest,
+            size,
+            upstream,
+            self._session,
+            self._membership.client,
+            self._membership.node_id,
+            self._config,
+            self.completed,
+        )
+
+    async def completed(self, info: BlobInfo, torrents: list[ChunkTorrent]) -> None:
+        """A blob pulled through the swarm is in the store: seed it from its final place."""
+        directory = self._store.directory(info.digest)
+        if directory is None or not torrents:
+            await self.seed(info, publish=True)
+            return
+        for torrent in torrents:
+            self._session.move(torrent.infohash, directory)
+        self._store.set_torrents(info.digest, [t.metainfo for t in torrents])
+        self._seeded[info.digest] = [t.infohash for t in torrents]
+        await self._announce(info)
+
+    async def seed(self, info: BlobInfo, publish: bool = False) -> None:
+        """Seed a complete blob's chunks; with `publish`, give their metainfo to the tracker."""
+        directory = self._store.directory(info.digest)
+        if directory is None or info.digest in self._seeded:
+            return
+        torrents = await self._torrents(info)
+        for torrent in torrents:
+            await self._session.add(torrent, directory, seed=True)
+        self._seeded[info.digest] = [t.infohash for t in torrents]
+        if publish:
+            await self._publish(info, torrents)
+        await self._announce(info)
+
+    async def _torrents(self, info: BlobInfo) -> list[ChunkTorrent]:
+        known = self._store.torrents(info.digest)
+        if len(known) == chunk_count(info.size):
+            with contextlib.suppress(MetainfoInvalid):
+                return [metainfo.parse(m, info.digest, info.size, i) for i, m in enumerate(known)]
+        directory = self._store.directory(info.digest)
+        assert directory is not None
+        torrents = [
+            await asyncio.to_thread(
+                metainfo.from_file,
+                directory / chunk_name(info.digest, index),
+                info.digest,
+                info.size,
+                index,
+            )
+            for index in range(chunk_count(info.size))
+        ]
+        self._store.set_torrents(info.digest, [t.metainfo for t in torrents])
+        return torrents
+
+    async def seed_store(self) -> None:
+        """Seed everything the store holds (at start: a restarted node seeds its store again)."""
+        blobs = self._store.blobs()
+        for info in blobs:
+            try:
+                await self.seed(info)
+            except (OSError, MetainfoInvalid) as e:
+                log.warning("cannot seed blob", extra={"digest": info.digest, "error": str(e)})
+        log.info(
+            "seeding the store", extra={"blobs": len(blobs), "torrents": self._session.seeding()}
+        )
+
+    def forget(self, digest: str) -> None:
+        """The blob left the store (evicted): stop seeding it and tell the tracker."""
+        for infohash in self._seeded.pop(digest, []):
+            self._session.remove(infohash)
+        membership = self._membership
+        if membership is not None and membership.joined:
+            task = asyncio.get_running_loop().create_task(self._withdraw(membership, digest))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    async def _withdraw(self, membership: Membership, digest: str) -> None:
+        with contextlib.suppress(TrackerError):
+            await membership.client.withdraw(membership.node_id, [digest])
+
+    async def _publish(self, info: BlobInfo, torrents: list[ChunkTorrent]) -> None:
+        membership = self._membership
+        if membership is None or not membership.joined:
+            return
+        try:
+            for torrent in torrents:
+                await membership.client.publish(
+                    membership.node_id,
+                    info.digest,
+                    info.size,
+                    len(torrents),
+                    torrent.index,
+                    torrent.metainfo,
+                )
+        except TrackerError as e:
+            log.warning("publish failed", extra={"digest": info.digest, "error": e.message})
+
+    async def _announce(self, info: BlobInfo) -> None:
+        if self._membership is not None:
+            await self._membership.announce(_held(info))
+
+    async def inventory(self) -> Inventory:
+        return Inventory(blobs=tuple(_held(info) for info in self._store.blobs()))
+
+    async def metainfo(self, digest: str, chunk: int) -> bytes | None:
+        """A chunk's metainfo, for the tracker's republish orders."""
+        known = self._store.torrents(digest)
+        return known[chunk] if 0 <= chunk < len(known) else None
+
+
+def _held(info: BlobInfo) -> HeldBlob:
+    count = chunk_count(info.size)
+    return HeldBlob(info.digest, info.size, count, tuple(range(count)))

@@ -1,0 +1,1 @@
+"""The tracker: soft-state coordination of the cluster's nodes over gRPC."""

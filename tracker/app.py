@@ -1,0 +1,192 @@
+"""`distributed-images tracker`: the cluster's coordination service (DESIGN section 3).
+
+`TrackerServer` is the whole deployable as an object: gRPC (the Tracker and the standard health
+service) on `listen`, `/metrics` and `/healthz` on `http_listen`, and a sweeper that expires silent
+nodes, stalled leases and old preheat jobs. A node without `--tracker` embeds one on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import grpc
+from aiohttp import web
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from tracker import address, auth, httpapi, limits
+from tracker.cluster import Cluster, Policy
+from tracker.metrics import TimingInterceptor, TrackerMetrics
+from tracker.service import TrackerService
+from tracker.v1 import tracker_pb2_grpc
+
+HELP = "run the tracker: the cluster's gRPC coordination service"
+SERVICE = "tracker.v1.Tracker"
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Config:
+    listen: str = field(
+        default="0.0.0.0:7070", metadata={"help": "gRPC listen address", "metavar": "HOST:PORT"}
+    )
+    http_listen: str | None = field(
+        default="0.0.0.0:7071",
+        metadata={"help": "/metrics and /healthz address (empty: off)", "metavar": "HOST:PORT"},
+    )
+    token: str | None = field(
+        default=None, metadata={"help": "shared token every RPC must carry", "metavar": "TOKEN"}
+    )
+    tls_cert: Path | None = field(
+        default=None, metadata={"help": "PEM certificate: serve gRPC over TLS", "metavar": "FILE"}
+    )
+    tls_key: Path | None = field(
+        default=None, metadata={"help": "PEM private key of --tls-cert", "metavar": "FILE"}
+    )
+    log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
+    policy: Policy = field(default_factory=Policy)
+
+
+def _server_options(reuse_port: bool) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", limits.MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", limits.MAX_MESSAGE_BYTES),
+        ("grpc.so_reuseport", int(reuse_port)),
+        # Nodes ping their long-lived streams; accept that instead of answering GOAWAY.
+        ("grpc.keepalive_time_ms", 20_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+        ("grpc.http2.max_ping_strikes", 0),
+    ]
+
+
+class TrackerServer:
+    """Start with `await start()` (or `async with`); `port` and `http_port` are then bound."""
+
+    def __init__(self, config: Config, *, reuse_port: bool = False) -> None:
+        policy = config.policy
+        if (
+            policy.node_ttl <= policy.heartbeat_interval
+            or min(policy.lease_ttl, policy.fanout) <= 0
+        ):
+            raise ValueError("need node_ttl > heartbeat_interval, lease_ttl > 0 and fanout > 0")
+        if (config.tls_cert is None) != (config.tls_key is None):
+            raise ValueError("--tls-cert and --tls-key go together")
+        self.config = config
+        self.cluster = Cluster(policy)
+        self.metrics = TrackerMetrics(self.cluster)
+        self.health = health.aio.HealthServicer()
+        self.port = 0
+        self.http_port: int | None = None
+        self._reuse_port = reuse_port
+        self._server: grpc.aio.Server | None = None
+        self._runner: web.AppRunner | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._serving = False
+
+    @property
+    def address(self) -> str:
+        host, _ = address.split(self.config.listen)
+        reachable = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
+        return address.join(reachable, self.port)
+
+    async def start(self) -> None:
+        interceptors: list[grpc.aio.ServerInterceptor] = []
+        if self.config.token:
+            interceptors.append(auth.TokenInterceptor(self.config.token))
+        interceptors.append(TimingInterceptor(self.metrics, f"/{SERVICE}/"))
+        server = grpc.aio.server(
+            interceptors=interceptors, options=_server_options(self._reuse_port)
+        )
+        servicer = TrackerService(self.cluster, self.metrics)
+        tracker_pb2_grpc.add_TrackerServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        self.port = self._bind(server)
+        self._server = server
+        await server.start()
+        for name in ("", SERVICE):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self._serving = True
+        if self.config.http_listen:
+            app = httpapi.build(self.metrics.registry, lambda: self._serving)
+            self._runner, self.http_port = await httpapi.serve(app, self.config.http_listen)
+        self._sweeper = asyncio.create_task(self._sweep(), name="tracker-sweeper")
+
+    def _bind(self, server: grpc.aio.Server) -> int:
+        listen = self.config.listen
+        try:
+            if self.config.tls_cert and self.config.tls_key:
+                creds = auth.server_credentials(self.config.tls_cert, self.config.tls_key)
+                port = server.add_secure_port(listen, creds)
+            else:
+                port = server.add_insecure_port(listen)
+        except RuntimeError as e:
+            raise OSError(f"tracker cannot listen on {listen}: {e}") from None
+        if not port:
+            raise OSError(f"tracker cannot listen on {listen}")
+        return int(port)
+
+    async def stop(self, grace: float = 1.0) -> None:
+        self._serving = False
+        await self.health.enter_graceful_shutdown()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        self.cluster.close_streams()
+        if self._server is not None:
+            await self._server.stop(grace)
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def __aenter__(self) -> TrackerServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def _sweep(self) -> None:
+        policy = self.config.policy
+        period = min(1.0, max(0.02, min(policy.lease_ttl, policy.node_ttl) / 10))
+        while True:
+            await asyncio.sleep(period)
+            try:
+                self.cluster.sweep()
+            except Exception:
+                log.exception("sweep failed")
+
+
+async def serve(config: Config) -> int:
+    server = TrackerServer(config)
+    await server.start()
+    log.info(
+        "tracker ready",
+        extra={"grpc": config.listen, "port": server.port, "http_port": server.http_port},
+    )
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    try:
+        await stopping.wait()
+    finally:
+        log.info("tracker stopping")
+        await server.stop()
+    return 0
+
+
+def main(config: Config) -> int:
+    return asyncio.run(serve(config))

@@ -1,0 +1,527 @@
+"""The tracker client that nodes (and the `status` and `preheat` commands) use.
+
+Every call has a deadline and fails fast with a `tracker.errors.TrackerError` (`TrackerUnavailable`
+when the tracker cannot be reached), never hangs, never leaks a gRPC status. The channel
+reconnects by itself with a short backoff; joining again after a tracker restart is the caller's
+move (`node.membership` does it), since only the node knows its inventory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from tracker import auth, errors, limits
+from tracker.cluster import Directive, Load
+from tracker.tasks import Order, PreheatOrder, RepublishOrder, TaskState
+from tracker.v1 import tracker_pb2 as pb
+from tracker.v1 import tracker_pb2_grpc
+
+__all__ = [
+    "ChunkPlacement",
+    "Directive",
+    "HeldBlob",
+    "Inventory",
+    "Load",
+    "NodeAddress",
+    "Order",
+    "Peer",
+    "Placement",
+    "PreheatOrder",
+    "RepublishOrder",
+    "SeededRef",
+    "TaskState",
+    "TrackerClient",
+]
+
+ANNOUNCE_BATCH = 1000
+CHANNEL_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 5000),
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.max_receive_message_length", limits.MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", limits.MAX_MESSAGE_BYTES),
+]
+
+
+@dataclass(frozen=True)
+class HeldBlob:
+    digest: str
+    size: int
+    chunk_count: int
+    chunks: tuple[int, ...]  # indices of complete chunks held
+    partial: tuple[int, ...] = ()  # indices of chunks being downloaded
+
+
+@dataclass(frozen=True)
+class SeededRef:
+    ref: str
+    digest: str
+
+
+@dataclass(frozen=True)
+class Inventory:
+    blobs: tuple[HeldBlob, ...]
+    refs: tuple[SeededRef, ...] = ()
+
+
+@dataclass(frozen=True)
+class NodeAddress:
+    node_id: str
+    registry: str
+    peer: str
+    zone: str = ""
+
+
+@dataclass(frozen=True)
+class Session:
+    heartbeat_interval: float
+    node_ttl: float
+    lease_ttl: float
+    tracker_instance: str
+
+
+@dataclass(frozen=True)
+class Peer:
+    node_id: str
+    registry: str
+    peer: str
+    zone: str
+
+
+@dataclass(frozen=True)
+class ChunkPlacement:
+    index: int
+    directive: Directive
+    metainfo: bytes | None
+    peers: tuple[Peer, ...]  # ranked: complete before partial, same zone first
+    complete: frozenset[str]  # node ids among `peers` that hold the chunk complete
+    lease_holder: str | None
+    lease_seconds: float
+
+
+@dataclass(frozen=True)
+class Placement:
+    digest: str
+    chunk_count: int
+    chunks: tuple[ChunkPlacement, ...]
+
+
+@dataclass(frozen=True)
+class Resolution:
+    digest: str
+    holders: int
+    nodes: tuple[Peer, ...]
+
+
+@dataclass(frozen=True)
+class PreheatTicket:
+    task_id: str
+    targets: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class TargetStatus:
+    node_id: str
+    state: TaskState
+    message: str
+
+
+@dataclass(frozen=True)
+class PreheatProgress:
+    task_id: str
+    image: str
+    targets: tuple[TargetStatus, ...]
+    finished: bool
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    id: str
+    registry: str
+    peer: str
+    zone: str
+    blobs: int
+    chunks: int
+    partial_chunks: int
+    leases: int
+    seconds_since_heartbeat: float
+    seconds_since_join: float
+
+
+@dataclass(frozen=True)
+class BlobStatus:
+    digest: str
+    size: int
+    chunk_count: int
+    published: int
+    holders: int
+    min_swarm: int
+    max_swarm: int
+    leases: int
+
+
+@dataclass(frozen=True)
+class ClusterStatus:
+    tracker_instance: str
+    uptime_seconds: float
+    nodes: tuple[NodeStatus, ...]
+    blobs: tuple[BlobStatus, ...]
+    blobs_truncated: bool
+    blob_count: int
+    chunk_count: int
+    lease_count: int
+    preheat_tasks: int
+
+
+_DIRECTIVES = {
+    pb.DIRECTIVE_FETCH: Directive.FETCH,
+    pb.DIRECTIVE_WAIT: Directive.WAIT,
+    pb.DIRECTIVE_SWARM: Directive.SWARM,
+}
+_TASK_STATES = {
+    pb.TASK_STATE_PENDING: TaskState.PENDING,
+    pb.TASK_STATE_DELIVERED: TaskState.DELIVERED,
+    pb.TASK_STATE_DONE: TaskState.DONE,
+    pb.TASK_STATE_FAILED: TaskState.FAILED,
+}
+
+
+@dataclass
+class Connection:
+    """How a command reaches the tracker: its flags `--tracker`, `--token`, `--tls`, `--tls-ca`."""
+
+    tracker: str | None = field(
+        default=None, metadata={"help": "tracker address (required)", "metavar": "HOST:PORT"}
+    )
+    token: str | None = field(
+        default=None, metadata={"help": "the tracker's shared token", "metavar": "TOKEN"}
+    )
+    tls: bool = field(default=False, metadata={"help": "talk TLS (system trust roots)"})
+    tls_ca: Path | None = field(
+        default=None, metadata={"help": "talk TLS, trusting this PEM CA", "metavar": "FILE"}
+    )
+    timeout: float = field(
+        default=5.0, metadata={"help": "seconds to wait for each answer", "metavar": "S"}
+    )
+
+    def client(self) -> TrackerClient:
+        if not self.tracker:
+            raise errors.InvalidArgument("--tracker HOST:PORT is required")
+        return TrackerClient(
+            self.tracker, token=self.token, tls=self.tls, tls_ca=self.tls_ca, timeout=self.timeout
+        )
+
+
+def _error(e: grpc.aio.AioRpcError) -> errors.TrackerError:
+    trailing = e.trailing_metadata() or ()
+    kind = next((str(v) for k, v in trailing if k == errors.ERROR_KEY), None)
+    return errors.from_status(e.code(), e.details() or "", kind)
+
+
+def _placement(message: pb.Placement) -> Placement:
+    peers = [Peer(p.node_id, p.registry, p.peer, p.zone) for p in message.peers]
+    chunks = tuple(
+        ChunkPlacement(
+            index=c.index,
+            directive=_DIRECTIVES.get(c.directive, Directive.WAIT),
+            metainfo=c.metainfo or None,
+            peers=tuple(peers[i] for i in c.peers if i < len(peers)),
+            complete=frozenset(peers[i].node_id for i in c.complete if i < len(peers)),
+            lease_holder=c.lease_holder or None,
+            lease_seconds=c.lease_seconds,
+        )
+        for c in message.chunks
+    )
+    return Placement(message.digest, message.chunk_count, chunks)
+
+
+def _order(task: pb.Task) -> Order:
+    if task.WhichOneof("kind") == "republish":
+        r = task.republish
+        return RepublishOrder(task.task_id, r.digest, r.size, r.chunk_count, tuple(r.chunks))
+    return PreheatOrder(task.task_id, task.preheat.image)
+
+
+class TrackerClient:
+    """One channel to one tracker. Create it anywhere; the channel opens on the first call."""
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        token: str | None = None,
+        tls: bool = False,
+        tls_ca: Path | None = None,
+        timeout: float = 5.0,
+    ) -> None:
+        self.address = address
+        self.timeout = timeout
+        self._metadata = auth.bearer(token) if token else ()
+        self._credentials = auth.channel_credentials(tls_ca) if tls or tls_ca else None
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: Any = None
+
+    def _tracker(self) -> Any:
+        if self._stub is None:
+            if self._credentials is not None:
+                self._channel = grpc.aio.secure_channel(
+                    self.address, self._credentials, options=CHANNEL_OPTIONS
+                )
+            else:
+                self._channel = grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS)
+            self._stub = tracker_pb2_grpc.TrackerStub(self._channel)  # type: ignore[no-untyped-call]
+        return self._stub
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+        self._channel = self._stub = None
+
+    async def _call(self, method: str, request: Any, timeout: float | None = None) -> Any:
+        rpc = getattr(self._tracker(), method)
+        try:
+            return await rpc(request, timeout=timeout or self.timeout, metadata=self._metadata)
+        except grpc.aio.AioRpcError as e:
+            raise _error(e) from None
+
+    # ---- membership ----
+
+    async def join(self, node: NodeAddress, instance: str) -> Session:
+        address = pb.NodeAddress(
+            node_id=node.node_id, registry=node.registry, peer=node.peer, zone=node.zone
+        )
+        r = await self._call("Join", pb.JoinRequest(node=address, instance=instance))
+        return Session(
+            r.heartbeat_interval_seconds,
+            r.node_ttl_seconds,
+            r.lease_ttl_seconds,
+            r.tracker_instance,
+        )
+
+    async def heartbeat(self, node_id: str, load: Load | None = None) -> None:
+        load = load or Load()
+        message = pb.Load(
+            uploads=load.uploads,
+            downloads=load.downloads,
+            upload_bytes_per_second=load.upload_bytes_per_second,
+            download_bytes_per_second=load.download_bytes_per_second,
+            store_bytes=load.store_bytes,
+        )
+        await self._call("Heartbeat", pb.HeartbeatRequest(node_id=node_id, load=message))
+
+    async def leave(self, node_id: str) -> None:
+        await self._call("Leave", pb.LeaveRequest(node_id=node_id))
+
+    # ---- inventory ----
+
+    async def announce(
+        self, node_id: str, blobs: Sequence[HeldBlob], refs: Sequence[SeededRef] = ()
+    ) -> None:
+        """Add to the node's inventory, in batches that stay well under the message limit."""
+        for start in range(0, max(len(blobs), len(refs), 1), ANNOUNCE_BATCH):
+            batch = blobs[start : start + ANNOUNCE_BATCH]
+            request = pb.AnnounceRequest(
+                node_id=node_id,
+                blobs=[
+                    pb.HeldBlob(
+                        digest=b.digest,
+                        size=b.size,
+                        chunk_count=b.chunk_count,
+                        complete=b.chunks,
+                        partial=b.partial,
+                    )
+                    for b in batch
+                ],
+                refs=[
+                    pb.SeededRef(ref=r.ref, digest=r.digest)
+                    for r in refs[start : start + ANNOUNCE_BATCH]
+                ],
+            )
+            await self._call("Announce", request)
+
+    async def withdraw(
+        self, node_id: str, digests: Sequence[str], refs: Sequence[SeededRef] = ()
+    ) -> None:
+        refs_message = [pb.SeededRef(ref=r.ref, digest=r.digest) for r in refs]
+        request = pb.WithdrawRequest(node_id=node_id, digests=digests, refs=refs_message)
+        await self._call("Withdraw", request)
+
+    # ---- placement ----
+
+    async def locate(
+        self,
+        node_id: str,
+        digest: str,
+        size: int,
+        chunk_count: int,
+        chunks: Iterable[int] = (),
+        max_leases: int = 0,
+        with_metainfo: bool = True,
+    ) -> Placement:
+        request = pb.LocateRequest(
+            node_id=node_id,
+            digest=digest,
+            size=size,
+            chunk_count=chunk_count,
+            chunks=list(chunks),
+            max_leases=max_leases,
+            omit_metainfo=not with_metainfo,
+        )
+        response = await self._call("Locate", request)
+        return _placement(response.placement)
+
+    async def renew_lease(self, node_id: str, digest: str, chunk: int, progress: int) -> bool:
+        """True while the node still holds the lease (extended when `progress` grew)."""
+        request = pb.RenewLeaseRequest(
+            node_id=node_id, digest=digest, chunk=chunk, progress_bytes=progress
+        )
+        response = await self._call("RenewLease", request)
+        return bool(response.held)
+
+    async def release_lease(self, node_id: str, digest: str, chunk: int, reason: str = "") -> None:
+        request = pb.ReleaseLeaseRequest(node_id=node_id, digest=digest, chunk=chunk, reason=reason)
+        await self._call("ReleaseLease", request)
+
+    async def publish(
+        self, node_id: str, digest: str, size: int, chunk_count: int, chunk: int, metainfo: bytes
+    ) -> None:
+        request = pb.PublishRequest(
+            node_id=node_id,
+            digest=digest,
+            size=size,
+            chunk_count=chunk_count,
+            chunk=chunk,
+            metainfo=metainfo,
+        )
+        await self._call("Publish", request)
+
+    @contextlib.asynccontextmanager
+    async def watch(
+        self, node_id: str, digest: str, size: int, chunk_count: int
+    ) -> AsyncIterator[AsyncIterator[Placement]]:
+        """Subscribe to a blob's changes; on entry the subscription is active, so a Locate made
+        afterwards misses nothing. Iterate the yielded events until you leave the block."""
+        request = pb.WatchRequest(
+            node_id=node_id, digest=digest, size=size, chunk_count=chunk_count
+        )
+        call = self._tracker().Watch(request, metadata=self._metadata)
+        try:
+            try:
+                first = await asyncio.wait_for(call.read(), self.timeout)
+            except TimeoutError:
+                raise errors.TrackerUnavailable("watch: no answer from the tracker") from None
+            if first is grpc.aio.EOF:
+                raise errors.TrackerUnavailable("watch: the tracker closed the stream")
+            yield self._events(call)
+        except grpc.aio.AioRpcError as e:
+            raise _error(e) from None
+        finally:
+            call.cancel()
+
+    async def _events(self, call: Any) -> AsyncIterator[Placement]:
+        try:
+            while (event := await call.read()) is not grpc.aio.EOF:
+                yield _placement(event.placement)
+        except grpc.aio.AioRpcError as e:
+            raise _error(e) from None
+
+    # ---- seeded references ----
+
+    async def resolve(self, ref: str, node_id: str = "") -> list[Resolution]:
+        response = await self._call("Resolve", pb.ResolveRequest(ref=ref, node_id=node_id))
+        return [
+            Resolution(
+                r.digest,
+                r.holders,
+                tuple(Peer(p.node_id, p.registry, p.peer, p.zone) for p in r.nodes),
+            )
+            for r in response.resolutions
+        ]
+
+    # ---- preheat and tasks ----
+
+    async def preheat(
+        self, image: str, count: int = 0, zone: str = "", timeout: float = 0.0
+    ) -> PreheatTicket:
+        request = pb.PreheatRequest(image=image, count=count, zone=zone, timeout_seconds=timeout)
+        response = await self._call("Preheat", request)
+        return PreheatTicket(response.task_id, tuple(response.targets))
+
+    async def preheat_status(self, task_id: str) -> PreheatProgress:
+        r = await self._call("PreheatStatus", pb.PreheatStatusRequest(task_id=task_id))
+        targets = tuple(
+            TargetStatus(t.node_id, _TASK_STATES.get(t.state, TaskState.PENDING), t.message)
+            for t in r.targets
+        )
+        return PreheatProgress(r.task_id, r.image, targets, r.finished)
+
+    async def tasks(self, node_id: str) -> AsyncIterator[Order]:
+        """The node's work orders as the tracker sends them; ends when the tracker ends the
+        stream (the node joined again, or the tracker stops)."""
+        call = self._tracker().Tasks(pb.TasksRequest(node_id=node_id), metadata=self._metadata)
+        try:
+            while (task := await call.read()) is not grpc.aio.EOF:
+                yield _order(task)
+        except grpc.aio.AioRpcError as e:
+            raise _error(e) from None
+        finally:
+            call.cancel()
+
+    async def report_task(self, node_id: str, task_id: str, ok: bool, message: str = "") -> None:
+        request = pb.ReportTaskRequest(node_id=node_id, task_id=task_id, ok=ok, message=message)
+        await self._call("ReportTask", request)
+
+    # ---- status ----
+
+    async def status(self, include_blobs: bool = False, max_blobs: int = 0) -> ClusterStatus:
+        request = pb.StatusRequest(include_blobs=include_blobs, max_blobs=max_blobs)
+        r = await self._call("Status", request)
+        nodes = tuple(
+            NodeStatus(
+                n.node_id,
+                n.registry,
+                n.peer,
+                n.zone,
+                n.blobs,
+                n.chunks,
+                n.partial_chunks,
+                n.leases,
+                n.seconds_since_heartbeat,
+                n.seconds_since_join,
+            )
+            for n in r.nodes
+        )
+        blobs = tuple(
+            BlobStatus(
+                b.digest,
+                b.size,
+                b.chunk_count,
+                b.published,
+                b.holders,
+                b.min_swarm,
+                b.max_swarm,
+                b.leases,
+            )
+            for b in r.blobs
+        )
+        return ClusterStatus(
+            r.tracker_instance,
+            r.uptime_seconds,
+            nodes,
+            blobs,
+            r.blobs_truncated,
+            r.blob_count,
+            r.chunk_count,
+            r.lease_count,
+            r.preheat_tasks,
+        )

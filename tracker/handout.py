@@ -1,0 +1,54 @@
+"""The peer handout policy: which holders of a chunk a requester is told about, in what order.
+
+Ranks, best first: complete holders in the requester's zone, complete elsewhere, partial holders
+in the zone, partial elsewhere. A handout never names the requester, holds at most `bound` peers,
+takes whole ranks before it looks at the next, and is shuffled within a rank so that requesters
+spread over the holders instead of all picking the first one.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+RANKS = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    node_id: str
+    zone: str
+    complete: bool
+
+
+def rank_of(candidate: Candidate, zone: str) -> int:
+    return (0 if candidate.complete else 2) + (0 if candidate.zone == zone else 1)
+
+
+def rank(
+    requester: str,
+    zone: str,
+    candidates: Iterable[Candidate],
+    bound: int,
+    rng: random.Random,
+) -> list[Candidate]:
+    """The handout for `requester` (in `zone`) among `candidates`; a node listed twice counts
+    with its better rank."""
+    best: dict[str, Candidate] = {}
+    for candidate in candidates:
+        if candidate.node_id == requester:
+            continue
+        known = best.get(candidate.node_id)
+        if known is None or rank_of(candidate, zone) < rank_of(known, zone):
+            best[candidate.node_id] = candidate
+    groups: list[list[Candidate]] = [[] for _ in range(RANKS)]
+    for candidate in best.values():
+        groups[rank_of(candidate, zone)].append(candidate)
+    chosen: list[Candidate] = []
+    for group in groups:
+        room = bound - len(chosen)
+        if room <= 0:
+            break
+        chosen.extend(rng.sample(group, min(room, len(group))))
+    return chosen

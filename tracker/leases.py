@@ -1,0 +1,105 @@
+"""Leases on cold chunks: the right, and the duty, to fetch a chunk from upstream.
+
+Invariant: at most one lease per chunk, ever. The table is owned by the tracker's event loop and
+no method awaits, so a grant cannot interleave with another grant. A lease lapses `ttl` seconds
+after it was granted or last made progress; a renewal that reports no new bytes does not extend
+it, so a holder that stalls loses its lease as surely as one that died.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+ChunkKey = tuple[str, int]  # (digest, chunk index)
+
+
+@dataclass(slots=True)
+class Lease:
+    holder: str
+    digest: str
+    chunk: int
+    granted_at: float
+    expires_at: float
+    progress: int = 0
+    renewals: int = field(default=0)
+
+    @property
+    def key(self) -> ChunkKey:
+        return (self.digest, self.chunk)
+
+
+class LeaseTable:
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._leases: dict[ChunkKey, Lease] = {}
+        self._by_holder: dict[str, dict[ChunkKey, Lease]] = {}
+        self._by_digest: dict[str, int] = {}
+        self._deadlines: list[tuple[float, str, int]] = []  # a heap; stale entries are skipped
+
+    def __len__(self) -> int:
+        return len(self._leases)
+
+    def __iter__(self) -> Iterator[Lease]:
+        return iter(list(self._leases.values()))
+
+    def get(self, digest: str, chunk: int) -> Lease | None:
+        return self._leases.get((digest, chunk))
+
+    def grant(self, holder: str, digest: str, chunk: int, now: float) -> Lease:
+        key = (digest, chunk)
+        if key in self._leases:
+            raise RuntimeError(f"chunk {digest}.{chunk} is already leased")
+        lease = Lease(holder, digest, chunk, granted_at=now, expires_at=now + self.ttl)
+        self._leases[key] = lease
+        self._by_holder.setdefault(holder, {})[key] = lease
+        self._by_digest[digest] = self._by_digest.get(digest, 0) + 1
+        heapq.heappush(self._deadlines, (lease.expires_at, digest, chunk))
+        return lease
+
+    def renew(
+        self, holder: str, digest: str, chunk: int, progress: int, now: float
+    ) -> Lease | None:
+        """The holder's lease, extended if `progress` grew; None when it holds no lease."""
+        lease = self._leases.get((digest, chunk))
+        if lease is None or lease.holder != holder or lease.expires_at <= now:
+            return None
+        if progress > lease.progress:
+            lease.progress = progress
+            lease.renewals += 1
+            lease.expires_at = now + self.ttl
+            heapq.heappush(self._deadlines, (lease.expires_at, digest, chunk))
+        return lease
+
+    def release(self, digest: str, chunk: int) -> Lease | None:
+        lease = self._leases.pop((digest, chunk), None)
+        if lease is not None:
+            held = self._by_holder[lease.holder]
+            del held[lease.key]
+            if not held:
+                del self._by_holder[lease.holder]
+            self._by_digest[lease.digest] -= 1
+            if not self._by_digest[lease.digest]:
+                del self._by_digest[lease.digest]
+        return lease
+
+    def leased(self, digest: str) -> bool:
+        return digest in self._by_digest
+
+    def held_by(self, holder: str) -> list[Lease]:
+        return list(self._by_holder.get(holder, {}).values())
+
+    def count(self, holder: str, digest: str) -> int:
+        return sum(1 for d, _ in self._by_holder.get(holder, {}) if d == digest)
+
+    def expire(self, now: float) -> list[Lease]:
+        """Remove and return the leases whose time ran out."""
+        expired = []
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, digest, chunk = heapq.heappop(self._deadlines)
+            lease = self._leases.get((digest, chunk))
+            if lease is not None and lease.expires_at <= now:
+                self.release(digest, chunk)
+                expired.append(lease)
+        return expired

@@ -1,0 +1,80 @@
+"""The tracker's metrics (names are part of the contract, DESIGN section 6), one registry per
+server so that several trackers can live in one process, and the interceptor that times RPCs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from tracker.cluster import Cluster
+
+BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+class TrackerMetrics:
+    def __init__(self, cluster: Cluster) -> None:
+        self.registry = CollectorRegistry()
+        gauges = {
+            "nodes": ("nodes in the cluster", lambda: len(cluster.nodes)),
+            "leases": ("leases held on cold chunks", lambda: len(cluster.leases)),
+            "blobs": ("blobs the tracker knows of", lambda: len(cluster.blobs)),
+            "preheat_tasks": ("preheat jobs kept", lambda: len(cluster.board)),
+        }
+        for name, (doc, read) in gauges.items():
+            gauge = Gauge(f"distributed_images_tracker_{name}", doc, registry=self.registry)
+            gauge.set_function(read)
+        self.rpc_duration = Histogram(
+            "distributed_images_tracker_rpc_duration_seconds",
+            "time to answer a unary RPC",
+            ["method"],
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
+        self.rpc_errors = Counter(
+            "distributed_images_tracker_rpc_errors_total",
+            "RPCs answered with an error status",
+            ["method", "code"],
+            registry=self.registry,
+        )
+
+    def count_error(self, method: str, code: grpc.StatusCode) -> None:
+        self.rpc_errors.labels(method, code.name).inc()
+
+
+class TimingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Observes `rpc_duration_seconds{method}` for every unary RPC of the service (streams live
+    for minutes and would only blur the histogram)."""
+
+    def __init__(self, metrics: TrackerMetrics, service_prefix: str) -> None:
+        self._metrics = metrics
+        self._prefix = service_prefix
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[Any], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        method: str = details.method
+        if handler is None or handler.unary_unary is None or not method.startswith(self._prefix):
+            return handler
+        histogram = self._metrics.rpc_duration.labels(method.rpartition("/")[2])
+        behavior = handler.unary_unary
+
+        async def timed(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            start = time.perf_counter()
+            try:
+                return await behavior(request, context)
+            finally:
+                histogram.observe(time.perf_counter() - start)
+
+        return grpc.unary_unary_rpc_method_handler(
+            timed,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )

@@ -1,0 +1,350 @@
+"""The gRPC face of the cluster state: requests in, domain calls, responses out.
+
+Each method translates a request into one `Cluster` call and its result into a response; domain
+errors become a status with the `di-error` trailing metadata (the table is in `tracker.errors`).
+Nothing here decides anything about placement.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
+
+import grpc
+
+from tracker.cluster import ChunkView, Cluster, Directive, Holding, Load
+from tracker.errors import ERROR_KEY, TrackerError
+from tracker.metrics import TrackerMetrics
+from tracker.tasks import Order, PreheatJob, PreheatOrder, TaskState
+from tracker.v1 import tracker_pb2 as pb
+from tracker.v1 import tracker_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+DIRECTIVES = {
+    Directive.FETCH: pb.DIRECTIVE_FETCH,
+    Directive.WAIT: pb.DIRECTIVE_WAIT,
+    Directive.SWARM: pb.DIRECTIVE_SWARM,
+}
+TASK_STATES = {
+    TaskState.PENDING: pb.TASK_STATE_PENDING,
+    TaskState.DELIVERED: pb.TASK_STATE_DELIVERED,
+    TaskState.DONE: pb.TASK_STATE_DONE,
+    TaskState.FAILED: pb.TASK_STATE_FAILED,
+}
+DEFAULT_STATUS_BLOBS = 1000
+
+
+async def abort(context: grpc.aio.ServicerContext, error: TrackerError) -> None:
+    await context.abort(error.code, error.message, trailing_metadata=((ERROR_KEY, error.kind),))
+
+
+def unary(
+    method: Callable[[TrackerService, Any], Any],
+) -> Callable[[TrackerService, Any, grpc.aio.ServicerContext], Awaitable[Any]]:
+    """Run a synchronous domain call; map its domain error to a status."""
+
+    @functools.wraps(method)
+    async def wrapper(self: TrackerService, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return method(self, request)
+        except TrackerError as error:
+            self.metrics.count_error(method.__name__, error.code)
+            await abort(context, error)
+
+    return wrapper
+
+
+def load_of(message: pb.Load) -> Load:
+    return Load(
+        message.uploads,
+        message.downloads,
+        message.upload_bytes_per_second,
+        message.download_bytes_per_second,
+        message.store_bytes,
+    )
+
+
+def load_message(load: Load) -> pb.Load:
+    return pb.Load(
+        uploads=load.uploads,
+        downloads=load.downloads,
+        upload_bytes_per_second=load.upload_bytes_per_second,
+        download_bytes_per_second=load.download_bytes_per_second,
+        store_bytes=load.store_bytes,
+    )
+
+
+def placement_message(
+    cluster: Cluster, digest: str, chunk_count: int, views: Sequence[ChunkView]
+) -> pb.Placement:
+    """Views as one message in which each peer is written once and chunks refer to it."""
+    index: dict[str, int] = {}
+    peers: list[pb.Peer] = []
+    chunks = []
+    for view in views:
+        refs, complete = [], []
+        for candidate in view.peers:
+            i = index.get(candidate.node_id)
+            if i is None:
+                node = cluster.nodes[candidate.node_id]
+                i = index[candidate.node_id] = len(peers)
+                peers.append(
+                    pb.Peer(node_id=node.id, registry=node.registry, peer=node.peer, zone=node.zone)
+                )
+            refs.append(i)
+            if candidate.complete:
+                complete.append(i)
+        chunks.append(
+            pb.ChunkPlacement(
+                index=view.index,
+                directive=DIRECTIVES[view.directive],
+                metainfo=view.metainfo or b"",
+                peers=refs,
+                complete=complete,
+                lease_holder=view.lease_holder or "",
+                lease_seconds=view.lease_seconds,
+            )
+        )
+    return pb.Placement(digest=digest, chunk_count=chunk_count, peers=peers, chunks=chunks)
+
+
+def job_message(job: PreheatJob) -> pb.PreheatStatusResponse:
+    targets = [
+        pb.TargetStatus(node_id=node_id, state=TASK_STATES[t.state], message=t.message)
+        for node_id, t in job.targets.items()
+    ]
+    return pb.PreheatStatusResponse(
+        task_id=job.id, image=job.image, targets=targets, finished=job.finished
+    )
+
+
+def task_message(order: Order) -> pb.Task:
+    if isinstance(order, PreheatOrder):
+        return pb.Task(task_id=order.task_id, preheat=pb.PreheatTask(image=order.image))
+    republish = pb.RepublishTask(
+        digest=order.digest, size=order.size, chunk_count=order.chunk_count, chunks=order.chunks
+    )
+    return pb.Task(task_id=order.task_id, republish=republish)
+
+
+class TrackerService(tracker_pb2_grpc.TrackerServicer):
+    def __init__(self, cluster: Cluster, metrics: TrackerMetrics) -> None:
+        self.cluster = cluster
+        self.metrics = metrics
+
+    # ---- membership ----
+
+    @unary
+    def Join(self, request: pb.JoinRequest) -> pb.JoinResponse:
+        node = request.node
+        session = self.cluster.join(
+            node.node_id, node.registry, node.peer, node.zone, request.instance
+        )
+        log.info("node joined", extra={"node": node.node_id, "zone": node.zone})
+        return pb.JoinResponse(
+            heartbeat_interval_seconds=session.heartbeat_interval,
+            node_ttl_seconds=session.node_ttl,
+            lease_ttl_seconds=session.lease_ttl,
+            tracker_instance=session.tracker_instance,
+        )
+
+    @unary
+    def Heartbeat(self, request: pb.HeartbeatRequest) -> pb.HeartbeatResponse:
+        self.cluster.heartbeat(request.node_id, load_of(request.load))
+        return pb.HeartbeatResponse()
+
+    @unary
+    def Leave(self, request: pb.LeaveRequest) -> pb.LeaveResponse:
+        self.cluster.leave(request.node_id)
+        log.info("node left", extra={"node": request.node_id})
+        return pb.LeaveResponse()
+
+    # ---- inventory ----
+
+    @unary
+    def Announce(self, request: pb.AnnounceRequest) -> pb.AnnounceResponse:
+        holdings = [
+            Holding(b.digest, b.size, b.chunk_count, tuple(b.complete), tuple(b.partial))
+            for b in request.blobs
+        ]
+        refs = [(r.ref, r.digest) for r in request.refs]
+        self.cluster.announce(request.node_id, holdings, refs)
+        return pb.AnnounceResponse()
+
+    @unary
+    def Withdraw(self, request: pb.WithdrawRequest) -> pb.WithdrawResponse:
+        refs = [(r.ref, r.digest) for r in request.refs]
+        self.cluster.withdraw(request.node_id, list(request.digests), refs)
+        return pb.WithdrawResponse()
+
+    # ---- placement ----
+
+    @unary
+    def Locate(self, request: pb.LocateRequest) -> pb.LocateResponse:
+        views = self.cluster.locate(
+            request.node_id,
+            request.digest,
+            request.size,
+            request.chunk_count,
+            request.chunks,
+            request.max_leases,
+            with_metainfo=not request.omit_metainfo,
+        )
+        placement = placement_message(self.cluster, request.digest, request.chunk_count, views)
+        return pb.LocateResponse(placement=placement)
+
+    @unary
+    def RenewLease(self, request: pb.RenewLeaseRequest) -> pb.RenewLeaseResponse:
+        left = self.cluster.renew(
+            request.node_id, request.digest, request.chunk, request.progress_bytes
+        )
+        return pb.RenewLeaseResponse(held=left is not None, lease_seconds=left or 0.0)
+
+    @unary
+    def ReleaseLease(self, request: pb.ReleaseLeaseRequest) -> pb.ReleaseLeaseResponse:
+        self.cluster.release(request.node_id, request.digest, request.chunk)
+        log.info(
+            "lease released",
+            extra={"node": request.node_id, "digest": request.digest, "chunk": request.chunk},
+        )
+        return pb.ReleaseLeaseResponse()
+
+    @unary
+    def Publish(self, request: pb.PublishRequest) -> pb.PublishResponse:
+        self.cluster.publish(
+            request.node_id,
+            request.digest,
+            request.size,
+            request.chunk_count,
+            request.chunk,
+            request.metainfo,
+        )
+        return pb.PublishResponse()
+
+    async def Watch(
+        self, request: pb.WatchRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.WatchEvent]:
+        try:
+            watcher = self.cluster.watch(
+                request.node_id, request.digest, request.size, request.chunk_count
+            )
+        except TrackerError as error:
+            await abort(context, error)
+            return
+        try:
+            yield pb.WatchEvent(subscribed=True)
+            while (changed := await watcher.changes()) is not None:
+                views = self.cluster.view(request.node_id, request.digest, changed)
+                if views:
+                    placement = placement_message(
+                        self.cluster, request.digest, request.chunk_count, views
+                    )
+                    yield pb.WatchEvent(placement=placement)
+        finally:
+            self.cluster.unwatch(watcher)
+
+    # ---- seeded references ----
+
+    @unary
+    def Resolve(self, request: pb.ResolveRequest) -> pb.ResolveResponse:
+        resolutions = []
+        for digest, holders, ranked in self.cluster.resolve(request.ref, request.node_id):
+            nodes = [self.cluster.nodes[c.node_id] for c in ranked]
+            peers = [
+                pb.Peer(node_id=n.id, registry=n.registry, peer=n.peer, zone=n.zone) for n in nodes
+            ]
+            resolutions.append(pb.Resolution(digest=digest, holders=holders, nodes=peers))
+        return pb.ResolveResponse(resolutions=resolutions)
+
+    # ---- preheat ----
+
+    @unary
+    def Preheat(self, request: pb.PreheatRequest) -> pb.PreheatResponse:
+        job = self.cluster.preheat(
+            request.image, request.count, request.zone, request.timeout_seconds
+        )
+        log.info("preheat", extra={"task": job.id, "image": job.image, "targets": len(job.targets)})
+        return pb.PreheatResponse(task_id=job.id, targets=list(job.targets))
+
+    @unary
+    def PreheatStatus(self, request: pb.PreheatStatusRequest) -> pb.PreheatStatusResponse:
+        return job_message(self.cluster.board.get(request.task_id))
+
+    async def Tasks(
+        self, request: pb.TasksRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.Task]:
+        try:
+            mailbox = self.cluster.mailbox(request.node_id)
+        except TrackerError as error:
+            await abort(context, error)
+            return
+        while (order := await mailbox.get()) is not None:
+            self.cluster.delivered(request.node_id, order)
+            yield task_message(order)
+
+    @unary
+    def ReportTask(self, request: pb.ReportTaskRequest) -> pb.ReportTaskResponse:
+        self.cluster.report(request.node_id, request.task_id, request.ok, request.message)
+        return pb.ReportTaskResponse()
+
+    # ---- status ----
+
+    @unary
+    def Status(self, request: pb.StatusRequest) -> pb.StatusResponse:
+        return status_message(self.cluster, request.include_blobs, request.max_blobs)
+
+
+def status_message(cluster: Cluster, include_blobs: bool, max_blobs: int) -> pb.StatusResponse:
+    now = cluster.clock()
+    nodes = []
+    for node in sorted(cluster.nodes.values(), key=lambda n: n.id):
+        held = cluster.store.holdings(node.id).values()
+        nodes.append(
+            pb.NodeStatus(
+                node_id=node.id,
+                registry=node.registry,
+                peer=node.peer,
+                zone=node.zone,
+                blobs=len(held),
+                chunks=sum(c.bit_count() for c, _ in held),
+                partial_chunks=sum(p.bit_count() for _, p in held),
+                leases=len(cluster.leases.held_by(node.id)),
+                seconds_since_heartbeat=now - node.last_seen,
+                seconds_since_join=now - node.joined_at,
+                load=load_message(node.load),
+            )
+        )
+    bound = max_blobs or DEFAULT_STATUS_BLOBS
+    blobs = sorted(cluster.blobs.values(), key=lambda b: b.digest)
+    shown = blobs[:bound] if include_blobs else []
+    return pb.StatusResponse(
+        tracker_instance=cluster.instance,
+        uptime_seconds=now - cluster.started_at,
+        nodes=nodes,
+        blobs=[blob_message(cluster, b.digest) for b in shown],
+        blobs_truncated=include_blobs and len(blobs) > bound,
+        blob_count=len(blobs),
+        chunk_count=sum(cluster.store.chunks_held(b.digest) for b in blobs),
+        lease_count=len(cluster.leases),
+        preheat_tasks=len(cluster.board),
+    )
+
+
+def blob_message(cluster: Cluster, digest: str) -> pb.BlobStatus:
+    blob = cluster.blobs[digest]
+    full = (1 << blob.chunk_count) - 1
+    holders = cluster.store.holders(digest)
+    swarm = [cluster.store.complete_count(digest, c) for c in range(blob.chunk_count)]
+    return pb.BlobStatus(
+        digest=digest,
+        size=blob.size,
+        chunk_count=blob.chunk_count,
+        published=len(blob.metainfo),
+        holders=sum(1 for complete, _ in holders.values() if complete == full),
+        min_swarm=min(swarm),
+        max_swarm=max(swarm),
+        leases=sum(1 for c in range(blob.chunk_count) if cluster.leases.get(digest, c)),
+    )

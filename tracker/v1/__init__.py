@@ -1,0 +1,1 @@
+"""Generated from proto/tracker/v1/tracker.proto by tracker.protogen."""
