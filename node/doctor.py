@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from node.hostsconfig import DEFAULT_NAMESPACE
+from node.hostsconfig import DEFAULT_NAMESPACE, parse_duration
 
 __all__ = [
     "HELP",
@@ -307,11 +307,16 @@ def _check_hosts_file(
 ) -> Iterator[Finding]:
     subject = f"hosts.toml for {ns} ({path})"
     try:
-        hosts = _table(tomllib.loads(path.read_text()), ("host",))
+        document = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as e:
         yield Finding(Level.FAIL, subject, f"unreadable: {e}: containerd ignores it", fix)
         return
+    hosts = _table(document, ("host",))
     pulling = {url.rstrip("/"): t for url, t in hosts.items() if _may(t, "pull")}
+    if str(document.get("server", "")).rstrip("/") in pulling:
+        yield Finding(
+            Level.WARN, subject, "server is the mirror itself: no fallback when it is down", fix
+        )
     if not pulling:
         yield Finding(Level.FAIL, subject, "no [host] that may pull: the node is never asked", fix)
         return
@@ -325,6 +330,11 @@ def _check_hosts_file(
             f"start the node there, or point the file at a live one: {fix}",
         )
         return
+    first = next(iter(pulling))
+    if live[0] != first:
+        yield Finding(
+            Level.WARN, subject, f"containerd tries {first} first, which does not answer", fix
+        )
     yield from _check_host_settings(subject, live[0], pulling[live[0]], node, fix)
 
 
@@ -356,18 +366,10 @@ def _may(host: Any, capability: str) -> bool:
 
 
 def _seconds(text: Any) -> float | None:
-    """A Go duration as containerd reads it: `200ms`, `1s`, `1.5s`, `2m`."""
-    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-    if not isinstance(text, str):
+    try:
+        return parse_duration(text) if isinstance(text, str) else None
+    except ValueError:
         return None
-    for unit in ("ms", "s", "m", "h"):
-        number = text.removesuffix(unit)
-        if number != text:
-            try:
-                return float(number) * units[unit]
-            except ValueError:
-                return None
-    return None
 
 
 # --- the node and the tracker ----------------------------------------------------------------

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,9 @@ HELP = "write (or with --remove, restore) containerd hosts.toml files that point
 MARKER = "# Written by distributed-images containerd-config"
 BACKUP_NAME = "hosts.toml.distributed-images.orig"
 DEFAULT_NAMESPACE = "_default"  # containerd's catch-all directory: every registry
+# What may stand inside the quotes of a TOML string without escaping: no quotes, no spaces.
+_URL = re.compile(r"https?://[^\s\"'\\]+")
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m)")
 _DOCKER_HUB = ("docker.io", "https://registry-1.docker.io")
 
 log = logging.getLogger("node.hostsconfig")
@@ -95,10 +99,18 @@ def parse_target(text: str) -> RegistryTarget:
     except NameInvalid:
         raise ValueError(f"not a registry host[:port]: {ns!r}") from None
     if sep:
-        if not url.startswith(("http://", "https://")):
+        if not _URL.fullmatch(url):
             raise ValueError(f"expected NS=URL with an http(s) URL, got {text!r}")
         return RegistryTarget(ns, url.rstrip("/"))
     return RegistryTarget(ns, default_server(ns))
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a Go duration as containerd reads it: `200ms`, `1s`, `1.5s`, `2m`."""
+    match = _DURATION.fullmatch(text.strip())
+    if not match:
+        raise ValueError(f"not a duration like 200ms or 1s: {text!r}")
+    return float(match.group(1)) * {"ms": 0.001, "s": 1.0, "m": 60.0}[match.group(2)]
 
 
 def default_server(ns: str) -> str:
@@ -171,7 +183,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 def _check_mirror(url: str) -> str:
-    if not url.startswith(("http://", "https://")) or "/" in url.split("://", 1)[1].rstrip("/"):
+    if not _URL.fullmatch(url) or "/" in url.split("://", 1)[1].rstrip("/"):
         raise ValueError(f"--mirror must be a scheme and host, like http://127.0.0.1:8080: {url!r}")
     return url.rstrip("/")
 
@@ -179,6 +191,8 @@ def _check_mirror(url: str) -> str:
 def main(config: Config) -> int:
     try:
         mirror = _check_mirror(config.mirror)
+        dial_timeout = config.dial_timeout.strip()
+        parse_duration(dial_timeout)
         targets = [parse_target(text) for text in config.registry]
     except ValueError as e:
         print(f"containerd-config: {e}")
@@ -190,7 +204,7 @@ def main(config: Config) -> int:
         if config.remove:
             print(remove(config.hosts_dir, target.ns))
         else:
-            path = write(config.hosts_dir, target, mirror, config.dial_timeout)
+            path = write(config.hosts_dir, target, mirror, dial_timeout)
             fallback = target.server or "each registry itself"
             print(f"wrote {path}: pulls go to {mirror}, falling back to {fallback}")
     return 0

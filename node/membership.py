@@ -91,6 +91,11 @@ class Membership:
         return self.node.node_id
 
     @property
+    def embedded(self) -> bool:
+        """Whether this node runs its own in-process tracker (standalone)."""
+        return self.config.tracker is None
+
+    @property
     def joined(self) -> bool:
         return self.session is not None
 

@@ -51,8 +51,10 @@ class Swarm:
 
     @property
     def available(self) -> bool:
-        """Whether a cold blob can be pulled through the cluster right now."""
-        return self._membership is not None and self._membership.joined
+        """Whether a cold blob can be pulled through the cluster right now. A node with an
+        embedded tracker is a cluster of one: it fetches in one upstream stream instead."""
+        membership = self._membership
+        return membership is not None and membership.joined and not membership.embedded
 
     def pull(self, digest: str, size: int, upstream: Source) -> SwarmPull:
         assert self._membership is not None

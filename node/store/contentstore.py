@@ -61,6 +61,7 @@ class BlobWriter:
         self._in_flight: deque[tuple[asyncio.Future[None], int]] = deque()
         self._in_flight_bytes = 0
         self._failure: BaseException | None = None
+        self._aborted = False
         self.digest = digest
         self.size = size
         self.media_type = media_type
@@ -97,10 +98,14 @@ class BlobWriter:
         self._raise_failure()
 
     def _write(self, data: bytes) -> None:
+        if self._aborted:
+            return
         self._hash.update(data)
         self._pending.write(data)
 
     def _hash_range(self, start: int, end: int) -> None:
+        if self._aborted:
+            return
         for offset in range(start, end, READ_BLOCK):
             self._hash.update(self._pending.read(offset, min(end, offset + READ_BLOCK)))
 
@@ -145,7 +150,6 @@ class BlobWriter:
         except BaseException:
             self.abort()
             raise
-        self._thread.shutdown(wait=False)
         if self.written != self.size:
             self.abort()
             raise ContentInvalid(
@@ -156,12 +160,18 @@ class BlobWriter:
         if actual != self.digest:
             self.abort()
             raise ContentInvalid("digest mismatch", {"digest": self.digest, "actual": actual})
+        self._thread.shutdown(wait=False)
         self._pending.publish()
         return self._store._committed(self.digest, self.size, self.media_type)
 
     def abort(self) -> None:
-        self._thread.shutdown(wait=False, cancel_futures=True)
-        self._pending.discard()
+        """Drop the blob. The discard runs on the writer's thread after the block it may be
+        writing, so no file can be created behind it."""
+        if self._aborted:
+            return
+        self._aborted = True
+        self._thread.submit(self._pending.discard)
+        self._thread.shutdown(wait=False)
 
 
 class ContentStore:

@@ -1,0 +1,98 @@
+{{/* Names, labels and the pieces several templates share. */}}
+
+{{- define "di.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "di.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "di.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: {{ include "di.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/* Selector labels of one component: call with (list $ "node"). */}}
+{{- define "di.selectorLabels" -}}
+{{- $root := index . 0 -}}
+app.kubernetes.io/name: {{ include "di.name" $root }}
+app.kubernetes.io/instance: {{ $root.Release.Name }}
+app.kubernetes.io/component: {{ index . 1 }}
+{{- end }}
+
+{{- define "di.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{- define "di.tokenSecret" -}}
+{{- default (printf "%s-token" (include "di.fullname" .)) .Values.token.existingSecret }}
+{{- end }}
+
+{{/* Pods read the token from the environment at start: a new token value restarts them. */}}
+{{- define "di.tokenChecksum" -}}
+checksum/token: {{ printf "%s/%s" .Values.token.value .Values.token.existingSecret | sha256sum | trunc 16 | quote }}
+{{- end }}
+
+{{- define "di.trackerAddress" -}}
+{{- printf "%s-tracker.%s.svc.%s:%d" (include "di.fullname" .) .Release.Namespace .Values.clusterDomain (int .Values.tracker.grpcPort) }}
+{{- end }}
+
+{{/* The mirror URL containerd is given: the node on this host, by the host's IP. */}}
+{{- define "di.mirror" -}}
+{{- default (printf "http://$(NODE_IP):%d" (int .Values.node.port)) .Values.containerd.mirror }}
+{{- end }}
+
+{{/* `containerd-config` arguments shared by the init container and the uninstall hook. */}}
+{{- define "di.containerdConfigArgs" -}}
+- containerd-config
+- --hosts-dir={{ .Values.containerd.hostsDir }}
+- --mirror={{ include "di.mirror" . }}
+- --dial-timeout={{ .Values.containerd.dialTimeout }}
+{{- range .Values.node.registries }}
+- --registry={{ . }}
+{{- end }}
+{{- end }}
+
+{{- define "di.nodeIPEnv" -}}
+- name: NODE_IP
+  valueFrom:
+    fieldRef:
+      fieldPath: status.hostIP
+{{- end }}
+
+{{/* A container that runs as root only to write host files; call with a list of capabilities
+     to add (empty: none, as root owns the files it writes). */}}
+{{- define "di.rootSecurityContext" -}}
+runAsUser: 0
+runAsNonRoot: false
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+capabilities:
+  drop: ["ALL"]
+  {{- with . }}
+  add: {{ toJson . }}
+  {{- end }}
+{{- end }}
+
+{{- define "di.nonRootSecurityContext" -}}
+runAsUser: {{ . }}
+runAsGroup: {{ . }}
+runAsNonRoot: true
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+capabilities:
+  drop: ["ALL"]
+{{- end }}
