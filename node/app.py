@@ -25,6 +25,7 @@ from node.oci.routes import RegistryAPI
 from node.p2p.pull import PullConfig
 from node.p2p.session import PeerSession
 from node.p2p.swarm import Swarm
+from node.preheat import Preheater
 from node.store.contentstore import ContentStore
 from node.upstream.auth import Authenticator, Credentials
 from node.upstream.client import UpstreamClient
@@ -50,6 +51,7 @@ class Node:
     registries: Registries
     session: PeerSession
     swarm: Swarm
+    preheater: Preheater
     ready: bool = False
 
 
@@ -93,14 +95,13 @@ async def compose(config: Config) -> AsyncIterator[Node]:
         swarm = Swarm(store, session, metrics, PullConfig())
         async with upstream:
             node: Node
-            api = RegistryAPI(
-                registries,
-                Manifests(store, upstream, metrics, sizes),
-                Blobs(store, downloads, upstream, metrics, sizes, swarm),
-                metrics,
-                ready=lambda: node.ready,
+            manifests = Manifests(store, upstream, metrics, sizes)
+            blobs = Blobs(store, downloads, upstream, metrics, sizes, swarm)
+            api = RegistryAPI(registries, manifests, blobs, metrics, ready=lambda: node.ready)
+            preheater = Preheater(registries, manifests, blobs)
+            node = Node(
+                config, api.application(), store, metrics, registries, session, swarm, preheater
             )
-            node = Node(config, api.application(), store, metrics, registries, session, swarm)
             try:
                 yield node
             finally:
@@ -170,6 +171,7 @@ def _membership(node: Node, registry_port: int) -> Membership:
         address.join(_advertised_host(node.config), registry_port),
         node.swarm.inventory,
         metainfo=node.swarm.metainfo,
+        preheat=node.preheater.preheat,
     )
 
 

@@ -1,0 +1,105 @@
+"""A node stopped or killed comes back with its complete content intact, and a download it was
+in the middle of when killed never turns into a partial blob."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.support import skopeo
+from tests.support.fakeupstream import FakeBlob, FakeUpstream
+from tests.support.images import TestImages, push
+from tests.support.node import Node
+from tests.support.registry import Registry
+
+pytestmark = pytest.mark.integration
+
+SIZE = 20 * 1024 * 1024 + 777  # five 4 MiB chunks and a bit
+SLOW = 4 * 1024 * 1024  # bytes per second from the upstream, until the node is killed
+
+
+async def _stream(url: str, progress: list[int]) -> tuple[int, str, bool]:
+    """(status, sha256 of what arrived, completed); `progress[0]` counts bytes as they come."""
+    digest = hashlib.sha256()
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        try:
+            async for block in response.content.iter_chunked(64 * 1024):
+                digest.update(block)
+                progress[0] += len(block)
+        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError):
+            return response.status, "sha256:" + digest.hexdigest(), False
+        return response.status, "sha256:" + digest.hexdigest(), True
+
+
+async def _wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, f"{what} not true after {timeout} s"
+        await asyncio.sleep(0.02)
+
+
+async def test_node_killed_mid_download_never_serves_a_partial_blob_after_restart(
+    node_factory: Callable[..., Node], fake_upstream: FakeUpstream
+) -> None:
+    data = random.Random("crash").randbytes(SIZE)
+    digest = fake_upstream.add(FakeBlob(data, rate=SLOW))
+    node = node_factory({fake_upstream.host: fake_upstream.url}, fake_upstream.host)
+    url = f"{node.url}/v2/test/crash/blobs/{digest}"
+
+    progress = [0]
+    client = asyncio.create_task(_stream(url, progress))
+    # Kill once the upstream has sent a few chunks and the client is receiving.
+    await _wait_for(lambda: fake_upstream.bytes_sent(digest) >= 9 * 1024 * 1024, 30, "9 MiB sent")
+    await _wait_for(lambda: progress[0] > 0, 30, "client receiving")
+    node.kill()
+    status, _, complete = await asyncio.wait_for(client, 30)
+    assert (status, complete) == (200, False), "the client must see the transfer break"
+    sent_before = fake_upstream.bytes_sent(digest)
+    assert sent_before < SIZE, "the download finished before the kill: the test proves nothing"
+
+    fake_upstream.set_rate(digest, None)
+    node.start()
+    # Nothing of the blob may be visible as complete: the store holds no partial blob.
+    head_gets = len(fake_upstream.blob_gets(digest))
+    status, received, complete = await _stream(url, [0])
+    assert (status, received, complete) == (200, digest, True)
+    assert len(fake_upstream.blob_gets(digest)) > head_gets, "served without fetching again"
+    fetched_again = fake_upstream.bytes_sent(digest) - sent_before
+    assert fetched_again > 0
+    # And now it is stored whole: a third request does not go upstream.
+    gets = len(fake_upstream.blob_gets(digest))
+    assert await _stream(url, [0]) == (200, digest, True)
+    assert len(fake_upstream.blob_gets(digest)) == gets
+
+
+@pytest.mark.parametrize("stop", ["sigterm", "sigkill"])
+def test_restarted_node_serves_its_complete_content_without_the_upstream(
+    node_factory: Callable[..., Node],
+    registry_factory: Callable[..., Registry],
+    test_images: TestImages,
+    workdir: Path,
+    stop: str,
+) -> None:
+    origin = registry_factory(name="origin")
+    push(test_images.app, origin.host, f"{TestImages.APP}:1")
+    node = node_factory({origin.host: origin.url}, origin.host)
+    skopeo.pull(node.host, f"{TestImages.APP}:1", workdir / "before")
+    if stop == "sigterm":
+        assert node.stop() == 0, "a node must exit cleanly on SIGTERM"
+    else:
+        node.kill()
+    origin.stop()
+    node.start()
+    reference = f"{TestImages.APP}@{test_images.app.digest}"
+    out = skopeo.pull(node.host, reference, workdir / "after")
+    assert skopeo.verify_dir(out) == test_images.app.image().blobs
+    image = test_images.app.image()
+    assert node.metric("distributed_images_blob_bytes_total", source="cache") == image.blob_bytes
+    assert node.metric("distributed_images_upstream_bytes_total") == 0

@@ -1,0 +1,239 @@
+"""A real cluster for integration tests: one `distributed-images tracker` on 127.0.0.1 and nodes
+on distinct loopback addresses (127.0.0.11, .12, ...), each with its own data dir and ports.
+
+    cluster = Cluster(tmp / "cluster", {upstream.host: upstream.url}, upstream.host, size=4)
+    cluster.start()            # tracker healthy, every node ready and joined to it
+    cluster.nodes[0].url       # each node is a `tests.support.node.Node`
+    cluster.tracker.kill()
+    cluster.stop()             # every process, SIGTERM then SIGKILL; safe to call twice
+
+The tracker runs with short heartbeats and a short node TTL, so a killed node is forgotten within
+seconds rather than the production default's quarter of a minute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+from node.store.chunking import chunk_count
+from tests.support.images import OCI_MANIFEST
+from tests.support.node import Metrics, Node, parse_metrics
+from tests.support.process import LOOPBACK, Daemon, free_port, http_get, http_status, run, wait_until
+
+CLI = [sys.executable, "-m", "distributed_images.cli"]
+NODE_HOSTS = tuple(f"127.0.0.{11 + i}" for i in range(8))
+START_TIMEOUT = 30.0
+HEARTBEAT_INTERVAL = 0.5
+NODE_TTL = 3.0
+
+
+def _clean_env() -> dict[str, str]:
+    """The environment without DI_* variables of the machine running the tests."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("DI_")}
+
+
+class Tracker:
+    """A `distributed-images tracker` process on free ports of 127.0.0.1."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        heartbeat_interval: float = HEARTBEAT_INTERVAL,
+        node_ttl: float = NODE_TTL,
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        self.port = free_port()
+        self.http_port = free_port()
+        self.address = f"{LOOPBACK}:{self.port}"
+        self.http_url = f"http://{LOOPBACK}:{self.http_port}"
+        argv = [
+            *CLI,
+            "tracker",
+            "--listen",
+            self.address,
+            "--http-listen",
+            f"{LOOPBACK}:{self.http_port}",
+            "--heartbeat-interval",
+            str(heartbeat_interval),
+            "--node-ttl",
+            str(node_ttl),
+            "--log-level",
+            "debug",
+            *extra_args,
+        ]
+        self._daemon = Daemon("tracker", argv, workdir, env=_clean_env(), cwd=workdir)
+
+    def start(self, timeout: float = START_TIMEOUT) -> None:
+        self._daemon.start()
+        wait_until(
+            self._healthy,
+            timeout,
+            f"tracker on {self.address} healthy",
+            on_timeout=self._daemon.log_tail,
+        )
+
+    def _healthy(self) -> bool:
+        if not self._daemon.running:
+            raise RuntimeError(f"tracker did not start:\n{self._daemon.describe_exit()}")
+        return http_status(f"{self.http_url}/healthz", timeout=1.0) == 200
+
+    def stop(self) -> int | None:
+        return self._daemon.stop()
+
+    def kill(self) -> None:
+        self._daemon.kill()
+
+    @property
+    def running(self) -> bool:
+        return self._daemon.running
+
+    def log_tail(self, lines: int = 80) -> str:
+        return self._daemon.log_tail(lines)
+
+    def metrics(self) -> Metrics:
+        return parse_metrics(http_get(f"{self.http_url}/metrics").decode())
+
+    def status(self) -> dict[str, object]:
+        """What `distributed-images status --tracker ... --json` prints."""
+        result = run([*CLI, "status", "--tracker", self.address, "--json"], env=_clean_env())
+        status: dict[str, object] = json.loads(result.stdout)
+        return status
+
+
+class Cluster:
+    """A tracker and `size` nodes, node i on NODE_HOSTS[i]; `node_args[i]` adds flags to node i."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        registries: Mapping[str, str],
+        default: str,
+        *,
+        size: int = 4,
+        node_args: Mapping[int, Sequence[str]] | None = None,
+        tracker_args: Sequence[str] = (),
+    ) -> None:
+        assert size <= len(NODE_HOSTS)
+        self.workdir = workdir
+        self.tracker = Tracker(workdir / "tracker", extra_args=tracker_args)
+        node_args = node_args or {}
+        self.nodes = [
+            Node(
+                workdir / f"node{i}",
+                registries,
+                default,
+                extra_args=["--tracker", self.tracker.address, *node_args.get(i, ())],
+                name=f"node{i}",
+                host=host,
+            )
+            for i, host in enumerate(NODE_HOSTS[:size])
+        ]
+
+    def start(self, timeout: float = START_TIMEOUT) -> None:
+        """Start the tracker, then every node at once; return when all have joined."""
+        self.tracker.start(timeout)
+        _each(self.nodes, lambda node: node.start(timeout))
+        wait_until(
+            self._all_joined,
+            timeout,
+            f"{len(self.nodes)} nodes joined to the tracker",
+            on_timeout=self.log_tails,
+        )
+
+    def _all_joined(self) -> bool:
+        """The tracker counts every node, and every node has heard back that it joined."""
+        if self.tracker.metrics().sum("distributed_images_tracker_nodes") != len(self.nodes):
+            return False
+        return all("joined the cluster" in node.log_path.read_text() for node in self.nodes)
+
+    def stop(self) -> None:
+        _each(self.nodes, lambda node: node.stop())
+        self.tracker.stop()
+
+    def log_tails(self, lines: int = 80) -> str:
+        tails = [self.tracker.log_tail(lines), *(node.log_tail(lines) for node in self.nodes)]
+        return "\n".join(tails)
+
+
+def _each(nodes: Sequence[Node], action: Callable[[Node], object]) -> None:
+    """Run `action` on every node at once (a node takes a second or two to start or stop)."""
+    with ThreadPoolExecutor(max_workers=len(nodes)) as pool:
+        for future in [pool.submit(action, node) for node in nodes]:
+            future.result()
+
+
+def chunk_file(node: Node, digest: str, index: int) -> Path:
+    """Where a node keeps chunk `index` of a complete blob:
+    `<data-dir>/blobs/sha256/<2 hex>/<hex>/<hex>.<index>` (DESIGN section 4)."""
+    hex_digest = digest.removeprefix("sha256:")
+    return node.data_dir / "blobs" / "sha256" / hex_digest[:2] / hex_digest / f"{hex_digest}.{index}"
+
+
+def chunk_files(node: Node, digest: str, size: int) -> list[Path]:
+    return [chunk_file(node, digest, i) for i in range(chunk_count(size))]
+
+
+# -- a client pulling an image from a node over HTTP, hashing what it receives
+
+
+@dataclass(frozen=True)
+class Received:
+    """What a client got for one blob: the status, the sha256 of the body as it streamed in
+    (or what broke the transfer) and the body's length."""
+
+    status: int
+    digest: str
+    length: int
+
+
+@dataclass(frozen=True)
+class PulledImage:
+    manifest: str  # the sha256 of the manifest bytes received
+    blobs: dict[str, Received]  # the digest asked for -> what came back
+
+
+async def pull_image(
+    session: aiohttp.ClientSession,
+    node: Node,
+    repository: str,
+    tag: str,
+    progress: MutableMapping[str, int] | None = None,
+) -> PulledImage:
+    """GET the manifest from the node, then the config and every layer at once, as a registry
+    client does. `progress` (if given) counts the bytes received so far per blob digest."""
+    url = f"{node.url}/v2/{repository}"
+    async with session.get(f"{url}/manifests/{tag}", headers={"Accept": OCI_MANIFEST}) as response:
+        assert response.status == 200, f"{node.name}: manifest: {response.status}"
+        body = await response.read()
+    manifest = json.loads(body)
+    digests = [manifest["config"]["digest"], *(layer["digest"] for layer in manifest["layers"])]
+    progress = progress if progress is not None else {}
+    results = await asyncio.gather(*(_blob(session, url, d, progress) for d in digests))
+    blobs = dict(zip(digests, results, strict=True))
+    return PulledImage("sha256:" + hashlib.sha256(body).hexdigest(), blobs)
+
+
+async def _blob(
+    session: aiohttp.ClientSession, url: str, digest: str, progress: MutableMapping[str, int]
+) -> Received:
+    sha256 = hashlib.sha256()
+    progress[digest] = 0
+    async with session.get(f"{url}/blobs/{digest}") as response:
+        try:
+            async for block in response.content.iter_chunked(1 << 20):
+                sha256.update(block)
+                progress[digest] += len(block)
+        except aiohttp.ClientPayloadError as e:
+            return Received(response.status, f"broken transfer: {e!r}", progress[digest])
+        return Received(response.status, "sha256:" + sha256.hexdigest(), progress[digest])
