@@ -109,22 +109,27 @@ class UpstreamFill:
         pass
 
 
-async def copy(stream: Stream, writer: BlobWriter, offset: int, end: int | None = None) -> None:
-    """Append the stream's bytes from `offset` (to `end`) to the writer; a stream that ignored
-    the Range header (it starts before `offset`) is skipped forward."""
-    end = writer.size if end is None else end
-    skip = offset - stream.start
+async def blocks_between(stream: Stream, start: int, end: int) -> AsyncIterator[bytes]:
+    """The stream's bytes [start, end); a stream that ignored the Range header (it starts
+    before `start`) is skipped forward. Raises if the stream ends early."""
+    position = stream.start
     async for block in stream.blocks():
-        if skip > 0:
-            cut = min(skip, len(block))
-            block, skip = block[cut:], skip - cut
-        block = block[: end - writer.accepted]
+        if position < start:
+            cut = min(start - position, len(block))
+            block, position = block[cut:], position + cut
+        block = block[: end - position]
         if block:
-            await writer.write(block)
-        if writer.accepted >= end:
+            yield block
+            position += len(block)
+        if position >= end:
             return
-    if writer.accepted < end:
-        raise UpstreamUnavailable("upstream closed the transfer early")
+    raise UpstreamUnavailable("upstream closed the transfer early")
+
+
+async def copy(stream: Stream, writer: BlobWriter, offset: int) -> None:
+    """Append the stream's bytes from `offset` to the end of the blob to the writer."""
+    async for block in blocks_between(stream, offset, writer.size):
+        await writer.write(block)
 
 
 class Download:

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from node.downloads import Begin, Source
+from node.downloads import Begin, Source, blocks_between
 from node.errors import UpstreamUnavailable
 from node.p2p import metainfo
 from node.p2p.metainfo import ChunkTorrent, MetainfoInvalid
@@ -259,6 +259,10 @@ class SwarmPull:
         path = self._directory / chunk_name(self.digest, chunk.index)
         if leased:
             self._leases += 1
+        log.debug(
+            "fetching chunk from upstream",
+            extra={"digest": self.digest, "chunk": chunk.index, "leased": leased},
+        )
         try:
             renewer = asyncio.create_task(self._renew(chunk)) if leased else None
             try:
@@ -287,22 +291,12 @@ class SwarmPull:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             async with self._upstream(chunk.start, chunk.end) as stream:
-                skip = chunk.start - stream.start  # an upstream that ignores Range
                 written = 0
-                async for block in stream.blocks():
-                    if skip > 0:
-                        cut = min(skip, len(block))
-                        block, skip = block[cut:], skip - cut
-                    block = block[: chunk.length - written]
-                    if block:
-                        await asyncio.to_thread(os.pwrite, fd, block, written)
-                        written += len(block)
-                        chunk.progress = written
-                        chunk.progress_at = time.monotonic()
-                    if written >= chunk.length:
-                        break
-            if written < chunk.length:
-                raise UpstreamUnavailable("upstream closed the transfer early")
+                async for block in blocks_between(stream, chunk.start, chunk.end):
+                    await asyncio.to_thread(os.pwrite, fd, block, written)
+                    written += len(block)
+                    chunk.progress = written
+                    chunk.progress_at = time.monotonic()
         finally:
             os.close(fd)
 

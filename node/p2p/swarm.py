@@ -56,6 +56,11 @@ class Swarm:
         membership = self._membership
         return membership is not None and membership.joined and not membership.embedded
 
+    @property
+    def _clustered(self) -> bool:
+        """A standalone node (embedded tracker) has nobody to seed to."""
+        return self._membership is not None and not self._membership.embedded
+
     def pull(self, digest: str, size: int, upstream: Source) -> SwarmPull:
         assert self._membership is not None
         return SwarmPull(
@@ -84,7 +89,7 @@ class Swarm:
     async def seed(self, info: BlobInfo, publish: bool = False) -> None:
         """Seed a complete blob's chunks; with `publish`, give their metainfo to the tracker."""
         directory = self._store.directory(info.digest)
-        if directory is None or info.digest in self._seeded:
+        if directory is None or info.digest in self._seeded or not self._clustered:
             return
         torrents = await self._torrents(info)
         for torrent in torrents:
