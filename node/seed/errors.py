@@ -1,0 +1,19 @@
+"""Why an archive of the images directory is refused. These never reach a client: a refused
+archive is logged and skipped, and the node goes on serving everything else.
+
+    NodeError                      (node.errors)
+    └── ArchiveInvalid             truncated, corrupt, unsafe or incomplete archive
+        └── ArchiveUnsupported     well-formed, but a kind of content this node cannot seed
+"""
+
+from __future__ import annotations
+
+from node.errors import NodeError
+
+
+class ArchiveInvalid(NodeError):
+    pass
+
+
+class ArchiveUnsupported(ArchiveInvalid):
+    pass

@@ -1,0 +1,255 @@
+"""The images directory, seeded: its archives imported into the store and their tags answered.
+
+One owner task (`run`) scans the directory every `seed_scan_interval` seconds. A new or changed
+archive is imported once it has settled (unchanged for one scan, or not modified for a few
+seconds), in a task of its own, so a long import never delays the next one; while a changed
+archive is imported, its previous content goes on being served. A removed archive is unpinned
+and its tags dropped. A broken one is logged once and skipped until it changes. Tags become
+visible only once everything an archive holds is in the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from node.errors import NodeError
+from node.seed.catalog import Catalog, Seeded
+from node.seed.config import SeedConfig
+from node.seed.errors import ArchiveInvalid
+from node.seed.importer import ArchiveImport, Imported
+from node.seed.refs import ImageRef
+from node.seed.watcher import Found, look, scan
+from node.store.contentstore import ContentStore
+
+log = logging.getLogger("node.seed")
+
+OWNER_PREFIX = "seed:"
+CHANGED_WHILE_IMPORTED = "archive changed while imported: it is imported again"
+
+
+@runtime_checkable
+class ListsPinOwners(Protocol):
+    """A store that can list its pin owners, so pins of archives removed while the node was
+    down are released at start."""
+
+    def pin_owners(self) -> set[str]: ...
+
+
+class Seeds:
+    def __init__(
+        self,
+        images_dir: Path,
+        store: ContentStore,
+        config: SeedConfig,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        self._dir = images_dir
+        self._store = store
+        self._config = config
+        self.on_change = on_change
+        self._catalog = Catalog()
+        self._failed: dict[str, tuple[Found, str]] = {}
+        self._previous: dict[str, Found] = {}
+        self._importing: dict[str, asyncio.Task[None]] = {}
+        self._workers: asyncio.Semaphore | None = None
+        self.ready = asyncio.Event()  # set once the archives found at start are imported
+
+    @property
+    def seed_first(self) -> bool:
+        return self._config.seed_first
+
+    # -- what the node asks
+
+    def lookup(self, ns: str, repo: str, tag: str) -> str | None:
+        """The manifest digest of a seeded tag (ns and repo as `Registries.resolve` and
+        `Upstream.repository` give them), or None."""
+        return self._catalog.lookup(ImageRef(ns.lower(), repo, tag))
+
+    def refs(self) -> list[tuple[str, str]]:
+        """(normalized reference, manifest digest) of every seeded tag, to announce."""
+        return sorted((str(ref), digest) for ref, digest in self._catalog.tags().items())
+
+    def archives(self) -> list[Seeded]:
+        return self._catalog.archives()
+
+    def failures(self) -> dict[str, str]:
+        """Archives skipped as broken, with the reason."""
+        return {name: reason for name, (_, reason) in self._failed.items()}
+
+    # -- the owner task
+
+    async def run(self) -> None:
+        log.info(
+            "seeding the images directory",
+            extra={"images_dir": str(self._dir), "precedence": self._config.seed_precedence},
+        )
+        initial: asyncio.Task[None] | None = None
+        try:
+            await self._round()
+            initial = asyncio.create_task(self._initial(list(self._importing.values())))
+            while True:
+                await asyncio.sleep(self._config.seed_scan_interval)
+                try:
+                    await self._round()
+                except Exception:  # one bad round must not end seeding
+                    log.exception("scanning the images directory failed")
+        finally:
+            tasks = [*self._importing.values(), *([initial] if initial else [])]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def sync(self) -> None:
+        """One scan, then wait for the imports it started (and any already running)."""
+        await self._round()
+        await asyncio.gather(*self._importing.values())
+
+    async def _initial(self, tasks: list[asyncio.Task[None]]) -> None:
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._release_stale_pins()
+        self.ready.set()
+        log.info(
+            "images directory seeded",
+            extra={"archives": len(self._catalog.archives()), "tags": len(self._catalog.tags())},
+        )
+
+    async def _round(self) -> None:
+        found = await asyncio.to_thread(scan, self._dir)
+        gone = {s.name for s in self._catalog.archives()} | set(self._failed)
+        for name in sorted(gone - set(found)):
+            if name not in self._importing:
+                self._forget(name)
+        for archive in found.values():
+            if archive.name not in self._importing and self._due(archive):
+                task = asyncio.create_task(self._import(archive), name=f"seed {archive.name}")
+                self._importing[archive.name] = task
+                task.add_done_callback(partial(self._imported, archive.name))
+        self._previous = found
+
+    def _imported(self, name: str, task: asyncio.Task[None]) -> None:
+        self._importing.pop(name, None)
+
+    def _due(self, archive: Found) -> bool:
+        current = self._catalog.get(archive.name)
+        if current is not None and current.owner == archive.owner:
+            return False
+        failed = self._failed.get(archive.name)
+        if failed is not None and failed[0].owner == archive.owner:
+            return False
+        previous = self._previous.get(archive.name)
+        return archive.settled() or (previous is not None and previous.owner == archive.owner)
+
+    # -- one archive
+
+    async def _import(self, archive: Found) -> None:
+        if self._workers is None:
+            self._workers = asyncio.Semaphore(max(1, self._config.seed_workers))
+        log.info("importing archive", extra={"archive": archive.name})
+        job = ArchiveImport(archive.path, archive.name, archive.owner, self._store, self._workers)
+        try:
+            imported = await job.run()
+        except ArchiveInvalid as e:
+            self._skip(archive, e.message, e.detail)
+            return
+        except (NodeError, OSError) as e:
+            self._skip(archive, str(e), None)
+            return
+        except Exception as e:  # a bug must not stop the node: the archive is skipped
+            log.exception("importing archive failed", extra={"archive": archive.name})
+            self._skip(archive, repr(e), None)
+            return
+        if look(self._dir, archive.path) != archive:
+            log.info(
+                "archive changed while imported: importing again", extra={"archive": archive.name}
+            )
+            self._store.unpin(archive.owner)
+            return
+        self._seeded(archive, imported)
+
+    def _seeded(self, archive: Found, imported: Imported) -> None:
+        plan = imported.plan
+        seeded = Seeded(
+            archive.name,
+            archive.owner,
+            plan.format,
+            tuple(plan.tags),
+            tuple(plan.images),
+            plan.digests(),
+        )
+        previous = self._catalog.put(seeded)
+        if previous is not None and previous.owner != seeded.owner:
+            self._store.unpin(previous.owner)
+        self._failed.pop(archive.name, None)
+        log.info(
+            "seeded archive",
+            extra={
+                "archive": archive.name,
+                "format": plan.format,
+                "images": len(plan.images),
+                "tags": ",".join(str(ref) for ref, _ in plan.tags) or "-",
+                "blobs": len(plan.blobs),
+                "copied_bytes": imported.copied_bytes,
+                "already_stored": imported.present_blobs,
+                "seconds": round(imported.seconds, 2),
+            },
+        )
+        self._changed()
+
+    def _skip(self, archive: Found, reason: str, detail: object) -> None:
+        self._store.unpin(archive.owner)
+        if look(self._dir, archive.path) != archive:
+            log.info(
+                "archive changed while imported: importing again", extra={"archive": archive.name}
+            )
+            return
+        if detail:
+            reason = f"{reason} ({_flat(detail)})"
+        log.error("archive skipped", extra={"archive": archive.name, "reason": reason})
+        self._failed[archive.name] = (archive, reason)
+        # The archive as it was before is gone: its content no longer seeds anything.
+        previous = self._catalog.remove(archive.name)
+        if previous is not None:
+            self._store.unpin(previous.owner)
+            self._changed()
+
+    def _forget(self, name: str) -> None:
+        self._failed.pop(name, None)
+        seeded = self._catalog.remove(name)
+        if seeded is None:
+            return
+        self._store.unpin(seeded.owner)
+        log.info(
+            "archive removed: its blobs are no longer pinned",
+            extra={"archive": name, "tags": len(seeded.tags)},
+        )
+        self._changed()
+
+    def _release_stale_pins(self) -> None:
+        if not isinstance(self._store, ListsPinOwners):
+            return
+        live = {s.owner for s in self._catalog.archives()}
+        for owner in sorted(self._store.pin_owners()):
+            if owner.startswith(OWNER_PREFIX) and owner not in live:
+                if owner.partition("@")[0].removeprefix(OWNER_PREFIX) in self._importing:
+                    continue
+                self._store.unpin(owner)
+                log.info("released the pins of an archive that is gone", extra={"owner": owner})
+
+    def _changed(self) -> None:
+        if self.on_change is None:
+            return
+        try:
+            self.on_change()
+        except Exception:
+            log.exception("seed change callback failed")
+
+
+def _flat(detail: object) -> str:
+    if isinstance(detail, dict):
+        return ", ".join(f"{k}: {v}" for k, v in detail.items())
+    return str(detail)
