@@ -62,6 +62,13 @@ def session_upstream(workspace: Path, test_images: images.TestImages) -> Iterato
         registry.stop()
 
 
+@pytest.fixture(scope="session")
+def docker_image(session_upstream: Registry, test_images: images.TestImages) -> images.DockerPush:
+    """`test_images.docker` on the session's upstream as a Docker manifest list, tag 1."""
+    reference = f"{images.TestImages.DOCKER}:{images.TestImages.TAG}"
+    return images.push_as_docker(test_images.docker, session_upstream.host, reference)
+
+
 @pytest.fixture
 def upstream(session_upstream: Registry, request: pytest.FixtureRequest) -> Iterator[Registry]:
     """The session's plain upstream registry, holding every test image (`TestImages.pushes`).

@@ -212,7 +212,7 @@ class UpstreamClient:
                 failure = f"upstream answered {response.status}"
             attempt += 1
             if attempt <= self._retries:
-                await asyncio.sleep(min(2.0, 0.2 * 2**attempt) * (0.5 + random.random()))
+                await asyncio.sleep(min(2.0, 0.1 * 2**attempt) * (0.5 + random.random()))
         log.warning(
             "upstream unavailable", extra={"registry": upstream.ns, "url": url, "error": failure}
         )

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.support import skopeo
+from tests.support import rawhttp, skopeo
 from tests.support.containerd import Containerd, write_hosts_toml
-from tests.support.images import TestImages
+from tests.support.images import OCI_INDEX, OCI_MANIFEST, DockerPush, TestImages
 from tests.support.node import Node
 from tests.support.podman import Podman
 from tests.support.process import free_port
 from tests.support.registry import Registry
 
 pytestmark = pytest.mark.integration
+
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 
 
 @pytest.fixture
@@ -133,10 +137,74 @@ def test_podman_pulls_through_the_node_as_a_mirror_without_ns(
     podman.configure(location=upstream.host, mirror=node.host)
     mark = upstream.mark()
     podman.pull(f"{test_images.APP}:1")
-    assert _client_requests(upstream, mark, "libpod") == []
+    # podman's user agent is containers/image's: "containers/5.23.1 (github.com/...)".
     assert _client_requests(upstream, mark, "containers/") == []
     info = podman.inspect(f"{test_images.APP}:1")
     image = test_images.app.image()
     assert info["Digest"] == image.digest
     assert info["RootFS"] == {"Type": "layers", "Layers": list(image.diff_ids)}
     assert node.metric("distributed_images_blob_bytes_total") == image.blob_bytes
+
+
+# Docker schema 2: what most registries (Docker Hub among them) serve.
+
+
+@pytest.mark.parametrize("architecture", ["amd64", "arm64"])
+def test_skopeo_pulls_a_docker_manifest_list_through_the_node(
+    node: Node,
+    docker_image: DockerPush,
+    test_images: TestImages,
+    workdir: Path,
+    architecture: str,
+) -> None:
+    out = skopeo.pull(node.host, docker_image.reference, workdir / "out", arch=architecture)
+    assert skopeo.verify_dir(out) == test_images.docker.image(architecture).blobs
+    assert skopeo.manifest_digest(out) == docker_image.manifests[architecture]
+
+
+def test_containerd_pulls_a_docker_manifest_list_by_platform(
+    ns_node: Node,
+    upstream: Registry,
+    containerd: Containerd,
+    docker_image: DockerPush,
+    test_images: TestImages,
+    workdir: Path,
+) -> None:
+    hosts = workdir / "certs.d"
+    write_hosts_toml(hosts, upstream.host, server=upstream.url, mirror=ns_node.url)
+    reference = f"{upstream.host}/{docker_image.reference}"
+    mark = upstream.mark()
+    containerd.pull(reference, hosts, platform="linux/arm64")
+    assert _client_requests(upstream, mark, "containerd") == []
+    assert containerd.image_digest(reference) == docker_image.digest
+    for digest, size in test_images.docker.image("arm64").blobs.items():
+        containerd.verify_content(digest, size)
+
+
+@pytest.mark.parametrize(
+    ("accept", "expected"),
+    [
+        (f"{DOCKER_LIST}, {DOCKER_MANIFEST}", DOCKER_LIST),
+        (f"{OCI_INDEX}, {DOCKER_LIST}, {OCI_MANIFEST}", DOCKER_LIST),
+    ],
+)
+async def test_manifest_list_is_served_with_its_own_type_and_digest(
+    node: Node, docker_image: DockerPush, accept: str, expected: str
+) -> None:
+    name, _, tag = docker_image.reference.partition(":")
+    response = await rawhttp.request(
+        node.host, "GET", f"/v2/{name}/manifests/{tag}", {"Accept": accept}
+    )
+    assert response.status == 200, response
+    assert response.headers["Content-Type"] == expected
+    assert response.headers["Docker-Content-Digest"] == docker_image.digest
+    assert "sha256:" + hashlib.sha256(response.body).hexdigest() == docker_image.digest
+    by_digest = await rawhttp.request(
+        node.host,
+        "GET",
+        f"/v2/{name}/manifests/{docker_image.manifests['amd64']}",
+        {"Accept": DOCKER_MANIFEST},
+    )
+    assert by_digest.status == 200, by_digest
+    assert by_digest.headers["Content-Type"] == DOCKER_MANIFEST
+    assert "sha256:" + hashlib.sha256(by_digest.body).hexdigest() == docker_image.manifests["amd64"]

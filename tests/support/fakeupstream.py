@@ -30,7 +30,7 @@ class Fault(Enum):
 class FakeBlob:
     data: bytes
     fault: Fault = Fault.NONE
-    rate: float | None = None  # bytes per second; None: as fast as possible
+    rate: float | None = None  # bytes per second over all its responses; None: no limit
 
     @property
     def digest(self) -> str:
@@ -56,6 +56,8 @@ class FakeUpstream:
         self._lock = threading.Lock()
         self._requests: list[FakeRequest] = []
         self._sent: dict[str, int] = {}
+        # Per blob, owned by the server's loop: concurrent (ranged) responses share the rate.
+        self._pace: dict[str, asyncio.Lock] = {}
         self._server = BackgroundServer(self._application)
 
     def start(self) -> None:
@@ -139,14 +141,16 @@ class FakeUpstream:
         body: bytes,
     ) -> None:
         limit = len(body) // 2 if blob.fault is Fault.TRUNCATED else len(body)
+        pace = self._pace.setdefault(digest, asyncio.Lock())
         for offset in range(0, limit, PIECE):
             piece = body[offset : min(offset + PIECE, limit)]
-            await response.write(piece)
-            with self._lock:
-                self._sent[digest] = self._sent.get(digest, 0) + len(piece)
-                rate = blob.rate
-            if rate:
-                await asyncio.sleep(len(piece) / rate)
+            async with pace:
+                await response.write(piece)
+                with self._lock:
+                    self._sent[digest] = self._sent.get(digest, 0) + len(piece)
+                    rate = blob.rate
+                if rate:
+                    await asyncio.sleep(len(piece) / rate)
         if limit < len(body):
             assert request.transport is not None
             request.transport.abort()  # the body ends early: the connection drops

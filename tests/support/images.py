@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.support.process import run
+from tests.support.process import run, run_bytes
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -193,6 +193,35 @@ def push(
     run(argv, timeout=180)
 
 
+@dataclass(frozen=True)
+class DockerPush:
+    """What a registry holds after `push_as_docker`: Docker schema 2 manifests, converted from
+    the layout's OCI ones (new manifest digests; configs and gzip layers unchanged)."""
+
+    reference: str
+    digest: str
+    media_type: str
+    manifests: dict[str, str]  # architecture -> digest of its Docker manifest
+
+
+def push_as_docker(image: OciImage, registry_host: str, reference: str) -> DockerPush:
+    """Push converted to Docker schema 2: a manifest, or a manifest list for an index. Every
+    layer must be gzip (Docker types have no uncompressed OCI layer, skopeo would compress)."""
+    assert all(layer.media_type == LAYER_GZIP for i in image.images for layer in i.layers)
+    argv = ["skopeo", "copy", "--quiet", "--format=v2s2", "--dest-tls-verify=false"]
+    argv += ["--dest-no-creds", "--all"] if image.is_index else ["--dest-no-creds"]
+    run([*argv, f"oci:{image.layout}:{image.tag}", f"docker://{registry_host}/{reference}"])
+    inspect = ["skopeo", "inspect", "--raw", "--tls-verify=false", "--no-creds"]
+    raw = run_bytes([*inspect, f"docker://{registry_host}/{reference}"])
+    document = json.loads(raw)
+    digest = "sha256:" + hashlib.sha256(raw).hexdigest()
+    if "manifests" in document:
+        manifests = {m["platform"]["architecture"]: m["digest"] for m in document["manifests"]}
+    else:
+        manifests = {image.images[0].platform.architecture: digest}
+    return DockerPush(reference, digest, document["mediaType"], manifests)
+
+
 def _init_layout(layout: Path) -> None:
     (layout / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
     (layout / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
@@ -286,9 +315,10 @@ def _write_layer(layout: Path, spec: LayerSpec, seed: str) -> tuple[Blob, str]:
 class TestImages:
     """The images the integration tests pull, built once per session.
 
-    app:   three layers, one of 8 MiB (two 4 MiB chunks) and two small gzip ones;
-    big:   a 64 MiB uncompressed layer (17 chunks of 4 MiB) and a 1 MiB gzip one;
-    multi: an index of linux/amd64 and linux/arm64 images with distinct layers.
+    app:    three layers, one of 8 MiB (two 4 MiB chunks) and two small gzip ones;
+    big:    a 64 MiB uncompressed layer (17 chunks of 4 MiB) and a 1 MiB gzip one;
+    multi:  an index of linux/amd64 and linux/arm64 images with distinct layers;
+    docker: an index of gzip layers only, pushed as a Docker manifest list (`push_as_docker`).
     """
 
     __test__ = False  # not a test class, whatever pytest thinks of the name
@@ -296,11 +326,13 @@ class TestImages:
     app: OciImage
     big: OciImage
     multi: OciImage
+    docker: OciImage
 
     # Where each lives on an upstream registry.
     APP = "test/app"
     BIG = "test/big"
     MULTI = "test/multi"
+    DOCKER = "test/docker"
     TAG = "1"
 
     def pushes(self) -> list[tuple[OciImage, str]]:
@@ -330,5 +362,11 @@ def build_test_images(directory: Path) -> TestImages:
             "1",
             [LayerSpec(2 * MiB), LayerSpec(100 * KiB, gzip=True)],
             seed="multi",
+        ),
+        docker=build_index(
+            directory / "docker",
+            "1",
+            [LayerSpec(1 * MiB, gzip=True), LayerSpec(40 * KiB, gzip=True)],
+            seed="docker",
         ),
     )

@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.process import LOOPBACK, Daemon, free_port, http_get, http_status, wait_until
 
+CHECKOUT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
 
@@ -84,6 +85,8 @@ class Node:
         argv += list(extra_args)
         # DI_* variables of the machine running the tests would change the node's settings.
         env = {k: v for k, v in os.environ.items() if not k.startswith("DI_")}
+        # The code under test is this checkout's, whatever copy of the package pip installed.
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CHECKOUT), env.get("PYTHONPATH")]))
         self._daemon = Daemon(name, argv, workdir, env=env, cwd=workdir)
 
     # Life cycle.
