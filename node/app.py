@@ -7,10 +7,11 @@ import dataclasses
 import logging
 import signal
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -22,10 +23,12 @@ from node.membership import Membership
 from node.metrics import NodeMetrics
 from node.oci.descriptors import Sizes
 from node.oci.routes import RegistryAPI
+from node.p2p.peermanifests import PeerManifests
 from node.p2p.pull import PullConfig
 from node.p2p.session import PeerSession
 from node.p2p.swarm import Swarm
 from node.preheat import Preheater
+from node.seed import Seeds
 from node.store.contentstore import ContentStore
 from node.upstream.auth import Authenticator, Credentials
 from node.upstream.client import UpstreamClient
@@ -52,6 +55,7 @@ class Node:
     session: PeerSession
     swarm: Swarm
     preheater: Preheater
+    seeds: Seeds | None = None
     ready: bool = False
 
 
@@ -76,6 +80,7 @@ async def compose(config: Config) -> AsyncIterator[Node]:
     credentials = Credentials.load(Path(config.upstream.auth_file))
     downloads = Downloads(store)
     sizes = Sizes()
+    seeds = Seeds(config.images_dir, store, config.seed) if config.images_dir else None
     upstream = UpstreamClient(
         Authenticator(credentials),
         metrics,
@@ -92,15 +97,28 @@ async def compose(config: Config) -> AsyncIterator[Node]:
     )
     await session.start()
     try:
-        swarm = Swarm(store, session, metrics, PullConfig())
+        swarm = Swarm(store, session, metrics, PullConfig(), refs=seeds.refs if seeds else list)
+        if seeds is not None:
+            seeds.on_change = lambda: _spawn(swarm.images_changed(), "images changed")
         async with upstream:
             node: Node
-            manifests = Manifests(store, upstream, metrics, sizes)
+            peers = PeerManifests(swarm, lambda: upstream.session)
+            manifests = Manifests(
+                store, upstream, metrics, sizes, seeds, peers, config.seed.seed_first
+            )
             blobs = Blobs(store, downloads, upstream, metrics, sizes, swarm)
             api = RegistryAPI(registries, manifests, blobs, metrics, ready=lambda: node.ready)
             preheater = Preheater(registries, manifests, blobs)
             node = Node(
-                config, api.application(), store, metrics, registries, session, swarm, preheater
+                config,
+                api.application(),
+                store,
+                metrics,
+                registries,
+                session,
+                swarm,
+                preheater,
+                seeds,
             )
             try:
                 yield node
@@ -110,6 +128,24 @@ async def compose(config: Config) -> AsyncIterator[Node]:
     finally:
         await session.close()
         store.close()
+
+
+_background: set[asyncio.Task[None]] = set()
+
+
+def _spawn(work: Coroutine[Any, Any, None], name: str) -> None:
+    """Run a background job; its failure is logged, never raised into its caller."""
+    task = asyncio.get_running_loop().create_task(work, name=name)
+    _background.add(task)
+    task.add_done_callback(_finished_job)
+
+
+def _finished_job(task: asyncio.Task[None]) -> None:
+    _background.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        log.error(
+            "background job failed", exc_info=task.exception(), extra={"job": task.get_name()}
+        )
 
 
 def _evicted(metrics: NodeMetrics, swarm: Swarm | None, digest: str) -> None:
@@ -151,8 +187,11 @@ async def run(config: Config, stop: asyncio.Event | None = None) -> None:
             async with asyncio.TaskGroup() as group:
                 members = group.create_task(membership.run(), name="membership")
                 seeding = group.create_task(node.swarm.seed_store(), name="seed store")
+                images = group.create_task(node.seeds.run(), name="images") if node.seeds else None
                 await stop.wait()
                 log.info("node stopping")
+                if images is not None:
+                    images.cancel()
                 seeding.cancel()
                 members.cancel()
         finally:

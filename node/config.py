@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from distributed_images.settings import parse_size
+from node.seed.config import SeedConfig
 
 
 def _default_auth_file() -> str:
@@ -111,3 +112,4 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    seed: SeedConfig = field(default_factory=SeedConfig)

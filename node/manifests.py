@@ -1,7 +1,8 @@
 """Manifests by tag or digest. Tags move, so a tag is asked of the upstream each time and
 served from the cache only when the upstream fails (stale-if-error); a digest never changes,
-so a stored manifest is served as it is. Every manifest's digest is checked before it is
-stored or served."""
+so a stored manifest is served as it is. Seeded tags (from an images directory here or on
+another node) come first or last by the seed precedence. Every manifest's digest is checked
+before it is stored or served."""
 
 from __future__ import annotations
 
@@ -9,11 +10,19 @@ import hashlib
 import logging
 from dataclasses import dataclass
 
-from node.errors import ContentInvalid, UpstreamRateLimited, UpstreamUnavailable
+from node.errors import (
+    ContentInvalid,
+    NodeError,
+    NotFound,
+    UpstreamRateLimited,
+    UpstreamUnavailable,
+)
 from node.metrics import NodeMetrics
 from node.oci import mediatypes
 from node.oci.descriptors import Sizes
 from node.oci.reference import Reference
+from node.p2p.peermanifests import PeerManifests
+from node.seed import Seeds
 from node.store.contentstore import ContentStore
 from node.upstream.client import UpstreamClient
 from node.upstream.registries import Upstream
@@ -31,47 +40,111 @@ class Manifest:
 
 class Manifests:
     def __init__(
-        self, store: ContentStore, upstream: UpstreamClient, metrics: NodeMetrics, sizes: Sizes
+        self,
+        store: ContentStore,
+        upstream: UpstreamClient,
+        metrics: NodeMetrics,
+        sizes: Sizes,
+        seeds: Seeds | None = None,
+        peers: PeerManifests | None = None,
+        seed_first: bool = True,
     ) -> None:
         self._store = store
         self._upstream = upstream
         self._metrics = metrics
         self._sizes = sizes
+        self._seeds = seeds
+        self._peers = peers
+        self._seed_first = seed_first
 
     async def get(
         self, upstream: Upstream, repo: str, reference: Reference, accept: list[str], head: bool
     ) -> Manifest:
-        manifest = await self._get(upstream, repo, reference, accept, head)
+        if reference.is_digest:
+            manifest = await self._by_digest(upstream, repo, reference.value, accept, head)
+        else:
+            manifest = await self._by_tag_anywhere(upstream, repo, reference.value, accept, head)
         if manifest.body is not None:
             self._sizes.learn(manifest.body)
         return manifest
 
-    async def _get(
-        self, upstream: Upstream, repo: str, reference: Reference, accept: list[str], head: bool
+    async def _by_digest(
+        self, upstream: Upstream, repo: str, digest: str, accept: list[str], head: bool
     ) -> Manifest:
-        if reference.is_digest:
-            stored = await self._stored(reference.value, head)
-            if stored:
-                return stored
-            return await self._fetch(upstream, repo, reference.value, accept)
+        stored = await self._stored(digest, head)
+        if stored:
+            return stored
         try:
-            return await self._by_tag(upstream, repo, reference.value, accept, head)
-        except (UpstreamUnavailable, UpstreamRateLimited) as e:
-            stale = self._store.tag(upstream.ns, upstream.repository(repo), reference.value)
-            manifest = await self._stored(stale.digest, head) if stale else None
-            if manifest is None:
+            return await self._fetch(upstream, repo, digest, accept)
+        except (UpstreamUnavailable, UpstreamRateLimited, NotFound):
+            body = await self._peers.by_digest(upstream, repo, digest) if self._peers else None
+            if body is None:
                 raise
-            self._metrics.stale_manifests.inc()
-            log.warning(
-                "upstream failed, serving the cached tag",
-                extra={
-                    "registry": upstream.ns,
-                    "repo": repo,
-                    "tag": reference.value,
-                    "error": e.message,
-                },
-            )
+            return await self._keep(digest, body)
+
+    async def _by_tag_anywhere(
+        self, upstream: Upstream, repo: str, tag: str, accept: list[str], head: bool
+    ) -> Manifest:
+        """Seeded tags (here, then elsewhere in the cluster), the upstream, and the cache of
+        this tag when the upstream fails, in the order the seed precedence says."""
+
+        async def seeded() -> Manifest | None:
+            return await self._seeded(upstream, repo, tag, head)
+
+        async def clustered() -> Manifest | None:
+            return await self._clustered(upstream, repo, tag)
+
+        async def cached() -> Manifest | None:
+            stale = self._store.tag(upstream.ns, upstream.repository(repo), tag)
+            manifest = await self._stored(stale.digest, head) if stale else None
+            if manifest is not None:
+                self._metrics.stale_manifests.inc()
             return manifest
+
+        if self._seed_first:
+            for source in (seeded, clustered):
+                if found := await source():
+                    return found
+        try:
+            return await self._by_tag(upstream, repo, tag, accept, head)
+        except NodeError as e:
+            fallbacks = [] if self._seed_first else [seeded]
+            if isinstance(e, (UpstreamUnavailable, UpstreamRateLimited)):
+                fallbacks += [cached] if self._seed_first else [clustered, cached]
+            for source in fallbacks:
+                if found := await source():
+                    log.warning(
+                        "upstream failed, serving the tag from elsewhere",
+                        extra={
+                            "registry": upstream.ns,
+                            "repo": repo,
+                            "tag": tag,
+                            "from": source.__name__,
+                            "error": e.message,
+                        },
+                    )
+                    return found
+            raise
+
+    async def _seeded(self, upstream: Upstream, repo: str, tag: str, head: bool) -> Manifest | None:
+        if self._seeds is None:
+            return None
+        digest = self._seeds.lookup(upstream.ns, upstream.repository(repo), tag)
+        return await self._stored(digest, head) if digest else None
+
+    async def _clustered(self, upstream: Upstream, repo: str, tag: str) -> Manifest | None:
+        found = await self._peers.by_tag(upstream, repo, tag) if self._peers else None
+        if found is None:
+            return None
+        manifest = await self._keep(*found)
+        self._remember(upstream, repo, tag, manifest)
+        return manifest
+
+    async def _keep(self, digest: str, body: bytes) -> Manifest:
+        """Store a manifest got from a peer (the store checks its digest)."""
+        media_type = mediatypes.sniff(body)
+        await self._store.put(digest, body, media_type)
+        return Manifest(digest, media_type, len(body), body)
 
     async def _by_tag(
         self, upstream: Upstream, repo: str, tag: str, accept: list[str], head: bool

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from node.downloads import Source
@@ -22,7 +23,7 @@ from node.p2p.pull import PullConfig, SwarmPull
 from node.p2p.session import PeerSession
 from node.store.chunking import chunk_count, chunk_name
 from node.store.contentstore import BlobInfo, ContentStore
-from tracker.client import HeldBlob, Inventory
+from tracker.client import HeldBlob, Inventory, SeededRef, TrackerClient
 from tracker.errors import TrackerError
 
 if TYPE_CHECKING:
@@ -38,7 +39,10 @@ class Swarm:
         session: PeerSession,
         metrics: NodeMetrics,
         config: PullConfig,
+        refs: Callable[[], list[tuple[str, str]]] = list,
     ) -> None:
+        self._refs = refs  # seeded (reference, manifest digest) pairs
+        self._announced_refs: set[tuple[str, str]] = set()
         self._store = store
         self._session = session
         self._metrics = metrics
@@ -55,6 +59,13 @@ class Swarm:
         embedded tracker is a cluster of one: it fetches in one upstream stream instead."""
         membership = self._membership
         return membership is not None and membership.joined and not membership.embedded
+
+    def cluster(self) -> tuple[TrackerClient, str] | None:
+        """The tracker client and this node's id, when it is part of a cluster right now."""
+        if not self.available:
+            return None
+        assert self._membership is not None
+        return self._membership.client, self._membership.node_id
 
     @property
     def _clustered(self) -> bool:
@@ -166,12 +177,39 @@ class Swarm:
             await self._membership.announce(_held(info))
 
     async def inventory(self) -> Inventory:
-        return Inventory(blobs=tuple(_held(info) for info in self._store.blobs()))
+        self._announced_refs = set(self._refs())
+        return Inventory(
+            blobs=tuple(_held(info) for info in self._store.blobs()),
+            refs=tuple(SeededRef(ref, digest) for ref, digest in sorted(self._announced_refs)),
+        )
 
     async def metainfo(self, digest: str, chunk: int) -> bytes | None:
-        """A chunk's metainfo, for the tracker's republish orders."""
+        """A chunk's metainfo, for the tracker's republish orders (seeding the blob first if it
+        came in from an archive and was never seeded)."""
+        info = self._store.stat(digest)
+        if info is not None and digest not in self._seeded:
+            await self.seed(info)
         known = self._store.torrents(digest)
         return known[chunk] if 0 <= chunk < len(known) else None
+
+    async def images_changed(self) -> None:
+        """The images directory changed: seed what was imported, tell the tracker which seeded
+        references appeared and which went away."""
+        await self.seed_store()
+        cluster = self.cluster()
+        current = set(self._refs())
+        added, removed = current - self._announced_refs, self._announced_refs - current
+        if cluster is None or not (added or removed):
+            return
+        client, node_id = cluster
+        try:
+            if removed:
+                await client.withdraw(node_id, [], [SeededRef(r, d) for r, d in sorted(removed)])
+            if added:
+                await client.announce(node_id, [], [SeededRef(r, d) for r, d in sorted(added)])
+            self._announced_refs = current
+        except TrackerError as e:
+            log.warning("could not announce seeded images", extra={"error": e.message})
 
 
 def _held(info: BlobInfo) -> HeldBlob:

@@ -9,8 +9,8 @@ time (`seed_workers`). A compressed tar is one stream: the first pass copies eac
 digest its name gives (OCI layouts) and keeps the JSON documents; when the digests of some
 layers are known only from metadata that came after them (legacy `docker save` puts
 `manifest.json` last), a second pass copies those. Reading, hashing and writing run in worker
-threads, the next block being read while the store hashes and writes the current one, so the
-event loop keeps serving.
+threads (the store's writer hashing one block while the next is read), so the event loop keeps
+serving.
 """
 
 from __future__ import annotations
@@ -51,6 +51,9 @@ from node.store.contentstore import BlobWriter, ContentStore
 log = logging.getLogger("node.seed")
 
 KEPT_DOCUMENTS_LIMIT = 64 << 20  # JSON kept in memory during a pass over a compressed tar
+# Bytes read ahead of the store's writer: local reads outrun hashing, so a few blocks keep the
+# writer busy, and memory stays low however many blobs are copied at once.
+IN_FLIGHT = 4 * BLOCK
 _OCI_BLOB = re.compile(r"blobs/sha256/([a-f0-9]{64})")
 _UNREADABLE = (tarfile.TarError, EOFError, zlib.error, zstandard.ZstdError, gzip.BadGzipFile)
 
@@ -237,27 +240,19 @@ class ArchiveImport:
         self._copied_bytes += size
 
     async def _pump(self, read: Callable[[int], bytes], writer: BlobWriter) -> None:
-        """Copy `writer.size` bytes, reading the next block while the current one is written."""
-        size = writer.size
-        block = await asyncio.to_thread(read, min(BLOCK, size))
+        """Copy `writer.size` bytes. The writer hashes and writes in its own thread, behind
+        `write` (which returns once a block is queued), so reading the next blocks here overlaps
+        hashing the last ones."""
         done = 0
-        while True:
-            if len(block) != min(BLOCK, size - done):
+        while done < writer.size:
+            block = await asyncio.to_thread(read, min(BLOCK, writer.size - done))
+            if not block:
                 raise ArchiveInvalid("truncated member", {"digest": writer.digest})
+            await writer.write(block)
             done += len(block)
-            ahead = None
-            if done < size:
-                ahead = asyncio.ensure_future(asyncio.to_thread(read, min(BLOCK, size - done)))
-            try:
-                await writer.write(block)
-            except BaseException:
-                if ahead is not None:
-                    await asyncio.wait([ahead])  # its thread still reads: let it finish first
-                raise
             self._progress.add(len(block))
-            if ahead is None:
-                return
-            block = await ahead
+            if writer.accepted - writer.written >= IN_FLIGHT:
+                await writer.flush()
 
 
 class _PositionalReader:

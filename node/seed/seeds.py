@@ -164,10 +164,8 @@ class Seeds:
             self._skip(archive, repr(e), None)
             return
         if look(self._dir, archive.path) != archive:
-            log.info(
-                "archive changed while imported: importing again", extra={"archive": archive.name}
-            )
             self._store.unpin(archive.owner)
+            log.info(CHANGED_WHILE_IMPORTED, extra={"archive": archive.name})
             return
         self._seeded(archive, imported)
 
@@ -203,9 +201,7 @@ class Seeds:
     def _skip(self, archive: Found, reason: str, detail: object) -> None:
         self._store.unpin(archive.owner)
         if look(self._dir, archive.path) != archive:
-            log.info(
-                "archive changed while imported: importing again", extra={"archive": archive.name}
-            )
+            log.info(CHANGED_WHILE_IMPORTED, extra={"archive": archive.name})
             return
         if detail:
             reason = f"{reason} ({_flat(detail)})"
@@ -232,11 +228,11 @@ class Seeds:
     def _release_stale_pins(self) -> None:
         if not isinstance(self._store, ListsPinOwners):
             return
+        # Archives present now, imported or still importing, keep their pins.
         live = {s.owner for s in self._catalog.archives()}
+        live |= {archive.owner for archive in self._previous.values()}
         for owner in sorted(self._store.pin_owners()):
             if owner.startswith(OWNER_PREFIX) and owner not in live:
-                if owner.partition("@")[0].removeprefix(OWNER_PREFIX) in self._importing:
-                    continue
                 self._store.unpin(owner)
                 log.info("released the pins of an archive that is gone", extra={"owner": owner})
 

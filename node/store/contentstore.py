@@ -348,6 +348,10 @@ class ContentStore:
     def unpin(self, owner: str) -> None:
         self._meta.unpin(owner)
 
+    def pin_owners(self) -> set[str]:
+        """Every owner holding pins (the seeder releases those of archives that are gone)."""
+        return self._meta.pin_owners()
+
     def pinned(self, digest: str) -> bool:
         return self._meta.pinned(digest)
 

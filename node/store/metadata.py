@@ -134,6 +134,9 @@ class Metadata:
     def unpin(self, owner: str) -> None:
         self._db.execute("DELETE FROM pins WHERE owner = ?", (owner,))
 
+    def pin_owners(self) -> set[str]:
+        return {row[0] for row in self._db.execute("SELECT DISTINCT owner FROM pins")}
+
     def pinned(self, digest: str) -> bool:
         row = self._db.execute("SELECT 1 FROM pins WHERE digest = ? LIMIT 1", (digest,))
         return row.fetchone() is not None
