@@ -25,21 +25,34 @@ from pathlib import Path
 
 import aiohttp
 
-from node.store.chunking import chunk_count
 from tests.support.images import OCI_MANIFEST
 from tests.support.node import Metrics, Node, parse_metrics
-from tests.support.process import LOOPBACK, Daemon, free_port, http_get, http_status, run, wait_until
+from tests.support.process import (
+    LOOPBACK,
+    Daemon,
+    free_port,
+    http_get,
+    http_status,
+    run,
+    wait_until,
+)
 
 CLI = [sys.executable, "-m", "distributed_images.cli"]
+# The checkout these tests belong to: the tracker imports it first, whatever copy of the package
+# pip installed (tests.support.node does the same for nodes).
+CHECKOUT = Path(__file__).resolve().parents[2]
 NODE_HOSTS = tuple(f"127.0.0.{11 + i}" for i in range(8))
 START_TIMEOUT = 30.0
 HEARTBEAT_INTERVAL = 0.5
 NODE_TTL = 3.0
 
 
-def _clean_env() -> dict[str, str]:
-    """The environment without DI_* variables of the machine running the tests."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("DI_")}
+def process_environment() -> dict[str, str]:
+    """The environment of the tracker and the CLI: without the DI_* variables of the machine
+    running the tests, and with this checkout first on the import path."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DI_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CHECKOUT), env.get("PYTHONPATH")]))
+    return env
 
 
 class Tracker:
@@ -72,7 +85,7 @@ class Tracker:
             "debug",
             *extra_args,
         ]
-        self._daemon = Daemon("tracker", argv, workdir, env=_clean_env(), cwd=workdir)
+        self._daemon = Daemon("tracker", argv, workdir, env=process_environment(), cwd=workdir)
 
     def start(self, timeout: float = START_TIMEOUT) -> None:
         self._daemon.start()
@@ -106,7 +119,9 @@ class Tracker:
 
     def status(self) -> dict[str, object]:
         """What `distributed-images status --tracker ... --json` prints."""
-        result = run([*CLI, "status", "--tracker", self.address, "--json"], env=_clean_env())
+        result = run(
+            [*CLI, "status", "--tracker", self.address, "--json"], env=process_environment()
+        )
         status: dict[str, object] = json.loads(result.stdout)
         return status
 
@@ -177,11 +192,23 @@ def chunk_file(node: Node, digest: str, index: int) -> Path:
     """Where a node keeps chunk `index` of a complete blob:
     `<data-dir>/blobs/sha256/<2 hex>/<hex>/<hex>.<index>` (DESIGN section 4)."""
     hex_digest = digest.removeprefix("sha256:")
-    return node.data_dir / "blobs" / "sha256" / hex_digest[:2] / hex_digest / f"{hex_digest}.{index}"
+    directory = node.data_dir / "blobs" / "sha256" / hex_digest[:2] / hex_digest
+    return directory / f"{hex_digest}.{index}"
 
 
-def chunk_files(node: Node, digest: str, size: int) -> list[Path]:
-    return [chunk_file(node, digest, i) for i in range(chunk_count(size))]
+def receiving(node: Node, digest: str) -> bool:
+    """Whether bytes of the blob have landed in the node's temporary area (where chunks arrive,
+    `<data-dir>/tmp/<download>/<hex>.<index>`, before the blob is verified and stored)."""
+    hex_digest = digest.removeprefix("sha256:")
+    pattern = f"*/{hex_digest}.*"
+    return any(_size(path) > 0 for path in (node.data_dir / "tmp").glob(pattern))
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:  # the blob was stored meanwhile
+        return 0
 
 
 # -- a client pulling an image from a node over HTTP, hashing what it receives
@@ -206,12 +233,13 @@ class PulledImage:
 async def pull_image(
     session: aiohttp.ClientSession,
     node: Node,
-    repository: str,
-    tag: str,
+    reference: str,
     progress: MutableMapping[str, int] | None = None,
 ) -> PulledImage:
-    """GET the manifest from the node, then the config and every layer at once, as a registry
-    client does. `progress` (if given) counts the bytes received so far per blob digest."""
+    """GET the manifest of `reference` (`name:tag`) from the node, then the config and every
+    layer at once, as a registry client does. `progress` (if given) counts the bytes received
+    so far per blob digest."""
+    repository, _, tag = reference.rpartition(":")
     url = f"{node.url}/v2/{repository}"
     async with session.get(f"{url}/manifests/{tag}", headers={"Accept": OCI_MANIFEST}) as response:
         assert response.status == 200, f"{node.name}: manifest: {response.status}"

@@ -1,0 +1,202 @@
+"""The figures of a run (DESIGN section 6 fixes the JSON), as JSON and as a Markdown table.
+
+Every time is also given as a ratio to the bound LB = max(S/U, S/B), and every upstream egress as
+a ratio to S, so runs of different profiles read the same way. Percentiles interpolate linearly
+between the closest ranks (numpy's default); over a few nodes p99 is close to the maximum.
+With `--repeat`, pull times of all repeats are pooled, and the egress and peer figures are the
+largest of the repeats (each repeat's own figures are under `runs`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bench.measurement import Measurement
+
+MiB = 1 << 20
+
+
+@dataclass(frozen=True)
+class Target:
+    """A goal of the default profile (issue 6), checked on whatever profile ran."""
+
+    name: str
+    scenario: str
+    key: str
+    limit: float
+    at_least: bool = False  # `limit` is a floor, not a ceiling
+
+
+TARGETS = (
+    Target("p2p-cold p50 / LB", "p2p-cold", "p50_lb", 1.2),
+    Target("p2p-cold p99 / LB", "p2p-cold", "p99_lb", 1.5),
+    Target("p2p-cold upstream egress / S", "p2p-cold", "egress_ratio", 1.05),
+    Target("direct p50 / p2p-cold p50", "p2p-cold", "speedup_vs_direct", 4.0, at_least=True),
+)
+
+
+def bound_seconds(image_bytes: int, node_mbit: float, upstream_mbit: float) -> float:
+    """LB = max(S/U, S/B): no cold pull can finish on every node sooner (DESIGN section 9)."""
+    bits = image_bytes * 8
+    return max(bits / (upstream_mbit * 1e6), bits / (node_mbit * 1e6))
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q
+    low, high = math.floor(position), math.ceil(position)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def summarize(runs: Sequence[Measurement], lb: float, image_bytes: int) -> dict[str, Any]:
+    """One scenario's entry: pooled pull times, the worst repeat's bytes, ratios, every run."""
+    seconds = [s for run in runs for s in run.pull_seconds]
+    failures = [f for run in runs for f in run.failures]
+    egress = max(run.upstream_egress_bytes for run in runs)
+    peers = [run.peer_bytes for run in runs if run.peer_bytes is not None]
+    entry: dict[str, Any] = {"pull_seconds": [round(s, 3) for s in seconds]}
+    for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0)):
+        value = percentile(seconds, q) if seconds else None
+        entry[f"{name}_seconds"] = _round(value)
+        entry[f"{name}_lb"] = _round(value / lb if value is not None else None)
+    entry |= {
+        "upstream_egress_bytes": egress,
+        "egress_ratio": round(egress / image_bytes, 3),
+        "peer_bytes": max(peers) if peers else None,
+        "pulls": len(seconds),
+        "failed_pulls": len(failures),
+        "failures": failures,
+        "runs": [_run_entry(run) for run in runs],
+    }
+    return entry
+
+
+def document(
+    params: dict[str, Any],
+    runs: dict[str, list[Measurement]],
+    outcome: dict[str, dict[str, Any]],
+    lb: float,
+    size: int,
+) -> dict[str, Any]:
+    """The results document: `outcome` holds a scenario's `skipped` or `error`, if any."""
+    scenarios: dict[str, dict[str, Any]] = {}
+    for name, measured in runs.items():
+        entry = summarize(measured, lb, size) if measured else {}
+        scenarios[name] = entry | outcome.get(name, {})
+    return {"params": params, "scenarios": scenarios, "targets": check_targets(scenarios)}
+
+
+def _run_entry(run: Measurement) -> dict[str, Any]:
+    return {
+        "pull_seconds": [round(s, 3) for s in run.pull_seconds],
+        "upstream_egress_bytes": run.upstream_egress_bytes,
+        "peer_bytes": run.peer_bytes,
+        "node_tx_bytes": run.node_tx_bytes,
+        **run.details,
+    }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def check_targets(scenarios: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    cold, direct = scenarios.get("p2p-cold", {}), scenarios.get("direct", {})
+    if cold.get("p50_seconds") and direct.get("p50_seconds"):
+        cold = cold | {"speedup_vs_direct": round(direct["p50_seconds"] / cold["p50_seconds"], 2)}
+    checked = []
+    for target in TARGETS:
+        value = cold.get(target.key)
+        met = None
+        if value is not None:
+            met = value >= target.limit if target.at_least else value <= target.limit
+        bound = f">= {target.limit:g}" if target.at_least else f"<= {target.limit:g}"
+        checked.append({"target": target.name, "value": value, "limit": bound, "met": met})
+    return checked
+
+
+def markdown(document: dict[str, Any]) -> str:
+    params = document["params"]
+    size = params["image_bytes"]
+    lines = [
+        "## distributed-images bench",
+        "",
+        f"`{params['command']}`",
+        "",
+        f"N = {params['nodes']} nodes, S = {size / MiB:.1f} MiB in {params['layers']} layers, "
+        f"B = {params['node_mbit']:g} Mbit/s, U = {params['upstream_mbit']:g} Mbit/s: "
+        f"LB = max(S/U, S/B) = {params['lb_seconds']:.2f} s. "
+        f"{params['repeat']} repeat(s), {params['started_at']}, {params['cpus']} CPUs, "
+        f"load average {params['load_average_1m']} at the start; notes give how busy the "
+        "machine's CPUs were while a scenario ran (a shared or CPU-bound run reads high).",
+        "",
+        "| scenario | pulls | p50 s | p90 s | p99 s | max s | p50/LB | p99/LB | max/LB "
+        "| upstream egress MiB | egress/S | peer MiB | notes |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for name, entry in document["scenarios"].items():
+        lines.append(_row(name, entry))
+    lines += ["", "| target | measured | goal | met |", "|---|---:|---:|---|"]
+    for target in document["targets"]:
+        met = {True: "yes", False: "**no**", None: "n/a"}[target["met"]]
+        lines.append(
+            f"| {target['target']} | {_cell(target['value'])} | {target['limit']} | {met} |"
+        )
+    efficiency = framing_efficiency(params["mtu"])
+    lines += ["", _FOOTNOTE.format(goodput=efficiency, mtu=params["mtu"], floor=1 / efficiency)]
+    return "\n".join(lines) + "\n"
+
+
+_FOOTNOTE = (
+    "Upstream egress is the upstream host's interface counter (tx_bytes): payload plus the "
+    "headers of each TSO segment, well under 1% here. Links are shaped by tbf at the nominal "
+    "rate with every packet's headers counted, so TCP payload moves at {goodput:.1%} of it at "
+    "MTU {mtu}: even a perfect transfer measures about {floor:.2f} LB."
+)
+
+
+def framing_efficiency(mtu: int) -> float:
+    """TCP payload per byte tbf counts: Ethernet 14 + IPv4 20 + TCP with timestamps 32."""
+    return (mtu - 52) / (mtu + 14)
+
+
+def _row(name: str, entry: dict[str, Any]) -> str:
+    if "skipped" in entry:
+        return f"| {name} | | | | | | | | | | | | skipped: {entry['skipped']} |"
+    if "error" in entry and "pull_seconds" not in entry:
+        return f"| {name} | | | | | | | | | | | | error: {_escape(entry['error'])} |"
+    notes = []
+    if entry["failed_pulls"]:
+        notes.append(f"{entry['failed_pulls']} failed: {_escape(entry['failures'][0])}")
+    for run in entry["runs"][:1]:
+        if "killed_nodes" in run:
+            killed = ", ".join(run["killed_nodes"])
+            notes.append(f"killed {killed} at {run['kill_after_seconds']:.1f} s")
+        if "preheat_seconds" in run:
+            notes.append(f"preheat {run['preheat_seconds']:.1f} s")
+    busy = [run["machine_cpu_busy"] for run in entry["runs"] if "machine_cpu_busy" in run]
+    if busy:
+        notes.append(f"CPU {max(busy):.0%} busy")
+    peers = entry["peer_bytes"]
+    cells = [
+        name,
+        str(entry["pulls"]),
+        *(_cell(entry[f"{p}_seconds"]) for p in ("p50", "p90", "p99", "max")),
+        *(_cell(entry[f"{p}_lb"]) for p in ("p50", "p99", "max")),
+        f"{entry['upstream_egress_bytes'] / MiB:.1f}",
+        f"{entry['egress_ratio']:.2f}",
+        "n/a" if peers is None else f"{peers / MiB:.1f}",
+        "; ".join(notes),
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+def _cell(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def _escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")[:160]

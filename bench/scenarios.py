@@ -1,0 +1,243 @@
+"""The scenarios: how the same image reaches every node, one way each, each started cold.
+
+    direct     every node pulls from the upstream registry
+    proxy      every node pulls through one pull-through cache (docker-registry in proxy mode)
+    p2p-cold   every node pulls through its distributed-images agent; nothing cached anywhere
+    p2p-warm   as p2p-cold, but one node pulled the image first; the others are measured
+    preheat    `distributed-images preheat --wait` places the image, then every node pulls
+    churn      as p2p-cold, and a quarter of the nodes are killed (agent and client) mid-pull;
+               the survivors are measured
+
+What is measured, and how, is `bench.measurement`'s.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.client import Pull, Pulls
+from bench.cluster import CLI, Agent, Cluster, slug
+from bench.image import Image
+from bench.measurement import Measurement, Window
+from bench.netns import Host
+from bench.progress import Progress
+from distributed_images.cli import COMMANDS
+
+MiB = 1 << 20
+STATUS_INTERVAL = 0.5  # seconds between redraws of the live status line
+CHURN_AT_LB = 0.5  # churn kills nodes when this fraction of the bound has elapsed
+
+
+class Skip(Exception):
+    """The scenario cannot run in this build; the message says why."""
+
+
+class ScenarioError(RuntimeError):
+    """The system under test failed in a way that leaves nothing to measure."""
+
+
+@dataclass
+class Bench:
+    """What every scenario works with."""
+
+    cluster: Cluster
+    image: Image
+    progress: Progress
+    lb_seconds: float
+    pull_timeout: float
+
+
+def pull_all(
+    bench: Bench,
+    label: str,
+    hosts: Sequence[Host],
+    registry: Callable[[Host], str],
+    out: Path,
+    during: Callable[[float, Pulls], None] | None = None,
+) -> Pulls:
+    """Start one pull per host at once, wait for all, show each as it ends, check the copies."""
+    pulls = Pulls(hosts, lambda h: Cluster.reference(registry(h)), out)
+    progress, lb = bench.progress, bench.lb_seconds
+    upstream_at_start = bench.cluster.upstream.tx_bytes() if progress.live else 0
+    shown = [0.0]
+
+    def tick(elapsed: float) -> None:
+        if during is not None:
+            during(elapsed, pulls)
+        if progress.live and elapsed - shown[0] >= STATUS_INTERVAL:
+            shown[0] = elapsed
+            done = sum(p.done for p in pulls.pulls)
+            sent = bench.cluster.upstream.tx_bytes() - upstream_at_start
+            progress.status(
+                f"{label}: {done}/{len(pulls.pulls)} pulls done, {elapsed:.1f} s "
+                f"({elapsed / lb:.2f} LB), upstream sent {sent / MiB:.0f} MiB"
+            )
+
+    def on_done(pull: Pull) -> None:
+        seconds = pull.seconds
+        if seconds is not None:
+            progress.line(f"{label}: {pull.host.name} {seconds:.2f} s ({seconds / lb:.2f} LB)")
+        elif pull.killed:
+            progress.line(f"{label}: {pull.host.name} killed (churn)")
+        else:
+            progress.line(f"{label}: {pull.host.name} FAILED: {pull.error}")
+
+    pulls.start(bench.cluster.env)
+    pulls.wait(bench.pull_timeout, tick, on_done)
+    pulls.verify(bench.image)
+    return pulls
+
+
+# The baselines.
+
+
+def direct(bench: Bench, run: str) -> Measurement:
+    cluster = bench.cluster
+    window = Window(cluster)
+    out = _out(bench, run)
+    pulls = pull_all(bench, run, cluster.nodes, lambda h: cluster.upstream_registry, out)
+    return window.close(pulls)
+
+
+def proxy(bench: Bench, run: str) -> Measurement:
+    cluster = bench.cluster
+    with cluster.proxy(run):
+        window = Window(cluster, proxy=True)
+        out = _out(bench, run)
+        pulls = pull_all(bench, run, cluster.nodes, lambda h: cluster.proxy_registry, out)
+        return window.close(pulls)
+
+
+# Through distributed-images.
+
+
+@contextmanager
+def p2p(bench: Bench, run: str) -> Iterator[list[Agent]]:
+    """A fresh tracker and a fresh agent on every node host."""
+    for command in ("node", "tracker"):
+        reason = missing_command(command)
+        if reason:
+            raise Skip(reason)
+    with bench.cluster.tracker(run), bench.cluster.agents(run, bench.cluster.nodes) as agents:
+        yield agents
+
+
+def p2p_cold(bench: Bench, run: str) -> Measurement:
+    with p2p(bench, run) as agents:
+        window = Window(bench.cluster, agents)
+        return window.close(_pull_through(bench, run, agents))
+
+
+def p2p_warm(bench: Bench, run: str) -> Measurement:
+    with p2p(bench, run) as agents:
+        first = _pull_through(bench, f"{run} warm-up", agents[:1])
+        if first.failures:
+            raise ScenarioError(f"warming node0 failed: {first.failures[0]}")
+        window = Window(bench.cluster, agents)
+        pulls = _pull_through(bench, run, agents[1:])
+        return window.close(pulls, warm_node="node0")
+
+
+def preheat(bench: Bench, run: str) -> Measurement:
+    reason = missing_command("preheat")
+    if reason:
+        raise Skip(reason)
+    cluster = bench.cluster
+    with p2p(bench, run) as agents:
+        window = Window(cluster, agents)
+        bench.progress.line(f"{run}: preheat {cluster.image_name}")
+        seconds = _preheat(bench)
+        ratio = seconds / bench.lb_seconds
+        bench.progress.line(f"{run}: preheat took {seconds:.2f} s ({ratio:.2f} LB)")
+        pulls = _pull_through(bench, run, agents)
+        return window.close(pulls, preheat_seconds=round(seconds, 3))
+
+
+def churn(bench: Bench, run: str) -> Measurement:
+    nodes = len(bench.cluster.nodes)
+    if nodes < 2:
+        raise Skip("churn needs at least 2 nodes")
+    victims = max(1, nodes // 4)
+    kill_at = CHURN_AT_LB * bench.lb_seconds
+    with p2p(bench, run) as agents:
+        doomed = agents[-victims:]
+
+        def during(elapsed: float, pulls: Pulls) -> None:
+            if elapsed < kill_at or not any(a.daemon.running for a in doomed):
+                return
+            for agent, pull in zip(agents, pulls.pulls, strict=True):
+                if agent in doomed:
+                    pull.kill()
+                    agent.daemon.kill()
+            bench.progress.line(f"{run}: killed {', '.join(a.host.name for a in doomed)}")
+
+        window = Window(bench.cluster, agents)
+        pulls = _pull_through(bench, run, agents, during)
+        killed = [a.host.name for a in doomed]
+        return window.close(pulls, killed_nodes=killed, kill_after_seconds=round(kill_at, 3))
+
+
+SCENARIOS: dict[str, Callable[[Bench, str], Measurement]] = {
+    "direct": direct,
+    "proxy": proxy,
+    "p2p-cold": p2p_cold,
+    "p2p-warm": p2p_warm,
+    "preheat": preheat,
+    "churn": churn,
+}
+
+
+def _pull_through(
+    bench: Bench,
+    label: str,
+    agents: Sequence[Agent],
+    during: Callable[[float, Pulls], None] | None = None,
+) -> Pulls:
+    by_host = {a.host.name: a.registry for a in agents}
+    hosts = [a.host for a in agents]
+    return pull_all(bench, label, hosts, lambda h: by_host[h.name], _out(bench, label), during)
+
+
+def _preheat(bench: Bench) -> float:
+    """Run `distributed-images preheat --wait` from the tracker's host; how long it took.
+
+    A preheat that fails ends the scenario: pulls after it would be cold pulls under another
+    name."""
+    cluster = bench.cluster
+    argv = [*CLI, "preheat", "--tracker", cluster.tracker_address, cluster.image_name, "--wait"]
+    started = time.monotonic()
+    result = subprocess.run(
+        cluster.tracker_host.exec_argv(argv),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=cluster.env,
+        timeout=bench.pull_timeout,
+    )
+    if result.returncode != 0:
+        lines = [line.strip() for line in result.stdout.splitlines() if line.strip()] or ["-"]
+        first = next((line for line in lines[:-1] if "fail" in line.lower()), None)
+        detail = f"{lines[-1]} (first: {first})" if first else lines[-1]
+        raise ScenarioError(f"preheat exited with {result.returncode}: {detail[:600]}")
+    return time.monotonic() - started
+
+
+def missing_command(command: str) -> str | None:
+    """Why `distributed-images <command>` cannot run in this build, or None."""
+    module = COMMANDS[command]
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        found = False
+    return None if found else f"`distributed-images {command}` is not in this build ({module})"
+
+
+def _out(bench: Bench, label: str) -> Path:
+    return bench.cluster.workdir / "pulls" / slug(label)

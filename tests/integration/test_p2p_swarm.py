@@ -1,0 +1,233 @@
+"""A real tracker and real nodes on 127.0.0.11-14 pulling images through each other (DESIGN
+sections 2, 3 and 7): the cluster fetches each upstream byte once and the nodes feed each other;
+a seeder killed mid-transfer, a tracker gone or a corrupted chunk never costs a client its pull,
+nor gives it a wrong byte."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from node.store.chunking import chunk_size
+from tests.integration.conftest import P2PImages
+from tests.support import skopeo
+from tests.support.cluster import Cluster, Received, chunk_file, pull_image, receiving
+from tests.support.images import MiB, OciImage
+from tests.support.registry import Registry
+
+pytestmark = pytest.mark.integration
+
+BLOB_BYTES = "distributed_images_blob_bytes_total"
+PEER_BYTES = "distributed_images_peer_bytes_total"
+UPSTREAM_BYTES = "distributed_images_upstream_bytes_total"
+PULL_TIMEOUT = 120.0
+WAIT_TIMEOUT = 60.0
+RECOVERY_TIMEOUT = 60.0  # a node TTL (3 s), a stall timeout (10 s) and the transfer, with room
+
+
+@asynccontextmanager
+async def client() -> AsyncIterator[aiohttp.ClientSession]:
+    connector = aiohttp.TCPConnector(limit=0)
+    timeout = aiohttp.ClientTimeout(total=PULL_TIMEOUT)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        yield session
+
+
+def correct(image: OciImage) -> dict[str, Received]:
+    """What a client must receive for each blob of the image: 200 and exactly its bytes."""
+    return {digest: Received(200, digest, size) for digest, size in image.image().blobs.items()}
+
+
+async def until(condition: Callable[[], bool], what: str, interval: float = 0.1) -> None:
+    """Poll `condition` (in a thread: it may ask a node over HTTP) until it holds."""
+    deadline = time.monotonic() + WAIT_TIMEOUT
+    while not await asyncio.to_thread(condition):
+        assert time.monotonic() < deadline, f"never true after {WAIT_TIMEOUT:.0f} s: {what}"
+        await asyncio.sleep(interval)
+
+
+async def upstream_blob_bytes(registry: Registry, since: int, digests: list[str]) -> dict[str, int]:
+    """Bytes the registry wrote per blob for GETs after `since` (for a Range GET it writes only
+    the range). A request is logged just after its last byte left: read until two reads agree."""
+    previous: dict[str, int] | None = None
+    while True:
+        entries = [e for e in registry.entries(since) if e.method == "GET" and e.is_blob()]
+        written = {d: sum(e.written for e in entries if e.is_blob(d)) for d in digests}
+        if written == previous:
+            return written
+        previous = written
+        await asyncio.sleep(0.3)
+
+
+def held_blobs(cluster: Cluster) -> dict[str, object]:
+    """Node registry address -> blob count, as `distributed-images status --json` shows them."""
+    nodes = cluster.tracker.status()["nodes"]
+    assert isinstance(nodes, list)
+    return {node["registry"]: node["blobs"] for node in nodes}
+
+
+async def test_four_nodes_pulling_at_once_fetch_each_upstream_byte_once_and_feed_each_other(
+    start_cluster: Callable[..., Cluster],
+    p2p_upstream: Registry,
+    p2p_images: P2PImages,
+    workdir: Path,
+) -> None:
+    cluster = start_cluster(size=4)
+    image = p2p_images.big.image()
+    mark = p2p_upstream.mark()
+    *http_nodes, skopeo_node = cluster.nodes
+    async with client() as session:
+        copy = asyncio.to_thread(
+            skopeo.pull, skopeo_node.host, P2PImages.BIG, workdir / "skopeo", timeout=PULL_TIMEOUT
+        )
+        pulls = asyncio.gather(*(pull_image(session, n, P2PImages.BIG) for n in http_nodes))
+        pulled, out = await asyncio.gather(pulls, copy)
+
+    assert [(p.manifest, p.blobs) for p in pulled] == [(image.digest, correct(p2p_images.big))] * 3
+    assert skopeo.manifest_digest(out) == image.digest
+    assert skopeo.verify_dir(out) == image.blobs
+
+    # At most once across the cluster, and at least once since every node began empty: per blob,
+    # the registry wrote exactly the blob's size in all (no allowance: there is no other source).
+    assert await upstream_blob_bytes(p2p_upstream, mark, list(image.blobs)) == image.blobs
+
+    for node in cluster.nodes:
+        metrics = node.metrics()
+        assert metrics.sum(BLOB_BYTES) == image.blob_bytes, node.name
+        assert metrics.sum(BLOB_BYTES, source="peer") > 0, node.name
+        assert metrics.sum(PEER_BYTES, direction="download") > 0, node.name
+
+    everyone_holds_all = {node.host: len(image.blobs) for node in cluster.nodes}
+    await until(lambda: held_blobs(cluster) == everyone_holds_all, "the tracker knows every blob")
+
+
+async def test_the_only_seeder_killed_mid_transfer_leaves_every_pull_complete_and_correct(
+    start_cluster: Callable[..., Cluster], p2p_images: P2PImages
+) -> None:
+    cluster = start_cluster(size=4)
+    seeder, *pullers = cluster.nodes
+    layer = p2p_images.big.largest_layer()
+    async with client() as session:
+        assert (await pull_image(session, seeder, P2PImages.BIG)).blobs == correct(p2p_images.big)
+        received: dict[str, dict[str, int]] = {node.name: {} for node in pullers}
+        pulls = [
+            asyncio.create_task(pull_image(session, node, P2PImages.BIG, received[node.name]))
+            for node in pullers
+        ]
+        # Killed as the layer's first bytes reach a puller: the pullers have begun the layer, and
+        # the seeder is the cluster's only complete source of it.
+        await until(lambda: any(receiving(n, layer.digest) for n in pullers), "bytes arrive", 0.005)
+        running = [not pull.done() for pull in pulls]
+        seeder.kill()
+        # The tracker forgets the seeder within NODE_TTL; the chunks nobody holds whole are leased
+        # again (or fetched after a stall timeout of 10 s): seconds, not minutes.
+        _, pending = await asyncio.wait(pulls, timeout=RECOVERY_TIMEOUT)
+        for pull in pending:
+            pull.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+    assert running == [True] * len(pullers), "the pulls ended before the seeder was killed"
+    layer_received = {name: blobs.get(layer.digest, 0) for name, blobs in received.items()}
+    assert not pending, (
+        f"{len(pending)} of {len(pullers)} pulls still running {RECOVERY_TIMEOUT:.0f} s after "
+        f"the seeder was killed; bytes of the {layer.size}-byte layer received: {layer_received}"
+    )
+    assert [pull.result().blobs for pull in pulls] == [correct(p2p_images.big)] * len(pullers)
+
+
+def fetched(cluster: Cluster) -> float:
+    """Bytes the cluster's nodes have fetched from upstream so far."""
+    return sum(node.metric(UPSTREAM_BYTES) for node in cluster.nodes)
+
+
+async def test_pulls_complete_through_upstream_when_the_tracker_is_gone(
+    start_cluster: Callable[..., Cluster], p2p_upstream: Registry, p2p_images: P2PImages
+) -> None:
+    cluster = start_cluster(size=4)
+    async with client() as session:
+        # The tracker dies while the cluster is pulling through the swarm...
+        pulls = [asyncio.create_task(pull_image(session, n, P2PImages.BIG)) for n in cluster.nodes]
+        await until(lambda: fetched(cluster) >= 32 * MiB, "the cluster is fetching")
+        running = [not pull.done() for pull in pulls]
+        cluster.tracker.kill()
+        during = await asyncio.gather(*pulls)
+        assert running == [True] * len(pulls), "the pulls ended before the tracker was killed"
+        assert [p.blobs for p in during] == [correct(p2p_images.big)] * len(pulls)
+
+        # ...and stays dead: a new image comes from upstream on every node, none from peers.
+        before = [node.metrics() for node in cluster.nodes]
+        after_death = await asyncio.gather(
+            *(pull_image(session, node, P2PImages.SMALL) for node in cluster.nodes)
+        )
+    assert [p.blobs for p in after_death] == [correct(p2p_images.small)] * len(cluster.nodes)
+    small = p2p_images.small.image().blob_bytes
+    for node, earlier in zip(cluster.nodes, before, strict=True):
+        now = node.metrics()
+        served = now.sum(BLOB_BYTES, source="upstream") - earlier.sum(BLOB_BYTES, source="upstream")
+        assert served == small, node.name
+        assert now.sum(BLOB_BYTES, source="peer") == earlier.sum(BLOB_BYTES, source="peer")
+
+
+def corrupt(path: Path, offset: int, length: int) -> None:
+    """Invert `length` bytes of the file at `offset`, in place."""
+    with path.open("r+b") as f:
+        f.seek(offset)
+        good = f.read(length)
+        f.seek(offset)
+        f.write(bytes(b ^ 0xFF for b in good))
+
+
+async def test_a_corrupted_chunk_on_one_node_never_reaches_a_client(
+    start_cluster: Callable[..., Cluster], p2p_upstream: Registry, p2p_images: P2PImages
+) -> None:
+    cluster = start_cluster(size=4)
+    holder, *pullers = cluster.nodes
+    layer = p2p_images.big.largest_layer()
+    async with client() as session:
+        first = await pull_image(session, holder, P2PImages.BIG)
+        assert first.blobs == correct(p2p_images.big)
+        # The holder is now the cluster's only source of the layer; one of its chunks goes bad
+        # on disk (a piece in the middle of chunk 5), behind the node's back.
+        bad = chunk_file(holder, layer.digest, 5)
+        good = hashlib.sha256(bad.read_bytes()).digest()
+        corrupt(bad, offset=MiB + 123, length=4096)
+        assert hashlib.sha256(bad.read_bytes()).digest() != good
+        mark = p2p_upstream.mark()
+        pulled = await asyncio.gather(
+            *(pull_image(session, node, P2PImages.BIG) for node in pullers)
+        )
+
+    assert [p.blobs for p in pulled] == [correct(p2p_images.big)] * len(pullers)
+    # The good chunks still came from the holder and each other; at most each puller fetched the
+    # bad chunk again from upstream.
+    refetched = (await upstream_blob_bytes(p2p_upstream, mark, [layer.digest]))[layer.digest]
+    assert refetched <= len(pullers) * chunk_size(layer.size)
+    for node in pullers:
+        assert node.metric(BLOB_BYTES, source="peer") > 0, node.name
+
+
+async def test_a_download_limit_bounds_what_a_node_takes_from_its_peers(
+    start_cluster: Callable[..., Cluster], p2p_images: P2PImages
+) -> None:
+    limit = 4 * MiB
+    cluster = start_cluster(size=2, node_args={1: ["--download-limit", str(limit)]})
+    seeder, limited = cluster.nodes
+    image = p2p_images.small.image()
+    async with client() as session:
+        assert (await pull_image(session, seeder, P2PImages.SMALL)).blobs == correct(
+            p2p_images.small
+        )
+        started = time.monotonic()
+        pulled = await pull_image(session, limited, P2PImages.SMALL)
+        elapsed = time.monotonic() - started
+    assert pulled.blobs == correct(p2p_images.small)
+    assert limited.metric(BLOB_BYTES, source="peer") == image.blob_bytes
+    # The peers are on 127.0.0.11-12, a "local network" to libtorrent: the limit must hold there
+    # too (a cluster's nodes are on one private network). A token bucket may burst one second.
+    assert elapsed >= image.blob_bytes / limit - 1.0, f"{image.blob_bytes} bytes in {elapsed:.2f} s"
