@@ -94,6 +94,7 @@ async def compose(config: Config) -> AsyncIterator[Node]:
         config.cluster.upload_limit,
         config.cluster.download_limit,
         on_stats=lambda sent, received: _peer_bytes(metrics, sent, received),
+        on_corrupt=lambda infohash: swarm.corrupt(infohash) if swarm else None,
     )
     await session.start()
     try:

@@ -103,7 +103,11 @@ class Membership:
         embedded: TrackerServer | None = None
         try:
             if self._reservation is not None:
-                embedded = await self._start_embedded()
+                try:
+                    embedded = await self._start_embedded()
+                except (OSError, RuntimeError):
+                    # Without its tracker the node still serves from cache and upstream.
+                    log.exception("the embedded tracker did not start")
             await self._stay_joined()
         finally:
             await self._leave()

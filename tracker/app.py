@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from tracker.v1 import tracker_pb2_grpc
 
 HELP = "run the tracker: the cluster's gRPC coordination service"
 SERVICE = "tracker.v1.Tracker"
+GC_YOUNG_THRESHOLD = 20_000  # CPython's default is 700 allocations
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +171,19 @@ class TrackerServer:
                 log.exception("sweep failed")
 
 
+def tune_garbage_collector() -> None:
+    """Keep full collections rare and short in the tracker process (not in a node that embeds
+    one): freeze what start-up made (modules, classes: never garbage) and collect the young
+    generation less often, so objects of in-flight RPCs are not promoted to the old generation.
+    With the defaults, the bench (2,000 nodes, 100,000 chunks) saw a full collection every few
+    seconds, each a Locate latency spike."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 10)
+
+
 async def serve(config: Config) -> int:
+    tune_garbage_collector()
     server = TrackerServer(config)
     await server.start()
     log.info(

@@ -18,7 +18,8 @@ from typing import Any
 import grpc
 
 from tracker import auth, errors, limits
-from tracker.cluster import Directive, Load
+from tracker.nodes import Load
+from tracker.placement import Directive
 from tracker.tasks import Order, PreheatOrder, RepublishOrder, TaskState
 from tracker.v1 import tracker_pb2 as pb
 from tracker.v1 import tracker_pb2_grpc

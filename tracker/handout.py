@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 RANKS = 4
 
 
-@dataclass(frozen=True, slots=True)
-class Candidate:
+class Candidate(NamedTuple):
+    """A peer as the ranking sees it (a tuple: a Locate makes hundreds of these)."""
+
     node_id: str
     zone: str
     complete: bool

@@ -53,6 +53,13 @@ def unary(
         except TrackerError as error:
             self.metrics.count_error(method.__name__, error.code)
             await abort(context, error)
+        except Exception:
+            # A bug, not the caller's fault: say so, keep serving.
+            log.exception("%s failed", method.__name__)
+            self.metrics.count_error(method.__name__, grpc.StatusCode.INTERNAL)
+            await context.abort(
+                grpc.StatusCode.INTERNAL, f"{method.__name__} failed in the tracker"
+            )
 
     return wrapper
 
@@ -237,7 +244,11 @@ class TrackerService(tracker_pb2_grpc.TrackerServicer):
         try:
             yield pb.WatchEvent(subscribed=True)
             while (changed := await watcher.changes()) is not None:
-                views = self.cluster.view(request.node_id, request.digest, changed)
+                try:
+                    views = self.cluster.view(request.node_id, request.digest, changed)
+                except TrackerError as error:
+                    await abort(context, error)
+                    return
                 if views:
                     placement = placement_message(
                         self.cluster, request.digest, request.chunk_count, views

@@ -57,6 +57,8 @@ class _Chunk:
     task: asyncio.Task[None] | None = None
     torrent: ChunkTorrent | None = None
     swarming: bool = False
+    leased: bool = False  # a fetch under this node's lease is running
+    asked_at: float = 0.0  # when a stall last made us ask the tracker again
     swarm_failures: int = 0
     upstream_failures: int = 0
     bad_metainfo: bytes | None = None
@@ -116,12 +118,14 @@ class SwarmPull:
         self._chunks = [_Chunk(i, *chunk_range(self.size, i)) for i in range(self._count)]
         async with asyncio.TaskGroup() as group:
             coordinator = group.create_task(self._coordinate())
+            watchdog = group.create_task(self._watch_stalls())
             try:
                 for chunk in self._chunks:
                     await self._await_chunk(chunk)
                     await writer.adopt(chunk.length)
             finally:
                 coordinator.cancel()
+                watchdog.cancel()
         return writer
 
     # -- coordination with the tracker
@@ -154,7 +158,12 @@ class SwarmPull:
         raise TrackerError("watch stream ended")
 
     async def _locate(self) -> None:
-        wanted = [c.index for c in self._chunks if not c.busy]
+        now = time.monotonic()
+        wanted = [
+            c.index
+            for c in self._chunks
+            if not c.done.done() and (not c.busy or now - c.asked_at < 1.0)
+        ]
         if not wanted:
             return
         placement = await self._client.locate(
@@ -174,12 +183,14 @@ class SwarmPull:
             chunk = self._chunks[placed.index]
             if chunk.done.done():
                 continue
-            if chunk.swarming and chunk.torrent is not None:
+            if placed.directive is Directive.FETCH and not chunk.leased:
+                # The lease is ours (its sources were lost, or nobody else fetches it).
+                self._stop_work(chunk)
+                self._start(chunk, self._fetch(chunk, leased=True))
+            elif chunk.swarming and chunk.torrent is not None:
                 self._session.connect(chunk.torrent.infohash, _addresses(placed, self._node_id))
             elif chunk.busy:
                 continue
-            elif placed.directive is Directive.FETCH:
-                self._start(chunk, self._fetch(chunk, leased=True))
             elif placed.directive is Directive.SWARM and placed.metainfo:
                 if (
                     placed.metainfo != chunk.bad_metainfo
@@ -190,6 +201,7 @@ class SwarmPull:
                 self._relocate.set()  # nobody fetches it: ask for the lease
 
     def _start(self, chunk: _Chunk, work: Awaitable[None]) -> None:
+        chunk.progress_at = time.monotonic()
         chunk.task = asyncio.ensure_future(work)
         chunk.task.add_done_callback(lambda task: self._finished(chunk, task))
 
@@ -220,20 +232,41 @@ class SwarmPull:
                 self._start(chunk, self._fetch(chunk, leased=False))
 
     async def _await_chunk(self, chunk: _Chunk) -> None:
-        """Wait for a chunk; if it stalls, fetch it from upstream ourselves."""
+        """Wait for the next chunk in order. If even asking the tracker again did not get it
+        moving, fetch it from upstream directly: a pull never hangs while upstream works."""
         chunk.progress_at = max(chunk.progress_at, time.monotonic())  # its wait starts now
         while not chunk.done.done():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(chunk.done), timeout=1.0)
                 break
-            self._track_progress(chunk)
-            if time.monotonic() - chunk.progress_at > self._config.stall_timeout:
+            if time.monotonic() - chunk.progress_at > 2 * self._config.stall_timeout:
                 log.warning(
                     "chunk stalled; fetching from upstream",
                     extra={"digest": self.digest, "chunk": chunk.index},
                 )
-                self._take_over(chunk)
+                self._stop_work(chunk)
+                self._start(chunk, self._fetch(chunk, leased=False))
         chunk.done.result()
+
+    async def _watch_stalls(self) -> None:
+        """Every chunk without progress for `stall_timeout` is placed again by the tracker: new
+        peers, or the lease when its sources are gone. All chunks at once, not in order."""
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            stalled = False
+            for chunk in self._chunks:
+                if chunk.done.done():
+                    continue
+                self._track_progress(chunk)
+                quiet = now - max(chunk.progress_at, chunk.asked_at)
+                if quiet > self._config.stall_timeout:
+                    if chunk.swarming:
+                        self._stop_work(chunk)  # swarm it afresh, with the peers we get now
+                    chunk.asked_at = now
+                    stalled = True
+            if stalled:
+                self._relocate.set()
 
     def _track_progress(self, chunk: _Chunk) -> None:
         """Swarm progress is polled; range fetches record their own."""
@@ -243,14 +276,15 @@ class SwarmPull:
                 chunk.progress = progress
                 chunk.progress_at = time.monotonic()
 
-    def _take_over(self, chunk: _Chunk) -> None:
+    def _stop_work(self, chunk: _Chunk) -> None:
+        """Cancel whatever is getting this chunk, to get it another way."""
         if chunk.task is not None:
             chunk.task.cancel()
         if chunk.swarming and chunk.torrent is not None:
             self._session.remove(chunk.torrent.infohash)
             chunk.swarming = False
         chunk.progress = 0
-        self._start(chunk, self._fetch(chunk, leased=False))
+        chunk.progress_at = time.monotonic()
 
     # -- one chunk from upstream
 
@@ -259,6 +293,7 @@ class SwarmPull:
         path = self._directory / chunk_name(self.digest, chunk.index)
         if leased:
             self._leases += 1
+            chunk.leased = True
         log.debug(
             "fetching chunk from upstream",
             extra={"digest": self.digest, "chunk": chunk.index, "leased": leased},
@@ -285,6 +320,7 @@ class SwarmPull:
         finally:
             if leased:
                 self._leases -= 1
+                chunk.leased = False
                 self._relocate.set()  # room for another lease
 
     async def _write_range(self, chunk: _Chunk, path: Path) -> None:
@@ -373,8 +409,6 @@ class SwarmPull:
 
     async def committed(self, info: BlobInfo) -> None:
         torrents = [c.torrent for c in self._chunks if c.torrent is not None]
-        if len(torrents) != self._count:
-            torrents = []  # chunks taken over mid-swarm: the store recomputes the torrents
         await self._on_complete(info, torrents)
 
     async def failed(self) -> None:

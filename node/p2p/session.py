@@ -50,6 +50,9 @@ def _settings(host: str, port: int, upload_limit: int, download_limit: int) -> d
         "active_seeds": -1,
         "active_limit": -1,
         "connections_limit": 4000,
+        # A peer that refused us had not added the chunk yet (it may a moment later): retry it
+        # within a second, not after the default 60.
+        "min_reconnect_time": 1,
         "send_buffer_watermark": 3 << 20,
         "send_buffer_low_watermark": 1 << 20,
         "send_buffer_watermark_factor": 150,
@@ -81,9 +84,11 @@ class PeerSession:
         upload_limit: int = 0,
         download_limit: int = 0,
         on_stats: Callable[[int, int], None] | None = None,
+        on_corrupt: Callable[[str], None] | None = None,
     ) -> None:
         self._settings = _settings(host, port, upload_limit, download_limit)
         self._on_stats = on_stats  # (bytes sent, bytes received) since the last call
+        self._on_corrupt = on_corrupt  # (infohash) a seeded file failed its piece hash
         self._torrents: dict[str, _Torrent] = {}
         self._session: lt.session | None = None
         self._thread: threading.Thread | None = None
@@ -95,6 +100,10 @@ class PeerSession:
         self._loop = asyncio.get_running_loop()
         # Settings in the constructor, so nothing starts before they apply.
         self._session = lt.session(self._settings)  # type: ignore[call-overload]
+        if self._settings["upload_rate_limit"] or self._settings["download_rate_limit"]:
+            # Rate limits apply to the global peer class only, and libtorrent puts private and
+            # loopback addresses (every cluster peer) in the unlimited local class: not here.
+            self._session.set_peer_class_filter(_everyone_global())
         self._thread = threading.Thread(
             target=self._pump_alerts, name="libtorrent-alerts", daemon=True
         )
@@ -168,10 +177,12 @@ class PeerSession:
         return int(torrent.handle.status().total_wanted_done) if torrent else 0
 
     def move(self, infohash: str, save_path: Path) -> None:
-        """Point a torrent at the same files under a new directory (after a rename)."""
+        """Point a torrent at the same files under a new directory (after a rename), and from
+        then on seed it as a complete file."""
         torrent = self._torrents.get(infohash)
         if torrent:
             torrent.handle.move_storage(str(save_path), lt.move_flags_t.reset_save_path)
+            torrent.seeding = True
 
     def remove(self, infohash: str) -> None:
         torrent = self._torrents.pop(infohash, None)
@@ -221,7 +232,13 @@ class PeerSession:
                 if not torrent.done.done():
                     torrent.done.set_exception(TorrentFailed(str(value)))
             elif kind == "hash_failed":
+                log.warning(
+                    "piece failed its hash",
+                    extra={"infohash": infohash, "seeding": torrent.seeding, "detail": value},
+                )
                 torrent.hash_failures += 1
+                if torrent.seeding and self._on_corrupt is not None:
+                    self._on_corrupt(infohash)
 
     def _stats(self, values: tuple[int, int]) -> None:
         sent, received = values
@@ -229,6 +246,14 @@ class PeerSession:
         self._payload = values
         if self._on_stats:
             self._on_stats(max(0, sent - previous_sent), max(0, received - previous_received))
+
+
+def _everyone_global() -> lt.ip_filter:
+    every = lt.ip_filter()
+    flag = 1 << lt.session.global_peer_class_id
+    every.add_rule("0.0.0.0", "255.255.255.255", flag)
+    every.add_rule("::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", flag)
+    return every
 
 
 _TORRENT_EVENTS: tuple[tuple[type[lt.torrent_alert], str], ...] = (

@@ -86,16 +86,19 @@ class Swarm:
         )
 
     async def completed(self, info: BlobInfo, torrents: list[ChunkTorrent]) -> None:
-        """A blob pulled through the swarm is in the store: seed it from its final place."""
+        """A blob pulled through the swarm is in the store: its chunk torrents (those it still
+        has: some may have been taken over by range fetches) seed from its final place."""
         directory = self._store.directory(info.digest)
-        if directory is None or not torrents:
-            await self.seed(info, publish=True)
+        if directory is None:
             return
         for torrent in torrents:
             self._session.move(torrent.infohash, directory)
-        self._store.set_torrents(info.digest, [t.metainfo for t in torrents])
-        self._seeded[info.digest] = [t.infohash for t in torrents]
-        await self._announce(info)
+        if len(torrents) == chunk_count(info.size):
+            self._store.set_torrents(info.digest, [t.metainfo for t in torrents])
+            self._seeded[info.digest] = [t.infohash for t in torrents]
+            await self._announce(info)
+        else:
+            await self.seed(info, publish=True)
 
     async def seed(self, info: BlobInfo, publish: bool = False) -> None:
         """Seed a complete blob's chunks; with `publish`, give their metainfo to the tracker."""
@@ -141,6 +144,16 @@ class Swarm:
         log.info(
             "seeding the store", extra={"blobs": len(blobs), "torrents": self._session.seeding()}
         )
+
+    def corrupt(self, infohash: str) -> None:
+        """A seeded chunk failed its piece hash: the blob on disk is damaged. Purge it, so
+        neither a peer nor a client of this node gets it again; a later pull fetches it anew."""
+        digest = next((d for d, hashes in self._seeded.items() if infohash in hashes), None)
+        if digest is None:
+            return
+        log.error("stored blob is corrupt; purging it", extra={"digest": digest})
+        self._store.delete(digest)
+        self.forget(digest)
 
     def forget(self, digest: str) -> None:
         """The blob left the store (evicted): stop seeding it and tell the tracker."""

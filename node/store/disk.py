@@ -114,6 +114,10 @@ class DiskPending:
             # Someone stored the same bytes first: an existing blob counts as written.
             shutil.rmtree(self._dir, ignore_errors=True)
             return
+        # Whoever still opens files by the old path (the swarm: libtorrent moves a torrent's
+        # save path in its own time) finds them through a link; `tmp/` is wiped at each start.
+        with contextlib.suppress(OSError):
+            self._dir.symlink_to(self._final_dir, target_is_directory=True)
         self._dir = self._final_dir
 
     def discard(self) -> None:

@@ -1,0 +1,30 @@
+"""The tracker's tunables (each one a flag of `distributed-images tracker`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Policy:
+    heartbeat_interval: float = field(
+        default=5.0, metadata={"help": "seconds between a node's heartbeats", "metavar": "S"}
+    )
+    node_ttl: float = field(
+        default=15.0, metadata={"help": "forget a node after this long silent", "metavar": "S"}
+    )
+    lease_ttl: float = field(
+        default=10.0,
+        metadata={"help": "a lease lapses after this long without progress", "metavar": "S"},
+    )
+    max_peers: int = field(default=20, metadata={"help": "peers per chunk handout", "metavar": "N"})
+    fanout: int = field(
+        default=2,
+        metadata={"help": "requesters given a chunk's single source (DESIGN 3)", "metavar": "K"},
+    )
+    max_leases: int = field(
+        default=4, metadata={"help": "leases one node may hold per blob", "metavar": "N"}
+    )
+    preheat_timeout: float = field(
+        default=3600.0, metadata={"help": "default preheat deadline", "metavar": "S"}
+    )
