@@ -231,7 +231,7 @@ def _preheat(bench: Bench) -> float:
 
 def missing_command(command: str) -> str | None:
     """Why `distributed-images <command>` cannot run in this build, or None."""
-    module = COMMANDS[command]
+    module = COMMANDS[command][0]
     try:
         found = importlib.util.find_spec(module) is not None
     except ModuleNotFoundError:

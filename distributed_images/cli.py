@@ -1,7 +1,8 @@
 """The `distributed-images` console script: one subcommand per deployable or tool.
 
 A command is a module with `Config` (a dataclass, see `settings`), `HELP` (one line) and
-`main(config) -> int`. A command whose module is absent from the build is left out of the help.
+`main(config) -> int`. Only the module of the command being run is imported, so `status` does
+not pay for libtorrent or matplotlib; the overview lists each command with the summary below.
 """
 
 from __future__ import annotations
@@ -15,45 +16,43 @@ from types import ModuleType
 
 from distributed_images import logs, settings
 
-COMMANDS: dict[str, str] = {
-    "node": "node.app",
-    "tracker": "tracker.app",
-    "status": "tracker.status",
-    "preheat": "tracker.preheat",
-    "bench": "bench.cli",
-    "containerd-config": "node.hostsconfig",
-    "doctor": "node.doctor",
+# name: (module, one-line summary for the overview; the module's HELP describes it in full)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "node": ("node.app", "run a node agent: this host's registry mirror"),
+    "tracker": ("tracker.app", "run the tracker that coordinates a cluster's nodes"),
+    "status": ("tracker.status", "show a tracker's nodes, blobs and leases"),
+    "preheat": ("tracker.preheat", "pull an image onto chosen nodes ahead of a rollout"),
+    "bench": ("bench.cli", "load-test the cluster against direct and proxy pulls"),
+    "containerd-config": ("node.hostsconfig", "write containerd hosts.toml files for a node"),
+    "doctor": ("node.doctor", "check that containerd on this host pulls through the node"),
 }
 
 
-def _load(module_name: str) -> ModuleType | None:
-    try:
-        return importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        if e.name and module_name.startswith(e.name):
-            return None  # the command is not part of this build
-        raise
-
-
-def build_parser() -> tuple[argparse.ArgumentParser, dict[str, ModuleType]]:
+def build_parser(
+    command: str | None = None,
+) -> tuple[argparse.ArgumentParser, dict[str, ModuleType]]:
+    """The parser, with full flags for `command` (every command when None)."""
     parser = argparse.ArgumentParser(
         prog="distributed-images",
         description="Peer-to-peer container image distribution: a registry mirror on every host.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     modules: dict[str, ModuleType] = {}
-    for name, module_name in COMMANDS.items():
-        module = _load(module_name)
-        if module is None:
+    for name, (module_name, summary) in COMMANDS.items():
+        if command is not None and name != command:
+            sub.add_parser(name, help=summary)
             continue
+        module = importlib.import_module(module_name)
         modules[name] = module
-        command = sub.add_parser(name, help=module.HELP, description=module.HELP)
-        settings.add_arguments(command, module.Config)
+        parser_of_command = sub.add_parser(name, help=summary, description=module.HELP)
+        settings.add_arguments(parser_of_command, module.Config)
     return parser, modules
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser, modules = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    parser, modules = build_parser(chosen if chosen in COMMANDS else None)
     args = parser.parse_args(argv)
     module = modules[args.command]
     try:

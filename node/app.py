@@ -212,6 +212,7 @@ def _membership(node: Node, registry_port: int) -> Membership:
         node.swarm.inventory,
         metainfo=node.swarm.metainfo,
         preheat=node.preheater.preheat,
+        tls_ca=node.config.cluster.tracker_tls_ca,
     )
 
 

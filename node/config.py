@@ -70,6 +70,10 @@ class ClusterConfig:
     token: str | None = field(
         default=None, metadata={"help": "shared token the tracker requires", "metavar": "TOKEN"}
     )
+    tracker_tls_ca: Path | None = field(
+        default=None,
+        metadata={"help": "talk TLS to the tracker, trusting this PEM CA", "metavar": "FILE"},
+    )
     peer_listen: str = field(
         default="0.0.0.0:6881",
         metadata={"help": "peer-to-peer listen address", "metavar": "HOST:PORT"},
