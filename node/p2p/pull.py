@@ -59,10 +59,12 @@ class _Chunk:
     swarming: bool = False
     leased: bool = False  # a fetch under this node's lease is running
     asked_at: float = 0.0  # when a stall last made us ask the tracker again
+    started_at: float = 0.0  # when the current attempt to get it began
     swarm_failures: int = 0
     upstream_failures: int = 0
     bad_metainfo: bytes | None = None
-    progress: int = 0
+    progress: int = 0  # most bytes any swarm attempt had: only more counts as progress
+    fetched: int = 0  # bytes of the range fetch under way (reported to keep its lease)
     progress_at: float = field(default_factory=time.monotonic)
 
     @property
@@ -201,7 +203,7 @@ class SwarmPull:
                 self._relocate.set()  # nobody fetches it: ask for the lease
 
     def _start(self, chunk: _Chunk, work: Awaitable[None]) -> None:
-        chunk.progress_at = time.monotonic()
+        chunk.started_at = time.monotonic()
         chunk.task = asyncio.ensure_future(work)
         chunk.task.add_done_callback(lambda task: self._finished(chunk, task))
 
@@ -259,7 +261,7 @@ class SwarmPull:
                 if chunk.done.done():
                     continue
                 self._track_progress(chunk)
-                quiet = now - max(chunk.progress_at, chunk.asked_at)
+                quiet = now - max(chunk.progress_at, chunk.asked_at, chunk.started_at)
                 if quiet > self._config.stall_timeout:
                     if chunk.swarming:
                         self._stop_work(chunk)  # swarm it afresh, with the peers we get now
@@ -283,8 +285,6 @@ class SwarmPull:
         if chunk.swarming and chunk.torrent is not None:
             self._session.remove(chunk.torrent.infohash)
             chunk.swarming = False
-        chunk.progress = 0
-        chunk.progress_at = time.monotonic()
 
     # -- one chunk from upstream
 
@@ -331,7 +331,7 @@ class SwarmPull:
                 async for block in blocks_between(stream, chunk.start, chunk.end):
                     await asyncio.to_thread(os.pwrite, fd, block, written)
                     written += len(block)
-                    chunk.progress = written
+                    chunk.fetched = written
                     chunk.progress_at = time.monotonic()
         finally:
             os.close(fd)
@@ -341,7 +341,7 @@ class SwarmPull:
             await asyncio.sleep(LEASE_RENEW_SECONDS)
             with contextlib.suppress(TrackerError):
                 await self._client.renew_lease(
-                    self._node_id, self.digest, chunk.index, chunk.progress
+                    self._node_id, self.digest, chunk.index, chunk.fetched
                 )
 
     async def _release(self, chunk: _Chunk) -> None:
