@@ -21,6 +21,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.image import Blob
 from tests.support.process import run, run_bytes
 
 KiB = 1024
@@ -42,16 +43,6 @@ class LayerSpec:
 
     size: int
     gzip: bool = False
-
-
-@dataclass(frozen=True)
-class Blob:
-    digest: str
-    size: int
-    media_type: str
-
-    def descriptor(self) -> dict[str, object]:
-        return {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,8 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from bench.daemon import http_status as http_status  # the one way to poll an endpoint
+
 LOOPBACK = "127.0.0.1"
 # Loopback only: never through an HTTP proxy the environment may name.
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -51,19 +53,6 @@ def wait_until(
             extra = on_timeout() if on_timeout else ""
             raise TimeoutError(f"{what} not true after {timeout:.0f} s\n{extra}")
         time.sleep(interval)
-
-
-def http_status(url: str, timeout: float = 2.0) -> int | None:
-    """The status code of a GET, or None when nothing answers."""
-    try:
-        with _DIRECT.open(url, timeout=timeout) as response:
-            status: int = response.status
-            return status
-    except urllib.error.HTTPError as e:
-        e.close()
-        return e.code
-    except (OSError, ValueError):
-        return None
 
 
 def tail(path: Path, lines: int = 60) -> str:
