@@ -269,12 +269,14 @@ def _check(config: Config) -> str | None:
 
 @contextmanager
 def _signals_interrupt() -> Iterator[None]:
-    """SIGTERM and SIGHUP end the run the way Ctrl-C does, so the same teardown runs."""
+    """SIGTERM and SIGHUP end the run the way Ctrl-C does, so the same teardown runs. SIGINT is
+    set too: a process started in the background by a shell inherits it ignored."""
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
-    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
+    signums = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {s: signal.signal(s, interrupt) for s in signums}
     try:
         yield
     finally:
