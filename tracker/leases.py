@@ -87,6 +87,10 @@ class LeaseTable:
     def leased(self, digest: str) -> bool:
         return digest in self._by_digest
 
+    def count_blob(self, digest: str) -> int:
+        """Leases held on the blob, by anyone."""
+        return self._by_digest.get(digest, 0)
+
     def held_by(self, holder: str) -> list[Lease]:
         return list(self._by_holder.get(holder, {}).values())
 

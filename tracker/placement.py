@@ -135,7 +135,10 @@ class Placement:
         blob = self.blob(digest, size, chunk_count)
         self.tick()
         self._note_requester(node, blob)
-        budget = min(max_leases, self.policy.max_leases) - self.leases.count(node.id, digest)
+        budget = min(
+            min(max_leases, self.policy.max_leases) - self.leases.count(node.id, digest),
+            self.policy.blob_leases - self.leases.count_blob(digest),
+        )
         for chunk in wanted:
             if budget <= 0:
                 break
@@ -229,6 +232,9 @@ class Placement:
         """Give a cold chunk's lease to one of its watchers, if any wants it."""
         blob = self.blobs.get(digest)
         if blob is None or not self._grantable(blob, chunk, ""):
+            return
+        if self.leases.count_blob(digest) >= self.policy.blob_leases:
+            self._changed(blob, chunk)  # its watchers ask again when a lease frees up
             return
         cap = self.policy.max_leases
         candidates = sorted(

@@ -25,6 +25,13 @@ class Policy:
     max_leases: int = field(
         default=4, metadata={"help": "leases one node may hold per blob", "metavar": "N"}
     )
+    # Few chunks of a cold blob in flight from upstream at once, in order: each arrives fast and
+    # spreads through the swarm while the next ones are fetched (many at once would all finish
+    # late, together, and only then spread).
+    blob_leases: int = field(
+        default=3,
+        metadata={"help": "leases held at once on one blob, cluster-wide", "metavar": "N"},
+    )
     preheat_timeout: float = field(
         default=3600.0, metadata={"help": "default preheat deadline", "metavar": "S"}
     )

@@ -40,7 +40,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def cluster(clock: Clock) -> Cluster:
-    policy = Policy(heartbeat_interval=1, node_ttl=3, lease_ttl=2, max_peers=5)
+    policy = Policy(heartbeat_interval=1, node_ttl=3, lease_ttl=2, max_peers=5, blob_leases=8)
     return Cluster(policy, clock=clock, rng=random.Random(3))
 
 
@@ -127,6 +127,19 @@ def test_the_lease_budget_is_capped_by_the_tracker(cluster: Cluster) -> None:
     join(cluster, "a")
     assert directives(locate(cluster, "a", max_leases=4)).count(Directive.FETCH) == 1
     assert directives(locate(cluster, "a", max_leases=4)).count(Directive.FETCH) == 1
+
+
+def test_few_chunks_of_a_blob_are_leased_at_once_cluster_wide(cluster: Cluster) -> None:
+    cluster.policy.blob_leases = 3
+    for node_id in "abc":
+        join(cluster, node_id)
+    assert directives(locate(cluster, "a", max_leases=2)).count(Directive.FETCH) == 2
+    assert directives(locate(cluster, "b", max_leases=2)).count(Directive.FETCH) == 1
+    assert directives(locate(cluster, "c", max_leases=2)).count(Directive.FETCH) == 0
+    cluster.publish("a", D, SIZE, CHUNKS, 0, b"meta0")  # chunk 0 done: its lease frees up
+    assert [
+        v.index for v in locate(cluster, "c", max_leases=2) if v.directive is Directive.FETCH
+    ] == [3]
 
 
 def test_a_lease_is_kept_while_the_fetch_progresses(cluster: Cluster, clock: Clock) -> None:
