@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 
 from tracker import auth, errors, limits
+from tracker.cluster import Session
 from tracker.nodes import Load
 from tracker.placement import Directive
 from tracker.tasks import Order, PreheatOrder, RepublishOrder, TaskState
@@ -37,6 +38,7 @@ __all__ = [
     "PreheatOrder",
     "RepublishOrder",
     "SeededRef",
+    "Session",
     "TaskState",
     "TrackerClient",
 ]
@@ -81,14 +83,6 @@ class NodeAddress:
     registry: str
     peer: str
     zone: str = ""
-
-
-@dataclass(frozen=True)
-class Session:
-    heartbeat_interval: float
-    node_ttl: float
-    lease_ttl: float
-    tracker_instance: str
 
 
 @dataclass(frozen=True)

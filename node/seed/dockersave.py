@@ -15,12 +15,10 @@ import json
 import logging
 import re
 
-from node.errors import NodeError
 from node.oci import mediatypes
 from node.seed.documents import digest_of, json_list, json_object, json_str, parse, strings
 from node.seed.errors import ArchiveInvalid
 from node.seed.plan import BlobNeed, Plan, sha256
-from node.seed.refs import normalize
 from node.seed.sources import Contents
 
 log = logging.getLogger(__name__)
@@ -38,16 +36,7 @@ def read_docker_save(contents: Contents, archive: str) -> Plan:
         digest = _image(contents, plan, entry, f"manifest.json[{i}]")
         plan.images.append(digest)
         for name in strings(entry.get("RepoTags") or [], f"manifest.json[{i}] RepoTags"):
-            try:
-                ref = normalize(name)
-            except NodeError as e:
-                log.warning(
-                    "seeded image name is not a valid reference: reachable by digest only",
-                    extra={"archive": archive, "name": name, "error": e.message},
-                )
-                continue
-            if ref is not None:
-                plan.tags.append((ref, digest))
+            plan.tag(name, digest, archive)
     return plan
 
 

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import logging
 
-from node.errors import NodeError
 from node.oci import mediatypes
 from node.seed.documents import Descriptor, json_list, json_object, parse
 from node.seed.errors import ArchiveInvalid
 from node.seed.plan import BlobNeed, Plan
-from node.seed.refs import is_bare_tag, normalize
+from node.seed.refs import is_bare_tag
 from node.seed.sources import Contents
 
 log = logging.getLogger(__name__)
@@ -58,16 +57,7 @@ def _tag(plan: Plan, archive: str, name: str, digest: str) -> None:
             extra={"archive": archive, "tag": name, "digest": digest},
         )
         return
-    try:
-        ref = normalize(name)
-    except NodeError as e:
-        log.warning(
-            "seeded image name is not a valid reference: reachable by digest only",
-            extra={"archive": archive, "name": name, "error": e.message},
-        )
-        return
-    if ref is not None:
-        plan.tags.append((ref, digest))
+    plan.tag(name, digest, archive)
 
 
 class _Walker:

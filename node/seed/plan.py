@@ -4,11 +4,15 @@ which members become which blobs, which documents are stored, which tags point w
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass, field
 
+from node.errors import NodeError
 from node.seed.errors import ArchiveInvalid
 from node.seed.members import Member
-from node.seed.refs import ImageRef
+from node.seed.refs import ImageRef, normalize
+
+log = logging.getLogger(__name__)
 
 
 def sha256(data: bytes) -> str:
@@ -50,6 +54,20 @@ class Plan:
                 {"digest": blob.digest, "sizes": [known.size, blob.size]},
             )
         self.blobs.setdefault(blob.digest, blob)
+
+    def tag(self, name: str, digest: str, archive: str) -> None:
+        """Point the reference `name` at an image; a name that is no valid reference is
+        logged and skipped (the image stays reachable by digest)."""
+        try:
+            ref = normalize(name)
+        except NodeError as e:
+            log.warning(
+                "seeded image name is not a valid reference: reachable by digest only",
+                extra={"archive": archive, "name": name, "error": e.message},
+            )
+            return
+        if ref is not None:
+            self.tags.append((ref, digest))
 
     def document(self, digest: str, body: bytes, media_type: str) -> None:
         if sha256(body) != digest:
