@@ -1,0 +1,58 @@
+"""An image seeded from one node's images directory is pulled on another node with no upstream:
+its tag is resolved through the tracker, its manifest fetched from the seeding node and checked,
+its blobs swarmed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import aiohttp
+
+from tests.integration.conftest import P2PImages
+from tests.support.cluster import Cluster, Received, pull_image
+from tests.support.process import http_status, run
+from tests.support.registry import Registry
+
+BLOB_BYTES = "distributed_images_blob_bytes_total"
+DEAD_UPSTREAM = "http://127.0.0.1:1"  # nothing listens there: no upstream at all
+SEEDED_WITHIN = 30.0
+
+
+async def test_a_tag_seeded_on_one_node_pulls_on_another_without_any_upstream(
+    start_cluster: Callable[..., Cluster],
+    p2p_upstream: Registry,
+    p2p_images: P2PImages,
+    tmp_path: Path,
+) -> None:
+    images_dir = tmp_path / "images"
+    images_dir.mkdir()
+    name = f"{p2p_upstream.host}/{P2PImages.SMALL}"
+    run(
+        [
+            "skopeo", "copy", "--quiet", "--src-tls-verify=false", "--preserve-digests",
+            f"docker://{name}", f"oci-archive:{images_dir / 'small.tar'}:{name}",
+        ],
+        timeout=120,
+    )  # fmt: skip
+    offline = ["--registry", f"{p2p_upstream.host}={DEAD_UPSTREAM}"]
+    cluster = start_cluster(
+        size=2, node_args={0: [*offline, "--images-dir", str(images_dir)], 1: offline}
+    )
+    seeder, other = cluster.nodes
+    repository, _, tag = P2PImages.SMALL.rpartition(":")
+    manifest_url = f"{seeder.url}/v2/{repository}/manifests/{tag}"
+    deadline = time.monotonic() + SEEDED_WITHIN
+    while await asyncio.to_thread(http_status, manifest_url) != 200:
+        assert time.monotonic() < deadline, "the seeding node never served its archive's tag"
+        await asyncio.sleep(0.2)
+
+    async with aiohttp.ClientSession() as session:
+        pulled = await pull_image(session, other, P2PImages.SMALL)
+
+    image = p2p_images.small.image()
+    assert pulled.blobs == {d: Received(200, d, size) for d, size in image.blobs.items()}
+    assert other.metric(BLOB_BYTES, source="peer") == image.blob_bytes
+    assert other.metric(BLOB_BYTES, source="upstream") == 0
