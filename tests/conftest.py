@@ -117,8 +117,7 @@ def token_upstream(workspace: Path, test_images: images.TestImages) -> Iterator[
 
 @pytest.fixture(scope="session")
 def node_command() -> None:
-    if not node_available():
-        pytest.skip("`distributed-images node` is not in this checkout yet")
+    assert node_available(), "`distributed-images node` does not run"
 
 
 @pytest.fixture

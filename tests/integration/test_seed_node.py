@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 import zstandard
 
-import node.app
 from node.oci import mediatypes
 from node.seed import SeedConfig, Seeds
 from node.store.contentstore import ContentStore
@@ -38,8 +37,6 @@ from tests.support.registry import Registry
 
 pytestmark = pytest.mark.integration
 
-WIRED = "Seeds" in Path(node.app.__file__).read_text()
-needs_wiring = pytest.mark.skipif(not WIRED, reason="node/app.py does not run node.seed.Seeds yet")
 SERVED_WITHIN = 5.0  # seconds from an archive landing in the directory to its tag being served
 LAYERS = [LayerSpec(150_000), LayerSpec(20_000, gzip=True)]
 
@@ -183,8 +180,6 @@ def offline(
     seeded: Seeded, tmp_path_factory: pytest.TempPathFactory, node_command: None
 ) -> Iterator[Node]:
     """One node, no upstream, every archive in its directory plus two broken ones."""
-    if not WIRED:
-        pytest.skip("node/app.py does not run node.seed.Seeds yet")
     workdir = tmp_path_factory.mktemp("offline")
     images_dir = workdir / "images"
     shutil.copytree(seeded.images_dir, images_dir, symlinks=True)
@@ -216,7 +211,6 @@ def manifest(server: Node, ref: str) -> tuple[int, str | None]:
         return e.code, None
 
 
-@needs_wiring
 def test_skopeo_pulls_every_seeded_image_with_no_upstream(
     offline: Node, seeded: Seeded, tmp_path: Path
 ) -> None:
@@ -236,7 +230,6 @@ def test_skopeo_pulls_every_seeded_image_with_no_upstream(
     assert offline.metric("distributed_images_upstream_requests_total") == asked_upstream
 
 
-@needs_wiring
 @pytest.mark.parametrize("architecture", ["amd64", "arm64"])
 def test_skopeo_pulls_each_platform_of_a_seeded_index(
     offline: Node, seeded: Seeded, tmp_path: Path, architecture: str
@@ -247,7 +240,6 @@ def test_skopeo_pulls_each_platform_of_a_seeded_index(
     assert skopeo.manifest_digest(out) == image.digest
 
 
-@needs_wiring
 def test_containerd_pulls_and_unpacks_seeded_images_with_no_upstream(
     offline: Node, seeded: Seeded, containerd: Containerd, tmp_path: Path
 ) -> None:
@@ -263,7 +255,6 @@ def test_containerd_pulls_and_unpacks_seeded_images_with_no_upstream(
         containerd.verify_content(digest, size)
 
 
-@needs_wiring
 def test_broken_archives_are_skipped_and_reported(offline: Node) -> None:
     log = offline.log_path.read_text()
     for name in ("truncated.tar", "escaping.tar"):
@@ -275,7 +266,6 @@ def test_broken_archives_are_skipped_and_reported(offline: Node) -> None:
 # -- watching
 
 
-@needs_wiring
 def test_an_archive_added_later_is_served_within_seconds_and_a_removed_one_is_not(
     seeded: Seeded, node_command: None, tmp_path: Path
 ) -> None:
@@ -304,7 +294,6 @@ def test_an_archive_added_later_is_served_within_seconds_and_a_removed_one_is_no
 # -- precedence between the seed and the upstream
 
 
-@needs_wiring
 def test_precedence_between_a_seeded_tag_and_the_upstream(
     seeded: Seeded,
     node_command: None,

@@ -187,8 +187,6 @@ async def test_the_event_loop_keeps_serving_during_a_large_import(
 async def test_pins_of_archives_removed_while_the_node_was_down_are_released(
     tmp_path: Path,
 ) -> None:
-    if not hasattr(ContentStore, "pin_owners"):
-        pytest.skip("ContentStore.pin_owners() is not in this checkout yet")
     image = oci_image(tmp_path)
     images = tmp_path / "images"
     aged(pack(layout_files(image.layout), images / "app.tar"))
