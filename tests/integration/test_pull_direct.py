@@ -15,7 +15,7 @@ from tests.support import skopeo
 from tests.support.containerd import Containerd, write_hosts_toml
 from tests.support.images import TestImages, push
 from tests.support.podman import Podman
-from tests.support.process import CommandFailed
+from tests.support.process import CommandFailed, wait_until
 from tests.support.registry import Registry
 from tests.support.tokenserver import TokenRegistry
 
@@ -80,6 +80,10 @@ def test_pull_through_cache_registry_serves_after_its_upstream_stops(
     push(test_images.app, origin.host, f"{test_images.APP}:1")
     cache = registry_factory(name="cache", proxy_remote=origin.url)
     skopeo.pull(cache.host, f"{test_images.APP}:1", workdir / "cold")
+    # The cache stores what it proxied in the background, after serving it: wait for that.
+    blobs = cache.workdir / "data" / "docker" / "registry" / "v2" / "blobs" / "sha256"
+    wanted = [blobs / d[7:9] / d[7:] / "data" for d in test_images.app.image().blobs]
+    wait_until(lambda: all(p.exists() for p in wanted), 30, "the cache stored every blob")
     origin.stop()
     warm = skopeo.pull(cache.host, f"{test_images.APP}:1", workdir / "warm")
     assert skopeo.verify_dir(warm) == test_images.app.image().blobs
