@@ -200,10 +200,6 @@ class ContentStore:
     def memory(cls, **options: object) -> ContentStore:
         return cls(MemoryBlobs(), Metadata(None), **options)  # type: ignore[arg-type]
 
-    @property
-    def backend(self) -> BlobBackend:
-        return self._backend
-
     def close(self) -> None:
         self._meta.close()
 
