@@ -152,9 +152,11 @@ class Node:
     def stored_paths(self, digest: str) -> list[Path]:
         """Every file or directory under the data dir whose name mentions the digest's hex."""
         hex_digest = digest.removeprefix("sha256:")
-        if not self.data_dir.exists():
-            return []
-        return [p for p in self.data_dir.rglob("*") if hex_digest in p.name]
+        found = []
+        # os.walk, unlike rglob, skips a directory the node removes while we look.
+        for directory, dirs, files in os.walk(self.data_dir):
+            found += [Path(directory, n) for n in (*dirs, *files) if hex_digest in n]
+        return found
 
 
 class Metrics(dict[str, float]):
