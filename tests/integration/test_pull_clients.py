@@ -90,6 +90,25 @@ def test_skopeo_pulls_an_index_and_a_manifest_by_digest(
     assert skopeo.verify_dir(by_manifest) == amd.blobs
 
 
+def _containerd_pull(
+    containerd: Containerd,
+    node: Node,
+    upstream: Registry,
+    workdir: Path,
+    repository: str,
+    platform: str | None = None,
+) -> str:
+    """Pull `<upstream>/<repository>:1` with the node as the registry's mirror in hosts.toml;
+    containerd itself must send nothing to the upstream. Returns the reference pulled."""
+    hosts = workdir / "certs.d"
+    write_hosts_toml(hosts, upstream.host, server=upstream.url, mirror=node.url)
+    reference = f"{upstream.host}/{repository}:1"
+    mark = upstream.mark()
+    containerd.pull(reference, hosts, platform=platform)
+    assert _client_requests(upstream, mark, "containerd") == []
+    return reference
+
+
 def test_containerd_pulls_through_the_node_with_ns(
     ns_node: Node,
     upstream: Registry,
@@ -97,12 +116,7 @@ def test_containerd_pulls_through_the_node_with_ns(
     test_images: TestImages,
     workdir: Path,
 ) -> None:
-    hosts = workdir / "certs.d"
-    write_hosts_toml(hosts, upstream.host, server=upstream.url, mirror=ns_node.url)
-    reference = f"{upstream.host}/{test_images.BIG}:1"
-    mark = upstream.mark()
-    containerd.pull(reference, hosts)
-    assert _client_requests(upstream, mark, "containerd") == []
+    reference = _containerd_pull(containerd, ns_node, upstream, workdir, test_images.BIG)
     assert containerd.image_digest(reference) == test_images.big.digest
     for digest, size in test_images.big.image().blobs.items():
         containerd.verify_content(digest, size)
@@ -120,12 +134,9 @@ def test_containerd_pulls_a_multi_arch_image_by_platform(
     test_images: TestImages,
     workdir: Path,
 ) -> None:
-    hosts = workdir / "certs.d"
-    write_hosts_toml(hosts, upstream.host, server=upstream.url, mirror=ns_node.url)
-    reference = f"{upstream.host}/{test_images.MULTI}:1"
-    mark = upstream.mark()
-    containerd.pull(reference, hosts, platform="linux/arm64")
-    assert _client_requests(upstream, mark, "containerd") == []
+    reference = _containerd_pull(
+        containerd, ns_node, upstream, workdir, test_images.MULTI, platform="linux/arm64"
+    )
     assert containerd.image_digest(reference) == test_images.multi.digest
     for digest, size in test_images.multi.image("arm64").blobs.items():
         containerd.verify_content(digest, size)
