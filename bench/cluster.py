@@ -157,6 +157,7 @@ class Cluster:
             self._start(daemon, f"http://{host.ip}:{TRACKER_HTTP_PORT}/healthz")
             yield daemon
         finally:
+            self._keep_metrics(daemon, f"http://{host.ip}:{TRACKER_HTTP_PORT}/metrics")
             self._stop(daemon)
 
     @contextmanager
@@ -172,6 +173,7 @@ class Cluster:
             yield agents
         finally:
             for agent in agents:
+                self._keep_metrics(agent.daemon, f"http://{agent.registry}/metrics")
                 self._stop(agent.daemon)
             shutil.rmtree(self.workdir / slug(run) / "agents", ignore_errors=True)
 
@@ -206,6 +208,16 @@ class Cluster:
         path = self.workdir / f"{name}.yml"
         path.write_text(json.dumps(config, indent=2))  # JSON is YAML
         return Daemon(name, host, ["docker-registry", "serve", str(path)], self.logs, self.env)
+
+    def _keep_metrics(self, daemon: Daemon, url: str) -> None:
+        """Save what a daemon's /metrics says as it stops, beside its log, for a look later."""
+        if not daemon.running:
+            return
+        try:
+            text = daemon.host.call(lambda: http_text(url))
+        except OSError:
+            return
+        daemon.log_path.with_suffix(".metrics").write_text(text)
 
     def _start(self, daemon: Daemon, ready_url: str) -> None:
         self._daemons.append(daemon)
