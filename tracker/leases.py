@@ -94,6 +94,10 @@ class LeaseTable:
     def held_by(self, holder: str) -> list[Lease]:
         return list(self._by_holder.get(holder, {}).values())
 
+    def count_held(self, holder: str) -> int:
+        """Leases the holder holds, on any blob."""
+        return len(self._by_holder.get(holder, {}))
+
     def count(self, holder: str, digest: str) -> int:
         return sum(1 for d, _ in self._by_holder.get(holder, {}) if d == digest)
 

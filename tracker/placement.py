@@ -138,6 +138,7 @@ class Placement:
         budget = min(
             min(max_leases, self.policy.max_leases) - self.leases.count(node.id, digest),
             self.policy.blob_leases - self.leases.count_blob(digest),
+            self.policy.upstream_leases - len(self.leases),
         )
         for chunk in wanted:
             if budget <= 0:
@@ -169,7 +170,8 @@ class Placement:
         lease = self.leases.get(digest, chunk)
         if lease is not None and lease.holder == node_id:
             self.leases.release(digest, chunk)
-            self.reassign(digest, chunk, exclude=node_id)
+            self._changed_blob(digest, chunk)
+            self.fill_slots(exclude=node_id)
 
     def publish(
         self, node: Node, digest: str, size: int, chunk_count: int, chunk: int, metainfo: bytes
@@ -228,14 +230,33 @@ class Placement:
         self.leases.grant(node_id, blob.digest, chunk, self.clock())
         self._changed(blob, chunk)
 
-    def reassign(self, digest: str, chunk: int, exclude: str) -> None:
-        """Give a cold chunk's lease to one of its watchers, if any wants it."""
-        blob = self.blobs.get(digest)
-        if blob is None or not self._grantable(blob, chunk, ""):
-            return
-        if self.leases.count_blob(digest) >= self.policy.blob_leases:
-            self._changed(blob, chunk)  # its watchers ask again when a lease frees up
-            return
+    def fill_slots(self, exclude: str = "") -> None:
+        """Give free upstream slots to cold chunks: the oldest blob first, its chunks in order,
+        each to one of the blob's watchers, which hears FETCH on its watch stream. So nodes
+        never poll for a lease, and the blobs of an image arrive one after another, in the
+        order clients ask for them, rather than all together at the end."""
+        for blob in list(self.blobs.values()):
+            if len(self.leases) >= self.policy.upstream_leases:
+                return
+            if blob.watchers:
+                self._fill_blob(blob, exclude)
+
+    def _fill_blob(self, blob: Blob, exclude: str) -> None:
+        for chunk in range(blob.chunk_count):
+            if (
+                len(self.leases) >= self.policy.upstream_leases
+                or self.leases.count_blob(blob.digest) >= self.policy.blob_leases
+            ):
+                return
+            if not self._grantable(blob, chunk, ""):
+                continue
+            holder = self._watcher_for(blob, chunk, exclude)
+            if holder is not None:
+                self._grant(blob, chunk, holder)
+
+    def _watcher_for(self, blob: Blob, chunk: int, exclude: str) -> str | None:
+        """The watcher to fetch a cold chunk: among those under their lease cap, the one
+        fetching least, rotating by chunk among equals."""
         cap = self.policy.max_leases
         candidates = sorted(
             {
@@ -243,22 +264,21 @@ class Placement:
                 for w in blob.watchers
                 if w.node_id != exclude
                 and w.node_id in self.nodes
-                and self.leases.count(w.node_id, digest) < cap
+                and self.leases.count(w.node_id, blob.digest) < cap
                 and self._grantable(blob, chunk, w.node_id)
             }
         )
-        if candidates:
-            start = chunk % len(candidates)
-            rotated = candidates[start:] + candidates[:start]
-            chosen = min(rotated, key=lambda n: self.leases.count(n, digest))
-            self._grant(blob, chunk, chosen)
-        else:
-            self._changed(blob, chunk)
+        if not candidates:
+            return None
+        start = chunk % len(candidates)
+        rotated = candidates[start:] + candidates[:start]
+        return min(rotated, key=self.leases.count_held)
 
     def tick(self) -> None:
         """Lapse the leases whose time ran out and move them on."""
         for lease in self.leases.expire(self.clock()):
-            self.reassign(lease.digest, lease.chunk, exclude=lease.holder)
+            self._changed_blob(lease.digest, lease.chunk)
+            self.fill_slots(exclude=lease.holder)
 
     # ---- views and fan-out ----
 
@@ -348,10 +368,16 @@ class Placement:
         for watcher in blob.watchers:
             watcher.mark(chunk)
 
+    def _changed_blob(self, digest: str, chunk: int) -> None:
+        blob = self.blobs.get(digest)
+        if blob is not None:
+            self._changed(blob, chunk)
+
     def gained(self, blob: Blob, chunk: int) -> None:
         """A node now holds the chunk complete."""
         count = self.store.complete_count(blob.digest, chunk)
-        self.leases.release(blob.digest, chunk)
+        if self.leases.release(blob.digest, chunk) is not None:
+            self.fill_slots()
         if count == 1:
             source = self.store.handout(blob.digest, chunk, "", "", 1)[0].node_id
             self._assign_fanout(blob, chunk, source)
@@ -365,7 +391,7 @@ class Placement:
         count = self.store.complete_count(blob.digest, chunk)
         if count == 0:
             blob.fanout.pop(chunk, None)
-            self.reassign(blob.digest, chunk, exclude="")
+            self.fill_slots()
         if count <= 1:
             self._changed(blob, chunk)
 
@@ -400,7 +426,8 @@ class Placement:
                 for chunk in indices_of(mask):
                     self.lost(blob, chunk)
         for lease in released:
-            self.reassign(lease.digest, lease.chunk, exclude=node.id)
+            self._changed_blob(lease.digest, lease.chunk)
+        self.fill_slots(exclude=node.id)
         for digest in {*node.requested, *lost, *(lease.digest for lease in released)}:
             blob = self.blobs.get(digest)
             if blob is not None:

@@ -32,6 +32,12 @@ class Policy:
         default=3,
         metadata={"help": "leases held at once on one blob, cluster-wide", "metavar": "N"},
     )
+    # The cluster's upstream traffic, in order: the oldest blob's chunks get the free slots
+    # first, so an image's layers arrive one after another as its clients ask for them.
+    upstream_leases: int = field(
+        default=4,
+        metadata={"help": "leases held at once on all blobs, cluster-wide", "metavar": "N"},
+    )
     preheat_timeout: float = field(
         default=3600.0, metadata={"help": "default preheat deadline", "metavar": "S"}
     )

@@ -193,14 +193,15 @@ class SwarmPull:
                 self._session.connect(chunk.torrent.infohash, _addresses(placed, self._node_id))
             elif chunk.busy:
                 continue
-            elif placed.directive is Directive.SWARM and placed.metainfo:
-                if (
-                    placed.metainfo != chunk.bad_metainfo
-                    and chunk.swarm_failures < MAX_SWARM_FAILURES
-                ):
-                    self._start(chunk, self._swarm(chunk, placed))
-            elif placed.lease_holder is None:
-                self._relocate.set()  # nobody fetches it: ask for the lease
+            elif (
+                placed.directive is Directive.SWARM
+                and placed.metainfo
+                and placed.metainfo != chunk.bad_metainfo
+                and chunk.swarm_failures < MAX_SWARM_FAILURES
+            ):
+                self._start(chunk, self._swarm(chunk, placed))
+            # WAIT: a fetcher has it, or the tracker hands its lease out when an upstream slot
+            # frees up; either way the watch stream tells us.
 
     def _start(self, chunk: _Chunk, work: Awaitable[None]) -> None:
         chunk.started_at = time.monotonic()

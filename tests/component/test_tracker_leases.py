@@ -22,7 +22,12 @@ LEASE_TTL = 2.0
 @pytest.fixture
 async def tracker() -> AsyncIterator[TrackerServer]:
     policy = Policy(
-        heartbeat_interval=1.0, node_ttl=30.0, lease_ttl=LEASE_TTL, max_leases=4, blob_leases=CHUNKS
+        heartbeat_interval=1.0,
+        node_ttl=30.0,
+        lease_ttl=LEASE_TTL,
+        max_leases=4,
+        blob_leases=CHUNKS,
+        upstream_leases=CHUNKS,
     )
     async with TrackerServer(Config(listen="127.0.0.1:0", http_listen=None, policy=policy)) as s:
         yield s
