@@ -27,6 +27,7 @@ from node.p2p.peermanifests import PeerManifests
 from node.p2p.pull import PullConfig
 from node.p2p.session import PeerSession
 from node.p2p.swarm import Swarm
+from node.prefetch import Prefetcher
 from node.preheat import Preheater
 from node.seed import Seeds
 from node.store.contentstore import ContentStore
@@ -108,7 +109,8 @@ async def compose(config: Config) -> AsyncIterator[Node]:
                 store, upstream, metrics, sizes, seeds, peers, config.seed.seed_first
             )
             blobs = Blobs(store, downloads, upstream, metrics, sizes, swarm)
-            api = RegistryAPI(registries, manifests, blobs, metrics, ready=lambda: node.ready)
+            prefetcher = Prefetcher(blobs, config.prefetch)
+            api = RegistryAPI(registries, manifests, blobs, metrics, lambda: node.ready, prefetcher)
             preheater = Preheater(registries, manifests, blobs)
             node = Node(
                 config,
@@ -125,6 +127,7 @@ async def compose(config: Config) -> AsyncIterator[Node]:
                 yield node
             finally:
                 node.ready = False
+                await prefetcher.close()
                 await downloads.close()
     finally:
         await session.close()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import partial
@@ -18,6 +20,8 @@ from node.upstream.registries import Upstream
 
 log = logging.getLogger(__name__)
 
+MAX_UNREAD = 1024
+
 
 @dataclass(frozen=True)
 class BlobHandle:
@@ -28,11 +32,13 @@ class BlobHandle:
     info: BlobInfo | None
     download: Download | None
     store: ContentStore
+    fetched_by: Fill | None = None  # how a blob fetched ahead of its first client came in
 
     def source_at(self, offset: int) -> str:
         """The `blob_bytes_total` source of the byte at `offset`: cache, seed, peer, upstream."""
-        if self.download is not None:
-            return self.download.fill.source_at(offset)
+        fill = self.download.fill if self.download is not None else self.fetched_by
+        if fill is not None:
+            return fill.source_at(offset)
         return "seed" if self.store.pinned(self.digest) else "cache"
 
     def pieces(self, start: int, end: int) -> AsyncIterator[bytes | Segment]:
@@ -59,26 +65,64 @@ class Blobs:
         self._metrics = metrics
         self._sizes = sizes
         self._swarm = swarm
+        # Blobs fetched ahead of their clients (prefetch, preheat), none of which has read them
+        # yet: the first is counted as served from where the bytes came, not from the cache.
+        self._unread: OrderedDict[str, Fill] = OrderedDict()
 
     def _cached(self, digest: str) -> BlobHandle | None:
         info = self._store.stat(digest)
         if info is None:
             return None
-        return BlobHandle(digest, info.size, info, None, self._store)
+        fetched_by = self._unread.pop(digest, None)
+        return BlobHandle(digest, info.size, info, None, self._store, fetched_by)
 
     async def open(self, upstream: Upstream, repo: str, digest: str) -> BlobHandle:
+        """The blob for a client: from the store, or following its download (started now)."""
+        handle, started = await self._open(upstream, repo, digest)
+        if handle.download is not None:
+            self._unread.pop(digest, None)  # this client follows it: it is read
+            if not started:
+                self._metrics.downloads_shared.inc()
+        return handle
+
+    async def _open(self, upstream: Upstream, repo: str, digest: str) -> tuple[BlobHandle, bool]:
+        """The blob, and whether this call started its download."""
         cached = self._cached(digest)
         if cached:
-            return cached
+            return cached, False
         download = self._downloads.get(digest)
+        started = False
         if download is None:
             fill = await self._fill(upstream, repo, digest)
             # Another request may have started it while we asked for the size.
-            download = self._downloads.get(digest) or self._downloads.start(digest, fill)
-        else:
-            self._metrics.downloads_shared.inc()
+            download = self._downloads.get(digest)
+            if download is None:
+                self._unread.pop(digest, None)
+                download, started = self._downloads.start(digest, fill), True
         size = await download.size()
-        return BlobHandle(digest, size, None, download, self._store)
+        return BlobHandle(digest, size, None, download, self._store), started
+
+    def present(self, digest: str) -> bool:
+        """Whether the blob is stored or on its way."""
+        return self._store.stat(digest) is not None or self._downloads.get(digest) is not None
+
+    async def fetch(self, upstream: Upstream, repo: str, digest: str) -> None:
+        """Get the blob into the store as a client's pull would; return once it is stored."""
+        if self._store.stat(digest) is not None:
+            return
+        handle, started = await self._open(upstream, repo, digest)
+        download = handle.download
+        if download is None or download.task is None:
+            return  # stored meanwhile
+        if started:
+            # Unread until a client opens it: noted now, so a client that comes the moment
+            # it is stored still counts its bytes by their source.
+            self._unread[digest] = download.fill
+            while len(self._unread) > MAX_UNREAD:
+                self._unread.popitem(last=False)
+        await asyncio.shield(download.task)
+        if download.error is not None:
+            raise download.error
 
     async def _fill(self, upstream: Upstream, repo: str, digest: str) -> Fill:
         source = partial(self._upstream.blob, upstream, repo, digest)
@@ -98,9 +142,9 @@ class Blobs:
 
     async def size(self, upstream: Upstream, repo: str, digest: str) -> int:
         """What HEAD answers: known sizes locally, else the upstream's, without a download."""
-        cached = self._cached(digest)
-        if cached:
-            return cached.size
+        info = self._store.stat(digest)
+        if info is not None:
+            return info.size
         download = self._downloads.get(digest)
         if download is not None:
             return await download.size()

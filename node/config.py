@@ -112,6 +112,14 @@ class Config:
     images_dir: Path | None = field(
         default=None, metadata={"help": "directory of image archives to seed", "metavar": "DIR"}
     )
+    prefetch: int = field(
+        default=3,
+        metadata={
+            "help": "blobs of a served image manifest fetched at once before the client asks"
+            " (0: off)",
+            "metavar": "N",
+        },
+    )
     log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
     store: StoreConfig = field(default_factory=StoreConfig)
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)

@@ -36,7 +36,7 @@ class Preheater:
         reference = Reference.parse(digest or ref.tag)
         log.info("preheating", extra={"image": image})
         blobs = await self._manifest_blobs(upstream, ref.repo, reference)
-        await asyncio.gather(*(self._pull(upstream, ref.repo, d) for d in blobs))
+        await asyncio.gather(*(self._blobs.fetch(upstream, ref.repo, d) for d in blobs))
         log.info("preheated", extra={"image": image, "blobs": len(blobs)})
 
     async def _manifest_blobs(
@@ -52,10 +52,3 @@ class Preheater:
         for child, _ in descriptors(manifest.body):
             found |= await self._manifest_blobs(upstream, repo, Reference(child))
         return found
-
-    async def _pull(self, upstream: Upstream, repo: str, digest: str) -> None:
-        handle = await self._blobs.open(upstream, repo, digest)
-        if handle.download is not None and handle.download.task is not None:
-            await asyncio.shield(handle.download.task)
-            if handle.download.error is not None:
-                raise handle.download.error

@@ -19,6 +19,7 @@ from node.oci import mediatypes
 from node.oci.errors import Handler, oci_errors
 from node.oci.ranges import parse_range
 from node.oci.reference import Reference, validate_digest, validate_name
+from node.prefetch import Prefetcher
 from node.store.backend import Segment
 from node.upstream.registries import Registries, Upstream
 
@@ -36,12 +37,14 @@ class RegistryAPI:
         blobs: Blobs,
         metrics: NodeMetrics,
         ready: Callable[[], bool],
+        prefetcher: Prefetcher | None = None,
     ) -> None:
         self._registries = registries
         self._manifests = manifests
         self._blobs = blobs
         self._metrics = metrics
         self._ready = ready
+        self._prefetcher = prefetcher
 
     def application(self) -> web.Application:
         app = web.Application(middlewares=[self._observe, oci_errors])
@@ -98,6 +101,8 @@ class RegistryAPI:
         accept = mediatypes.accepted(request.headers.getall("Accept", []))
         head = request.method == "HEAD"
         manifest = await self._manifests.get(upstream, name, reference, accept, head)
+        if self._prefetcher is not None:
+            self._prefetcher.served(upstream, name, manifest)
         headers = {
             "Content-Type": manifest.media_type,
             "Docker-Content-Digest": manifest.digest,

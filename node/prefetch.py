@@ -1,0 +1,72 @@
+"""Prefetch: when a client is served an image manifest, the blobs it names start coming in at
+once, before the client asks for them.
+
+Clients ask for layers a few at a time (containerd three, skopeo copying into a directory one
+by one) and for the next only once the last is written; without prefetch this node's upstream
+and swarm would sit idle through those gaps, and a cold image would take longer than its bytes
+need. A blob already stored or on its way is left alone; one the client asks for while it still
+waits here starts at once on the client's request, and prefetch then only follows it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from node.blobs import Blobs
+from node.errors import NodeError
+from node.manifests import Manifest
+from node.oci import mediatypes
+from node.oci.descriptors import descriptors
+from node.upstream.registries import Upstream
+
+log = logging.getLogger(__name__)
+
+MAX_QUEUED = 1024
+
+
+class Prefetcher:
+    def __init__(self, blobs: Blobs, parallel: int) -> None:
+        self._blobs = blobs
+        self._parallel = parallel  # blobs fetched at once; 0: prefetch is off
+        self._queue: asyncio.Queue[tuple[Upstream, str, str]] = asyncio.Queue(MAX_QUEUED)
+        self._queued: set[str] = set()
+        self._workers: list[asyncio.Task[None]] = []
+
+    def served(self, upstream: Upstream, repo: str, manifest: Manifest) -> None:
+        """A client got this manifest: fetch the blobs it names that this node lacks. An index
+        names manifests, not blobs: the client picks its platform's, and that one prefetches."""
+        if not self._parallel or manifest.body is None:
+            return
+        if manifest.media_type in mediatypes.INDEX_TYPES:
+            return
+        for digest, _ in descriptors(manifest.body):
+            if digest in self._queued or self._blobs.present(digest):
+                continue
+            if self._queue.full():
+                log.debug("prefetch queue full", extra={"digest": digest})
+                return
+            self._queued.add(digest)
+            self._queue.put_nowait((upstream, repo, digest))
+        while len(self._workers) < self._parallel:
+            self._workers.append(asyncio.create_task(self._work(), name="prefetch"))
+
+    async def _work(self) -> None:
+        while True:
+            upstream, repo, digest = await self._queue.get()
+            try:
+                if not self._blobs.present(digest):
+                    log.debug("prefetching blob", extra={"digest": digest, "repo": repo})
+                    await self._blobs.fetch(upstream, repo, digest)
+            except Exception as e:  # a worker outlives any one blob's failure
+                # The client's own request for the blob meets the same error and reports it.
+                message = e.message if isinstance(e, NodeError) else repr(e)
+                log.warning("prefetch failed", extra={"digest": digest, "error": message})
+            finally:
+                self._queued.discard(digest)
+
+    async def close(self) -> None:
+        for worker in self._workers:
+            worker.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        self._workers.clear()
