@@ -375,10 +375,13 @@ class TrackerClient:
         response = await self._call("Locate", request)
         return _placement(response.placement)
 
-    async def renew_lease(self, node_id: str, digest: str, chunk: int, progress: int) -> bool:
-        """True while the node still holds the lease (extended when `progress` grew)."""
+    async def renew_lease(
+        self, node_id: str, digest: str, chunk: int, progress: int, fetched: bool = False
+    ) -> bool:
+        """True while the node still holds the lease (extended when `progress` grew). With
+        `fetched`, the whole range is in: the upstream slot goes to the next cold chunk."""
         request = pb.RenewLeaseRequest(
-            node_id=node_id, digest=digest, chunk=chunk, progress_bytes=progress
+            node_id=node_id, digest=digest, chunk=chunk, progress_bytes=progress, fetched=fetched
         )
         response = await self._call("RenewLease", request)
         return bool(response.held)

@@ -217,9 +217,11 @@ class Cluster:
     def view(self, node_id: str, digest: str, chunks: Iterable[int]) -> list[ChunkView]:
         return self.placement.view(self.node(node_id), digest, chunks)
 
-    def renew(self, node_id: str, digest: str, chunk: int, progress: int) -> float | None:
+    def renew(
+        self, node_id: str, digest: str, chunk: int, progress: int, fetched: bool = False
+    ) -> float | None:
         self.node(node_id)
-        return self.placement.renew(node_id, digest, chunk, progress)
+        return self.placement.renew(node_id, digest, chunk, progress, fetched)
 
     def release(self, node_id: str, digest: str, chunk: int) -> None:
         self.node(node_id)

@@ -24,6 +24,7 @@ class Lease:
     expires_at: float
     progress: int = 0
     renewals: int = field(default=0)
+    fetched: bool = False  # the range is in; the holder publishes it
 
     @property
     def key(self) -> ChunkKey:
@@ -36,6 +37,8 @@ class LeaseTable:
         self._leases: dict[ChunkKey, Lease] = {}
         self._by_holder: dict[str, dict[ChunkKey, Lease]] = {}
         self._by_digest: dict[str, int] = {}
+        self._fetching: dict[str, int] = {}  # leases whose range is still coming in, by digest
+        self._fetching_total = 0
         self._deadlines: list[tuple[float, str, int]] = []  # a heap; stale entries are skipped
 
     def __len__(self) -> int:
@@ -55,6 +58,7 @@ class LeaseTable:
         self._leases[key] = lease
         self._by_holder.setdefault(holder, {})[key] = lease
         self._by_digest[digest] = self._by_digest.get(digest, 0) + 1
+        self._count_fetching(digest, 1)
         heapq.heappush(self._deadlines, (lease.expires_at, digest, chunk))
         return lease
 
@@ -82,14 +86,33 @@ class LeaseTable:
             self._by_digest[lease.digest] -= 1
             if not self._by_digest[lease.digest]:
                 del self._by_digest[lease.digest]
+            if not lease.fetched:
+                self._count_fetching(lease.digest, -1)
         return lease
+
+    def fetched(self, digest: str, chunk: int) -> bool:
+        """The lease's range is in (it lasts until published); False if it was already."""
+        lease = self._leases.get((digest, chunk))
+        if lease is None or lease.fetched:
+            return False
+        lease.fetched = True
+        self._count_fetching(digest, -1)
+        return True
+
+    def fetching(self, digest: str | None = None) -> int:
+        """Leases whose range is still coming in from upstream: on the blob, or on any."""
+        return self._fetching_total if digest is None else self._fetching.get(digest, 0)
+
+    def _count_fetching(self, digest: str, change: int) -> None:
+        self._fetching_total += change
+        count = self._fetching.get(digest, 0) + change
+        if count:
+            self._fetching[digest] = count
+        else:
+            self._fetching.pop(digest, None)
 
     def leased(self, digest: str) -> bool:
         return digest in self._by_digest
-
-    def count_blob(self, digest: str) -> int:
-        """Leases held on the blob, by anyone."""
-        return self._by_digest.get(digest, 0)
 
     def held_by(self, holder: str) -> list[Lease]:
         return list(self._by_holder.get(holder, {}).values())

@@ -137,8 +137,8 @@ class Placement:
         self._note_requester(node, blob)
         budget = min(
             min(max_leases, self.policy.max_leases) - self.leases.count(node.id, digest),
-            self.policy.blob_leases - self.leases.count_blob(digest),
-            self.policy.upstream_leases - len(self.leases),
+            self.policy.blob_leases - self.leases.fetching(digest),
+            self.policy.upstream_leases - self.leases.fetching(),
         )
         for chunk in wanted:
             if budget <= 0:
@@ -157,12 +157,19 @@ class Placement:
             return []
         return [self._view(blob, c, node, True) for c in chunks if c < blob.chunk_count]
 
-    def renew(self, node_id: str, digest: str, chunk: int, progress: int) -> float | None:
-        """Seconds left on the node's lease (extended when `progress` grew), or None if lost."""
+    def renew(
+        self, node_id: str, digest: str, chunk: int, progress: int, fetched: bool = False
+    ) -> float | None:
+        """Seconds left on the node's lease (extended when `progress` grew), or None if lost.
+        A lease `fetched` no longer takes an upstream slot: the next cold chunk gets it."""
         limits.digest(digest)
         self.tick()
         lease = self.leases.renew(node_id, digest, chunk, progress, self.clock())
-        return None if lease is None else lease.expires_at - self.clock()
+        if lease is None:
+            return None
+        if fetched and self.leases.fetched(digest, chunk):
+            self.fill_slots()
+        return lease.expires_at - self.clock()
 
     def release(self, node_id: str, digest: str, chunk: int) -> None:
         """The holder gives up its lease (its fetch failed): move it to another requester."""
@@ -236,7 +243,7 @@ class Placement:
         never poll for a lease, and the blobs of an image arrive one after another, in the
         order clients ask for them, rather than all together at the end."""
         for blob in list(self.blobs.values()):
-            if len(self.leases) >= self.policy.upstream_leases:
+            if self.leases.fetching() >= self.policy.upstream_leases:
                 return
             if blob.watchers:
                 self._fill_blob(blob, exclude)
@@ -244,8 +251,8 @@ class Placement:
     def _fill_blob(self, blob: Blob, exclude: str) -> None:
         for chunk in range(blob.chunk_count):
             if (
-                len(self.leases) >= self.policy.upstream_leases
-                or self.leases.count_blob(blob.digest) >= self.policy.blob_leases
+                self.leases.fetching() >= self.policy.upstream_leases
+                or self.leases.fetching(blob.digest) >= self.policy.blob_leases
             ):
                 return
             if not self._grantable(blob, chunk, ""):
@@ -303,14 +310,23 @@ class Placement:
         self, blob: Blob, chunk: int, node: Node, peers: list[Candidate]
     ) -> list[Candidate]:
         """While `peers[0]` is the chunk's only source, only `fanout` requesters are told about it;
-        the others get those requesters instead."""
+        the others get those requesters instead.
+
+        A requester's connection to a relay that has not added the chunk's torrent yet is
+        refused, and libtorrent tries again only a second later; so a relay is also told of the
+        requesters it relays to, and whichever of two nodes adds the torrent last connects to
+        the one that added it first."""
         source = peers[0].node_id
         members = self._fanout_members(blob, chunk)
-        if node.id in members:
-            return peers
-        if len(members) < self.policy.fanout:
-            members[node.id] = self.clock()
-            return peers
+        if node.id in members or len(members) < self.policy.fanout:
+            members.setdefault(node.id, self.clock())
+            known = {p.node_id for p in peers} | members.keys()
+            relayed = [
+                Candidate(r, self.nodes[r].zone, False)
+                for r in self._waiting(blob, chunk, source)
+                if r not in known
+            ]
+            return [*peers, *relayed][: self.policy.max_peers]
         partial = [p for p in peers if p.node_id != source]
         relays = [Candidate(m, self.nodes[m].zone, False) for m in members if m != node.id]
         return rank(node.id, node.zone, [*partial, *relays], self.policy.max_peers, self.rng)
@@ -329,13 +345,7 @@ class Placement:
     def _assign_fanout(self, blob: Blob, chunk: int, source: str) -> None:
         """Pick the chunk's fan-out members among its waiting requesters, rotating by chunk so
         that each requester relays a share of the chunks."""
-        waiting = [
-            r
-            for r in blob.requesters
-            if r != source
-            and r in self.nodes
-            and not self.store.masks(r, blob.digest)[0] >> chunk & 1
-        ]
+        waiting = self._waiting(blob, chunk, source)
         if not waiting:
             blob.fanout.pop(chunk, None)
             return
@@ -343,6 +353,16 @@ class Placement:
         start = (chunk * self.policy.fanout) % len(waiting)
         now = self.clock()
         blob.fanout[chunk] = {waiting[(start + i) % len(waiting)]: now for i in range(k)}
+
+    def _waiting(self, blob: Blob, chunk: int, source: str) -> list[str]:
+        """The blob's requesters, in arrival order, that lack the chunk (the source aside)."""
+        return [
+            r
+            for r in blob.requesters
+            if r != source
+            and r in self.nodes
+            and not self.store.masks(r, blob.digest)[0] >> chunk & 1
+        ]
 
     def _ask_republish(self, blob: Blob, views: list[ChunkView]) -> None:
         """Chunks with sources but no metainfo (the tracker restarted): ask a holder to publish."""

@@ -35,7 +35,7 @@ class Policy:
     # The cluster's upstream traffic, in order: the oldest blob's chunks get the free slots
     # first, so an image's layers arrive one after another as its clients ask for them.
     upstream_leases: int = field(
-        default=4,
+        default=3,
         metadata={"help": "leases held at once on all blobs, cluster-wide", "metavar": "N"},
     )
     preheat_timeout: float = field(

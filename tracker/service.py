@@ -206,7 +206,7 @@ class TrackerService(tracker_pb2_grpc.TrackerServicer):
     @unary
     def RenewLease(self, request: pb.RenewLeaseRequest) -> pb.RenewLeaseResponse:
         left = self.cluster.renew(
-            request.node_id, request.digest, request.chunk, request.progress_bytes
+            request.node_id, request.digest, request.chunk, request.progress_bytes, request.fetched
         )
         return pb.RenewLeaseResponse(held=left is not None, lease_seconds=left or 0.0)
 

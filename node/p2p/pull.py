@@ -306,9 +306,14 @@ class SwarmPull:
             finally:
                 if renewer:
                     renewer.cancel()
-            torrent = await asyncio.to_thread(
+            hashing = asyncio.to_thread(
                 metainfo.from_file, path, self.digest, self.size, chunk.index
             )
+            if leased:
+                # The upstream slot is free for the next chunk while this one is hashed.
+                _, torrent = await asyncio.gather(self._report_fetched(chunk), hashing)
+            else:
+                torrent = await hashing
             chunk.torrent = torrent
             await self._session.add(torrent, self._directory, seed=True)
             if not chunk.done.done():
@@ -344,6 +349,12 @@ class SwarmPull:
                 await self._client.renew_lease(
                     self._node_id, self.digest, chunk.index, chunk.fetched
                 )
+
+    async def _report_fetched(self, chunk: _Chunk) -> None:
+        with contextlib.suppress(TrackerError):
+            await self._client.renew_lease(
+                self._node_id, self.digest, chunk.index, chunk.length, fetched=True
+            )
 
     async def _release(self, chunk: _Chunk) -> None:
         with contextlib.suppress(TrackerError):

@@ -40,7 +40,9 @@ def clock() -> Clock:
 
 @pytest.fixture
 def cluster(clock: Clock) -> Cluster:
-    policy = Policy(heartbeat_interval=1, node_ttl=3, lease_ttl=2, max_peers=5, blob_leases=8)
+    policy = Policy(
+        heartbeat_interval=1, node_ttl=3, lease_ttl=2, max_peers=5, blob_leases=8, upstream_leases=8
+    )
     return Cluster(policy, clock=clock, rng=random.Random(3))
 
 
@@ -140,6 +142,32 @@ def test_few_chunks_of_a_blob_are_leased_at_once_cluster_wide(cluster: Cluster) 
     assert [
         v.index for v in locate(cluster, "c", max_leases=2) if v.directive is Directive.FETCH
     ] == [3]
+
+
+def test_freed_upstream_slots_go_to_the_oldest_blob_s_watchers_in_chunk_order(
+    cluster: Cluster,
+) -> None:
+    cluster.policy.upstream_leases = 2
+    for node_id in "ab":
+        join(cluster, node_id)
+    assert (
+        directives(locate(cluster, "a", max_leases=2))
+        == [Directive.FETCH] * 2 + [Directive.WAIT] * 2
+    )
+    watchers = {node_id: cluster.watch(node_id, E, SIZE, CHUNKS) for node_id in "ab"}
+    cluster.watch("b", D, SIZE, CHUNKS)
+    # The cluster's two slots are taken: the younger blob gets none, nobody polls for one.
+    assert directives(locate(cluster, "b", max_leases=2, digest=E)) == [Directive.WAIT] * 4
+    # Chunk 0 is in and being published: its slot goes to the older blob's next chunk, 2, and
+    # to b, the watcher fetching least; the lease on 0 lasts until it is published.
+    assert cluster.renew("a", D, 0, 1000, fetched=True) is not None
+    assert (cluster.leases.get(D, 2).holder, cluster.leases.get(D, 0).holder) == ("b", "a")  # type: ignore[union-attr]
+    cluster.publish("a", D, SIZE, CHUNKS, 1, b"meta1")  # 1 is done: 3 is next, then E
+    assert cluster.leases.get(D, 3) is not None and cluster.leases.get(E, 0) is None
+    cluster.publish("a", D, SIZE, CHUNKS, 0, b"meta0")
+    cluster.publish("b", D, SIZE, CHUNKS, 2, b"meta2")
+    assert cluster.leases.get(E, 0) is not None  # D has no cold chunk left unleased
+    assert all(0 in watcher._dirty for watcher in watchers.values())
 
 
 def test_a_lease_is_kept_while_the_fetch_progresses(cluster: Cluster, clock: Clock) -> None:

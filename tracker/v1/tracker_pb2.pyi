@@ -216,16 +216,18 @@ class LocateResponse(_message.Message):
     def __init__(self, placement: _Optional[_Union[Placement, _Mapping]] = ...) -> None: ...
 
 class RenewLeaseRequest(_message.Message):
-    __slots__ = ("node_id", "digest", "chunk", "progress_bytes")
+    __slots__ = ("node_id", "digest", "chunk", "progress_bytes", "fetched")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FETCHED_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     digest: str
     chunk: int
     progress_bytes: int
-    def __init__(self, node_id: _Optional[str] = ..., digest: _Optional[str] = ..., chunk: _Optional[int] = ..., progress_bytes: _Optional[int] = ...) -> None: ...
+    fetched: bool
+    def __init__(self, node_id: _Optional[str] = ..., digest: _Optional[str] = ..., chunk: _Optional[int] = ..., progress_bytes: _Optional[int] = ..., fetched: _Optional[bool] = ...) -> None: ...
 
 class RenewLeaseResponse(_message.Message):
     __slots__ = ("held", "lease_seconds")
