@@ -94,7 +94,7 @@ async def compose(config: Config) -> AsyncIterator[Node]:
         peer_port,
         config.cluster.upload_limit,
         config.cluster.download_limit,
-        on_stats=lambda sent, received: _peer_bytes(metrics, sent, received),
+        on_stats=lambda sent, received, peers: _peer_stats(metrics, sent, received, peers),
         on_corrupt=lambda infohash: swarm.corrupt(infohash) if swarm else None,
     )
     await session.start()
@@ -158,9 +158,10 @@ def _evicted(metrics: NodeMetrics, swarm: Swarm | None, digest: str) -> None:
         swarm.forget(digest)
 
 
-def _peer_bytes(metrics: NodeMetrics, sent: int, received: int) -> None:
+def _peer_stats(metrics: NodeMetrics, sent: int, received: int, peers: int) -> None:
     metrics.peer_bytes.labels("upload").inc(sent)
     metrics.peer_bytes.labels("download").inc(received)
+    metrics.swarm_peers.set(peers)
 
 
 async def run(config: Config, stop: asyncio.Event | None = None) -> None:

@@ -133,6 +133,8 @@ class Blobs:
                 size = await self._upstream.blob_size(upstream, repo, digest)
             log.info("pulling blob through the swarm", extra={"digest": digest, "bytes": size})
             return swarm.pull(digest, size, source)
+        if swarm is not None and swarm.clustered:
+            self._metrics.fallbacks.labels("tracker").inc()  # not joined: no tracker answers
         log.info(
             "fetching blob from upstream",
             extra={"digest": digest, "registry": upstream.ns, "repo": repo},

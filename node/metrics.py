@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import math
+import time
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
@@ -62,7 +65,46 @@ class NodeMetrics:
             "Tags served from the cache because the upstream failed",
             registry=r,
         )
+        self.swarm_peers = Gauge(
+            "distributed_images_swarm_peers",
+            "Peer connections open in this node's swarm",
+            registry=r,
+        )
+        self.chunk_duration = Histogram(
+            "distributed_images_chunk_duration_seconds",
+            "Time to get one chunk of a blob pulled through the cluster, by where it came from",
+            ["source"],
+            registry=r,
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120),
+        )
+        self.fallbacks = Counter(
+            "distributed_images_fallbacks",
+            "Chunks or blobs fetched from upstream because the cluster could not help: a chunk"
+            " that stalled, or the tracker unreachable",
+            ["reason"],
+            registry=r,
+        )
+        self.last_peer_success: float | None = None  # monotonic time a chunk last came from peers
+        self.since_peer_success = Gauge(
+            "distributed_images_seconds_since_peer_success",
+            "Seconds since a chunk last arrived from peers (NaN: never)",
+            registry=r,
+        )
+        self.since_peer_success.set_function(self._since_peer_success)
+        for reason in ("stall", "tracker"):
+            self.fallbacks.labels(reason)
+        for source in ("peer", "upstream"):
+            self.chunk_duration.labels(source)
         for source in ("cache", "peer", "upstream", "seed"):
             self.blob_bytes.labels(source)
         for direction in ("download", "upload"):
             self.peer_bytes.labels(direction)
+
+    def _since_peer_success(self) -> float:
+        last = self.last_peer_success
+        return math.nan if last is None else time.monotonic() - last
+
+    def chunk_done(self, source: str, seconds: float) -> None:
+        self.chunk_duration.labels(source).observe(seconds)
+        if source == "peer":
+            self.last_peer_success = time.monotonic()

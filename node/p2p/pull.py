@@ -23,6 +23,7 @@ from pathlib import Path
 
 from node.downloads import Begin, Source, blocks_between
 from node.errors import UpstreamUnavailable
+from node.metrics import NodeMetrics
 from node.p2p import metainfo
 from node.p2p.metainfo import ChunkTorrent, MetainfoInvalid
 from node.p2p.session import PeerAddress, PeerSession, TorrentFailed
@@ -89,6 +90,7 @@ class SwarmPull:
         node_id: str,
         config: PullConfig,
         on_complete: Callable[[BlobInfo, list[ChunkTorrent]], Awaitable[None]],
+        metrics: NodeMetrics,
     ) -> None:
         self.digest = digest
         self.size = size
@@ -98,6 +100,7 @@ class SwarmPull:
         self._node_id = node_id
         self._config = config
         self._on_complete = on_complete
+        self._metrics = metrics
         self._count = chunk_count(size)
         self._chunks: list[_Chunk] = []
         self._directory: Path | None = None
@@ -230,6 +233,7 @@ class SwarmPull:
 
     def _go_direct(self) -> None:
         self._direct = True
+        self._metrics.fallbacks.labels("tracker").inc()
         for chunk in self._chunks:
             if not chunk.busy:
                 self._start(chunk, self._fetch(chunk, leased=False))
@@ -247,6 +251,7 @@ class SwarmPull:
                     "chunk stalled; fetching from upstream",
                     extra={"digest": self.digest, "chunk": chunk.index},
                 )
+                self._metrics.fallbacks.labels("stall").inc()
                 self._stop_work(chunk)
                 self._start(chunk, self._fetch(chunk, leased=False))
         chunk.done.result()
@@ -316,8 +321,7 @@ class SwarmPull:
                 torrent = await hashing
             chunk.torrent = torrent
             await self._session.add(torrent, self._directory, seed=True)
-            if not chunk.done.done():
-                chunk.done.set_result("upstream")
+            self._chunk_done(chunk, "upstream")
             await self._publish(torrent)
         except BaseException:
             if leased:
@@ -404,9 +408,13 @@ class SwarmPull:
             self._session.remove(torrent.infohash)
             chunk.swarming = False
             raise
-        if not chunk.done.done():
-            chunk.done.set_result("peer")
+        self._chunk_done(chunk, "peer")
         await self._announce(complete=(chunk.index,))
+
+    def _chunk_done(self, chunk: _Chunk, source: str) -> None:
+        if not chunk.done.done():
+            chunk.done.set_result(source)
+            self._metrics.chunk_done(source, time.monotonic() - chunk.started_at)
 
     async def _announce(
         self, complete: tuple[int, ...] = (), partial: tuple[int, ...] = ()

@@ -83,11 +83,11 @@ class PeerSession:
         port: int,
         upload_limit: int = 0,
         download_limit: int = 0,
-        on_stats: Callable[[int, int], None] | None = None,
+        on_stats: Callable[[int, int, int], None] | None = None,
         on_corrupt: Callable[[str], None] | None = None,
     ) -> None:
         self._settings = _settings(host, port, upload_limit, download_limit)
-        self._on_stats = on_stats  # (bytes sent, bytes received) since the last call
+        self._on_stats = on_stats  # (bytes sent, bytes received since the last call, peers)
         self._on_corrupt = on_corrupt  # (infohash) a seeded file failed its piece hash
         self._torrents: dict[str, _Torrent] = {}
         self._session: lt.session | None = None
@@ -240,12 +240,14 @@ class PeerSession:
                 if torrent.seeding and self._on_corrupt is not None:
                     self._on_corrupt(infohash)
 
-    def _stats(self, values: tuple[int, int]) -> None:
-        sent, received = values
+    def _stats(self, values: tuple[int, int, int]) -> None:
+        sent, received, peers = values
         previous_sent, previous_received = self._payload
-        self._payload = values
+        self._payload = (sent, received)
         if self._on_stats:
-            self._on_stats(max(0, sent - previous_sent), max(0, received - previous_received))
+            self._on_stats(
+                max(0, sent - previous_sent), max(0, received - previous_received), peers
+            )
 
 
 def _everyone_global() -> lt.ip_filter:
@@ -269,7 +271,8 @@ def _event(alert: lt.alert) -> tuple[str, str, object] | None:
     """What the event loop needs of an alert, copied out of it (alerts die at the next pop)."""
     if isinstance(alert, lt.session_stats_alert):
         values = alert.values
-        return "stats", "", (values["net.sent_payload_bytes"], values["net.recv_payload_bytes"])
+        payload = (values["net.sent_payload_bytes"], values["net.recv_payload_bytes"])
+        return "stats", "", (*payload, values["peer.num_peers_connected"])
     for kind, name in _TORRENT_EVENTS:
         if isinstance(alert, kind):
             return name, str(alert.handle.info_hashes().v1), alert.message()

@@ -68,7 +68,7 @@ class Swarm:
         return self._membership.client, self._membership.node_id
 
     @property
-    def _clustered(self) -> bool:
+    def clustered(self) -> bool:
         """A standalone node (embedded tracker) has nobody to seed to."""
         return self._membership is not None and not self._membership.embedded
 
@@ -83,6 +83,7 @@ class Swarm:
             self._membership.node_id,
             self._config,
             self.completed,
+            self._metrics,
         )
 
     async def completed(self, info: BlobInfo, torrents: list[ChunkTorrent]) -> None:
@@ -103,7 +104,7 @@ class Swarm:
     async def seed(self, info: BlobInfo, publish: bool = False) -> None:
         """Seed a complete blob's chunks; with `publish`, give their metainfo to the tracker."""
         directory = self._store.directory(info.digest)
-        if directory is None or info.digest in self._seeded or not self._clustered:
+        if directory is None or info.digest in self._seeded or not self.clustered:
             return
         torrents = await self._torrents(info)
         for torrent in torrents:

@@ -82,3 +82,28 @@ def test_metainfo_that_is_not_the_canonical_torrent_is_refused(
         metainfo.parse(tamper(torrent.metainfo), DIGEST, BLOB_SIZE, 1)  # type: ignore[operator]
     with pytest.raises(metainfo.MetainfoInvalid):
         metainfo.parse(torrent.metainfo, DIGEST, BLOB_SIZE, 0)  # the wrong chunk
+
+
+async def test_stats_report_payload_and_open_connections_while_a_chunk_moves(
+    tmp_path: Path,
+) -> None:
+    reports: list[tuple[int, int, int]] = []
+    seeder = PeerSession("127.0.0.1", 0)
+    # Slowed to 1 MiB/s, the transfer spans the once-a-second reports.
+    leecher = PeerSession("127.0.0.1", 0, download_limit=MiB, on_stats=lambda *r: reports.append(r))
+    for session in (seeder, leecher):
+        await session.start()
+    try:
+        data = os.urandom(2 * MiB)  # the blob's second chunk
+        torrent = metainfo.from_file(write_chunk(tmp_path / "seed", 1, data), DIGEST, BLOB_SIZE, 1)
+        await seeder.add(torrent, tmp_path / "seed", seed=True)
+        await leecher.add(
+            torrent, tmp_path / "leech", seed=False, peers=[("127.0.0.1", seeder.port)]
+        )
+        await asyncio.wait_for(leecher.finished(torrent.infohash), 30)
+        await asyncio.sleep(1.5)  # the report that covers the last bytes
+    finally:
+        for session in (seeder, leecher):
+            await session.close()
+    assert sum(received for _, received, _ in reports) >= len(data)
+    assert max(peers for _, _, peers in reports) >= 1

@@ -15,7 +15,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from node.store.chunking import chunk_size
+from node.store.chunking import chunk_count, chunk_size
 from tests.integration.conftest import P2PImages
 from tests.support import skopeo
 from tests.support.cluster import Cluster, Received, chunk_file, pull_image, receiving
@@ -27,6 +27,9 @@ pytestmark = pytest.mark.integration
 BLOB_BYTES = "distributed_images_blob_bytes_total"
 PEER_BYTES = "distributed_images_peer_bytes_total"
 UPSTREAM_BYTES = "distributed_images_upstream_bytes_total"
+CHUNKS = "distributed_images_chunk_duration_seconds_count"
+FALLBACKS = "distributed_images_fallbacks_total"
+SINCE_PEER_SUCCESS = "distributed_images_seconds_since_peer_success"
 PULL_TIMEOUT = 120.0
 WAIT_TIMEOUT = 60.0
 RECOVERY_TIMEOUT = 60.0  # a node TTL (3 s), a stall timeout (10 s) and the transfer, with room
@@ -98,11 +101,21 @@ async def test_four_nodes_pulling_at_once_fetch_each_upstream_byte_once_and_feed
     # the registry wrote exactly the blob's size in all (no allowance: there is no other source).
     assert await upstream_blob_bytes(p2p_upstream, mark, list(image.blobs)) == image.blobs
 
+    chunks = sum(chunk_count(size) for size in image.blobs.values())
+    fetched_chunks = 0.0
     for node in cluster.nodes:
         metrics = node.metrics()
         assert metrics.sum(BLOB_BYTES) == image.blob_bytes, node.name
         assert metrics.sum(BLOB_BYTES, source="peer") > 0, node.name
         assert metrics.sum(PEER_BYTES, direction="download") > 0, node.name
+        # Every chunk of every blob came from one place or the other, none by falling back.
+        by_peers = metrics.sum(CHUNKS, source="peer")
+        fetched_chunks += metrics.sum(CHUNKS, source="upstream")
+        assert by_peers > 0, node.name
+        assert by_peers + metrics.sum(CHUNKS, source="upstream") == chunks, node.name
+        assert metrics.sum(FALLBACKS) == 0, node.name
+        assert 0 <= metrics.sum(SINCE_PEER_SUCCESS) < PULL_TIMEOUT, node.name
+    assert fetched_chunks == chunks  # each chunk fetched from upstream by one node
 
     everyone_holds_all = {node.host: len(image.blobs) for node in cluster.nodes}
     await until(lambda: held_blobs(cluster) == everyone_holds_all, "the tracker knows every blob")
@@ -172,6 +185,7 @@ async def test_pulls_complete_through_upstream_when_the_tracker_is_gone(
         served = now.sum(BLOB_BYTES, source="upstream") - earlier.sum(BLOB_BYTES, source="upstream")
         assert served == small, node.name
         assert now.sum(BLOB_BYTES, source="peer") == earlier.sum(BLOB_BYTES, source="peer")
+        assert now.sum(FALLBACKS, reason="tracker") > 0, node.name
 
 
 def corrupt(path: Path, offset: int, length: int) -> None:
