@@ -80,6 +80,7 @@ class Placement:
         self.nodes = nodes  # the cluster's members, read-only here
         self.leases = LeaseTable(policy.lease_ttl)
         self.blobs: dict[str, Blob] = {}
+        self._watched: dict[str, Blob] = {}  # blobs someone watches, the longest watched first
         self._next_task_id = next_task_id
 
     # ---- blobs ----
@@ -207,6 +208,7 @@ class Placement:
         watcher = Watcher(node.id, digest)
         node.watchers.add(watcher)
         blob.watchers.add(watcher)
+        self._watched.setdefault(digest, blob)
         self._note_requester(node, blob)
         return watcher
 
@@ -218,6 +220,8 @@ class Placement:
         blob = self.blobs.get(watcher.digest)
         if blob is not None:
             blob.watchers.discard(watcher)
+            if not blob.watchers:
+                self._watched.pop(blob.digest, None)
             self.drop_if_idle(blob)
 
     def _note_requester(self, node: Node, blob: Blob) -> None:
@@ -238,15 +242,14 @@ class Placement:
         self._changed(blob, chunk)
 
     def fill_slots(self, exclude: str = "") -> None:
-        """Give free upstream slots to cold chunks: the oldest blob first, its chunks in order,
-        each to one of the blob's watchers, which hears FETCH on its watch stream. So nodes
-        never poll for a lease, and the blobs of an image arrive one after another, in the
-        order clients ask for them, rather than all together at the end."""
-        for blob in list(self.blobs.values()):
+        """Give free upstream slots to cold chunks: the longest watched blob first, its chunks
+        in order, each to one of the blob's watchers, which hears FETCH on its watch stream. So
+        nodes never poll for a lease, and the blobs of an image arrive one after another, in
+        the order clients ask for them, rather than all together at the end."""
+        for blob in list(self._watched.values()):
             if self.leases.fetching() >= self.policy.upstream_leases:
                 return
-            if blob.watchers:
-                self._fill_blob(blob, exclude)
+            self._fill_blob(blob, exclude)
 
     def _fill_blob(self, blob: Blob, exclude: str) -> None:
         for chunk in range(blob.chunk_count):

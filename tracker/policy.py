@@ -32,7 +32,7 @@ class Policy:
         default=3,
         metadata={"help": "leases held at once on one blob, cluster-wide", "metavar": "N"},
     )
-    # The cluster's upstream traffic, in order: the oldest blob's chunks get the free slots
+    # The cluster's upstream traffic, in order: the longest watched blob's chunks get free slots
     # first, so an image's layers arrive one after another as its clients ask for them.
     upstream_leases: int = field(
         default=3,

@@ -144,7 +144,7 @@ def test_few_chunks_of_a_blob_are_leased_at_once_cluster_wide(cluster: Cluster) 
     ] == [3]
 
 
-def test_freed_upstream_slots_go_to_the_oldest_blob_s_watchers_in_chunk_order(
+def test_freed_upstream_slots_go_to_the_longest_watched_blob_in_chunk_order(
     cluster: Cluster,
 ) -> None:
     cluster.policy.upstream_leases = 2
@@ -154,8 +154,8 @@ def test_freed_upstream_slots_go_to_the_oldest_blob_s_watchers_in_chunk_order(
         directives(locate(cluster, "a", max_leases=2))
         == [Directive.FETCH] * 2 + [Directive.WAIT] * 2
     )
+    cluster.watch("b", D, SIZE, CHUNKS)  # D is the longest watched blob
     watchers = {node_id: cluster.watch(node_id, E, SIZE, CHUNKS) for node_id in "ab"}
-    cluster.watch("b", D, SIZE, CHUNKS)
     # The cluster's two slots are taken: the younger blob gets none, nobody polls for one.
     assert directives(locate(cluster, "b", max_leases=2, digest=E)) == [Directive.WAIT] * 4
     # Chunk 0 is in and being published: its slot goes to the older blob's next chunk, 2, and
