@@ -32,6 +32,15 @@ def fetched(upstream: Registry, since: int) -> dict[str, int]:
     return found
 
 
+def wait_fetched(upstream: Registry, since: int, wanted: dict[str, int], what: str) -> None:
+    wait_until(
+        lambda: fetched(upstream, since) == wanted,
+        30,
+        what,
+        on_timeout=lambda: f"fetched {fetched(upstream, since)}, wanted {wanted}",
+    )
+
+
 async def get_manifest(node: Node, repository: str, reference: str) -> None:
     response = await rawhttp.request(
         node.host, "GET", f"/v2/{repository}/manifests/{reference}", ACCEPT
@@ -45,12 +54,7 @@ async def test_a_served_manifest_brings_its_blobs_in_before_the_client_asks(
     image = test_images.app.image()
     mark = upstream.mark()
     await get_manifest(node, TestImages.APP, TestImages.TAG)
-    wait_until(
-        lambda: fetched(upstream, mark) == image.blobs,
-        30,
-        "every blob of the image fetched from upstream, whole and once",
-        on_timeout=lambda: f"fetched {fetched(upstream, mark)}, wanted {image.blobs}",
-    )
+    wait_fetched(upstream, mark, image.blobs, "every blob fetched from upstream, whole and once")
 
     pulled = upstream.mark()
     skopeo.pull(node.host, f"{TestImages.APP}:1", workdir / "out")
@@ -72,12 +76,7 @@ async def test_an_index_prefetches_only_the_platform_manifest_the_client_picks(
 
     amd64 = multi.image("amd64")
     await get_manifest(node, TestImages.MULTI, amd64.digest)
-    wait_until(
-        lambda: fetched(upstream, mark) == amd64.blobs,
-        30,
-        "the amd64 image's blobs fetched from upstream",
-        on_timeout=lambda: f"fetched {fetched(upstream, mark)}, wanted {amd64.blobs}",
-    )
+    wait_fetched(upstream, mark, amd64.blobs, "the amd64 image's blobs fetched from upstream")
     time.sleep(QUIET)
     assert fetched(upstream, mark) == amd64.blobs  # and nothing of arm64's
 
