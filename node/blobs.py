@@ -127,13 +127,19 @@ class Blobs:
     async def _fill(self, upstream: Upstream, repo: str, digest: str) -> Fill:
         source = partial(self._upstream.blob, upstream, repo, digest)
         swarm = self._swarm
-        if swarm is not None and swarm.available:
+        if swarm is not None and swarm.available and swarm.trusts(digest):
             size = self._sizes.get(digest)
             if size is None:
                 size = await self._upstream.blob_size(upstream, repo, digest)
             log.info("pulling blob through the swarm", extra={"digest": digest, "bytes": size})
             return swarm.pull(digest, size, source)
-        if swarm is not None and swarm.clustered:
+        if swarm is not None and swarm.available:
+            log.warning(
+                "blob failed its digest check through the cluster; fetching it from upstream",
+                extra={"digest": digest},
+            )
+            self._metrics.fallbacks.labels("corrupt").inc()
+        elif swarm is not None and swarm.clustered:
             self._metrics.fallbacks.labels("tracker").inc()  # not joined: no tracker answers
         log.info(
             "fetching blob from upstream",

@@ -58,8 +58,8 @@ class Fill(Protocol):
         """The blob is verified and in the store."""
         ...
 
-    async def failed(self) -> None:
-        """The blob was not stored (bad content, error or cancellation)."""
+    async def failed(self, error: BaseException) -> None:
+        """The blob was not stored: `error` is why (bad content, a failure, cancellation)."""
         ...
 
 
@@ -105,7 +105,7 @@ class UpstreamFill:
         if self._after is not None:
             await self._after(info)
 
-    async def failed(self) -> None:
+    async def failed(self, error: BaseException) -> None:
         pass
 
 
@@ -178,7 +178,7 @@ class Download:
             if isinstance(e, ContentInvalid):
                 log.error("bad content", extra={"digest": self.digest, "error": e.message})
             if self.info is None:
-                await asyncio.shield(self.fill.failed())
+                await asyncio.shield(self.fill.failed(e))
             if not isinstance(e, Exception):
                 raise
         finally:

@@ -80,7 +80,7 @@ class NodeMetrics:
         self.fallbacks = Counter(
             "distributed_images_fallbacks",
             "Chunks or blobs fetched from upstream because the cluster could not help: a chunk"
-            " that stalled, or the tracker unreachable",
+            " that stalled, the tracker unreachable, or a blob the cluster gave with bad bytes",
             ["reason"],
             registry=r,
         )
@@ -91,7 +91,7 @@ class NodeMetrics:
             registry=r,
         )
         self.since_peer_success.set_function(self._since_peer_success)
-        for reason in ("stall", "tracker"):
+        for reason in ("stall", "tracker", "corrupt"):
             self.fallbacks.labels(reason)
         for source in ("peer", "upstream"):
             self.chunk_duration.labels(source)

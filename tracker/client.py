@@ -345,10 +345,17 @@ class TrackerClient:
             await self._call("Announce", request)
 
     async def withdraw(
-        self, node_id: str, digests: Sequence[str], refs: Sequence[SeededRef] = ()
+        self,
+        node_id: str,
+        digests: Sequence[str],
+        refs: Sequence[SeededRef] = (),
+        corrupt: bool = False,
     ) -> None:
+        """The node no longer holds these blobs; `corrupt`: they failed their digest check."""
         refs_message = [pb.SeededRef(ref=r.ref, digest=r.digest) for r in refs]
-        request = pb.WithdrawRequest(node_id=node_id, digests=digests, refs=refs_message)
+        request = pb.WithdrawRequest(
+            node_id=node_id, digests=digests, refs=refs_message, corrupt=corrupt
+        )
         await self._call("Withdraw", request)
 
     # ---- placement ----

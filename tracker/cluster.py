@@ -181,7 +181,11 @@ class Cluster:
         return holding, mask_of(complete), mask_of(partial - complete)
 
     def withdraw(
-        self, node_id: str, digests: Sequence[str], refs: Sequence[tuple[str, str]]
+        self,
+        node_id: str,
+        digests: Sequence[str],
+        refs: Sequence[tuple[str, str]],
+        corrupt: bool = False,
     ) -> None:
         node = self.node(node_id)
         limits.count(len(digests), limits.MAX_BLOBS_PER_CALL, "digests")
@@ -193,6 +197,8 @@ class Cluster:
             if blob is not None:
                 for chunk in indices_of(lost):
                     self.placement.lost(blob, chunk)
+                if corrupt:
+                    self.placement.distrust(blob)
                 self.placement.drop_if_idle(blob)
         for ref, digest in refs:
             self.refs.remove(node.id, ref, digest)

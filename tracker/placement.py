@@ -199,6 +199,14 @@ class Placement:
         elif known is None:
             self._changed(blob, chunk)
 
+    def distrust(self, blob: Blob) -> None:
+        """A node pulled the blob with the metainfo known and it failed its digest check: forget
+        the metainfo of every chunk nobody holds whole any more, so each is fetched anew."""
+        for chunk in list(blob.metainfo):
+            if self.store.complete_count(blob.digest, chunk) == 0:
+                del blob.metainfo[chunk]
+                self._changed(blob, chunk)
+
     def watch(self, node: Node, digest: str, size: int, chunk_count: int) -> Watcher:
         if len(node.watchers) >= MAX_WATCHES_PER_NODE:
             raise InvalidArgument(f"a node may watch at most {MAX_WATCHES_PER_NODE} blobs")

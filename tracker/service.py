@@ -184,7 +184,12 @@ class TrackerService(tracker_pb2_grpc.TrackerServicer):
     @unary
     def Withdraw(self, request: pb.WithdrawRequest) -> pb.WithdrawResponse:
         refs = [(r.ref, r.digest) for r in request.refs]
-        self.cluster.withdraw(request.node_id, list(request.digests), refs)
+        self.cluster.withdraw(request.node_id, list(request.digests), refs, request.corrupt)
+        if request.corrupt:
+            log.warning(
+                "blobs failed their digest check; their metainfo is forgotten",
+                extra={"node": request.node_id, "digests": ",".join(request.digests)},
+            )
         return pb.WithdrawResponse()
 
     # ---- placement ----

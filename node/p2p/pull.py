@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from node.downloads import Begin, Source, blocks_between
-from node.errors import UpstreamUnavailable
+from node.errors import ContentInvalid, UpstreamUnavailable
 from node.metrics import NodeMetrics
 from node.p2p import metainfo
 from node.p2p.metainfo import ChunkTorrent, MetainfoInvalid
@@ -90,6 +90,7 @@ class SwarmPull:
         node_id: str,
         config: PullConfig,
         on_complete: Callable[[BlobInfo, list[ChunkTorrent]], Awaitable[None]],
+        on_corrupt: Callable[[str], None],
         metrics: NodeMetrics,
     ) -> None:
         self.digest = digest
@@ -100,6 +101,7 @@ class SwarmPull:
         self._node_id = node_id
         self._config = config
         self._on_complete = on_complete
+        self._on_corrupt = on_corrupt  # (digest) the blob failed its digest check
         self._metrics = metrics
         self._count = chunk_count(size)
         self._chunks: list[_Chunk] = []
@@ -431,15 +433,18 @@ class SwarmPull:
         torrents = [c.torrent for c in self._chunks if c.torrent is not None]
         await self._on_complete(info, torrents)
 
-    async def failed(self) -> None:
+    async def failed(self, error: BaseException) -> None:
+        corrupt = isinstance(error, ContentInvalid)  # the metainfo pulled with was bad
         for chunk in self._chunks:
             if chunk.task is not None:
                 chunk.task.cancel()
             if chunk.torrent is not None:
                 self._session.remove(chunk.torrent.infohash)
+        if corrupt:
+            self._on_corrupt(self.digest)
         if not self._direct:
             with contextlib.suppress(TrackerError):
-                await self._client.withdraw(self._node_id, [self.digest])
+                await self._client.withdraw(self._node_id, [self.digest], corrupt=corrupt)
 
 
 def _addresses(placed: ChunkPlacement, own_id: str) -> list[PeerAddress]:

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+MAX_DISTRUSTED = 1024
+
 
 class Swarm:
     def __init__(
@@ -49,6 +51,9 @@ class Swarm:
         self._config = config
         self._membership: Membership | None = None
         self._seeded: dict[str, list[str]] = {}  # digest -> infohashes
+        # Blobs that failed their digest check when pulled through the cluster: the next try
+        # goes to the upstream, until one is stored.
+        self._distrusted: dict[str, None] = {}
 
     def attach(self, membership: Membership) -> None:
         self._membership = membership
@@ -72,6 +77,15 @@ class Swarm:
         """A standalone node (embedded tracker) has nobody to seed to."""
         return self._membership is not None and not self._membership.embedded
 
+    def trusts(self, digest: str) -> bool:
+        """Whether the blob may be pulled through the cluster (it has not failed its check)."""
+        return digest not in self._distrusted
+
+    def distrust(self, digest: str) -> None:
+        self._distrusted[digest] = None
+        while len(self._distrusted) > MAX_DISTRUSTED:
+            del self._distrusted[next(iter(self._distrusted))]
+
     def pull(self, digest: str, size: int, upstream: Source) -> SwarmPull:
         assert self._membership is not None
         return SwarmPull(
@@ -83,6 +97,7 @@ class Swarm:
             self._membership.node_id,
             self._config,
             self.completed,
+            self.distrust,
             self._metrics,
         )
 
@@ -103,6 +118,7 @@ class Swarm:
 
     async def seed(self, info: BlobInfo, publish: bool = False) -> None:
         """Seed a complete blob's chunks; with `publish`, give their metainfo to the tracker."""
+        self._distrusted.pop(info.digest, None)  # stored, so verified
         directory = self._store.directory(info.digest)
         if directory is None or info.digest in self._seeded or not self.clustered:
             return

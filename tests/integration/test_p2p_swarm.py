@@ -6,7 +6,9 @@ nor gives it a wrong byte."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -15,12 +17,15 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from node.store.chunking import chunk_count, chunk_size
+from node.p2p import metainfo
+from node.p2p.session import PeerSession
+from node.store.chunking import chunk_count, chunk_name, chunk_range, chunk_size
 from tests.integration.conftest import P2PImages
 from tests.support import skopeo
 from tests.support.cluster import Cluster, Received, chunk_file, pull_image, receiving
 from tests.support.images import MiB, OciImage
 from tests.support.registry import Registry
+from tracker.client import NodeAddress, TrackerClient
 
 pytestmark = pytest.mark.integration
 
@@ -224,6 +229,65 @@ async def test_a_corrupted_chunk_on_one_node_never_reaches_a_client(
     assert refetched <= len(pullers) * chunk_size(layer.size)
     for node in pullers:
         assert node.metric(BLOB_BYTES, source="peer") > 0, node.name
+
+
+@asynccontextmanager
+async def rogue_peer(
+    cluster: Cluster, workdir: Path, digest: str, size: int, chunk: int
+) -> AsyncIterator[None]:
+    """A node that seeds wrong bytes for one chunk of a blob, under metainfo made from those
+    bytes, published to the tracker: every piece checks out, only the blob's digest does not."""
+    session = PeerSession("127.0.0.20", 0)
+    await session.start()
+    tracker = TrackerClient(cluster.tracker.address)
+    directory = workdir / "rogue"
+    directory.mkdir()
+    start, end = chunk_range(size, chunk)
+    path = directory / chunk_name(digest, chunk)
+    path.write_bytes(os.urandom(end - start))
+    torrent = metainfo.from_file(path, digest, size, chunk)
+
+    async def heartbeat() -> None:
+        while True:
+            await tracker.heartbeat("rogue")
+            await asyncio.sleep(0.5)
+
+    beating: asyncio.Task[None] | None = None
+    try:
+        await tracker.join(NodeAddress("rogue", "127.0.0.20:1", f"127.0.0.20:{session.port}"), "i")
+        beating = asyncio.create_task(heartbeat())
+        await session.add(torrent, directory, seed=True)
+        await tracker.publish("rogue", digest, size, chunk_count(size), chunk, torrent.metainfo)
+        yield
+    finally:
+        if beating is not None:
+            beating.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beating
+        await tracker.close()
+        await session.close()
+
+
+async def test_a_blob_pulled_with_bad_metainfo_fails_once_then_comes_whole_from_upstream(
+    start_cluster: Callable[..., Cluster],
+    p2p_upstream: Registry,
+    p2p_images: P2PImages,
+    workdir: Path,
+) -> None:
+    cluster = start_cluster(size=1)
+    (node,) = cluster.nodes
+    layer = p2p_images.small.largest_layer()  # 12 MiB: 3 chunks
+    async with rogue_peer(cluster, workdir, layer.digest, layer.size, 1), client() as session:
+        first = await pull_image(session, node, P2PImages.SMALL)
+        # The layer's response is cut short, never completed with wrong bytes.
+        got = first.blobs[layer.digest]
+        assert got.length < layer.size and got.digest != layer.digest, got
+        mark = p2p_upstream.mark()
+        second = await pull_image(session, node, P2PImages.SMALL)
+    assert second.blobs == correct(p2p_images.small)
+    # The next try went to the upstream for the whole layer, not to the cluster.
+    assert [e.written for e in p2p_upstream.blob_fetches(layer.digest, mark)] == [layer.size]
+    assert node.metric(FALLBACKS, reason="corrupt") == 1
 
 
 async def test_a_download_limit_bounds_what_a_node_takes_from_its_peers(

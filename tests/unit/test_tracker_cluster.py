@@ -517,3 +517,16 @@ def test_the_cluster_has_a_size_limit(cluster: Cluster, monkeypatch: pytest.Monk
     with pytest.raises(FailedPrecondition):
         join(cluster, "c")
     join(cluster, "b")  # joining again is always possible
+
+
+def test_a_corrupt_withdrawal_forgets_the_metainfo_nobody_holds_whole(cluster: Cluster) -> None:
+    for node_id in "abc":
+        join(cluster, node_id)
+    cluster.publish("a", D, SIZE, CHUNKS, 0, b"meta0")
+    cluster.publish("b", D, SIZE, CHUNKS, 1, b"bad1")
+    cluster.withdraw("b", [D], [], corrupt=True)
+    assert [v.metainfo for v in cluster.view("c", D, [0, 1])] == [b"meta0", None]
+    cluster.publish("c", D, SIZE, CHUNKS, 1, b"good1")  # no conflict with what was forgotten
+    assert [v.metainfo for v in cluster.view("a", D, [1])] == [b"good1"]
+    cluster.withdraw("c", [D], [])  # a plain withdrawal keeps the metainfo
+    assert [v.metainfo for v in cluster.view("a", D, [1])] == [b"good1"]

@@ -136,14 +136,16 @@ class AnnounceResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class WithdrawRequest(_message.Message):
-    __slots__ = ("node_id", "digests", "refs")
+    __slots__ = ("node_id", "digests", "refs", "corrupt")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     DIGESTS_FIELD_NUMBER: _ClassVar[int]
     REFS_FIELD_NUMBER: _ClassVar[int]
+    CORRUPT_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     digests: _containers.RepeatedScalarFieldContainer[str]
     refs: _containers.RepeatedCompositeFieldContainer[SeededRef]
-    def __init__(self, node_id: _Optional[str] = ..., digests: _Optional[_Iterable[str]] = ..., refs: _Optional[_Iterable[_Union[SeededRef, _Mapping]]] = ...) -> None: ...
+    corrupt: bool
+    def __init__(self, node_id: _Optional[str] = ..., digests: _Optional[_Iterable[str]] = ..., refs: _Optional[_Iterable[_Union[SeededRef, _Mapping]]] = ..., corrupt: _Optional[bool] = ...) -> None: ...
 
 class WithdrawResponse(_message.Message):
     __slots__ = ()
