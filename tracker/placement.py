@@ -33,6 +33,7 @@ from tracker.tasks import RepublishOrder
 MAX_WATCHES_PER_NODE = 4096
 MAX_REQUESTED_PER_NODE = 100_000  # blobs one node asked about in the last REQUESTER_TTL
 REQUESTER_TTL = 600.0  # a requester that neither watches nor asks for this long is forgotten
+LATE_HEARTBEATS = 1.5  # a node silent for this many heartbeat intervals gets no lease if others can
 
 
 class Directive(enum.Enum):
@@ -273,8 +274,9 @@ class Placement:
                 self._grant(blob, chunk, holder)
 
     def _watcher_for(self, blob: Blob, chunk: int, exclude: str) -> str | None:
-        """The watcher to fetch a cold chunk: among those under their lease cap, the one
-        fetching least, rotating by chunk among equals."""
+        """The watcher to fetch a cold chunk: among those under their lease cap, one that has
+        not missed a heartbeat (a node that died holds no lease, so it would look least busy
+        until it expires), then the one fetching least, rotating by chunk among equals."""
         cap = self.policy.max_leases
         candidates = sorted(
             {
@@ -290,7 +292,10 @@ class Placement:
             return None
         start = chunk % len(candidates)
         rotated = candidates[start:] + candidates[:start]
-        return min(rotated, key=self.leases.count_held)
+        late = self.clock() - LATE_HEARTBEATS * self.policy.heartbeat_interval
+        return min(
+            rotated, key=lambda n: (self.nodes[n].last_seen < late, self.leases.count_held(n))
+        )
 
     def tick(self) -> None:
         """Lapse the leases whose time ran out and move them on."""

@@ -170,6 +170,23 @@ def test_freed_upstream_slots_go_to_the_longest_watched_blob_in_chunk_order(
     assert all(0 in watcher._dirty for watcher in watchers.values())
 
 
+def test_a_lapsed_lease_goes_to_a_watcher_that_still_heartbeats(
+    cluster: Cluster, clock: Clock
+) -> None:
+    for node_id in "abc":
+        join(cluster, node_id)
+    cluster.locate("a", D, SIZE, CHUNKS, chunks=[1], max_leases=1)
+    for node_id in "bc":
+        cluster.watch(node_id, D, SIZE, CHUNKS)
+    # c died: it holds no lease, so it looks the least busy, and chunk 1 would rotate to it.
+    for _ in range(2):
+        clock.advance(1.0)
+        for node_id in "ab":
+            cluster.heartbeat(node_id, Load())
+    cluster.sweep()
+    assert cluster.leases.get(D, 1).holder == "b"  # type: ignore[union-attr]
+
+
 def test_a_lease_is_kept_while_the_fetch_progresses(cluster: Cluster, clock: Clock) -> None:
     join(cluster, "a")
     join(cluster, "b")
