@@ -24,7 +24,7 @@ from tracker.leases import LeaseTable
 from tracker.mailbox import Mailbox, Watcher
 from tracker.nodes import Load, Node
 from tracker.peerstore import IndexedPeerStore, PeerStore, indices_of, mask_of
-from tracker.placement import Blob, ChunkView, Directive, Placement
+from tracker.placement import SILENT_HEARTBEATS, Blob, ChunkView, Directive, Placement
 from tracker.policy import Policy
 from tracker.refs import RefIndex
 from tracker.tasks import Order, PreheatJob, PreheatOrder, TaskBoard, TaskState
@@ -129,6 +129,7 @@ class Cluster:
         node = self.node(node_id)
         node.last_seen = self.clock()
         node.load = load
+        self.placement.heard(node_id)
 
     def leave(self, node_id: str) -> None:
         self._forget(self.node(node_id), reason="left")
@@ -298,6 +299,10 @@ class Cluster:
         now = self.clock()
         for node in [n for n in self.nodes.values() if now - n.last_seen > self.policy.node_ttl]:
             self._forget(node, reason="expired: no heartbeat")
+        silent_after = SILENT_HEARTBEATS * self.policy.heartbeat_interval
+        for node in self.nodes.values():
+            if now - node.last_seen > silent_after:
+                self.placement.silence(node.id)
         self.placement.tick()
         self.board.expire(now)
         if now - self._last_prune > PRUNE_SECONDS:

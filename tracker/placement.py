@@ -33,7 +33,7 @@ from tracker.tasks import RepublishOrder
 MAX_WATCHES_PER_NODE = 4096
 MAX_REQUESTED_PER_NODE = 100_000  # blobs one node asked about in the last REQUESTER_TTL
 REQUESTER_TTL = 600.0  # a requester that neither watches nor asks for this long is forgotten
-LATE_HEARTBEATS = 1.5  # a node silent for this many heartbeat intervals gets no lease if others can
+SILENT_HEARTBEATS = 1.5  # heartbeat intervals without one after which a member is silent
 
 
 class Directive(enum.Enum):
@@ -82,6 +82,9 @@ class Placement:
         self.leases = LeaseTable(policy.lease_ttl)
         self.blobs: dict[str, Blob] = {}
         self._watched: dict[str, Blob] = {}  # blobs someone watches, the longest watched first
+        # Members that missed heartbeats: likely dead, so until they expire or are heard from
+        # again they are handed out to nobody, count as no chunk's source, and get no lease.
+        self.silent: set[str] = set()
         self._next_task_id = next_task_id
 
     # ---- blobs ----
@@ -242,7 +245,7 @@ class Placement:
     def _grantable(self, blob: Blob, chunk: int, node_id: str) -> bool:
         return (
             self.leases.get(blob.digest, chunk) is None
-            and self.store.complete_count(blob.digest, chunk) == 0
+            and self.sources(blob.digest, chunk) == 0
             and not self.store.masks(node_id, blob.digest)[0] >> chunk & 1
         )
 
@@ -292,10 +295,40 @@ class Placement:
             return None
         start = chunk % len(candidates)
         rotated = candidates[start:] + candidates[:start]
-        late = self.clock() - LATE_HEARTBEATS * self.policy.heartbeat_interval
-        return min(
-            rotated, key=lambda n: (self.nodes[n].last_seen < late, self.leases.count_held(n))
-        )
+        return min(rotated, key=lambda n: (n in self.silent, self.leases.count_held(n)))
+
+    def sources(self, digest: str, chunk: int) -> int:
+        """How many members that are not silent hold the chunk whole."""
+        count = self.store.complete_count(digest, chunk)
+        if count and self.silent:
+            count -= sum(1 for n in self.silent if self.store.masks(n, digest)[0] >> chunk & 1)
+        return count
+
+    def silence(self, node_id: str) -> None:
+        """The member missed heartbeats: its chunks are placed as if it were gone."""
+        if node_id not in self.silent:
+            self.silent.add(node_id)
+            self._holdings_changed(node_id)
+
+    def heard(self, node_id: str) -> None:
+        """A silent member heartbeated again: it is a source once more, and the leases given
+        meanwhile on chunks it holds whole end (a chunk with a source is not fetched)."""
+        if node_id in self.silent:
+            self.silent.discard(node_id)
+            for digest, (complete, _) in self.store.holdings(node_id).items():
+                for chunk in indices_of(complete):
+                    self.leases.release(digest, chunk)
+            self._holdings_changed(node_id)
+
+    def _holdings_changed(self, node_id: str) -> None:
+        holdings = self.store.holdings(node_id)
+        for digest, (complete, partial) in holdings.items():
+            blob = self.blobs.get(digest)
+            if blob is not None:
+                for chunk in indices_of(complete | partial):
+                    self._changed(blob, chunk)
+        if holdings:
+            self.fill_slots()
 
     def tick(self) -> None:
         """Lapse the leases whose time ran out and move them on."""
@@ -308,8 +341,8 @@ class Placement:
     def _view(self, blob: Blob, chunk: int, node: Node, with_metainfo: bool) -> ChunkView:
         bound = self.policy.max_peers
         metainfo = blob.metainfo.get(chunk) if with_metainfo else None
-        peers = self.store.handout(blob.digest, chunk, node.id, node.zone, bound)
-        complete = self.store.complete_count(blob.digest, chunk)
+        peers = self.store.handout(blob.digest, chunk, node.id, node.zone, bound, self.silent)
+        complete = self.sources(blob.digest, chunk)
         if complete == 0:
             lease = self.leases.get(blob.digest, chunk)
             if lease is None:
@@ -447,6 +480,7 @@ class Placement:
     def node_gone(self, node: Node, lost: dict[str, int], keep_leases: bool) -> None:
         """Undo a departed node's part: its watches, requests, leases and lost chunks. `node` is
         no longer among the members; `lost` are the chunks it held complete, by digest."""
+        self.silent.discard(node.id)
         released = [] if keep_leases else self.leases.held_by(node.id)
         for lease in released:
             self.leases.release(lease.digest, lease.chunk)

@@ -287,9 +287,8 @@ def check_lease_invariants(cluster: Cluster) -> None:
     for lease in cluster.leases:
         assert lease.holder in cluster.nodes, "a lease held by a node that is gone"
         assert by_holder[lease.key] == lease.holder
-        assert cluster.store.complete_count(lease.digest, lease.chunk) == 0, (
-            "a lease on a warm chunk"
-        )
+        # Warm: held whole by a member that is not silent (silent ones may be dead).
+        assert cluster.placement.sources(lease.digest, lease.chunk) == 0, "a lease on a warm chunk"
         assert cluster.leases.count(lease.holder, lease.digest) <= cluster.policy.max_leases
     assert len(by_holder) == len(cluster.leases)
 
@@ -547,3 +546,28 @@ def test_a_corrupt_withdrawal_forgets_the_metainfo_nobody_holds_whole(cluster: C
     assert [v.metainfo for v in cluster.view("a", D, [1])] == [b"good1"]
     cluster.withdraw("c", [D], [])  # a plain withdrawal keeps the metainfo
     assert [v.metainfo for v in cluster.view("a", D, [1])] == [b"good1"]
+
+
+def test_a_silent_source_is_passed_over_until_it_is_heard_again(
+    cluster: Cluster, clock: Clock
+) -> None:
+    for node_id in "abc":
+        join(cluster, node_id)
+    hold(cluster, "a", D, 0)
+    cluster.watch("b", D, SIZE, CHUNKS)
+    assert "a" in peer_ids(cluster.view("c", D, [0])[0])
+    # a misses its heartbeats (it died, most likely): long before it expires, chunk 0 has no
+    # source, so it is fetched anew, and nobody is sent to a.
+    clock.advance(1.6)
+    for node_id in "bc":
+        cluster.heartbeat(node_id, Load())
+    cluster.sweep()
+    assert "a" in cluster.nodes
+    assert cluster.leases.get(D, 0).holder == "b"  # type: ignore[union-attr]
+    (view,) = cluster.view("c", D, [0])
+    assert view.directive is Directive.WAIT and peer_ids(view) == set()
+    # It was only slow: heard again, it is the source, and the fetch it made needless ends.
+    cluster.heartbeat("a", Load())
+    assert cluster.leases.get(D, 0) is None
+    (view,) = cluster.view("c", D, [0])
+    assert view.directive is Directive.SWARM and "a" in peer_ids(view)
