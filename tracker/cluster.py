@@ -11,6 +11,7 @@ under any number of concurrent RPCs. Time comes from `clock`, so tests can drive
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 import uuid
@@ -28,6 +29,8 @@ from tracker.placement import SILENT_HEARTBEATS, Blob, ChunkView, Directive, Pla
 from tracker.policy import Policy
 from tracker.refs import RefIndex
 from tracker.tasks import Order, PreheatJob, PreheatOrder, TaskBoard, TaskState
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "Blob",
@@ -129,7 +132,9 @@ class Cluster:
         node = self.node(node_id)
         node.last_seen = self.clock()
         node.load = load
-        self.placement.heard(node_id)
+        if node_id in self.placement.silent:
+            log.info("node heard again: a source once more", extra={"node": node_id})
+            self.placement.heard(node_id)
 
     def leave(self, node_id: str) -> None:
         self._forget(self.node(node_id), reason="left")
@@ -298,10 +303,15 @@ class Cluster:
         """Forget silent nodes, lapse stalled leases, time out jobs; run it every second or so."""
         now = self.clock()
         for node in [n for n in self.nodes.values() if now - n.last_seen > self.policy.node_ttl]:
+            log.warning("node expired: no heartbeat", extra={"node": node.id})
             self._forget(node, reason="expired: no heartbeat")
         silent_after = SILENT_HEARTBEATS * self.policy.heartbeat_interval
         for node in self.nodes.values():
-            if now - node.last_seen > silent_after:
+            if now - node.last_seen > silent_after and node.id not in self.placement.silent:
+                log.warning(
+                    "node missed heartbeats: no chunk's source until heard again",
+                    extra={"node": node.id, "silent_seconds": round(now - node.last_seen, 1)},
+                )
                 self.placement.silence(node.id)
         self.placement.tick()
         self.board.expire(now)
