@@ -25,7 +25,7 @@ from tracker.leases import LeaseTable
 from tracker.mailbox import Mailbox, Watcher
 from tracker.nodes import Load, Node
 from tracker.peerstore import IndexedPeerStore, PeerStore, indices_of, mask_of
-from tracker.placement import SILENT_HEARTBEATS, Blob, ChunkView, Directive, Placement
+from tracker.placement import Blob, ChunkView, Directive, Placement
 from tracker.policy import Policy
 from tracker.refs import RefIndex
 from tracker.tasks import Order, PreheatJob, PreheatOrder, TaskBoard, TaskState
@@ -305,9 +305,11 @@ class Cluster:
         for node in [n for n in self.nodes.values() if now - n.last_seen > self.policy.node_ttl]:
             log.warning("node expired: no heartbeat", extra={"node": node.id})
             self._forget(node, reason="expired: no heartbeat")
-        silent_after = SILENT_HEARTBEATS * self.policy.heartbeat_interval
+        silent_after = self.policy.silent_after
         for node in self.nodes.values():
-            if now - node.last_seen > silent_after and node.id not in self.placement.silent:
+            if silent_after <= 0 or node.id in self.placement.silent:
+                continue
+            if now - node.last_seen > silent_after:
                 log.warning(
                     "node missed heartbeats: no chunk's source until heard again",
                     extra={"node": node.id, "silent_seconds": round(now - node.last_seen, 1)},

@@ -33,7 +33,6 @@ from tracker.tasks import RepublishOrder
 MAX_WATCHES_PER_NODE = 4096
 MAX_REQUESTED_PER_NODE = 100_000  # blobs one node asked about in the last REQUESTER_TTL
 REQUESTER_TTL = 600.0  # a requester that neither watches nor asks for this long is forgotten
-SILENT_HEARTBEATS = 1.5  # heartbeat intervals without one after which a member is silent
 
 
 class Directive(enum.Enum):

@@ -13,6 +13,17 @@ class Policy:
     node_ttl: float = field(
         default=15.0, metadata={"help": "forget a node after this long silent", "metavar": "S"}
     )
+    # A node that died is a chunk source nobody can reach until it expires; after a missed
+    # heartbeat or so its chunks are placed as if it were gone. Too short, and a node that is
+    # only slow has its chunks fetched from upstream again.
+    silent_after: float = field(
+        default=7.5,
+        metadata={
+            "help": "a node this long without a heartbeat is no chunk's source until heard"
+            " again (0: only when it expires)",
+            "metavar": "S",
+        },
+    )
     lease_ttl: float = field(
         default=10.0,
         metadata={"help": "a lease lapses after this long without progress", "metavar": "S"},

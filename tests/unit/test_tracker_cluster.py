@@ -173,6 +173,7 @@ def test_freed_upstream_slots_go_to_the_longest_watched_blob_in_chunk_order(
 def test_a_lapsed_lease_goes_to_a_watcher_that_still_heartbeats(
     cluster: Cluster, clock: Clock
 ) -> None:
+    cluster.policy.silent_after = 1.5
     for node_id in "abc":
         join(cluster, node_id)
     cluster.locate("a", D, SIZE, CHUNKS, chunks=[1], max_leases=1)
@@ -551,6 +552,7 @@ def test_a_corrupt_withdrawal_forgets_the_metainfo_nobody_holds_whole(cluster: C
 def test_a_silent_source_is_passed_over_until_it_is_heard_again(
     cluster: Cluster, clock: Clock
 ) -> None:
+    cluster.policy.silent_after = 1.5
     for node_id in "abc":
         join(cluster, node_id)
     hold(cluster, "a", D, 0)
