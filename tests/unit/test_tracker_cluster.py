@@ -170,12 +170,17 @@ def test_freed_upstream_slots_go_to_the_longest_watched_blob_in_chunk_order(
     assert all(0 in watcher._dirty for watcher in watchers.values())
 
 
-def test_a_lapsed_lease_goes_to_a_watcher_that_still_heartbeats(
-    cluster: Cluster, clock: Clock
-) -> None:
+@pytest.fixture
+def abc(cluster: Cluster) -> Cluster:
+    """Nodes a, b and c; one missing heartbeats for 1.5 s is silent."""
     cluster.policy.silent_after = 1.5
     for node_id in "abc":
         join(cluster, node_id)
+    return cluster
+
+
+def test_a_lapsed_lease_goes_to_a_watcher_that_still_heartbeats(abc: Cluster, clock: Clock) -> None:
+    cluster = abc
     cluster.locate("a", D, SIZE, CHUNKS, chunks=[1], max_leases=1)
     for node_id in "bc":
         cluster.watch(node_id, D, SIZE, CHUNKS)
@@ -549,12 +554,8 @@ def test_a_corrupt_withdrawal_forgets_the_metainfo_nobody_holds_whole(cluster: C
     assert [v.metainfo for v in cluster.view("a", D, [1])] == [b"good1"]
 
 
-def test_a_silent_source_is_passed_over_until_it_is_heard_again(
-    cluster: Cluster, clock: Clock
-) -> None:
-    cluster.policy.silent_after = 1.5
-    for node_id in "abc":
-        join(cluster, node_id)
+def test_a_silent_source_is_passed_over_until_it_is_heard_again(abc: Cluster, clock: Clock) -> None:
+    cluster = abc
     hold(cluster, "a", D, 0)
     cluster.watch("b", D, SIZE, CHUNKS)
     assert "a" in peer_ids(cluster.view("c", D, [0])[0])
