@@ -3,7 +3,8 @@
 Invariant: at most one lease per chunk, ever. The table is owned by the tracker's event loop and
 no method awaits, so a grant cannot interleave with another grant. A lease lapses `ttl` seconds
 after it was granted or last made progress; a renewal that reports no new bytes does not extend
-it, so a holder that stalls loses its lease as surely as one that died.
+it, so a holder that stalls loses its lease as surely as one that died. A holder that never
+renews at all loses it `first_renewal` seconds after the grant.
 """
 
 from __future__ import annotations
@@ -25,15 +26,22 @@ class Lease:
     progress: int = 0
     renewals: int = field(default=0)
     fetched: bool = False  # the range is in; the holder publishes it
+    heard: bool = False  # the holder renewed it once: it is alive and fetching
 
     @property
     def key(self) -> ChunkKey:
         return (self.digest, self.chunk)
 
 
+FIRST_RENEWAL = 4.0  # seconds a new lease waits for its holder's first renewal
+
+
 class LeaseTable:
-    def __init__(self, ttl: float) -> None:
+    def __init__(self, ttl: float, first_renewal: float = FIRST_RENEWAL) -> None:
         self.ttl = ttl
+        # A holder renews every second from the moment it starts; one that has not within a
+        # few seconds died before it began (a lease handed to a dead node's watch stream).
+        self.first_renewal = min(ttl, first_renewal)
         self._leases: dict[ChunkKey, Lease] = {}
         self._by_holder: dict[str, dict[ChunkKey, Lease]] = {}
         self._by_digest: dict[str, int] = {}
@@ -54,7 +62,7 @@ class LeaseTable:
         key = (digest, chunk)
         if key in self._leases:
             raise RuntimeError(f"chunk {digest}.{chunk} is already leased")
-        lease = Lease(holder, digest, chunk, granted_at=now, expires_at=now + self.ttl)
+        lease = Lease(holder, digest, chunk, now, expires_at=now + self.first_renewal)
         self._leases[key] = lease
         self._by_holder.setdefault(holder, {})[key] = lease
         self._by_digest[digest] = self._by_digest.get(digest, 0) + 1
@@ -69,6 +77,10 @@ class LeaseTable:
         lease = self._leases.get((digest, chunk))
         if lease is None or lease.holder != holder or lease.expires_at <= now:
             return None
+        if not lease.heard:
+            lease.heard = True
+            lease.expires_at = max(lease.expires_at, lease.granted_at + self.ttl)
+            heapq.heappush(self._deadlines, (lease.expires_at, digest, chunk))
         if progress > lease.progress:
             lease.progress = progress
             lease.renewals += 1

@@ -304,10 +304,16 @@ class Placement:
         return count
 
     def silence(self, node_id: str) -> None:
-        """The member missed heartbeats: its chunks are placed as if it were gone."""
+        """The member missed heartbeats: its chunks are placed as if it were gone, and its
+        leases move on (were it only slow, its fetch still lands: the same bytes publish the
+        same metainfo)."""
         if node_id not in self.silent:
             self.silent.add(node_id)
+            for lease in self.leases.held_by(node_id):
+                self.leases.release(lease.digest, lease.chunk)
+                self._changed_blob(lease.digest, lease.chunk)
             self._holdings_changed(node_id)
+            self.fill_slots()
 
     def heard(self, node_id: str) -> None:
         """A silent member heartbeated again: it is a source once more, and the leases given
@@ -318,16 +324,14 @@ class Placement:
                 for chunk in indices_of(complete):
                     self.leases.release(digest, chunk)
             self._holdings_changed(node_id)
+            self.fill_slots()
 
     def _holdings_changed(self, node_id: str) -> None:
-        holdings = self.store.holdings(node_id)
-        for digest, (complete, partial) in holdings.items():
+        for digest, (complete, partial) in self.store.holdings(node_id).items():
             blob = self.blobs.get(digest)
             if blob is not None:
                 for chunk in indices_of(complete | partial):
                     self._changed(blob, chunk)
-        if holdings:
-            self.fill_slots()
 
     def tick(self) -> None:
         """Lapse the leases whose time ran out and move them on."""

@@ -557,6 +557,7 @@ def test_a_corrupt_withdrawal_forgets_the_metainfo_nobody_holds_whole(cluster: C
 def test_a_silent_source_is_passed_over_until_it_is_heard_again(abc: Cluster, clock: Clock) -> None:
     cluster = abc
     hold(cluster, "a", D, 0)
+    cluster.locate("a", D, SIZE, CHUNKS, chunks=[1], max_leases=1)
     cluster.watch("b", D, SIZE, CHUNKS)
     assert "a" in peer_ids(cluster.view("c", D, [0])[0])
     # a misses its heartbeats (it died, most likely): long before it expires, chunk 0 has no
@@ -567,6 +568,7 @@ def test_a_silent_source_is_passed_over_until_it_is_heard_again(abc: Cluster, cl
     cluster.sweep()
     assert "a" in cluster.nodes
     assert cluster.leases.get(D, 0).holder == "b"  # type: ignore[union-attr]
+    assert cluster.leases.get(D, 1).holder == "b"  # type: ignore[union-attr]
     (view,) = cluster.view("c", D, [0])
     assert view.directive is Directive.WAIT and peer_ids(view) == set()
     # It was only slow: heard again, it is the source, and the fetch it made needless ends.
