@@ -1,53 +1,75 @@
-"""Prefetch: when a client is served an image manifest, the blobs it names start coming in at
-once, before the client asks for them.
+"""Prefetch: once a client starts on an image's layers, the others come in too, before the
+client asks for them.
 
 Clients ask for layers a few at a time (containerd three, skopeo copying into a directory one
 by one) and for the next only once the last is written; without prefetch this node's upstream
 and swarm would sit idle through those gaps, and a cold image would take longer than its bytes
-need. A blob already stored or on its way is left alone; one the client asks for while it still
-waits here starts at once on the client's request, and prefetch then only follows it.
+need. The first layer request is the sign of a pull: a manifest (and config) alone is what
+inspecting tools and policy checks read, and brings nothing in. A blob already stored or on its
+way is left alone; one the client asks for while it still waits here starts at once on the
+client's request, and prefetch then only follows it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 
 from node.blobs import Blobs
 from node.errors import NodeError
 from node.manifests import Manifest
 from node.oci import mediatypes
-from node.oci.descriptors import descriptors
+from node.oci.descriptors import layers
 from node.upstream.registries import Upstream
 
 log = logging.getLogger(__name__)
 
 MAX_QUEUED = 1024
+MAX_REMEMBERED = 4096  # layers of manifests served lately, awaiting a first layer request
 
 
 class Prefetcher:
     def __init__(self, blobs: Blobs, parallel: int) -> None:
         self._blobs = blobs
         self._parallel = parallel  # blobs fetched at once; 0: prefetch is off
+        # A served manifest's layers, by each layer's digest: where to get them all.
+        self._served: OrderedDict[str, tuple[Upstream, str, tuple[str, ...]]] = OrderedDict()
         self._queue: asyncio.Queue[tuple[Upstream, str, str]] = asyncio.Queue(MAX_QUEUED)
         self._queued: set[str] = set()
         self._workers: list[asyncio.Task[None]] = []
 
     def served(self, upstream: Upstream, repo: str, manifest: Manifest) -> None:
-        """A client got this manifest: fetch the blobs it names that this node lacks. An index
-        names manifests, not blobs: the client picks its platform's, and that one prefetches."""
+        """A client got this manifest: remember its layers for when it asks for one. An index
+        names manifests, not layers: the client picks its platform's, and that one counts."""
         if not self._parallel or manifest.body is None:
             return
         if manifest.media_type in mediatypes.INDEX_TYPES:
             return
-        for digest, _ in descriptors(manifest.body):
-            if digest in self._queued or self._blobs.present(digest):
+        named = tuple(layers(manifest.body))
+        for digest in named:
+            self._served[digest] = (upstream, repo, named)
+            self._served.move_to_end(digest)
+        while len(self._served) > MAX_REMEMBERED:
+            self._served.popitem(last=False)
+
+    def requested(self, digest: str) -> None:
+        """A client asked for this blob: if it is a layer of a manifest served lately, the
+        image is being pulled, so fetch that manifest's other layers this node lacks."""
+        found = self._served.get(digest)
+        if found is None:
+            return
+        upstream, repo, named = found
+        for layer in named:
+            self._served.pop(layer, None)
+        for layer in named:
+            if layer == digest or layer in self._queued or self._blobs.present(layer):
                 continue
             if self._queue.full():
-                log.debug("prefetch queue full", extra={"digest": digest})
-                return
-            self._queued.add(digest)
-            self._queue.put_nowait((upstream, repo, digest))
+                log.debug("prefetch queue full", extra={"digest": layer})
+                break
+            self._queued.add(layer)
+            self._queue.put_nowait((upstream, repo, layer))
         while len(self._workers) < self._parallel:
             self._workers.append(asyncio.create_task(self._work(), name="prefetch"))
 

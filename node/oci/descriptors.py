@@ -13,6 +13,15 @@ MAX_REMEMBERED = 100_000
 
 def descriptors(body: bytes) -> list[tuple[str, int]]:
     """(digest, size) of every descriptor in a manifest or index; [] for anything else."""
+    return _described(body, ("config", "layers", "manifests"))
+
+
+def layers(body: bytes) -> list[str]:
+    """The digests of an image manifest's layers, in order."""
+    return [digest for digest, _ in _described(body, ("layers",))]
+
+
+def _described(body: bytes, keys: tuple[str, ...]) -> list[tuple[str, int]]:
     try:
         document = json.loads(body)
     except ValueError:
@@ -20,11 +29,10 @@ def descriptors(body: bytes) -> list[tuple[str, int]]:
     if not isinstance(document, dict):
         return []
     found = []
-    entries = [document.get("config")]
-    for key in ("layers", "manifests"):
+    entries: list[object] = []
+    for key in keys:
         listed = document.get(key)
-        if isinstance(listed, list):
-            entries.extend(listed)
+        entries.extend(listed if isinstance(listed, list) else [listed])
     for entry in entries:
         if not isinstance(entry, dict):
             continue

@@ -124,6 +124,8 @@ class RegistryAPI:
         if request.method == "HEAD":
             size = await self._blobs.size(upstream, name, digest)
             return web.Response(headers={**headers, "Content-Length": str(size)})
+        if self._prefetcher is not None:
+            self._prefetcher.requested(digest)
         handle = await self._blobs.open(upstream, name, digest)
         span = parse_range(request.headers.get("Range"), handle.size)
         start, end = span or (0, handle.size)

@@ -1,6 +1,7 @@
-"""Prefetch: an image manifest served to a client brings the blobs it names in before the client
-asks for them (judged from the upstream's own access log), and the client's pull then takes
-nothing more from upstream."""
+"""Prefetch: once a client asks for a layer of an image manifest it was served, the image's other
+layers come in before the client asks for them (judged from the upstream's own access log), and
+the client's pull then takes nothing more from upstream. A manifest and config alone, as
+inspecting tools read them, bring nothing in."""
 
 from __future__ import annotations
 
@@ -41,44 +42,56 @@ def wait_fetched(upstream: Registry, since: int, wanted: dict[str, int], what: s
     )
 
 
-async def get_manifest(node: Node, repository: str, reference: str) -> None:
-    response = await rawhttp.request(
-        node.host, "GET", f"/v2/{repository}/manifests/{reference}", ACCEPT
-    )
+async def get(node: Node, path: str, headers: dict[str, str] | None = None) -> bytes:
+    response = await rawhttp.request(node.host, "GET", path, headers)
     assert response.status == 200, response
+    return response.body
 
 
-async def test_a_served_manifest_brings_its_blobs_in_before_the_client_asks(
+async def inspect(node: Node, repository: str, reference: str, config: str) -> None:
+    """What `skopeo inspect` reads: the manifest and the config."""
+    await get(node, f"/v2/{repository}/manifests/{reference}", ACCEPT)
+    await get(node, f"/v2/{repository}/blobs/{config}")
+
+
+async def test_a_pull_s_first_layer_brings_the_others_in_before_the_client_asks(
     node: Node, upstream: Registry, test_images: TestImages, workdir: Path
 ) -> None:
     image = test_images.app.image()
+    first = image.layers[0]
     mark = upstream.mark()
-    await get_manifest(node, TestImages.APP, TestImages.TAG)
-    wait_fetched(upstream, mark, image.blobs, "every blob fetched from upstream, whole and once")
+    await inspect(node, TestImages.APP, TestImages.TAG, image.config.digest)
+    time.sleep(QUIET)
+    assert fetched(upstream, mark) == {image.config.digest: image.config.size}
 
+    assert len(await get(node, f"/v2/{TestImages.APP}/blobs/{first.digest}")) == first.size
+    wait_fetched(upstream, mark, image.blobs, "every blob fetched from upstream, whole and once")
     pulled = upstream.mark()
     skopeo.pull(node.host, f"{TestImages.APP}:1", workdir / "out")
     assert fetched(upstream, pulled) == {}
-    # The client's first read of a prefetched blob counts where its bytes came from.
+    # The client's first read of a prefetched layer counts where its bytes came from; what was
+    # read before (config and first layer, by hand) is read from the cache the second time.
     metrics = node.metrics()
-    assert metrics.sum("distributed_images_blob_bytes_total", source="upstream") == image.blob_bytes
-    assert metrics.sum("distributed_images_blob_bytes_total", source="cache") == 0
+    by_source = {
+        source: metrics.sum("distributed_images_blob_bytes_total", source=source)
+        for source in ("upstream", "cache")
+    }
+    assert by_source == {"upstream": image.blob_bytes, "cache": first.size + image.config.size}
 
 
-async def test_an_index_prefetches_only_the_platform_manifest_the_client_picks(
+async def test_an_index_prefetches_only_the_platform_the_client_pulls(
     node: Node, upstream: Registry, test_images: TestImages
 ) -> None:
-    multi = test_images.multi
+    amd64 = test_images.multi.image("amd64")
+    first = amd64.layers[0]
     mark = upstream.mark()
-    await get_manifest(node, TestImages.MULTI, TestImages.TAG)
+    await get(node, f"/v2/{TestImages.MULTI}/manifests/{TestImages.TAG}", ACCEPT)
+    await get(node, f"/v2/{TestImages.MULTI}/manifests/{amd64.digest}", ACCEPT)
+    await get(node, f"/v2/{TestImages.MULTI}/blobs/{first.digest}")
+    wanted = {layer.digest: layer.size for layer in amd64.layers}
+    wait_fetched(upstream, mark, wanted, "the amd64 image's layers fetched from upstream")
     time.sleep(QUIET)
-    assert fetched(upstream, mark) == {}
-
-    amd64 = multi.image("amd64")
-    await get_manifest(node, TestImages.MULTI, amd64.digest)
-    wait_fetched(upstream, mark, amd64.blobs, "the amd64 image's blobs fetched from upstream")
-    time.sleep(QUIET)
-    assert fetched(upstream, mark) == amd64.blobs  # and nothing of arm64's
+    assert fetched(upstream, mark) == wanted  # nothing of arm64's, nor its config
 
 
 async def test_prefetch_zero_fetches_only_what_clients_ask_for(
@@ -87,12 +100,9 @@ async def test_prefetch_zero_fetches_only_what_clients_ask_for(
     registries = {upstream.host: upstream.url}
     node = node_factory(registries, upstream.host, extra_args=["--prefetch", "0"])
     image = test_images.app.image()
-    mark = upstream.mark()
-    await get_manifest(node, TestImages.APP, TestImages.TAG)
-    time.sleep(QUIET)
-    assert fetched(upstream, mark) == {}
-
     layer = image.layers[0]
-    response = await rawhttp.request(node.host, "GET", f"/v2/{TestImages.APP}/blobs/{layer.digest}")
-    assert response.status == 200 and len(response.body) == layer.size
+    mark = upstream.mark()
+    await get(node, f"/v2/{TestImages.APP}/manifests/{TestImages.TAG}", ACCEPT)
+    assert len(await get(node, f"/v2/{TestImages.APP}/blobs/{layer.digest}")) == layer.size
+    time.sleep(QUIET)
     assert fetched(upstream, mark) == {layer.digest: layer.size}
