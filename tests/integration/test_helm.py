@@ -383,7 +383,8 @@ def test_everything_enabled_renders_monitoring_policies_and_node_settings(
     assert dashboard["metadata"]["namespace"] == "monitoring"
     panels = json.loads(dashboard["data"]["distributed-images.json"])["panels"]
     queries = " ".join(t["expr"] for p in panels for t in p["targets"])
-    for metric in ("blob_bytes_total", "peer_bytes_total", "upstream_bytes_total", "tracker_nodes"):
+    metrics = ("blob_bytes_total", "peer_bytes_total", "upstream_bytes_total", "tracker_nodes")
+    for metric in (*metrics, "fallbacks_total", "chunk_duration_seconds_bucket"):
         assert f"distributed_images_{metric}" in queries
     tracker_policy = find(manifests, "NetworkPolicy", "-tracker")
     assert {"ipBlock": {"cidr": "10.0.0.0/16"}} in tracker_policy["spec"]["ingress"][0]["from"]
