@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import posixpath
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
@@ -78,11 +79,7 @@ class Listing:
         self._others.discard(name)
 
     def has(self, name: str) -> bool:
-        try:
-            self.member(name)
-        except ArchiveInvalid:
-            return False
-        return True
+        return resolves(self.member, name)
 
     def member(self, name: str) -> Member:
         path = clean(name)
@@ -114,3 +111,12 @@ class CheckedTarInfo(tarfile.TarInfo):
             return super().frombuf(buf, encoding, errors)
         except tarfile.HeaderError as e:
             raise ArchiveInvalid(f"corrupt tar header: {e}") from None
+
+
+def resolves(member: Callable[[str], Member], name: str) -> bool:
+    """Whether `member(name)` finds a regular file (links followed) rather than raising."""
+    try:
+        member(name)
+    except ArchiveInvalid:
+        return False
+    return True

@@ -20,7 +20,7 @@ from typing import IO, Protocol, cast
 import zstandard
 
 from node.seed.errors import ArchiveInvalid
-from node.seed.members import CheckedTarInfo, Listing, Member, clean
+from node.seed.members import CheckedTarInfo, Listing, Member, clean, resolves
 
 BLOCK = 1 << 20
 DOCUMENT_LIMIT = 8 << 20  # a manifest or config larger than this is not one
@@ -72,11 +72,7 @@ class DirectoryContents:
         self._root = Path(os.path.realpath(root))
 
     def has(self, name: str) -> bool:
-        try:
-            self.member(name)
-        except ArchiveInvalid:
-            return False
-        return True
+        return resolves(self.member, name)
 
     def member(self, name: str) -> Member:
         path = clean(name)
