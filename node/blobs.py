@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import partial
@@ -13,6 +12,7 @@ from node.downloads import Download, Downloads, Fill, UpstreamFill
 from node.metrics import NodeMetrics
 from node.oci.descriptors import Sizes
 from node.p2p.swarm import Swarm
+from node.recent import Recent
 from node.store.backend import Segment
 from node.store.contentstore import BlobInfo, ContentStore
 from node.upstream.client import UpstreamClient
@@ -67,20 +67,20 @@ class Blobs:
         self._swarm = swarm
         # Blobs fetched ahead of their clients (prefetch, preheat), none of which has read them
         # yet: the first is counted as served from where the bytes came, not from the cache.
-        self._unread: OrderedDict[str, Fill] = OrderedDict()
+        self._unread: Recent[str, Fill] = Recent(MAX_UNREAD)
 
     def _cached(self, digest: str) -> BlobHandle | None:
         info = self._store.stat(digest)
         if info is None:
             return None
-        fetched_by = self._unread.pop(digest, None)
+        fetched_by = self._unread.pop(digest)
         return BlobHandle(digest, info.size, info, None, self._store, fetched_by)
 
     async def open(self, upstream: Upstream, repo: str, digest: str) -> BlobHandle:
         """The blob for a client: from the store, or following its download (started now)."""
         handle, started = await self._open(upstream, repo, digest)
         if handle.download is not None:
-            self._unread.pop(digest, None)  # this client follows it: it is read
+            self._unread.pop(digest)  # this client follows it: it is read
             if not started:
                 self._metrics.downloads_shared.inc()
         return handle
@@ -97,7 +97,7 @@ class Blobs:
             # Another request may have started it while we asked for the size.
             download = self._downloads.get(digest)
             if download is None:
-                self._unread.pop(digest, None)
+                self._unread.pop(digest)
                 download, started = self._downloads.start(digest, fill), True
         size = await download.size()
         return BlobHandle(digest, size, None, download, self._store), started
@@ -117,9 +117,7 @@ class Blobs:
         if started:
             # Unread until a client opens it: noted now, so a client that comes the moment
             # it is stored still counts its bytes by their source.
-            self._unread[digest] = download.fill
-            while len(self._unread) > MAX_UNREAD:
-                self._unread.popitem(last=False)
+            self._unread.remember(digest, download.fill)
         await asyncio.shield(download.task)
         if download.error is not None:
             raise download.error

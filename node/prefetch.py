@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
 
 from node.blobs import Blobs
 from node.errors import NodeError
 from node.manifests import Manifest
 from node.oci import mediatypes
 from node.oci.descriptors import layers
+from node.recent import Recent
 from node.upstream.registries import Upstream
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ class Prefetcher:
         self._blobs = blobs
         self._parallel = parallel  # blobs fetched at once; 0: prefetch is off
         # A served manifest's layers, by each layer's digest: where to get them all.
-        self._served: OrderedDict[str, tuple[Upstream, str, tuple[str, ...]]] = OrderedDict()
+        self._served: Recent[str, tuple[Upstream, str, tuple[str, ...]]] = Recent(MAX_REMEMBERED)
         self._queue: asyncio.Queue[tuple[Upstream, str, str]] = asyncio.Queue(MAX_QUEUED)
         self._queued: set[str] = set()
         self._workers: list[asyncio.Task[None]] = []
@@ -48,10 +48,7 @@ class Prefetcher:
             return
         named = tuple(layers(manifest.body))
         for digest in named:
-            self._served[digest] = (upstream, repo, named)
-            self._served.move_to_end(digest)
-        while len(self._served) > MAX_REMEMBERED:
-            self._served.popitem(last=False)
+            self._served.remember(digest, (upstream, repo, named))
 
     def requested(self, digest: str) -> None:
         """A client asked for this blob: if it is a layer of a manifest served lately, the
@@ -61,7 +58,7 @@ class Prefetcher:
             return
         upstream, repo, named = found
         for layer in named:
-            self._served.pop(layer, None)
+            self._served.pop(layer)
         for layer in named:
             if layer == digest or layer in self._queued or self._blobs.present(layer):
                 continue

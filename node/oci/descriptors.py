@@ -4,9 +4,9 @@ sizes learnt from them, so a cold blob can be placed in the swarm before upstrea
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
 
 from node.oci.reference import SHA256
+from node.recent import Recent
 
 MAX_REMEMBERED = 100_000
 
@@ -51,15 +51,11 @@ class Sizes:
     """Blob sizes by digest, as manifests declared them; the oldest are forgotten first."""
 
     def __init__(self, limit: int = MAX_REMEMBERED) -> None:
-        self._sizes: OrderedDict[str, int] = OrderedDict()
-        self._limit = limit
+        self._sizes: Recent[str, int] = Recent(limit)
 
     def learn(self, manifest: bytes) -> None:
         for digest, size in descriptors(manifest):
-            self._sizes[digest] = size
-            self._sizes.move_to_end(digest)
-        while len(self._sizes) > self._limit:
-            self._sizes.popitem(last=False)
+            self._sizes.remember(digest, size)
 
     def get(self, digest: str) -> int | None:
         return self._sizes.get(digest)

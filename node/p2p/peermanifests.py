@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-from collections import OrderedDict
 from collections.abc import Callable
 
 import aiohttp
@@ -21,6 +20,7 @@ import aiohttp
 from node.oci import mediatypes
 from node.oci.descriptors import descriptors
 from node.p2p.swarm import Swarm
+from node.recent import Recent
 from node.upstream.client import MAX_MANIFEST_BYTES
 from node.upstream.registries import Upstream
 from tracker.errors import TrackerError
@@ -35,7 +35,7 @@ class PeerManifests:
     def __init__(self, swarm: Swarm, http: Callable[[], aiohttp.ClientSession]) -> None:
         self._swarm = swarm
         self._http = http
-        self._holders: OrderedDict[str, tuple[str, ...]] = OrderedDict()  # digest -> registries
+        self._holders: Recent[str, tuple[str, ...]] = Recent(MAX_HINTS)  # digest -> registries
 
     async def by_tag(self, upstream: Upstream, repo: str, tag: str) -> tuple[str, bytes] | None:
         """(digest, body) of a tag seeded on another node, or None."""
@@ -85,7 +85,4 @@ class PeerManifests:
 
     def _remember_children(self, body: bytes, registries: tuple[str, ...]) -> None:
         for child, _ in descriptors(body):
-            self._holders[child] = registries
-            self._holders.move_to_end(child)
-        while len(self._holders) > MAX_HINTS:
-            self._holders.popitem(last=False)
+            self._holders.remember(child, registries)

@@ -21,6 +21,7 @@ from node.p2p import metainfo
 from node.p2p.metainfo import ChunkTorrent, MetainfoInvalid
 from node.p2p.pull import PullConfig, SwarmPull
 from node.p2p.session import PeerSession
+from node.recent import Recent
 from node.store.chunking import chunk_count, chunk_name
 from node.store.contentstore import BlobInfo, ContentStore
 from tracker.client import HeldBlob, Inventory, SeededRef, TrackerClient
@@ -53,7 +54,7 @@ class Swarm:
         self._seeded: dict[str, list[str]] = {}  # digest -> infohashes
         # Blobs that failed their digest check when pulled through the cluster: the next try
         # goes to the upstream, until one is stored.
-        self._distrusted: dict[str, None] = {}
+        self._distrusted: Recent[str, None] = Recent(MAX_DISTRUSTED)
 
     def attach(self, membership: Membership) -> None:
         self._membership = membership
@@ -82,9 +83,7 @@ class Swarm:
         return digest not in self._distrusted
 
     def distrust(self, digest: str) -> None:
-        self._distrusted[digest] = None
-        while len(self._distrusted) > MAX_DISTRUSTED:
-            del self._distrusted[next(iter(self._distrusted))]
+        self._distrusted.remember(digest, None)
 
     def pull(self, digest: str, size: int, upstream: Source) -> SwarmPull:
         assert self._membership is not None
@@ -118,7 +117,7 @@ class Swarm:
 
     async def seed(self, info: BlobInfo, publish: bool = False) -> None:
         """Seed a complete blob's chunks; with `publish`, give their metainfo to the tracker."""
-        self._distrusted.pop(info.digest, None)  # stored, so verified
+        self._distrusted.pop(info.digest)  # stored, so verified
         directory = self._store.directory(info.digest)
         if directory is None or info.digest in self._seeded or not self.clustered:
             return
