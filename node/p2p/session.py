@@ -56,6 +56,9 @@ def _settings(host: str, port: int, upload_limit: int, download_limit: int) -> d
         "send_buffer_watermark": 3 << 20,
         "send_buffer_low_watermark": 1 << 20,
         "send_buffer_watermark_factor": 150,
+        # Two disk threads, not ten: fewer threads to wake per piece when many nodes share CPUs
+        # (p2p-cold 1.26 LB against 1.29, side by side in three runs).
+        "aio_threads": 2,
         "upload_rate_limit": upload_limit,
         "download_rate_limit": download_limit,
         "alert_mask": lt.alert_category.error
