@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 PeerAddress = tuple[str, int]
 STATS_INTERVAL = 1.0
+READY_TIMEOUT = 1.0  # seconds to wait for a new torrent to accept peers before going on
 
 
 class TorrentFailed(Exception):
@@ -69,9 +70,28 @@ def _settings(host: str, port: int, upload_limit: int, download_limit: int) -> d
 
 
 @dataclass
+class _Starting:
+    """A torrent being added: it accepts peers once libtorrent has initialised it (checked) and
+    resumed it; a peer that connects before is turned away and tries again only a second later."""
+
+    checked: bool = False
+    resumed: bool = False
+    ready: asyncio.Future[None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+    def saw(self, kind: str) -> None:
+        self.checked = self.checked or kind == "checked"
+        self.resumed = self.resumed or kind == "resumed"
+        if self.checked and self.resumed and not self.ready.done():
+            self.ready.set_result(None)
+
+
+@dataclass
 class _Torrent:
     handle: lt.torrent_handle
     seeding: bool
+    save_path: Path
     done: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -93,6 +113,7 @@ class PeerSession:
         self._on_stats = on_stats  # (bytes sent, bytes received since the last call, peers)
         self._on_corrupt = on_corrupt  # (infohash) a seeded file failed its piece hash
         self._torrents: dict[str, _Torrent] = {}
+        self._starting: dict[str, _Starting] = {}
         self._session: lt.session | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -142,7 +163,8 @@ class PeerSession:
     ) -> None:
         """Add a chunk torrent: seeding a file already in place (checked lazily: a bad piece is
         never sent), or downloading into `save_path`. Added paused, given its peers, then
-        resumed, so connections start at once rather than at the session's next tick."""
+        resumed, so connections start at once rather than at the session's next tick; returns
+        once the torrent accepts peers, so a seed published next turns none of them away."""
         assert self._session is not None
         if torrent.infohash in self._torrents:
             self.connect(torrent.infohash, peers)
@@ -156,12 +178,28 @@ class PeerSession:
         if sequential:
             flags |= lt.torrent_flags.sequential_download
         params.flags = flags
-        handle = await asyncio.to_thread(self._session.add_torrent, params)
-        self._torrents[torrent.infohash] = _Torrent(handle, seed)
-        if seed:
-            self._torrents[torrent.infohash].done.set_result(None)
-        self.connect(torrent.infohash, peers)
+        starting = self._starting[torrent.infohash] = _Starting()
+        try:
+            handle = await asyncio.to_thread(self._start, params, list(peers))
+            self._torrents[torrent.infohash] = _Torrent(handle, seed, save_path)
+            if seed:
+                self._torrents[torrent.infohash].done.set_result(None)
+            try:
+                await asyncio.wait_for(asyncio.shield(starting.ready), READY_TIMEOUT)
+            except TimeoutError:
+                log.debug("chunk torrent slow to start", extra={"infohash": torrent.infohash})
+        finally:
+            self._starting.pop(torrent.infohash, None)
+
+    def _start(self, params: lt.add_torrent_params, peers: list[PeerAddress]) -> lt.torrent_handle:
+        """Add, connect and resume in one go (on a worker thread): the event loop may be busy,
+        and the torrent turns peers away while it waits paused."""
+        assert self._session is not None
+        handle = self._session.add_torrent(params)
+        for peer in peers:
+            handle.connect_peer(peer)
         handle.resume()
+        return handle
 
     def connect(self, infohash: str, peers: Iterable[PeerAddress]) -> None:
         torrent = self._torrents.get(infohash)
@@ -180,12 +218,19 @@ class PeerSession:
         return int(torrent.handle.status().total_wanted_done) if torrent else 0
 
     def move(self, infohash: str, save_path: Path) -> None:
-        """Point a torrent at the same files under a new directory (after a rename), and from
-        then on seed it as a complete file."""
+        """Seed the torrent, complete, from `save_path` from now on. Its bytes are in a blob
+        whose digest was verified, so libtorrent need not hash its pieces again before sending
+        them (it leaves seed mode). Nothing moves when the old directory leads there (the store
+        leaves a link when it publishes a blob): libtorrent turns the torrent's peers away
+        until a storage move is done."""
         torrent = self._torrents.get(infohash)
-        if torrent:
+        if torrent is None:
+            return
+        torrent.seeding = True
+        torrent.handle.unset_flags(lt.torrent_flags.seed_mode)
+        if not _same_directory(torrent.save_path, save_path):
             torrent.handle.move_storage(str(save_path), lt.move_flags_t.reset_save_path)
-            torrent.seeding = True
+            torrent.save_path = save_path
 
     def remove(self, infohash: str) -> None:
         torrent = self._torrents.pop(infohash, None)
@@ -221,6 +266,11 @@ class PeerSession:
             if kind == "stats":
                 self._stats(value)  # type: ignore[arg-type]
                 continue
+            if kind in ("checked", "resumed"):
+                starting = self._starting.get(infohash)
+                if starting is not None:
+                    starting.saw(kind)
+                continue
             torrent = self._torrents.get(infohash)
             if torrent is None:
                 continue
@@ -253,6 +303,13 @@ class PeerSession:
             )
 
 
+def _same_directory(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve(strict=True) == b.resolve(strict=True)
+    except OSError:
+        return False
+
+
 def _everyone_global() -> lt.ip_filter:
     every = lt.ip_filter()
     flag = 1 << lt.session.global_peer_class_id
@@ -267,6 +324,8 @@ _TORRENT_EVENTS: tuple[tuple[type[lt.torrent_alert], str], ...] = (
     (lt.torrent_error_alert, "error"),
     (lt.file_error_alert, "error"),
     (lt.hash_failed_alert, "hash_failed"),
+    (lt.torrent_checked_alert, "checked"),
+    (lt.torrent_resumed_alert, "resumed"),
 )
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from node.p2p import metainfo
+from node.p2p import session as session_module
 from node.p2p.session import PeerSession
 from node.store.chunking import MiB, chunk_name
 
@@ -107,3 +109,44 @@ async def test_stats_report_payload_and_open_connections_while_a_chunk_moves(
             await session.close()
     assert sum(received for _, received, _ in reports) >= len(data)
     assert max(peers for _, _, peers in reports) >= 1
+
+
+async def test_add_returns_once_libtorrent_started_the_torrent_not_on_a_timeout(
+    sessions: list[PeerSession], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A seed is published as soon as `add` returns: it must accept peers by then, and `add`
+    learns that from libtorrent's alerts, not by waiting its time out."""
+    monkeypatch.setattr(session_module, "READY_TIMEOUT", 3600.0)
+    seeder, leecher, _ = sessions
+    torrent = metainfo.from_file(
+        write_chunk(tmp_path / "seed", 0, os.urandom(4 * MiB)), DIGEST, BLOB_SIZE, 0
+    )
+    await asyncio.wait_for(seeder.add(torrent, tmp_path / "seed", seed=True), 30)
+    peers = [("127.0.0.1", seeder.port)]
+    await asyncio.wait_for(leecher.add(torrent, tmp_path / "a", seed=False, peers=peers), 30)
+    await asyncio.wait_for(leecher.finished(torrent.infohash), 30)
+
+
+@pytest.mark.parametrize("linked", [True, False], ids=["old-path-links-there", "old-path-gone"])
+async def test_a_seed_keeps_serving_once_its_blob_is_published_elsewhere(
+    sessions: list[PeerSession], tmp_path: Path, linked: bool
+) -> None:
+    """The store renames a blob's directory into place and leaves a link behind; the seed keeps
+    serving either through the link or, where none leads there, from the new directory."""
+    seeder, leecher, _ = sessions
+    data = os.urandom(4 * MiB)
+    pending, final = tmp_path / "tmp" / "x", tmp_path / "blobs" / "y"
+    torrent = metainfo.from_file(write_chunk(pending, 0, data), DIGEST, BLOB_SIZE, 0)
+    await seeder.add(torrent, pending, seed=True)
+    final.parent.mkdir()
+    if linked:
+        pending.rename(final)
+        pending.symlink_to(final, target_is_directory=True)
+    else:
+        shutil.copytree(pending, final)
+        shutil.rmtree(pending)
+    seeder.move(torrent.infohash, final)
+    peers = [("127.0.0.1", seeder.port)]
+    await leecher.add(torrent, tmp_path / "leech", seed=False, peers=peers)
+    await asyncio.wait_for(leecher.finished(torrent.infohash), 30)
+    assert (tmp_path / "leech" / chunk_name(DIGEST, 0)).read_bytes() == data
