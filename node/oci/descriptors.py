@@ -21,6 +21,11 @@ def layers(body: bytes) -> list[str]:
     return [digest for digest, _ in _described(body, ("layers",))]
 
 
+def image_blobs(body: bytes) -> list[str]:
+    """The digests of what pulling an image manifest fetches: its config, then its layers."""
+    return [digest for digest, _ in _described(body, ("config", "layers"))]
+
+
 def _described(body: bytes, keys: tuple[str, ...]) -> list[tuple[str, int]]:
     try:
         document = json.loads(body)

@@ -1,7 +1,7 @@
 """Prefetch: once a client asks for a layer of an image manifest it was served, the image's other
-layers come in before the client asks for them (judged from the upstream's own access log), and
-the client's pull then takes nothing more from upstream. A manifest and config alone, as
-inspecting tools read them, bring nothing in."""
+layers and its config come in before the client asks for them (judged from the upstream's own
+access log), and the client's pull then takes nothing more from upstream. A manifest and config
+alone, as inspecting tools read them, bring nothing in."""
 
 from __future__ import annotations
 
@@ -88,10 +88,10 @@ async def test_an_index_prefetches_only_the_platform_the_client_pulls(
     await get(node, f"/v2/{TestImages.MULTI}/manifests/{TestImages.TAG}", ACCEPT)
     await get(node, f"/v2/{TestImages.MULTI}/manifests/{amd64.digest}", ACCEPT)
     await get(node, f"/v2/{TestImages.MULTI}/blobs/{first.digest}")
-    wanted = {layer.digest: layer.size for layer in amd64.layers}
-    wait_fetched(upstream, mark, wanted, "the amd64 image's layers fetched from upstream")
+    wanted = {blob.digest: blob.size for blob in (amd64.config, *amd64.layers)}
+    wait_fetched(upstream, mark, wanted, "the amd64 image's config and layers from upstream")
     time.sleep(QUIET)
-    assert fetched(upstream, mark) == wanted  # nothing of arm64's, nor its config
+    assert fetched(upstream, mark) == wanted  # nothing of arm64's
 
 
 async def test_prefetch_zero_fetches_only_what_clients_ask_for(
