@@ -416,7 +416,17 @@ class SwarmPull:
     def _chunk_done(self, chunk: _Chunk, source: str) -> None:
         if not chunk.done.done():
             chunk.done.set_result(source)
-            self._metrics.chunk_done(source, time.monotonic() - chunk.started_at)
+            seconds = time.monotonic() - chunk.started_at
+            self._metrics.chunk_done(source, seconds)
+            log.debug(
+                "chunk arrived",
+                extra={
+                    "digest": self.digest,
+                    "chunk": chunk.index,
+                    "source": source,
+                    "seconds": round(seconds, 3),
+                },
+            )
 
     async def _announce(
         self, complete: tuple[int, ...] = (), partial: tuple[int, ...] = ()
