@@ -36,6 +36,10 @@ from tracker.errors import TrackerError
 log = logging.getLogger(__name__)
 
 LEASE_RENEW_SECONDS = 1.0
+# A swarmed chunk this long without progress asks the tracker for its sources again and connects
+# to them: a peer may have turned us away (it had not added the chunk yet), and libtorrent only
+# tries again later, or not at all once it stopped counting the peer as a candidate.
+NUDGE_SECONDS = 2.0
 MAX_SWARM_FAILURES = 3  # then the chunk waits for its stall timeout and goes upstream
 MAX_UPSTREAM_FAILURES = 2  # each after the upstream client's own retries
 
@@ -60,6 +64,7 @@ class _Chunk:
     swarming: bool = False
     leased: bool = False  # a fetch under this node's lease is running
     asked_at: float = 0.0  # when a stall last made us ask the tracker again
+    nudged_at: float = 0.0  # when a quiet swarm last made us ask for its sources again
     started_at: float = 0.0  # when the current attempt to get it began
     swarm_failures: int = 0
     upstream_failures: int = 0
@@ -169,7 +174,7 @@ class SwarmPull:
         wanted = [
             c.index
             for c in self._chunks
-            if not c.done.done() and (not c.busy or now - c.asked_at < 1.0)
+            if not c.done.done() and (not c.busy or now - max(c.asked_at, c.nudged_at) < 1.0)
         ]
         if not wanted:
             return
@@ -260,7 +265,8 @@ class SwarmPull:
 
     async def _watch_stalls(self) -> None:
         """Every chunk without progress for `stall_timeout` is placed again by the tracker: new
-        peers, or the lease when its sources are gone. All chunks at once, not in order."""
+        peers, or the lease when its sources are gone; a swarmed one quiet for NUDGE_SECONDS
+        is told its sources again, without starting over. All chunks at once, not in order."""
         while True:
             await asyncio.sleep(1.0)
             now = time.monotonic()
@@ -269,11 +275,15 @@ class SwarmPull:
                 if chunk.done.done():
                     continue
                 self._track_progress(chunk)
-                quiet = now - max(chunk.progress_at, chunk.asked_at, chunk.started_at)
+                quiet_since = max(chunk.progress_at, chunk.started_at)
+                quiet = now - max(quiet_since, chunk.asked_at)
                 if quiet > self._config.stall_timeout:
                     if chunk.swarming:
                         self._stop_work(chunk)  # swarm it afresh, with the peers we get now
                     chunk.asked_at = now
+                    stalled = True
+                elif chunk.swarming and now - max(quiet_since, chunk.nudged_at) > NUDGE_SECONDS:
+                    chunk.nudged_at = now
                     stalled = True
             if stalled:
                 self._relocate.set()
