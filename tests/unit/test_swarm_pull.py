@@ -1,0 +1,145 @@
+"""A swarmed chunk that makes no progress is told its sources again (the tracker places it anew
+and the node connects to every source named), without starting over; one that makes progress is
+left alone. Fakes stand in for the tracker client and the libtorrent session."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from node.metrics import NodeMetrics
+from node.p2p import metainfo
+from node.p2p import pull as pull_module
+from node.p2p.metainfo import ChunkTorrent
+from node.p2p.pull import PullConfig, SwarmPull
+from node.p2p.session import PeerAddress
+from node.store.chunking import MiB, chunk_name
+from tracker.client import ChunkPlacement, Directive, Peer, Placement
+
+DIGEST = "sha256:" + "c" * 64
+SIZE = 4 * MiB  # one chunk
+
+
+class FakeTracker:
+    """Places the chunk with one source at first, and with a second one from then on."""
+
+    def __init__(self, torrent: ChunkTorrent) -> None:
+        self.torrent = torrent
+        self.sources = ["10.0.0.2:6881"]
+        self.locates = 0
+
+    async def locate(self, *args: object, **kwargs: object) -> Placement:
+        self.locates += 1
+        if self.locates == 2:
+            self.sources.append("10.0.0.3:6881")
+        peers = tuple(Peer(f"node{i}", "", address, "") for i, address in enumerate(self.sources))
+        placed = ChunkPlacement(
+            0, Directive.SWARM, self.torrent.metainfo, peers, frozenset(), None, 0.0
+        )
+        return Placement(DIGEST, 1, (placed,))
+
+    @asynccontextmanager
+    async def watch(self, *args: object) -> AsyncIterator[AsyncIterator[Placement]]:
+        async def nothing() -> AsyncIterator[Placement]:
+            await asyncio.Event().wait()
+            yield  # type: ignore[misc]
+
+        yield nothing()
+
+    async def announce(self, *args: object, **kwargs: object) -> None:
+        pass
+
+
+class FakeSession:
+    """Adds torrents that never finish; `progress` is what the test sets."""
+
+    def __init__(self) -> None:
+        self.connected: list[PeerAddress] = []
+        self.bytes = 0
+
+    async def add(
+        self, torrent: ChunkTorrent, save_path: Path, *, peers: list[PeerAddress], **_: object
+    ) -> None:
+        self.connected.extend(peers)
+
+    def connect(self, infohash: str, peers: list[PeerAddress]) -> None:
+        self.connected.extend(peers)
+
+    def progress(self, infohash: str) -> int:
+        return self.bytes
+
+    async def finished(self, infohash: str) -> None:
+        await asyncio.Event().wait()
+
+    def remove(self, infohash: str) -> None:
+        pass
+
+
+class Writer:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    async def adopt(self, length: int) -> None:
+        pass
+
+
+async def swarm_for(
+    seconds: float, tmp_path: Path, session: FakeSession, tracker: FakeTracker, grow: bool
+) -> None:
+    """Run a pull for `seconds`, the torrent's progress growing each tick if `grow`."""
+
+    async def nothing(*args: object) -> None:
+        pass
+
+    pull = SwarmPull(
+        DIGEST,
+        SIZE,
+        upstream=None,  # type: ignore[arg-type]  # never reached: the chunk is swarmed
+        session=session,  # type: ignore[arg-type]
+        client=tracker,  # type: ignore[arg-type]
+        node_id="node9",
+        config=PullConfig(),
+        on_complete=nothing,
+        on_corrupt=lambda digest: None,
+        metrics=NodeMetrics(),
+    )
+    task = asyncio.create_task(pull.run(lambda size: Writer(tmp_path)))  # type: ignore[arg-type, return-value]
+    deadline = asyncio.get_running_loop().time() + seconds
+    while asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.1)
+        if grow:
+            session.bytes += 1024
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+@pytest.fixture
+def tracker(tmp_path: Path) -> FakeTracker:
+    path = tmp_path / chunk_name(DIGEST, 0)
+    path.write_bytes(b"x" * SIZE)
+    return FakeTracker(metainfo.from_file(path, DIGEST, SIZE, 0))
+
+
+async def test_a_quiet_swarm_is_told_its_sources_again(
+    tmp_path: Path, tracker: FakeTracker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pull_module, "NUDGE_SECONDS", 0.5)
+    session = FakeSession()
+    await swarm_for(2.5, tmp_path, session, tracker, grow=False)
+    assert tracker.locates >= 2
+    assert ("10.0.0.3", 6881) in session.connected
+
+
+async def test_a_swarm_that_makes_progress_is_left_alone(
+    tmp_path: Path, tracker: FakeTracker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pull_module, "NUDGE_SECONDS", 0.5)
+    session = FakeSession()
+    await swarm_for(2.5, tmp_path, session, tracker, grow=True)
+    assert tracker.locates == 1
+    assert session.connected == [("10.0.0.2", 6881)]
