@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 PeerAddress = tuple[str, int]
 STATS_INTERVAL = 1.0
 READY_TIMEOUT = 1.0  # seconds to wait for a new torrent to accept peers before going on
+MAX_RESTARTS = 3  # of a complete torrent that stopped on an error
+RESTART_DELAY = 0.5
 
 
 class TorrentFailed(Exception):
@@ -97,6 +99,7 @@ class _Torrent:
     )
     hash_failures: int = 0
     finished: bool = False
+    restarts: int = 0  # after errors, once it was complete
 
 
 class PeerSession:
@@ -284,6 +287,13 @@ class PeerSession:
                 log.warning("chunk torrent failed", extra={"infohash": infohash, "error": value})
                 if not torrent.done.done():
                     torrent.done.set_exception(TorrentFailed(str(value)))
+                elif torrent.restarts < MAX_RESTARTS:
+                    # A seed whose file was out of reach a moment (its blob's directory being
+                    # renamed into place as a peer asked for a piece) would stay stopped.
+                    torrent.restarts += 1
+                    asyncio.get_running_loop().call_later(
+                        RESTART_DELAY, self._restart, infohash, torrent
+                    )
             elif kind == "hash_failed":
                 log.warning(
                     "piece failed its hash",
@@ -292,6 +302,13 @@ class PeerSession:
                 torrent.hash_failures += 1
                 if torrent.seeding and self._on_corrupt is not None:
                     self._on_corrupt(infohash)
+
+    def _restart(self, infohash: str, torrent: _Torrent) -> None:
+        if self._torrents.get(infohash) is torrent:
+            log.info("restarting chunk torrent", extra={"infohash": infohash})
+            torrent.handle.clear_error()
+            torrent.handle.force_recheck()  # it no longer counts the pieces it missed as had
+            torrent.handle.resume()
 
     def _stats(self, values: tuple[int, int, int]) -> None:
         sent, received, peers = values

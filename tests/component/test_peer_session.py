@@ -150,3 +150,28 @@ async def test_a_seed_keeps_serving_once_its_blob_is_published_elsewhere(
     await leecher.add(torrent, tmp_path / "leech", seed=False, peers=peers)
     await asyncio.wait_for(leecher.finished(torrent.infohash), 30)
     assert (tmp_path / "leech" / chunk_name(DIGEST, 0)).read_bytes() == data
+
+
+async def test_a_seed_whose_file_was_out_of_reach_a_moment_serves_again(
+    sessions: list[PeerSession], tmp_path: Path
+) -> None:
+    """A peer asks for a piece while the seed's directory is being renamed into place: libtorrent
+    stops the torrent on the missing file; once the link is there, the seed serves again."""
+    seeder, leecher, _ = sessions
+    data = os.urandom(4 * MiB)
+    pending, final = tmp_path / "tmp" / "x", tmp_path / "blobs" / "y"
+    torrent = metainfo.from_file(write_chunk(pending, 0, data), DIGEST, BLOB_SIZE, 0)
+    await seeder.add(torrent, pending, seed=True)
+    final.parent.mkdir()
+    pending.rename(final)  # and the link is not there yet
+    peers = [("127.0.0.1", seeder.port)]
+    await leecher.add(torrent, tmp_path / "leech", seed=False, peers=peers)
+    handle = seeder._torrents[torrent.infohash].handle
+    for _ in range(100):
+        if handle.status().paused:  # stopped on the missing file
+            break
+        await asyncio.sleep(0.05)
+    assert handle.status().paused, "the seed never missed its file"
+    pending.symlink_to(final, target_is_directory=True)
+    await asyncio.wait_for(leecher.finished(torrent.infohash), 30)
+    assert (tmp_path / "leech" / chunk_name(DIGEST, 0)).read_bytes() == data
