@@ -115,8 +115,8 @@ class Config:
     prefetch: int = field(
         default=3,
         metadata={
-            "help": "once a client asks for a layer of an image, fetch its other layers, N at"
-            " once, before it asks (0: off)",
+            "help": "once a client asks for a layer of an image, fetch its config and other"
+            " layers, N at once, before it asks (0: off)",
             "metavar": "N",
         },
     )
