@@ -384,13 +384,18 @@ class Placement:
         return rank(node.id, node.zone, [*partial, *relays], self.policy.max_peers, self.rng)
 
     def _fanout_members(self, blob: Blob, chunk: int) -> dict[str, float]:
-        """The chunk's fan-out members, without those that died or never started swarming."""
+        """The chunk's fan-out members, without those that died, went silent (the others would
+        wait on them until they expire) or never started swarming."""
         members = blob.fanout.setdefault(chunk, {})
         now = self.clock()
         for member, since in list(members.items()):
             complete, partial = self.store.masks(member, blob.digest)
             started = (complete | partial) >> chunk & 1
-            if member not in self.nodes or (not started and now - since > self.policy.lease_ttl):
+            if (
+                member not in self.nodes
+                or member in self.silent
+                or (not started and now - since > self.policy.lease_ttl)
+            ):
                 del members[member]
         return members
 
@@ -413,6 +418,7 @@ class Placement:
             for r in blob.requesters
             if r != source
             and r in self.nodes
+            and r not in self.silent
             and not self.store.masks(r, blob.digest)[0] >> chunk & 1
         ]
 

@@ -370,6 +370,30 @@ def test_a_relay_that_never_starts_is_replaced(cluster: Cluster, clock: Clock) -
     assert "src" in peer_ids(locate(cluster, other)[0])
 
 
+def test_a_relay_that_goes_silent_is_replaced_at_once(abc: Cluster, clock: Clock) -> None:
+    """A relay that died mid-chunk would leave the requesters it was to serve waiting on it until
+    it expires; once silent, it is no relay."""
+    cluster = abc
+    for r in ("r0", "r1"):
+        join(cluster, r)
+    for r in ("r0", "r1", "b", "c"):
+        locate(cluster, r)
+    hold(cluster, "a", D, 0)
+    relays = {r for r in ("r0", "r1", "b", "c") if "a" in peer_ids(locate(cluster, r)[0])}
+    (dead, alive) = sorted(relays)
+    cluster.announce(dead, [Holding(D, SIZE, CHUNKS, (), (0,))], [])  # it had started
+    others = {"r0", "r1", "b", "c"} - relays
+    assert all("a" not in peer_ids(locate(cluster, r)[0]) for r in others)
+    clock.advance(1.6)
+    for node_id in ("a", alive, *others):
+        cluster.heartbeat(node_id, Load())
+    cluster.sweep()
+    assert dead in cluster.nodes and dead in cluster.placement.silent
+    for r in others:
+        assert "a" in peer_ids(locate(cluster, r)[0]) or alive in peer_ids(locate(cluster, r)[0])
+        assert dead not in peer_ids(locate(cluster, r)[0])
+
+
 def test_a_holder_is_asked_to_republish_missing_metainfo(cluster: Cluster) -> None:
     join(cluster, "a")
     join(cluster, "b")
