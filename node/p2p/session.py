@@ -100,6 +100,7 @@ class _Torrent:
     hash_failures: int = 0
     finished: bool = False
     restarts: int = 0  # after errors, once it was complete
+    restart: asyncio.TimerHandle | None = None  # one is due
 
 
 class PeerSession:
@@ -287,11 +288,12 @@ class PeerSession:
                 log.warning("chunk torrent failed", extra={"infohash": infohash, "error": value})
                 if not torrent.done.done():
                     torrent.done.set_exception(TorrentFailed(str(value)))
-                elif torrent.restarts < MAX_RESTARTS:
+                elif torrent.restart is None and torrent.restarts < MAX_RESTARTS:
                     # A seed whose file was out of reach a moment (its blob's directory being
-                    # renamed into place as a peer asked for a piece) would stay stopped.
+                    # renamed into place as a peer asked for a piece) would stay stopped. One
+                    # error brings a file alert and a torrent alert: one restart for both.
                     torrent.restarts += 1
-                    asyncio.get_running_loop().call_later(
+                    torrent.restart = asyncio.get_running_loop().call_later(
                         RESTART_DELAY, self._restart, infohash, torrent
                     )
             elif kind == "hash_failed":
@@ -304,6 +306,7 @@ class PeerSession:
                     self._on_corrupt(infohash)
 
     def _restart(self, infohash: str, torrent: _Torrent) -> None:
+        torrent.restart = None
         if self._torrents.get(infohash) is torrent:
             log.info("restarting chunk torrent", extra={"infohash": infohash})
             torrent.handle.clear_error()
