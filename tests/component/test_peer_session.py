@@ -13,6 +13,7 @@ import pytest
 
 from node.p2p import metainfo
 from node.p2p import session as session_module
+from node.p2p.metainfo import ChunkTorrent
 from node.p2p.session import PeerSession
 from node.store.chunking import MiB, chunk_name
 
@@ -127,6 +128,19 @@ async def test_add_returns_once_libtorrent_started_the_torrent_not_on_a_timeout(
     await asyncio.wait_for(leecher.finished(torrent.infohash), 30)
 
 
+async def seed_pending(
+    seeder: PeerSession, tmp_path: Path
+) -> tuple[ChunkTorrent, bytes, Path, Path]:
+    """Seed a 4 MiB chunk from a blob's temporary directory, as a lease holder does; returns it,
+    its bytes, that directory and where the store will publish the blob."""
+    pending, final = tmp_path / "tmp" / "x", tmp_path / "blobs" / "y"
+    data = os.urandom(4 * MiB)
+    torrent = metainfo.from_file(write_chunk(pending, 0, data), DIGEST, BLOB_SIZE, 0)
+    await seeder.add(torrent, pending, seed=True)
+    final.parent.mkdir()
+    return torrent, data, pending, final
+
+
 @pytest.mark.parametrize("linked", [True, False], ids=["old-path-links-there", "old-path-gone"])
 async def test_a_seed_keeps_serving_once_its_blob_is_published_elsewhere(
     sessions: list[PeerSession], tmp_path: Path, linked: bool
@@ -134,11 +148,7 @@ async def test_a_seed_keeps_serving_once_its_blob_is_published_elsewhere(
     """The store renames a blob's directory into place and leaves a link behind; the seed keeps
     serving either through the link or, where none leads there, from the new directory."""
     seeder, leecher, _ = sessions
-    data = os.urandom(4 * MiB)
-    pending, final = tmp_path / "tmp" / "x", tmp_path / "blobs" / "y"
-    torrent = metainfo.from_file(write_chunk(pending, 0, data), DIGEST, BLOB_SIZE, 0)
-    await seeder.add(torrent, pending, seed=True)
-    final.parent.mkdir()
+    torrent, data, pending, final = await seed_pending(seeder, tmp_path)
     if linked:
         pending.rename(final)
         pending.symlink_to(final, target_is_directory=True)
@@ -146,8 +156,7 @@ async def test_a_seed_keeps_serving_once_its_blob_is_published_elsewhere(
         shutil.copytree(pending, final)
         shutil.rmtree(pending)
     seeder.move(torrent.infohash, final)
-    peers = [("127.0.0.1", seeder.port)]
-    await leecher.add(torrent, tmp_path / "leech", seed=False, peers=peers)
+    await leecher.add(torrent, tmp_path / "leech", seed=False, peers=[("127.0.0.1", seeder.port)])
     await asyncio.wait_for(leecher.finished(torrent.infohash), 30)
     assert (tmp_path / "leech" / chunk_name(DIGEST, 0)).read_bytes() == data
 
@@ -158,14 +167,9 @@ async def test_a_seed_whose_file_was_out_of_reach_a_moment_serves_again(
     """A peer asks for a piece while the seed's directory is being renamed into place: libtorrent
     stops the torrent on the missing file; once the link is there, the seed serves again."""
     seeder, leecher, _ = sessions
-    data = os.urandom(4 * MiB)
-    pending, final = tmp_path / "tmp" / "x", tmp_path / "blobs" / "y"
-    torrent = metainfo.from_file(write_chunk(pending, 0, data), DIGEST, BLOB_SIZE, 0)
-    await seeder.add(torrent, pending, seed=True)
-    final.parent.mkdir()
+    torrent, data, pending, final = await seed_pending(seeder, tmp_path)
     pending.rename(final)  # and the link is not there yet
-    peers = [("127.0.0.1", seeder.port)]
-    await leecher.add(torrent, tmp_path / "leech", seed=False, peers=peers)
+    await leecher.add(torrent, tmp_path / "leech", seed=False, peers=[("127.0.0.1", seeder.port)])
     handle = seeder._torrents[torrent.infohash].handle
     for _ in range(100):
         if handle.status().paused:  # stopped on the missing file

@@ -118,6 +118,11 @@ async def swarm_for(
         await task
 
 
+@pytest.fixture(autouse=True)
+def quick_nudge(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pull_module, "NUDGE_SECONDS", 0.5)
+
+
 @pytest.fixture
 def tracker(tmp_path: Path) -> FakeTracker:
     path = tmp_path / chunk_name(DIGEST, 0)
@@ -126,9 +131,8 @@ def tracker(tmp_path: Path) -> FakeTracker:
 
 
 async def test_a_quiet_swarm_is_told_its_sources_again(
-    tmp_path: Path, tracker: FakeTracker, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, tracker: FakeTracker
 ) -> None:
-    monkeypatch.setattr(pull_module, "NUDGE_SECONDS", 0.5)
     session = FakeSession()
     await swarm_for(2.5, tmp_path, session, tracker, grow=False)
     assert tracker.locates >= 2
@@ -136,9 +140,8 @@ async def test_a_quiet_swarm_is_told_its_sources_again(
 
 
 async def test_a_swarm_that_makes_progress_is_left_alone(
-    tmp_path: Path, tracker: FakeTracker, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, tracker: FakeTracker
 ) -> None:
-    monkeypatch.setattr(pull_module, "NUDGE_SECONDS", 0.5)
     session = FakeSession()
     await swarm_for(2.5, tmp_path, session, tracker, grow=True)
     assert tracker.locates == 1
