@@ -303,6 +303,10 @@ class Placement:
             count -= sum(1 for n in self.silent if self.store.masks(n, digest)[0] >> chunk & 1)
         return count
 
+    def _heard(self, node_id: str) -> bool:
+        """A member that has not missed its heartbeats (neither gone nor silent)."""
+        return node_id in self.nodes and node_id not in self.silent
+
     def silence(self, node_id: str) -> None:
         """The member missed heartbeats: its chunks are placed as if it were gone, and its
         leases move on (were it only slow, its fetch still lands: the same bytes publish the
@@ -391,11 +395,7 @@ class Placement:
         for member, since in list(members.items()):
             complete, partial = self.store.masks(member, blob.digest)
             started = (complete | partial) >> chunk & 1
-            if (
-                member not in self.nodes
-                or member in self.silent
-                or (not started and now - since > self.policy.lease_ttl)
-            ):
+            if not self._heard(member) or (not started and now - since > self.policy.lease_ttl):
                 del members[member]
         return members
 
@@ -417,8 +417,7 @@ class Placement:
             r
             for r in blob.requesters
             if r != source
-            and r in self.nodes
-            and r not in self.silent
+            and self._heard(r)
             and not self.store.masks(r, blob.digest)[0] >> chunk & 1
         ]
 
