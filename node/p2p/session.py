@@ -73,11 +73,18 @@ def _settings(host: str, port: int, upload_limit: int, download_limit: int) -> d
 
 @dataclass
 class _Starting:
-    """A torrent being added: it accepts peers once libtorrent has initialised it (checked) and
-    resumed it; a peer that connects before is turned away and tries again only a second later."""
+    """A torrent being added. libtorrent checks its files while it is paused; resumed only then,
+    it connects to the peers it was given at once (its "connect boost"), where resumed while
+    still checking it would wait for the session's once-a-second round of connections. A file
+    left by an earlier attempt needs a full check, which libtorrent starts only once resumed.
+    The torrent accepts peers once checked and resumed; a peer that connects before is turned
+    away and tries again only a second later."""
 
     checked: bool = False
     resumed: bool = False
+    resumable: asyncio.Future[None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
     ready: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -85,6 +92,8 @@ class _Starting:
     def saw(self, kind: str) -> None:
         self.checked = self.checked or kind == "checked"
         self.resumed = self.resumed or kind == "resumed"
+        if (self.checked or kind == "checking") and not self.resumable.done():
+            self.resumable.set_result(None)
         if self.checked and self.resumed and not self.ready.done():
             self.ready.set_result(None)
 
@@ -166,9 +175,9 @@ class PeerSession:
         sequential: bool = False,
     ) -> None:
         """Add a chunk torrent: seeding a file already in place (checked lazily: a bad piece is
-        never sent), or downloading into `save_path`. Added paused, given its peers, then
-        resumed, so connections start at once rather than at the session's next tick; returns
-        once the torrent accepts peers, so a seed published next turns none of them away."""
+        never sent), or downloading into `save_path`. Added paused, given its peers, and resumed
+        once checked, so connections start at once (see `_Starting`); returns once the torrent
+        accepts peers, so a seed published next turns none of them away."""
         assert self._session is not None
         if torrent.infohash in self._torrents:
             self.connect(torrent.infohash, peers)
@@ -189,20 +198,23 @@ class PeerSession:
             if seed:
                 self._torrents[torrent.infohash].done.set_result(None)
             try:
-                await asyncio.wait_for(asyncio.shield(starting.ready), READY_TIMEOUT)
+                async with asyncio.timeout(READY_TIMEOUT):
+                    await asyncio.shield(starting.resumable)
+                    handle.resume()
+                    await asyncio.shield(starting.ready)
             except TimeoutError:
                 log.debug("chunk torrent slow to start", extra={"infohash": torrent.infohash})
+                if self._torrents.get(torrent.infohash) is not None:
+                    handle.resume()
         finally:
             self._starting.pop(torrent.infohash, None)
 
     def _start(self, params: lt.add_torrent_params, peers: list[PeerAddress]) -> lt.torrent_handle:
-        """Add, connect and resume in one go (on a worker thread): the event loop may be busy,
-        and the torrent turns peers away while it waits paused."""
+        """Add paused and give it its peers (on a worker thread: the event loop may be busy)."""
         assert self._session is not None
         handle = self._session.add_torrent(params)
         for peer in peers:
             handle.connect_peer(peer)
-        handle.resume()
         return handle
 
     def connect(self, infohash: str, peers: Iterable[PeerAddress]) -> None:
@@ -270,7 +282,7 @@ class PeerSession:
             if kind == "stats":
                 self._stats(value)  # type: ignore[arg-type]
                 continue
-            if kind in ("checked", "resumed"):
+            if kind in ("checking", "checked", "resumed"):
                 starting = self._starting.get(infohash)
                 if starting is not None:
                     starting.saw(kind)
@@ -355,6 +367,10 @@ def _event(alert: lt.alert) -> tuple[str, str, object] | None:
         values = alert.values
         payload = (values["net.sent_payload_bytes"], values["net.recv_payload_bytes"])
         return "stats", "", (*payload, values["peer.num_peers_connected"])
+    if isinstance(alert, lt.state_changed_alert):
+        if alert.state == lt.torrent_status.states.checking_files:
+            return "checking", str(alert.handle.info_hashes().v1), None
+        return None
     for kind, name in _TORRENT_EVENTS:
         if isinstance(alert, kind):
             return name, str(alert.handle.info_hashes().v1), alert.message()

@@ -179,3 +179,52 @@ async def test_a_seed_whose_file_was_out_of_reach_a_moment_serves_again(
     pending.symlink_to(final, target_is_directory=True)
     await asyncio.wait_for(leecher.finished(torrent.infohash), 30)
     assert (tmp_path / "leech" / chunk_name(DIGEST, 0)).read_bytes() == data
+
+
+@pytest.fixture
+def no_connection_rounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sessions made from now on never connect in the session's once-a-second round: only a
+    torrent's connect boost, when it is resumed, reaches the peers it was given."""
+    settings = session_module._settings
+
+    def without_rounds(*args: object) -> dict[str, object]:
+        return {**settings(*args), "connection_speed": 0}  # type: ignore[arg-type]
+
+    monkeypatch.setattr(session_module, "_settings", without_rounds)
+
+
+async def test_a_download_connects_to_its_peers_as_it_is_added(
+    sessions: list[PeerSession], tmp_path: Path, no_connection_rounds: None
+) -> None:
+    """Resumed only once libtorrent has checked it, a new torrent connects to its peers at once
+    rather than in the session's next round, up to a second later."""
+    seeder = sessions[0]
+    leecher = PeerSession("127.0.0.1", 0)
+    await leecher.start()
+    try:
+        data = os.urandom(4 * MiB)
+        torrent = metainfo.from_file(write_chunk(tmp_path / "seed", 0, data), DIGEST, BLOB_SIZE, 0)
+        await seeder.add(torrent, tmp_path / "seed", seed=True)
+        peers = [("127.0.0.1", seeder.port)]
+        await leecher.add(torrent, tmp_path / "leech", seed=False, peers=peers)
+        await asyncio.wait_for(leecher.finished(torrent.infohash), 30)
+    finally:
+        await leecher.close()
+    assert (tmp_path / "leech" / chunk_name(DIGEST, 0)).read_bytes() == data
+
+
+async def test_a_download_over_a_file_left_by_an_earlier_attempt_starts_at_once(
+    sessions: list[PeerSession], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file already there must be checked, which libtorrent does only once the torrent is
+    resumed: `add` resumes it at once rather than waiting for a check that never comes."""
+    monkeypatch.setattr(session_module, "READY_TIMEOUT", 3600.0)
+    seeder, leecher, _ = sessions
+    data = os.urandom(4 * MiB)
+    torrent = metainfo.from_file(write_chunk(tmp_path / "seed", 0, data), DIGEST, BLOB_SIZE, 0)
+    await seeder.add(torrent, tmp_path / "seed", seed=True)
+    write_chunk(tmp_path / "leech", 0, data[: MiB + 1000])
+    peers = [("127.0.0.1", seeder.port)]
+    await asyncio.wait_for(leecher.add(torrent, tmp_path / "leech", seed=False, peers=peers), 30)
+    await asyncio.wait_for(leecher.finished(torrent.infohash), 30)
+    assert (tmp_path / "leech" / chunk_name(DIGEST, 0)).read_bytes() == data
