@@ -332,7 +332,7 @@ class SwarmPull:
             else:
                 torrent = await hashing
             chunk.torrent = torrent
-            await self._session.add(torrent, self._directory, seed=True)
+            await self._session.add(torrent, self._directory, seed=True, hashed=True)
             self._chunk_done(chunk, "upstream")
             await self._publish(torrent)
         except BaseException:

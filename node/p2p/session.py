@@ -171,13 +171,16 @@ class PeerSession:
         save_path: Path,
         *,
         seed: bool,
+        hashed: bool = False,
         peers: Iterable[PeerAddress] = (),
         sequential: bool = False,
     ) -> None:
-        """Add a chunk torrent: seeding a file already in place (checked lazily: a bad piece is
-        never sent), or downloading into `save_path`. Added paused, given its peers, and resumed
-        once checked, so connections start at once (see `_Starting`); returns once the torrent
-        accepts peers, so a seed published next turns none of them away."""
+        """Add a chunk torrent: seeding a file already in place, or downloading into
+        `save_path`. A seed is checked lazily (seed mode: a piece is hashed when first asked
+        for, and a bad one is never sent), unless `hashed`: its metainfo was just made from the
+        file, so it is seeded as it is. Added paused, given its peers, and resumed once checked,
+        so connections start at once (see `_Starting`); returns once the torrent accepts peers,
+        so a seed published next turns none of them away."""
         assert self._session is not None
         if torrent.infohash in self._torrents:
             self.connect(torrent.infohash, peers)
@@ -186,7 +189,9 @@ class PeerSession:
         params.ti = lt.torrent_info(torrent.metainfo)
         params.save_path = str(save_path)
         flags = lt.torrent_flags.paused
-        if seed:
+        if seed and hashed:
+            params.have_pieces = [True] * params.ti.num_pieces()
+        elif seed:
             flags |= lt.torrent_flags.seed_mode
         if sequential:
             flags |= lt.torrent_flags.sequential_download
@@ -234,16 +239,14 @@ class PeerSession:
         return int(torrent.handle.status().total_wanted_done) if torrent else 0
 
     def move(self, infohash: str, save_path: Path) -> None:
-        """Seed the torrent, complete, from `save_path` from now on. Its bytes are in a blob
-        whose digest was verified, so libtorrent need not hash its pieces again before sending
-        them (it leaves seed mode). Nothing moves when the old directory leads there (the store
-        leaves a link when it publishes a blob): libtorrent turns the torrent's peers away
-        until a storage move is done."""
+        """Seed the torrent, complete, from `save_path` from now on. Nothing moves when the old
+        directory leads there (the store leaves a link when it publishes a blob): libtorrent
+        turns the torrent's peers away until a storage move is done. A seed in seed mode stays
+        in it: leaving it would drop its peers and hash the whole chunk again."""
         torrent = self._torrents.get(infohash)
         if torrent is None:
             return
         torrent.seeding = True
-        torrent.handle.unset_flags(lt.torrent_flags.seed_mode)
         if not _same_directory(torrent.save_path, save_path):
             torrent.handle.move_storage(str(save_path), lt.move_flags_t.reset_save_path)
             torrent.save_path = save_path

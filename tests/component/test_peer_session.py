@@ -129,14 +129,14 @@ async def test_add_returns_once_libtorrent_started_the_torrent_not_on_a_timeout(
 
 
 async def seed_pending(
-    seeder: PeerSession, tmp_path: Path
+    seeder: PeerSession, tmp_path: Path, hashed: bool = True
 ) -> tuple[ChunkTorrent, bytes, Path, Path]:
     """Seed a 4 MiB chunk from a blob's temporary directory, as a lease holder does; returns it,
     its bytes, that directory and where the store will publish the blob."""
     pending, final = tmp_path / "tmp" / "x", tmp_path / "blobs" / "y"
     data = os.urandom(4 * MiB)
     torrent = metainfo.from_file(write_chunk(pending, 0, data), DIGEST, BLOB_SIZE, 0)
-    await seeder.add(torrent, pending, seed=True)
+    await seeder.add(torrent, pending, seed=True, hashed=hashed)
     final.parent.mkdir()
     return torrent, data, pending, final
 
@@ -167,7 +167,8 @@ async def test_a_seed_whose_file_was_out_of_reach_a_moment_serves_again(
     """A peer asks for a piece while the seed's directory is being renamed into place: libtorrent
     stops the torrent on the missing file; once the link is there, the seed serves again."""
     seeder, leecher, _ = sessions
-    torrent, data, pending, final = await seed_pending(seeder, tmp_path)
+    # In seed mode: libtorrent opens the file only when a peer first asks for a piece.
+    torrent, data, pending, final = await seed_pending(seeder, tmp_path, hashed=False)
     pending.rename(final)  # and the link is not there yet
     await leecher.add(torrent, tmp_path / "leech", seed=False, peers=[("127.0.0.1", seeder.port)])
     handle = seeder._torrents[torrent.infohash].handle
@@ -227,4 +228,34 @@ async def test_a_download_over_a_file_left_by_an_earlier_attempt_starts_at_once(
     peers = [("127.0.0.1", seeder.port)]
     await asyncio.wait_for(leecher.add(torrent, tmp_path / "leech", seed=False, peers=peers), 30)
     await asyncio.wait_for(leecher.finished(torrent.infohash), 30)
+    assert (tmp_path / "leech" / chunk_name(DIGEST, 0)).read_bytes() == data
+
+
+@pytest.mark.parametrize("hashed", [True, False], ids=["hashed", "seed-mode"])
+async def test_a_seed_keeps_its_peers_when_its_blob_is_stored(
+    sessions: list[PeerSession], tmp_path: Path, hashed: bool
+) -> None:
+    """A lease holder seeds its chunk as it publishes it, then stores the whole blob while peers
+    are still downloading the chunk: they must not be cut off (a recheck would drop them)."""
+    seeder = sessions[0]
+    leecher = PeerSession("127.0.0.1", 0, download_limit=MiB)  # 4 s for the chunk
+    await leecher.start()
+    try:
+        torrent, data, pending, final = await seed_pending(seeder, tmp_path, hashed)
+        peers = [("127.0.0.1", seeder.port)]
+        await leecher.add(torrent, tmp_path / "leech", seed=False, peers=peers)
+        handle = seeder._torrents[torrent.infohash].handle
+        for _ in range(100):
+            if handle.status().num_peers:
+                break
+            await asyncio.sleep(0.02)
+        pending.rename(final)
+        pending.symlink_to(final, target_is_directory=True)
+        seeder.move(torrent.infohash, final)
+        for _ in range(25):
+            await asyncio.sleep(0.02)
+            assert handle.status().num_peers == 1, "the seed dropped its peer"
+        await asyncio.wait_for(leecher.finished(torrent.infohash), 30)
+    finally:
+        await leecher.close()
     assert (tmp_path / "leech" / chunk_name(DIGEST, 0)).read_bytes() == data
