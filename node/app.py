@@ -57,7 +57,12 @@ class Node:
     swarm: Swarm
     preheater: Preheater
     seeds: Seeds | None = None
-    ready: bool = False
+    ready: bool = False  # serving, with the membership running
+
+    def serving(self) -> bool:
+        """Ready for clients (GET /readyz): up, and the archives found in the images directory
+        at start imported, so every image it holds is served."""
+        return self.ready and (self.seeds is None or self.seeds.ready.is_set())
 
 
 def main(config: Config) -> int:
@@ -110,7 +115,9 @@ async def compose(config: Config) -> AsyncIterator[Node]:
             )
             blobs = Blobs(store, downloads, upstream, metrics, sizes, swarm)
             prefetcher = Prefetcher(blobs, config.prefetch)
-            api = RegistryAPI(registries, manifests, blobs, metrics, lambda: node.ready, prefetcher)
+            api = RegistryAPI(
+                registries, manifests, blobs, metrics, lambda: node.serving(), prefetcher
+            )
             preheater = Preheater(registries, manifests, blobs)
             node = Node(
                 config,

@@ -57,7 +57,10 @@ class Seeds:
         self._previous: dict[str, Found] = {}
         self._importing: dict[str, asyncio.Task[None]] = {}
         self._workers: asyncio.Semaphore | None = None
-        self.ready = asyncio.Event()  # set once the archives found at start are imported
+        # The archives found at start, until each is seeded, skipped or gone: one still being
+        # written is waited for until it is complete.
+        self._awaited: set[str] | None = None
+        self.ready = asyncio.Event()  # set once the archives found at start are dealt with
 
     @property
     def seed_first(self) -> bool:
@@ -88,18 +91,19 @@ class Seeds:
             "seeding the images directory",
             extra={"images_dir": str(self._dir), "precedence": self._config.seed_precedence},
         )
-        initial: asyncio.Task[None] | None = None
         try:
             await self._round()
-            initial = asyncio.create_task(self._initial(list(self._importing.values())))
+            self._awaited = set(self._previous)
+            self._check_initial()
             while True:
                 await asyncio.sleep(self._config.seed_scan_interval)
                 try:
                     await self._round()
                 except Exception:  # one bad round must not end seeding
                     log.exception("scanning the images directory failed")
+                self._check_initial()
         finally:
-            tasks = [*self._importing.values(), *([initial] if initial else [])]
+            tasks = list(self._importing.values())
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -109,8 +113,19 @@ class Seeds:
         await self._round()
         await asyncio.gather(*self._importing.values())
 
-    async def _initial(self, tasks: list[asyncio.Task[None]]) -> None:
-        await asyncio.gather(*tasks, return_exceptions=True)
+    def _check_initial(self) -> None:
+        """Once every archive found at start is seeded, skipped or gone: release the pins of
+        archives that left while the node was down, and call the directory seeded."""
+        if self._awaited is None or self.ready.is_set():
+            return
+        self._awaited = {
+            name
+            for name in self._awaited
+            if name in self._previous
+            and (name in self._importing or not (self._catalog.get(name) or name in self._failed))
+        }
+        if self._awaited:
+            return
         self._release_stale_pins()
         self.ready.set()
         log.info(
@@ -133,6 +148,7 @@ class Seeds:
 
     def _imported(self, name: str, task: asyncio.Task[None]) -> None:
         self._importing.pop(name, None)
+        self._check_initial()
 
     def _due(self, archive: Found) -> bool:
         current = self._catalog.get(archive.name)

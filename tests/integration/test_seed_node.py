@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import os
 import shutil
 import time
 import urllib.error
@@ -261,6 +262,28 @@ def test_broken_archives_are_skipped_and_reported(offline: Node) -> None:
         assert f'msg="archive skipped" archive={name}' in log, name
     assert "leaves the archive" in log
     assert offline.running
+
+
+def test_a_node_is_ready_once_the_archives_it_started_with_are_served(
+    seeded: Seeded, node_command: None, tmp_path: Path
+) -> None:
+    """/readyz answers 200 only when the images directory found at start is imported: a probe
+    that sees the node ready finds every image it holds served. The archives were written just
+    now, as by an init container, so the node waits for them to settle first."""
+    images_dir = tmp_path / "images"
+    shutil.copytree(seeded.images_dir, images_dir, symlinks=True)
+    for path in images_dir.rglob("*"):
+        os.utime(path, follow_symlinks=False)  # modified now, not when the fixture made them
+    server = _node(tmp_path / "node", images_dir, None)
+    server.start()
+    try:
+        for ref in seeded.images:
+            assert manifest(server, ref)[0] == 200, ref
+    except BaseException:
+        print(server.log_tail())
+        raise
+    finally:
+        server.stop()
 
 
 # -- watching
