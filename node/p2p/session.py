@@ -205,14 +205,19 @@ class PeerSession:
             try:
                 async with asyncio.timeout(READY_TIMEOUT):
                     await asyncio.shield(starting.resumable)
-                    handle.resume()
+                    self._resume(torrent.infohash)
                     await asyncio.shield(starting.ready)
             except TimeoutError:
                 log.debug("chunk torrent slow to start", extra={"infohash": torrent.infohash})
-                if self._torrents.get(torrent.infohash) is not None:
-                    handle.resume()
+                self._resume(torrent.infohash)
         finally:
             self._starting.pop(torrent.infohash, None)
+
+    def _resume(self, infohash: str) -> None:
+        """Resume a torrent being added, unless it was removed meanwhile (its handle is dead)."""
+        torrent = self._torrents.get(infohash)
+        if torrent is not None:
+            torrent.handle.resume()
 
     def _start(self, params: lt.add_torrent_params, peers: list[PeerAddress]) -> lt.torrent_handle:
         """Add paused and give it its peers (on a worker thread: the event loop may be busy)."""

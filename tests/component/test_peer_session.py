@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import os
 import shutil
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -259,3 +260,27 @@ async def test_a_seed_keeps_its_peers_when_its_blob_is_stored(
     finally:
         await leecher.close()
     assert (tmp_path / "leech" / chunk_name(DIGEST, 0)).read_bytes() == data
+
+
+async def test_a_download_removed_while_it_is_being_added_is_left_alone(
+    sessions: list[PeerSession], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pull that gives up on a chunk removes its torrent, maybe while `add` is between
+    libtorrent's check and the resume: `add` then returns, rather than resume a dead handle."""
+    seeder, leecher, _ = sessions
+    torrent = metainfo.from_file(
+        write_chunk(tmp_path / "seed", 0, os.urandom(4 * MiB)), DIGEST, BLOB_SIZE, 0
+    )
+    await seeder.add(torrent, tmp_path / "seed", seed=True)
+    saw = session_module._Starting.saw
+
+    def saw_then_remove(starting: session_module._Starting, kind: str) -> None:
+        saw(starting, kind)
+        if starting.resumable.done():  # `add` is due to resume it: remove it first
+            leecher.remove(torrent.infohash)
+            time.sleep(0.2)  # holding the event loop, so libtorrent is done removing it
+
+    monkeypatch.setattr(session_module._Starting, "saw", saw_then_remove)
+    peers = [("127.0.0.1", seeder.port)]
+    await asyncio.wait_for(leecher.add(torrent, tmp_path / "a", seed=False, peers=peers), 30)
+    assert not leecher.has(torrent.infohash)
