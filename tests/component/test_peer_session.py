@@ -39,13 +39,22 @@ def write_chunk(directory: Path, index: int, data: bytes) -> Path:
     return path
 
 
+async def seed_chunk(
+    seeder: PeerSession, directory: Path, hashed: bool = False
+) -> tuple[ChunkTorrent, bytes]:
+    """Seed the blob's first chunk, 4 MiB of random bytes, from `directory`; returns it and its
+    bytes."""
+    data = os.urandom(4 * MiB)
+    torrent = metainfo.from_file(write_chunk(directory, 0, data), DIGEST, BLOB_SIZE, 0)
+    await seeder.add(torrent, directory, seed=True, hashed=hashed)
+    return torrent, data
+
+
 async def test_a_chunk_swarms_from_a_seeder_to_two_leechers(
     sessions: list[PeerSession], tmp_path: Path
 ) -> None:
     seeder, first, second = sessions
-    data = os.urandom(4 * MiB)
-    torrent = metainfo.from_file(write_chunk(tmp_path / "seed", 0, data), DIGEST, BLOB_SIZE, 0)
-    await seeder.add(torrent, tmp_path / "seed", seed=True)
+    torrent, data = await seed_chunk(seeder, tmp_path / "seed")
     seed_address = ("127.0.0.1", seeder.port)
     await first.add(torrent, tmp_path / "a", seed=False, peers=[seed_address])
     await second.add(
@@ -120,10 +129,7 @@ async def test_add_returns_once_libtorrent_started_the_torrent_not_on_a_timeout(
     learns that from libtorrent's alerts, not by waiting its time out."""
     monkeypatch.setattr(session_module, "READY_TIMEOUT", 3600.0)
     seeder, leecher, _ = sessions
-    torrent = metainfo.from_file(
-        write_chunk(tmp_path / "seed", 0, os.urandom(4 * MiB)), DIGEST, BLOB_SIZE, 0
-    )
-    await asyncio.wait_for(seeder.add(torrent, tmp_path / "seed", seed=True), 30)
+    torrent, _ = await asyncio.wait_for(seed_chunk(seeder, tmp_path / "seed"), 30)
     peers = [("127.0.0.1", seeder.port)]
     await asyncio.wait_for(leecher.add(torrent, tmp_path / "a", seed=False, peers=peers), 30)
     await asyncio.wait_for(leecher.finished(torrent.infohash), 30)
@@ -135,9 +141,7 @@ async def seed_pending(
     """Seed a 4 MiB chunk from a blob's temporary directory, as a lease holder does; returns it,
     its bytes, that directory and where the store will publish the blob."""
     pending, final = tmp_path / "tmp" / "x", tmp_path / "blobs" / "y"
-    data = os.urandom(4 * MiB)
-    torrent = metainfo.from_file(write_chunk(pending, 0, data), DIGEST, BLOB_SIZE, 0)
-    await seeder.add(torrent, pending, seed=True, hashed=hashed)
+    torrent, data = await seed_chunk(seeder, pending, hashed)
     final.parent.mkdir()
     return torrent, data, pending, final
 
@@ -204,9 +208,7 @@ async def test_a_download_connects_to_its_peers_as_it_is_added(
     leecher = PeerSession("127.0.0.1", 0)
     await leecher.start()
     try:
-        data = os.urandom(4 * MiB)
-        torrent = metainfo.from_file(write_chunk(tmp_path / "seed", 0, data), DIGEST, BLOB_SIZE, 0)
-        await seeder.add(torrent, tmp_path / "seed", seed=True)
+        torrent, data = await seed_chunk(seeder, tmp_path / "seed")
         peers = [("127.0.0.1", seeder.port)]
         await leecher.add(torrent, tmp_path / "leech", seed=False, peers=peers)
         await asyncio.wait_for(leecher.finished(torrent.infohash), 30)
@@ -222,9 +224,7 @@ async def test_a_download_over_a_file_left_by_an_earlier_attempt_starts_at_once(
     resumed: `add` resumes it at once rather than waiting for a check that never comes."""
     monkeypatch.setattr(session_module, "READY_TIMEOUT", 3600.0)
     seeder, leecher, _ = sessions
-    data = os.urandom(4 * MiB)
-    torrent = metainfo.from_file(write_chunk(tmp_path / "seed", 0, data), DIGEST, BLOB_SIZE, 0)
-    await seeder.add(torrent, tmp_path / "seed", seed=True)
+    torrent, data = await seed_chunk(seeder, tmp_path / "seed")
     write_chunk(tmp_path / "leech", 0, data[: MiB + 1000])
     peers = [("127.0.0.1", seeder.port)]
     await asyncio.wait_for(leecher.add(torrent, tmp_path / "leech", seed=False, peers=peers), 30)
@@ -268,10 +268,7 @@ async def test_a_download_removed_while_it_is_being_added_is_left_alone(
     """A pull that gives up on a chunk removes its torrent, maybe while `add` is between
     libtorrent's check and the resume: `add` then returns, rather than resume a dead handle."""
     seeder, leecher, _ = sessions
-    torrent = metainfo.from_file(
-        write_chunk(tmp_path / "seed", 0, os.urandom(4 * MiB)), DIGEST, BLOB_SIZE, 0
-    )
-    await seeder.add(torrent, tmp_path / "seed", seed=True)
+    torrent, _ = await seed_chunk(seeder, tmp_path / "seed")
     saw = session_module._Starting.saw
 
     def saw_then_remove(starting: session_module._Starting, kind: str) -> None:
