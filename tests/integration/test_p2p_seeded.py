@@ -43,11 +43,15 @@ async def test_a_tag_seeded_on_one_node_pulls_on_another_without_any_upstream(
     )
     seeder, other = cluster.nodes
     repository, _, tag = P2PImages.SMALL.rpartition(":")
-    manifest_url = f"{seeder.url}/v2/{repository}/manifests/{tag}"
     deadline = time.monotonic() + SEEDED_WITHIN
-    while await asyncio.to_thread(http_status, manifest_url) != 200:
-        assert time.monotonic() < deadline, "the seeding node never served its archive's tag"
-        await asyncio.sleep(0.2)
+    # The seeder serves the tag once its archive is imported (it is ready by then), and tells
+    # the tracker a moment later, once it seeds the archive's blobs: the other node resolves
+    # the tag from then on.
+    for node, never in ((seeder, "served its archive's tag"), (other, "learned the tag")):
+        manifest_url = f"{node.url}/v2/{repository}/manifests/{tag}"
+        while await asyncio.to_thread(http_status, manifest_url) != 200:
+            assert time.monotonic() < deadline, f"{node.name} never {never}"
+            await asyncio.sleep(0.2)
 
     async with aiohttp.ClientSession() as session:
         pulled = await pull_image(session, other, P2PImages.SMALL)
