@@ -15,6 +15,7 @@ import sys
 from types import ModuleType
 
 from distributed_images import logs, settings
+from distributed_images.startup import StartupError
 
 # name: (module, one-line summary for the overview; the module's HELP describes it in full)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -64,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         code: int = module.main(config)
     except KeyboardInterrupt:
         return 130
+    except StartupError as e:
+        print(f"distributed-images {args.command}: {e}", file=sys.stderr)
+        return 1
     except Exception:
         logging.getLogger("distributed_images").exception("%s failed", args.command)
         return 1

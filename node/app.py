@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import logging
 import signal
 import socket
-from collections.abc import AsyncIterator, Coroutine
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
+from distributed_images import startup
 from node.blobs import Blobs
 from node.config import Config
 from node.downloads import Downloads
@@ -29,8 +32,9 @@ from node.p2p.session import PeerSession
 from node.p2p.swarm import Swarm
 from node.prefetch import Prefetcher
 from node.preheat import Preheater
+from node.readiness import Readiness
 from node.seed import Seeds
-from node.store.contentstore import ContentStore
+from node.store.contentstore import BlobInfo, ContentStore
 from node.upstream.auth import Authenticator, Credentials
 from node.upstream.client import UpstreamClient
 from node.upstream.registries import Registries
@@ -64,6 +68,20 @@ class Node:
         at start imported, so every image it holds is served."""
         return self.ready and (self.seeds is None or self.seeds.ready.is_set())
 
+    def readiness(self) -> Readiness:
+        """Whether the node serves, why not, and what needs a person's attention either way."""
+        problems = tuple(
+            f"archive skipped: {s.name}: {s.reason}" + (f"; fix: {s.fix}" if s.fix else "")
+            for s in (self.seeds.skipped() if self.seeds else [])
+        )
+        if not self.ready:
+            return Readiness(False, "not serving yet (starting) or any more (stopping)", problems)
+        if self.seeds is not None and not self.seeds.ready.is_set():
+            left = self.seeds.waiting_for()
+            why = f"importing the archives found in {self.config.images_dir} at start: {left} left"
+            return Readiness(False, why, problems)
+        return Readiness(True, "serving", problems)
+
 
 def main(config: Config) -> int:
     asyncio.run(run(config))
@@ -75,12 +93,9 @@ async def compose(config: Config) -> AsyncIterator[Node]:
     """Build the node's parts in dependency order; close them in reverse."""
     metrics = NodeMetrics()
     swarm: Swarm | None = None
-    store = ContentStore.open(
-        config.store.data_dir,
-        max_bytes=config.store.cache_max_bytes,
-        low_watermark=config.store.cache_low_watermark,
-        on_evict=lambda info: _evicted(metrics, swarm, info.digest),
-    )
+    store = _open_store(config, lambda info: _evicted(metrics, swarm, info.digest))
+    if config.images_dir:
+        startup.readable_dir(config.images_dir, "images dir", "--images-dir")
     metrics.store_bytes.set_function(store.usage)
     registries = Registries(config.upstream.registry, config.upstream.default_registry)
     credentials = Credentials.load(Path(config.upstream.auth_file))
@@ -116,7 +131,7 @@ async def compose(config: Config) -> AsyncIterator[Node]:
             blobs = Blobs(store, downloads, upstream, metrics, sizes, swarm)
             prefetcher = Prefetcher(blobs, config.prefetch)
             api = RegistryAPI(
-                registries, manifests, blobs, metrics, lambda: node.serving(), prefetcher
+                registries, manifests, blobs, metrics, lambda: node.readiness(), prefetcher
             )
             preheater = Preheater(registries, manifests, blobs)
             node = Node(
@@ -139,6 +154,28 @@ async def compose(config: Config) -> AsyncIterator[Node]:
     finally:
         await session.close()
         store.close()
+
+
+def _open_store(config: Config, on_evict: Callable[[BlobInfo], None]) -> ContentStore:
+    """The content store, or a StartupError saying how to make the data dir usable."""
+    data_dir = config.store.data_dir
+    startup.writable_dir(data_dir, "data dir", "--data-dir")
+    try:
+        return ContentStore.open(
+            data_dir,
+            max_bytes=config.store.cache_max_bytes,
+            low_watermark=config.store.cache_low_watermark,
+            on_evict=on_evict,
+        )
+    except OSError as e:  # a file or directory inside it that this user may not write
+        raise startup.not_writable(
+            Path(e.filename or data_dir), "data dir", data_dir, "--data-dir", e
+        ) from None
+    except sqlite3.OperationalError as e:
+        denied = PermissionError(errno.EACCES, str(e))
+        raise startup.not_writable(
+            data_dir / "metadata.sqlite", "data dir", data_dir, "--data-dir", denied
+        ) from None
 
 
 _background: set[asyncio.Task[None]] = set()
@@ -180,7 +217,10 @@ async def run(config: Config, stop: asyncio.Event | None = None) -> None:
         try:
             host, port = address.split(config.listen)
             site = web.TCPSite(runner, host, port, reuse_address=True)
-            await site.start()
+            try:
+                await site.start()
+            except OSError as e:
+                raise startup.listen_failed(config.listen, "--listen", e) from None
             membership = _membership(node, _bound_port(site) or port)
             node.swarm.attach(membership)
             node.ready = True

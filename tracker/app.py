@@ -20,6 +20,7 @@ import grpc
 from aiohttp import web
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from distributed_images import startup
 from tracker import address, auth, httpapi, limits
 from tracker.cluster import Cluster, Policy
 from tracker.metrics import TimingInterceptor, TrackerMetrics
@@ -184,6 +185,9 @@ def tune_garbage_collector() -> None:
 
 async def serve(config: Config) -> int:
     tune_garbage_collector()
+    startup.check_port_free(config.listen, "--listen")
+    if config.http_listen:
+        startup.check_port_free(config.http_listen, "--http-listen")
     server = TrackerServer(config)
     await server.start()
     log.info(

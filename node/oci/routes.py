@@ -20,6 +20,7 @@ from node.oci.errors import Handler, oci_errors
 from node.oci.ranges import parse_range
 from node.oci.reference import Reference, validate_digest, validate_name
 from node.prefetch import Prefetcher
+from node.readiness import Readiness
 from node.store.backend import Segment
 from node.upstream.registries import Registries, Upstream
 
@@ -36,14 +37,14 @@ class RegistryAPI:
         manifests: Manifests,
         blobs: Blobs,
         metrics: NodeMetrics,
-        ready: Callable[[], bool],
+        readiness: Callable[[], Readiness],
         prefetcher: Prefetcher | None = None,
     ) -> None:
         self._registries = registries
         self._manifests = manifests
         self._blobs = blobs
         self._metrics = metrics
-        self._ready = ready
+        self._readiness = readiness
         self._prefetcher = prefetcher
 
     def application(self) -> web.Application:
@@ -179,9 +180,8 @@ class RegistryAPI:
         return web.Response(text="ok\n")
 
     async def readyz(self, request: web.Request) -> web.Response:
-        if not self._ready():
-            return web.Response(status=503, text="starting\n")
-        return web.Response(text="ready\n")
+        readiness = self._readiness()
+        return web.Response(status=200 if readiness.ready else 503, text=readiness.text())
 
 
 def _named(endpoint: str, handler: Handler) -> Handler:

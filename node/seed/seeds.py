@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from distributed_images.startup import ownership
 from node.errors import NodeError
 from node.seed.catalog import Catalog, Seeded
 from node.seed.config import SeedConfig
-from node.seed.errors import ArchiveInvalid
+from node.seed.errors import ArchiveInvalid, ArchiveUnsupported
 from node.seed.importer import ArchiveImport, Imported
 from node.seed.refs import ImageRef
 from node.seed.watcher import Found, look, scan
@@ -29,7 +32,20 @@ from node.store.contentstore import ContentStore
 log = logging.getLogger("node.seed")
 
 OWNER_PREFIX = "seed:"
+REWRITE = (
+    "write it again completely (`docker save`, or `skopeo copy` to docker-archive: or "
+    "oci-archive:), or remove it"
+)
 CHANGED_WHILE_IMPORTED = "archive changed while imported: it is imported again"
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """An archive that is not seeded: why, and what would make it seedable."""
+
+    name: str  # its path relative to the images directory
+    reason: str
+    fix: str
 
 
 @runtime_checkable
@@ -53,7 +69,7 @@ class Seeds:
         self._config = config
         self.on_change = on_change
         self._catalog = Catalog()
-        self._failed: dict[str, tuple[Found, str]] = {}
+        self._failed: dict[str, tuple[Found, Skipped]] = {}
         self._previous: dict[str, Found] = {}
         self._importing: dict[str, asyncio.Task[None]] = {}
         self._workers: asyncio.Semaphore | None = None
@@ -82,7 +98,15 @@ class Seeds:
 
     def failures(self) -> dict[str, str]:
         """Archives skipped as broken, with the reason."""
-        return {name: reason for name, (_, reason) in self._failed.items()}
+        return {name: skipped.reason for name, (_, skipped) in self._failed.items()}
+
+    def skipped(self) -> list[Skipped]:
+        """Archives skipped, with the reason and the fix, by name."""
+        return [self._failed[name][1] for name in sorted(self._failed)]
+
+    def waiting_for(self) -> int:
+        """Archives found at start and not yet dealt with (0 once `ready` is set)."""
+        return 0 if self.ready.is_set() else len(self._awaited or self._previous)
 
     # -- the owner task
 
@@ -170,7 +194,11 @@ class Seeds:
         try:
             imported = await job.run()
         except ArchiveInvalid as e:
-            self._skip(archive, e.message, e.detail)
+            fix = "" if isinstance(e, ArchiveUnsupported) else REWRITE
+            self._skip(archive, e.message, e.detail, fix)
+            return
+        except PermissionError as e:
+            self._skip(archive, *self._unreadable(archive, e))
             return
         except (NodeError, OSError) as e:
             self._skip(archive, str(e), None)
@@ -214,15 +242,31 @@ class Seeds:
         )
         self._changed()
 
-    def _skip(self, archive: Found, reason: str, detail: object) -> None:
+    def _unreadable(self, archive: Found, error: PermissionError) -> tuple[str, None, str]:
+        """Why a file of the archive cannot be read (a `docker save -o` archive is mode 0600,
+        owned by whoever saved it), and the command that makes it readable."""
+        failed = Path(error.filename or archive.path)
+        uid = os.getuid()
+        reason = (
+            f"cannot read {failed}: permission denied ({ownership(failed)}; "
+            f"this node runs as uid {uid})"
+        )
+        recursive = "-R a+rX" if archive.path.is_dir() else "a+r"
+        fix = (
+            f"make it readable by uid {uid}: `chmod {recursive} {archive.path}` (on the host: "
+            f"the same archive in the directory mounted at {self._dir}), or `chown {uid}` it"
+        )
+        return reason, None, fix
+
+    def _skip(self, archive: Found, reason: str, detail: object, fix: str = "") -> None:
         self._store.unpin(archive.owner)
         if look(self._dir, archive.path) != archive:
             log.info(CHANGED_WHILE_IMPORTED, extra={"archive": archive.name})
             return
         if detail:
             reason = f"{reason} ({_flat(detail)})"
-        log.error("archive skipped", extra={"archive": archive.name, "reason": reason})
-        self._failed[archive.name] = (archive, reason)
+        log.error("archive skipped", extra={"archive": archive.name, "reason": reason, "fix": fix})
+        self._failed[archive.name] = (archive, Skipped(archive.name, reason, fix))
         # The archive as it was before is gone: its content no longer seeds anything.
         previous = self._catalog.remove(archive.name)
         if previous is not None:

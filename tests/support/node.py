@@ -49,6 +49,7 @@ class Node:
         extra_args: Sequence[str] = (),
         name: str = "node",
         host: str = LOOPBACK,
+        wrapper: Sequence[str] = (),
     ) -> None:
         self.workdir = workdir
         self.data_dir = workdir / "data"
@@ -61,6 +62,7 @@ class Node:
         # Never the machine's own ~/.docker/config.json: an empty one unless the test gives one.
         self.auth_file = auth_file or write_auth_file(workdir / "no-auth.json", {})
         argv = [
+            *wrapper,  # a command the node runs under (setpriv, to drop capabilities)
             sys.executable,
             "-m",
             "distributed_images.cli",
