@@ -18,14 +18,14 @@ INDEX_TYPES = (OCI_INDEX, DOCKER_MANIFEST_LIST)
 
 
 def accepted(accept_headers: list[str]) -> list[str]:
-    """The media types a client accepts, in its order; every manifest type when it names none."""
-    types: list[str] = []
+    """The manifest media types a client accepts, in its order; every manifest type when it
+    names none (or `*/*`). Only these are passed on upstream, whatever else the client sent."""
+    named: dict[str, None] = {}  # ordered, and a lookup per item: linear in the headers
     for header in accept_headers:
         for item in header.split(","):
-            media_type = item.split(";")[0].strip()
-            if media_type and media_type not in types:
-                types.append(media_type)
-    if not types or "*/*" in types:
+            named[item.partition(";")[0].strip()] = None
+    types = [t for t in named if t in MANIFEST_TYPES]
+    if not types or "*/*" in named:
         return [*types, *(t for t in MANIFEST_TYPES if t not in types)]
     return types
 

@@ -1,4 +1,12 @@
-"""Names, tags, digests and namespaces as the OCI distribution spec defines them."""
+"""Names, tags, digests and namespaces as the OCI distribution spec defines them.
+
+Every pattern here matches in time linear in its input: each is either one character class, or
+has only possessive quantifiers (`++`, `*+`) over alternatives that the next character decides,
+so the regular expression engine never backtracks. The spec's own grammar for a host name
+(`(label\\.?)+`) can split `aaaa` into labels in exponentially many ways; a backtracking matcher
+took seconds for a 26-character `ns`. `tests/unit/test_parsers_fuzz.py` checks each against the
+spec's grammar and on pathological inputs.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +15,18 @@ from dataclasses import dataclass
 
 from node.errors import DigestInvalid, NameInvalid, ReferenceInvalid
 
-_COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
-NAME = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
+_COMPONENT = r"[a-z0-9]++(?:(?:__|[._]|-++)[a-z0-9]++)*+"
+NAME = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*+")
 TAG = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}")
-DIGEST = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
+DIGEST = re.compile(r"[a-z0-9]++(?:[+._-][a-z0-9]++)*+:[a-zA-Z0-9=_-]++")
 SHA256 = re.compile(r"sha256:[a-f0-9]{64}")
-# A registry host as containerd sends it in ?ns=: a DNS name or IP, an optional port.
+# A registry host as containerd sends it in ?ns=: a DNS name or IP, an optional port. Labels are
+# letters and digits with inner hyphens, one dot between two labels, and a trailing dot allowed.
 NAMESPACE = re.compile(
-    r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?\.?)+(?::[0-9]{1,5})?|\[[0-9a-fA-F:.]+\](?::[0-9]{1,5})?"
+    r"(?:[a-zA-Z0-9]++(?:(?:-++|\.)[a-zA-Z0-9]++)*+\.?+|\[[0-9a-fA-F:.]++\])(?::[0-9]{1,5})?+"
 )
 MAX_NAME = 255
+MAX_NAMESPACE = 255
 
 
 def validate_name(name: str) -> str:
@@ -35,8 +45,8 @@ def validate_digest(digest: str) -> str:
 
 
 def validate_namespace(ns: str) -> str:
-    if len(ns) > 255 or not NAMESPACE.fullmatch(ns):
-        raise NameInvalid("invalid registry namespace", {"ns": ns[:255]})
+    if len(ns) > MAX_NAMESPACE or not NAMESPACE.fullmatch(ns):
+        raise NameInvalid("invalid registry namespace", {"ns": ns[:MAX_NAMESPACE]})
     return ns
 
 

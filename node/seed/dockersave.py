@@ -24,8 +24,7 @@ from node.seed.sources import Contents
 log = logging.getLogger(__name__)
 
 DOCKER_LAYER_TAR = "application/vnd.docker.image.rootfs.diff.tar"
-# docker save names a config `<hex>.json`; Docker 25's archives `blobs/sha256/<hex>`.
-_NAMED_BY_DIGEST = re.compile(r"(?:.*/)?(?:sha256/)?([a-f0-9]{64})(?:\.json)?")
+_HEX = re.compile(r"[a-f0-9]{64}")
 
 
 def read_docker_save(contents: Contents, archive: str) -> Plan:
@@ -45,8 +44,8 @@ def _image(contents: Contents, plan: Plan, entry: dict[str, object], what: str) 
     config_name = json_str(entry.get("Config"), f"{what} Config")
     config_body = contents.document(config_name)
     config_digest = sha256(config_body)
-    named = _NAMED_BY_DIGEST.fullmatch(config_name)
-    if named and "sha256:" + named.group(1) != config_digest:
+    named = _named_digest(config_name)
+    if named and named != config_digest:
         raise ArchiveInvalid("digest mismatch", {"member": config_name, "actual": config_digest})
     config = json_object(parse(config_body, config_name), config_name)
     rootfs = json_object(config.get("rootfs"), f"{config_name} rootfs")
@@ -74,6 +73,13 @@ def _image(contents: Contents, plan: Plan, entry: dict[str, object], what: str) 
     digest = sha256(body)
     plan.document(digest, body, mediatypes.DOCKER_MANIFEST)
     return digest
+
+
+def _named_digest(member: str) -> str | None:
+    """The digest a member's name gives: docker save names a config `<hex>.json`, Docker 25's
+    archives `blobs/sha256/<hex>`."""
+    base = member.rpartition("/")[2].removesuffix(".json")
+    return "sha256:" + base if _HEX.fullmatch(base) else None
 
 
 def _descriptor(media_type: str, digest: str, size: int) -> dict[str, object]:

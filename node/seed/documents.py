@@ -15,7 +15,7 @@ from node.seed.errors import ArchiveInvalid, ArchiveUnsupported
 def parse(body: bytes, what: str) -> Any:
     try:
         return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as e:
+    except (ValueError, RecursionError) as e:  # RecursionError: nested too deep
         raise ArchiveInvalid(f"{what} is not valid JSON: {e}") from None
 
 
