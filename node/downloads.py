@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
@@ -24,7 +25,9 @@ log = logging.getLogger(__name__)
 
 HOLDBACK = 64 << 10
 READ_BLOCK = 1 << 20
-RESUMES = 3
+RESUMES = 3  # transfers in a row that broke before bringing a byte; then the fetch fails
+MAX_RESUMES = 32  # resumes of one transfer in all, so requests per blob stay bounded
+RESUME_BACKOFF = 0.5  # seconds before the first resume after a transfer that brought nothing
 
 
 class Stream(Protocol):
@@ -32,8 +35,33 @@ class Stream(Protocol):
 
     size: int
     start: int
+    received: int  # bytes read off the connection so far, yielded or not
 
     def blocks(self) -> AsyncIterator[bytes]: ...
+
+
+class Resumes:
+    """When a broken upstream transfer is tried again. One that brought bytes is resumed at
+    once from the first byte missing, so a break costs only what was in flight; one that
+    brought nothing waits a backoff, doubling, and after RESUMES such breaks in a row the
+    error stands: the upstream is down, not slow. MAX_RESUMES bounds the requests in all."""
+
+    def __init__(self, on_resume: Callable[[], None] | None = None) -> None:
+        self._failures = 0
+        self._resumes = 0
+        self._on_resume = on_resume
+
+    async def after(self, error: UpstreamUnavailable, progressed: bool) -> None:
+        """Return when the transfer may be resumed; raise `error` when it may not."""
+        self._failures = 0 if progressed else self._failures + 1
+        self._resumes += 1
+        if self._failures > RESUMES or self._resumes > MAX_RESUMES:
+            raise error
+        if self._on_resume is not None:
+            self._on_resume()
+        if self._failures:
+            delay = RESUME_BACKOFF * 2 ** (self._failures - 1)
+            await asyncio.sleep(delay * (0.5 + random.random()))
 
 
 # Opens the blob's bytes [start, end) (end None: to the end); the upstream client's `blob`
@@ -71,17 +99,19 @@ class UpstreamFill:
         digest: str,
         source: Source,
         after: Callable[[BlobInfo], Awaitable[None]] | None = None,
+        on_resume: Callable[[], None] | None = None,
     ) -> None:
         self._digest = digest
         self._source = source
         self._after = after
+        self._on_resume = on_resume
 
     def source_at(self, offset: int) -> str:
         return "upstream"
 
     async def run(self, begin: Begin) -> BlobWriter:
         writer: BlobWriter | None = None
-        failures = 0
+        resumes = Resumes(self._on_resume)
         while writer is None or writer.accepted < writer.size:
             offset = writer.accepted if writer else 0
             try:
@@ -92,9 +122,9 @@ class UpstreamFill:
                         raise ContentInvalid("blob size changed between transfers")
                     await copy(stream, writer, offset)
             except UpstreamUnavailable as e:
-                failures += 1
-                if writer is None or failures > RESUMES:
+                if writer is None:
                     raise
+                await resumes.after(e, progressed=writer.accepted > offset)
                 log.warning(
                     "blob transfer broke, resuming",
                     extra={"digest": self._digest, "offset": writer.accepted, "error": e.message},

@@ -84,6 +84,11 @@ class NodeMetrics:
             ["reason"],
             registry=r,
         )
+        self.upstream_resumes = Counter(
+            "distributed_images_upstream_resumes",
+            "Upstream transfers that broke and were resumed from the first byte missing",
+            registry=r,
+        )
         self.last_peer_success: float | None = None  # monotonic time a chunk last came from peers
         self.since_peer_success = Gauge(
             "distributed_images_seconds_since_peer_success",

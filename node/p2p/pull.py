@@ -6,8 +6,15 @@ have it: download its torrent from them). A watch stream brings each newly publi
 cold blob spreads while it is still arriving from upstream. Chunks land in the blob's temporary
 directory, in any order, by libtorrent or by our range fetches; they are handed to the store
 writer in order, which hashes them, so clients are streamed each chunk as soon as it and all
-before it are here. A chunk that makes no progress for `stall_timeout`, or every chunk left when
-the tracker fails, is fetched from upstream directly: a pull never fails while upstream works.
+before it are here.
+
+A pull never fails while upstream works, and never asks it for the same bytes twice without
+cause. A chunk the swarm brings no byte of for twice `stall_timeout`, or every chunk left when
+the tracker fails, is fetched from upstream directly. A chunk the tracker told us to WAIT for is
+not stalled: another node fetches it, or it waits its turn for an upstream slot (on a slow
+upstream that queue is long), and the tracker moves leases on when their holders stall. A range
+fetch, leased or not, is never cancelled for a lack of progress: it runs to its end, and a
+transfer that breaks is resumed from the first byte missing (`downloads.Resumes`).
 """
 
 from __future__ import annotations
@@ -16,12 +23,11 @@ import asyncio
 import contextlib
 import logging
 import os
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from node.downloads import Begin, Source, blocks_between
+from node.downloads import Begin, Resumes, Source, Stream, blocks_between
 from node.errors import ContentInvalid, UpstreamUnavailable
 from node.metrics import NodeMetrics
 from node.p2p import metainfo
@@ -61,8 +67,11 @@ class _Chunk:
     )
     task: asyncio.Task[None] | None = None
     torrent: ChunkTorrent | None = None
+    directive: Directive | None = None  # the tracker's latest word on it
     swarming: bool = False
-    leased: bool = False  # a fetch under this node's lease is running
+    fetching: bool = False  # a range fetch from upstream is running
+    leased: bool = False  # ... under this node's lease
+    renewer: asyncio.Task[None] | None = None
     asked_at: float = 0.0  # when a stall last made us ask the tracker again
     nudged_at: float = 0.0  # when a quiet swarm last made us ask for its sources again
     started_at: float = 0.0  # when the current attempt to get it began
@@ -70,8 +79,11 @@ class _Chunk:
     upstream_failures: int = 0
     bad_metainfo: bytes | None = None
     progress: int = 0  # most bytes any swarm attempt had: only more counts as progress
-    fetched: int = 0  # bytes of the range fetch under way (reported to keep its lease)
-    progress_at: float = field(default_factory=time.monotonic)
+    fetched: int = 0  # bytes of the range written to the file by our fetches: where to resume
+    received: int = 0  # bytes of the range read off upstream connections, over all transfers
+    stream: Stream | None = None  # the upstream transfer under way
+    progress_at: float = field(default_factory=lambda: _now())  # when bytes last arrived
+    excused_at: float = 0.0  # when the chunk was last waiting on the tracker (not stalled)
 
     @property
     def length(self) -> int:
@@ -80,6 +92,16 @@ class _Chunk:
     @property
     def busy(self) -> bool:
         return self.done.done() or (self.task is not None and not self.task.done())
+
+    @property
+    def waiting(self) -> bool:
+        """The tracker told us to wait for it and nothing of ours is getting it."""
+        return self.directive is Directive.WAIT and not self.busy
+
+    def fetch_progress(self) -> int:
+        """Bytes of the range received from upstream so far: grows with every read."""
+        stream = self.stream
+        return self.received + (stream.received if stream is not None else 0)
 
 
 class SwarmPull:
@@ -128,16 +150,20 @@ class SwarmPull:
             raise RuntimeError("pulling through the swarm needs a store on disk")
         self._directory = writer.directory
         self._chunks = [_Chunk(i, *chunk_range(self.size, i)) for i in range(self._count)]
-        async with asyncio.TaskGroup() as group:
-            coordinator = group.create_task(self._coordinate())
-            watchdog = group.create_task(self._watch_stalls())
-            try:
-                for chunk in self._chunks:
-                    await self._await_chunk(chunk)
-                    await writer.adopt(chunk.length)
-            finally:
-                coordinator.cancel()
-                watchdog.cancel()
+        try:
+            async with asyncio.TaskGroup() as group:
+                coordinator = group.create_task(self._coordinate())
+                watchdog = group.create_task(self._watch_stalls())
+                try:
+                    for chunk in self._chunks:
+                        await self._await_chunk(chunk)
+                        await writer.adopt(chunk.length)
+                finally:
+                    coordinator.cancel()
+                    watchdog.cancel()
+        except BaseExceptionGroup as failure:
+            # What failed the pull, as the error clients are told; the rest was cancelled.
+            raise failure.exceptions[0] from None
         return writer
 
     # -- coordination with the tracker
@@ -170,7 +196,7 @@ class SwarmPull:
         raise TrackerError("watch stream ended")
 
     async def _locate(self) -> None:
-        now = time.monotonic()
+        now = _now()
         wanted = [
             c.index
             for c in self._chunks
@@ -195,10 +221,15 @@ class SwarmPull:
             chunk = self._chunks[placed.index]
             if chunk.done.done():
                 continue
+            chunk.directive = placed.directive
             if placed.directive is Directive.FETCH and not chunk.leased:
-                # The lease is ours (its sources were lost, or nobody else fetches it).
-                self._stop_work(chunk)
-                self._start(chunk, self._fetch(chunk, leased=True))
+                # The lease is ours (its sources were lost, or nobody else fetches it). A range
+                # fetch under way goes on under it: it never starts over.
+                if chunk.fetching:
+                    self._take_lease(chunk)
+                else:
+                    self._stop_work(chunk)
+                    self._start(chunk, self._fetch(chunk, leased=True))
             elif chunk.swarming and chunk.torrent is not None:
                 self._session.connect(chunk.torrent.infohash, _addresses(placed, self._node_id))
             elif chunk.busy:
@@ -214,7 +245,7 @@ class SwarmPull:
             # frees up; either way the watch stream tells us.
 
     def _start(self, chunk: _Chunk, work: Awaitable[None]) -> None:
-        chunk.started_at = time.monotonic()
+        chunk.started_at = _now()
         chunk.task = asyncio.ensure_future(work)
         chunk.task.add_done_callback(lambda task: self._finished(chunk, task))
 
@@ -248,20 +279,37 @@ class SwarmPull:
     async def _await_chunk(self, chunk: _Chunk) -> None:
         """Wait for the next chunk in order. If even asking the tracker again did not get it
         moving, fetch it from upstream directly: a pull never hangs while upstream works."""
-        chunk.progress_at = max(chunk.progress_at, time.monotonic())  # its wait starts now
+        chunk.excused_at = max(chunk.excused_at, _now())  # its wait starts now
         while not chunk.done.done():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(chunk.done), timeout=1.0)
                 break
-            if time.monotonic() - chunk.progress_at > 2 * self._config.stall_timeout:
+            if self._stalled(chunk):
                 log.warning(
                     "chunk stalled; fetching from upstream",
-                    extra={"digest": self.digest, "chunk": chunk.index},
+                    extra={
+                        "digest": self.digest,
+                        "chunk": chunk.index,
+                        "directive": chunk.directive.name if chunk.directive else None,
+                        "swarm_bytes": chunk.progress,
+                    },
                 )
                 self._metrics.fallbacks.labels("stall").inc()
                 self._stop_work(chunk)
                 self._start(chunk, self._fetch(chunk, leased=False))
         chunk.done.result()
+
+    def _stalled(self, chunk: _Chunk) -> bool:
+        """Whether to fetch the chunk from upstream ourselves: no byte of it came for twice the
+        stall timeout from what was getting it (the swarm), or nothing was. A range fetch runs
+        to its end; a chunk we were told to wait for is the tracker's to move on."""
+        now = _now()
+        if chunk.fetching:
+            return False
+        if chunk.waiting:
+            chunk.excused_at = now
+            return False
+        return now - max(chunk.progress_at, chunk.excused_at) > 2 * self._config.stall_timeout
 
     async def _watch_stalls(self) -> None:
         """Every chunk without progress for `stall_timeout` is placed again by the tracker: new
@@ -269,7 +317,7 @@ class SwarmPull:
         is told its sources again, without starting over. All chunks at once, not in order."""
         while True:
             await asyncio.sleep(1.0)
-            now = time.monotonic()
+            now = _now()
             stalled = False
             for chunk in self._chunks:
                 if chunk.done.done():
@@ -289,12 +337,14 @@ class SwarmPull:
                 self._relocate.set()
 
     def _track_progress(self, chunk: _Chunk) -> None:
-        """Swarm progress is polled; range fetches record their own."""
+        """Note the time bytes last arrived, from the swarm or from upstream."""
         if chunk.swarming and chunk.torrent is not None:
             progress = self._session.progress(chunk.torrent.infohash)
             if progress > chunk.progress:
                 chunk.progress = progress
-                chunk.progress_at = time.monotonic()
+                chunk.progress_at = _now()
+        elif chunk.fetching and chunk.stream is not None and chunk.stream.received:
+            chunk.progress_at = _now()
 
     def _stop_work(self, chunk: _Chunk) -> None:
         """Cancel whatever is getting this chunk, to get it another way."""
@@ -310,23 +360,20 @@ class SwarmPull:
         assert self._directory is not None
         path = self._directory / chunk_name(self.digest, chunk.index)
         if leased:
-            self._leases += 1
-            chunk.leased = True
+            self._take_lease(chunk)
+        chunk.fetching = True
         log.debug(
             "fetching chunk from upstream",
             extra={"digest": self.digest, "chunk": chunk.index, "leased": leased},
         )
         try:
-            renewer = asyncio.create_task(self._renew(chunk)) if leased else None
-            try:
-                await self._write_range(chunk, path)
-            finally:
-                if renewer:
-                    renewer.cancel()
+            await self._write_range(chunk, path)
+            if chunk.renewer is not None:
+                chunk.renewer.cancel()
             hashing = asyncio.to_thread(
                 metainfo.from_file, path, self.digest, self.size, chunk.index
             )
-            if leased:
+            if chunk.leased:
                 # The upstream slot is free for the next chunk while this one is hashed.
                 _, torrent = await asyncio.gather(self._report_fetched(chunk), hashing)
             else:
@@ -336,34 +383,68 @@ class SwarmPull:
             self._chunk_done(chunk, "upstream")
             await self._publish(torrent)
         except BaseException:
-            if leased:
+            if chunk.leased:
                 await self._release(chunk)
             raise
         finally:
-            if leased:
-                self._leases -= 1
-                chunk.leased = False
-                self._relocate.set()  # room for another lease
+            chunk.fetching = False
+            self._drop_lease(chunk)
+
+    def _take_lease(self, chunk: _Chunk) -> None:
+        """Hold the chunk's lease, renewed while the fetch brings bytes."""
+        self._leases += 1
+        chunk.leased = True
+        chunk.renewer = asyncio.create_task(self._renew(chunk))
+
+    def _drop_lease(self, chunk: _Chunk) -> None:
+        if chunk.renewer is not None:
+            chunk.renewer.cancel()
+            chunk.renewer = None
+        if chunk.leased:
+            self._leases -= 1
+            chunk.leased = False
+            self._relocate.set()  # room for another lease
 
     async def _write_range(self, chunk: _Chunk, path: Path) -> None:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        """The chunk's bytes from upstream into its file, from where earlier fetches of ours
+        stopped; a transfer that breaks is resumed (`Resumes` says when, and when not)."""
+        resumes = Resumes(self._metrics.upstream_resumes.inc)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
         try:
-            async with self._upstream(chunk.start, chunk.end) as stream:
-                written = 0
-                async for block in blocks_between(stream, chunk.start, chunk.end):
-                    await asyncio.to_thread(os.pwrite, fd, block, written)
-                    written += len(block)
-                    chunk.fetched = written
-                    chunk.progress_at = time.monotonic()
+            while chunk.fetched < chunk.length:
+                start = chunk.start + chunk.fetched
+                try:
+                    async with self._upstream(start, chunk.end) as stream:
+                        chunk.stream = stream
+                        async for block in blocks_between(stream, start, chunk.end):
+                            await asyncio.to_thread(os.pwrite, fd, block, chunk.fetched)
+                            chunk.fetched += len(block)
+                except UpstreamUnavailable as e:
+                    await resumes.after(e, progressed=chunk.start + chunk.fetched > start)
+                    log.info(
+                        "chunk transfer broke; resuming",
+                        extra={
+                            "digest": self.digest,
+                            "chunk": chunk.index,
+                            "offset": chunk.fetched,
+                            "error": e.message,
+                        },
+                    )
+                finally:
+                    if chunk.stream is not None:
+                        chunk.received += chunk.stream.received
+                        chunk.stream = None
         finally:
             os.close(fd)
 
     async def _renew(self, chunk: _Chunk) -> None:
+        """Renew the lease with the bytes received so far: the tracker moves a lease on once
+        they stop growing, so they must grow with every read, not with every block stored."""
         while True:
             await asyncio.sleep(LEASE_RENEW_SECONDS)
             with contextlib.suppress(TrackerError):
                 await self._client.renew_lease(
-                    self._node_id, self.digest, chunk.index, chunk.fetched
+                    self._node_id, self.digest, chunk.index, chunk.fetch_progress()
                 )
 
     async def _report_fetched(self, chunk: _Chunk) -> None:
@@ -406,6 +487,7 @@ class SwarmPull:
             raise
         chunk.torrent = torrent
         chunk.swarming = True
+        chunk.fetched = 0  # the file is libtorrent's now: a later fetch writes it all again
         await self._session.add(
             torrent,
             self._directory,
@@ -426,7 +508,7 @@ class SwarmPull:
     def _chunk_done(self, chunk: _Chunk, source: str) -> None:
         if not chunk.done.done():
             chunk.done.set_result(source)
-            seconds = time.monotonic() - chunk.started_at
+            seconds = _now() - chunk.started_at
             self._metrics.chunk_done(source, seconds)
             log.debug(
                 "chunk arrived",
@@ -465,6 +547,11 @@ class SwarmPull:
         if not self._direct:
             with contextlib.suppress(TrackerError):
                 await self._client.withdraw(self._node_id, [self.digest], corrupt=corrupt)
+
+
+def _now() -> float:
+    """The event loop's clock: a test's loop may run on virtual time."""
+    return asyncio.get_running_loop().time()
 
 
 def _addresses(placed: ChunkPlacement, own_id: str) -> list[PeerAddress]:

@@ -51,20 +51,28 @@ class BlobStream:
     start: int  # offset of the first byte this stream yields
     _response: aiohttp.ClientResponse
     _metrics: NodeMetrics
+    received: int = 0  # bytes read off the connection, the block being gathered included
 
     async def blocks(self) -> AsyncIterator[bytes]:
         """The body in blocks of about STREAM_BLOCK bytes."""
         parts: list[bytes] = []
         buffered = 0
         counter = self._metrics.upstream_bytes
-        async for data in self._response.content.iter_any():
-            counter.inc(len(data))
-            parts.append(data)
-            buffered += len(data)
-            if buffered >= STREAM_BLOCK:
+        try:
+            async for data in self._response.content.iter_any():
+                counter.inc(len(data))
+                self.received += len(data)
+                parts.append(data)
+                buffered += len(data)
+                if buffered >= STREAM_BLOCK:
+                    yield b"".join(parts)
+                    parts.clear()
+                    buffered = 0
+        except (aiohttp.ClientError, TimeoutError):
+            # The bytes that did arrive are good: a resumed transfer starts after them.
+            if parts:
                 yield b"".join(parts)
-                parts.clear()
-                buffered = 0
+            raise
         if parts:
             yield b"".join(parts)
 

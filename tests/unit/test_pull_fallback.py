@@ -1,0 +1,285 @@
+"""A chunk's way to upstream when the swarm cannot bring it, on virtual time: a fetch that brings
+bytes is never cancelled or started again, however slowly they come; a transfer that breaks
+resumes from the first byte missing; a chunk the tracker says to wait for is not fetched behind
+its back; a lease renewal reports every byte read. Fakes stand in for the tracker client, the
+libtorrent session and the upstream registry."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from node.errors import UpstreamUnavailable
+from node.metrics import NodeMetrics
+from node.p2p import metainfo
+from node.p2p.metainfo import ChunkTorrent
+from node.p2p.pull import PullConfig, SwarmPull
+from node.store.chunking import MiB, chunk_name
+from tests.support.virtualclock import on_virtual_time
+from tracker.client import ChunkPlacement, Directive, Peer, Placement
+
+DIGEST = "sha256:" + "d" * 64
+SIZE = 4 * MiB  # one chunk
+DATA = bytes(range(256)) * (SIZE // 256)
+STALL = 10.0  # the default stall timeout: a swarm quiet for 2 x STALL goes upstream
+SLOW = 40 << 10  # bytes a second: a 1 MiB block every 26 s, a chunk in 105 s
+DEADLINE = 1200.0  # virtual seconds a pull may take here before the test calls it hung
+
+
+@dataclass
+class SlowStream:
+    """What `BlobStream` does on a slow link: bytes come `rate` a second, are yielded in blocks
+    of `block`, and what had come when the connection breaks is yielded before the error."""
+
+    size: int
+    start: int
+    end: int
+    rate: int
+    block: int = 1 << 20
+    break_after: int | None = None  # bytes into this transfer
+    received: int = 0
+
+    async def blocks(self) -> AsyncIterator[bytes]:
+        position, pending = self.start, 0
+        while position + pending < self.end:
+            await asyncio.sleep(1.0)
+            step = min(self.rate, self.end - position - pending)
+            broke = self.break_after is not None and self.received + step >= self.break_after
+            if broke:
+                assert self.break_after is not None
+                step = self.break_after - self.received
+            self.received += step
+            pending += step
+            if broke or pending >= self.block or position + pending == self.end:
+                yield DATA[position : position + pending]
+                position, pending = position + pending, 0
+            if broke:
+                raise UpstreamUnavailable("connection reset by peer")
+
+
+@dataclass
+class SlowUpstream:
+    rate: int = SLOW
+    breaks: list[int] = field(default_factory=list)  # one per transfer, in order
+    opened: list[int] = field(default_factory=list)  # the first byte each transfer asked for
+
+    @asynccontextmanager
+    async def __call__(self, start: int, end: int | None) -> AsyncIterator[SlowStream]:
+        self.opened.append(start)
+        stop = SIZE if end is None else end
+        yield SlowStream(
+            SIZE, start, stop, self.rate, break_after=self.breaks.pop(0) if self.breaks else None
+        )
+
+
+class Tracker:
+    """Places the one chunk as the test says, on Locate and on the watch stream."""
+
+    def __init__(self, torrent: ChunkTorrent, directive: Directive) -> None:
+        self.torrent = torrent
+        self.directive = directive
+        self.events: asyncio.Queue[Placement] = asyncio.Queue()
+        self.renewals: list[tuple[int, bool]] = []
+        self.released: list[int] = []
+        self.published: list[int] = []
+
+    def placement(self) -> Placement:
+        swarm = self.directive is Directive.SWARM
+        peers = (Peer("holder", "", "10.0.0.2:6881", ""),) if swarm else ()
+        meta = self.torrent.metainfo if swarm else None
+        placed = ChunkPlacement(0, self.directive, meta, peers, frozenset(), None, 0.0)
+        return Placement(DIGEST, 1, (placed,))
+
+    def tell(self, directive: Directive) -> None:
+        self.directive = directive
+        self.events.put_nowait(self.placement())
+
+    async def locate(self, *args: object, **kwargs: object) -> Placement:
+        return self.placement()
+
+    @asynccontextmanager
+    async def watch(self, *args: object) -> AsyncIterator[AsyncIterator[Placement]]:
+        async def events() -> AsyncIterator[Placement]:
+            while True:
+                yield await self.events.get()
+
+        yield events()
+
+    async def renew_lease(
+        self, node_id: str, digest: str, chunk: int, progress: int, fetched: bool = False
+    ) -> bool:
+        self.renewals.append((progress, fetched))
+        return True
+
+    async def release_lease(self, node_id: str, digest: str, chunk: int, reason: str = "") -> None:
+        self.released.append(chunk)
+
+    async def publish(self, *args: object) -> None:
+        self.published.append(int(args[4]))  # type: ignore[call-overload]
+
+    async def announce(self, *args: object, **kwargs: object) -> None:
+        pass
+
+
+class Session:
+    """A swarm that never brings a byte; seeds are added and done at once."""
+
+    def __init__(self) -> None:
+        self.seeded: list[str] = []
+
+    async def add(self, torrent: ChunkTorrent, save_path: Path, *, seed: bool, **_: object) -> None:
+        if seed:
+            self.seeded.append(torrent.infohash)
+
+    def connect(self, *args: object) -> None:
+        pass
+
+    def progress(self, infohash: str) -> int:
+        return 0
+
+    async def finished(self, infohash: str) -> None:
+        await asyncio.Event().wait()
+
+    def remove(self, infohash: str) -> None:
+        pass
+
+
+class Writer:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.adopted = 0
+
+    async def adopt(self, length: int) -> None:
+        self.adopted += length
+
+
+@dataclass
+class Pull:
+    tracker: Tracker
+    upstream: SlowUpstream
+    metrics: NodeMetrics
+    directory: Path
+    task: asyncio.Task[object]
+
+    async def done(self) -> None:
+        async with asyncio.timeout(DEADLINE):
+            await self.task
+        assert (self.directory / chunk_name(DIGEST, 0)).read_bytes() == DATA
+
+    def fallbacks(self, reason: str) -> float:
+        return self.metrics.fallbacks.labels(reason)._value.get()
+
+
+@pytest.fixture
+def torrent(tmp_path: Path) -> ChunkTorrent:
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / chunk_name(DIGEST, 0)).write_bytes(DATA)
+    return metainfo.from_file(source / chunk_name(DIGEST, 0), DIGEST, SIZE, 0)
+
+
+def start(tmp_path: Path, tracker: Tracker, upstream: SlowUpstream) -> Pull:
+    directory = tmp_path / "pull"
+    directory.mkdir()
+    metrics = NodeMetrics()
+
+    async def nothing(*args: object) -> None:
+        pass
+
+    pull = SwarmPull(
+        DIGEST,
+        SIZE,
+        upstream,
+        Session(),  # type: ignore[arg-type]
+        tracker,  # type: ignore[arg-type]
+        "node9",
+        PullConfig(stall_timeout=STALL),
+        on_complete=nothing,
+        on_corrupt=lambda digest: None,
+        metrics=metrics,
+    )
+    task = asyncio.create_task(pull.run(lambda size: Writer(directory)))  # type: ignore[arg-type, return-value]
+    return Pull(tracker, upstream, metrics, directory, task)  # type: ignore[arg-type]
+
+
+@on_virtual_time
+async def test_a_slow_fallback_fetch_runs_to_its_end(tmp_path: Path, torrent: ChunkTorrent) -> None:
+    """The swarm brings nothing, so the chunk goes upstream once; that transfer takes minutes
+    and yields a block every 26 s, and is never cancelled or started again."""
+    pull = start(tmp_path, Tracker(torrent, Directive.SWARM), SlowUpstream())
+    await pull.done()
+    assert pull.upstream.opened == [0]
+    assert pull.fallbacks("stall") == 1
+    assert pull.tracker.published == [0]
+
+
+@on_virtual_time
+async def test_a_chunk_queued_for_an_upstream_slot_is_not_fetched_behind_the_trackers_back(
+    tmp_path: Path, torrent: ChunkTorrent
+) -> None:
+    """On a slow upstream the cluster's few upstream slots are busy for minutes: a chunk told to
+    WAIT waits, and is fetched once, by its lease holder."""
+    pull = start(tmp_path, Tracker(torrent, Directive.WAIT), SlowUpstream())
+    await asyncio.sleep(10 * STALL)
+    assert pull.upstream.opened == []
+    pull.tracker.tell(Directive.FETCH)
+    await pull.done()
+    assert pull.upstream.opened == [0]
+    assert pull.fallbacks("stall") == 0
+    assert pull.tracker.renewals[-1][1]  # reported fetched: the slot is free for the next chunk
+
+
+@on_virtual_time
+async def test_a_lease_granted_to_a_fallback_fetch_under_way_takes_it_over(
+    tmp_path: Path, torrent: ChunkTorrent
+) -> None:
+    pull = start(tmp_path, Tracker(torrent, Directive.SWARM), SlowUpstream())
+    await asyncio.sleep(2 * STALL + 30)  # the stalled swarm went upstream a while ago
+    assert pull.upstream.opened == [0]
+    pull.tracker.tell(Directive.FETCH)
+    await pull.done()
+    assert pull.upstream.opened == [0]
+    assert pull.tracker.renewals and pull.tracker.released == []
+
+
+@on_virtual_time
+async def test_a_broken_transfer_resumes_from_the_first_byte_missing(
+    tmp_path: Path, torrent: ChunkTorrent
+) -> None:
+    broken_at = 1 * MiB + 300_000  # a block and a bit into the transfer
+    upstream = SlowUpstream(rate=256 << 10, breaks=[broken_at])
+    pull = start(tmp_path, Tracker(torrent, Directive.FETCH), upstream)
+    await pull.done()
+    assert upstream.opened == [0, broken_at]
+    assert pull.metrics.upstream_resumes._value.get() == 1
+
+
+@on_virtual_time
+async def test_a_transfer_that_keeps_breaking_without_a_byte_fails(
+    tmp_path: Path, torrent: ChunkTorrent
+) -> None:
+    upstream = SlowUpstream(breaks=[0] * 50)
+    pull = start(tmp_path, Tracker(torrent, Directive.FETCH), upstream)
+    with pytest.raises(UpstreamUnavailable):
+        async with asyncio.timeout(DEADLINE):
+            await pull.task
+    assert len(upstream.opened) <= 2 * 5  # a few resumes, with backoff, per lease: bounded
+
+
+@on_virtual_time
+async def test_a_lease_is_renewed_with_every_byte_read(
+    tmp_path: Path, torrent: ChunkTorrent
+) -> None:
+    """The tracker moves a lease on once its progress stops growing: between two 1 MiB blocks of
+    a slow transfer, the bytes read must still show."""
+    pull = start(tmp_path, Tracker(torrent, Directive.FETCH), SlowUpstream())
+    await pull.done()
+    progress = [p for p, fetched in pull.tracker.renewals if not fetched]
+    assert len(progress) > 50
+    assert all(b > a for a, b in itertools.pairwise(progress))
