@@ -119,7 +119,8 @@ async def compose(config: Config) -> AsyncIterator[Node]:
     )
     await session.start()
     try:
-        swarm = Swarm(store, session, metrics, PullConfig(), refs=seeds.refs if seeds else list)
+        pulls = PullConfig(stall_timeout=config.cluster.stall_timeout)
+        swarm = Swarm(store, session, metrics, pulls, refs=seeds.refs if seeds else list)
         if seeds is not None:
             seeds.on_change = lambda: _spawn(swarm.images_changed(), "images changed")
         async with upstream:

@@ -85,6 +85,14 @@ class ClusterConfig:
     zone: str = field(
         default="", metadata={"help": "topology zone, preferred for peers", "metavar": "NAME"}
     )
+    stall_timeout: float = field(
+        default=10.0,
+        metadata={
+            "help": "seconds a chunk may go without a byte from its peers before it is asked"
+            " for again; after twice this it is fetched from upstream directly",
+            "metavar": "S",
+        },
+    )
     upload_limit: int = field(
         default=0,
         metadata={

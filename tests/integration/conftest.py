@@ -67,18 +67,25 @@ def p2p_upstream(workspace: Path, p2p_images: P2PImages) -> Iterator[Registry]:
 def start_cluster(
     workdir: Path, p2p_upstream: Registry, request: pytest.FixtureRequest
 ) -> Iterator[Callable[..., Cluster]]:
-    """`start_cluster(size=4, node_args={i: [flags]})`: a tracker and `size` nodes, all joined,
-    whose default registry is `p2p_upstream`. Stopped at teardown; logs printed on failure."""
+    """`start_cluster(size=4, node_args={i: [flags]}, tracker_args=[flags], upstream_url=URL)`:
+    a tracker and `size` nodes, all joined, whose default registry is `p2p_upstream` (reached at
+    `upstream_url`, its own URL unless given). Stopped at teardown; logs printed on failure."""
     started: list[Cluster] = []
 
-    def start(size: int = 4, node_args: Mapping[int, Sequence[str]] | None = None) -> Cluster:
+    def start(
+        size: int = 4,
+        node_args: Mapping[int, Sequence[str]] | None = None,
+        tracker_args: Sequence[str] = (),
+        upstream_url: str | None = None,
+    ) -> Cluster:
         upstream = p2p_upstream
         cluster = Cluster(
             workdir / f"cluster{len(started)}",
-            {upstream.host: upstream.url},
+            {upstream.host: upstream_url or upstream.url},
             upstream.host,
             size=size,
             node_args=node_args,
+            tracker_args=tracker_args,
         )
         started.append(cluster)
         cluster.start()

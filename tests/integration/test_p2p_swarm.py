@@ -24,7 +24,7 @@ from tests.integration.conftest import P2PImages
 from tests.support import skopeo
 from tests.support.cluster import Cluster, Received, chunk_file, pull_image, receiving
 from tests.support.images import MiB, OciImage
-from tests.support.registry import Registry
+from tests.support.registry import Registry, upstream_blob_bytes
 from tracker.client import NodeAddress, TrackerClient
 
 pytestmark = pytest.mark.integration
@@ -59,19 +59,6 @@ async def until(condition: Callable[[], bool], what: str, interval: float = 0.1)
     while not await asyncio.to_thread(condition):
         assert time.monotonic() < deadline, f"never true after {WAIT_TIMEOUT:.0f} s: {what}"
         await asyncio.sleep(interval)
-
-
-async def upstream_blob_bytes(registry: Registry, since: int, digests: list[str]) -> dict[str, int]:
-    """Bytes the registry wrote per blob for GETs after `since` (for a Range GET it writes only
-    the range). A request is logged just after its last byte left: read until two reads agree."""
-    previous: dict[str, int] | None = None
-    while True:
-        entries = [e for e in registry.entries(since) if e.method == "GET" and e.is_blob()]
-        written = {d: sum(e.written for e in entries if e.is_blob(d)) for d in digests}
-        if written == previous:
-            return written
-        previous = written
-        await asyncio.sleep(0.3)
 
 
 def held_blobs(cluster: Cluster) -> dict[str, object]:

@@ -120,6 +120,10 @@ class Node:
         self.stop()
         self.start()
 
+    def signal(self, signum: int) -> None:
+        """Send the node's process a signal (SIGSTOP freezes it, SIGCONT thaws it)."""
+        self._daemon.signal(signum)
+
     @property
     def running(self) -> bool:
         return self._daemon.running

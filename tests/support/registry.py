@@ -13,6 +13,7 @@ tests count what reached the upstream:
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,6 +160,19 @@ class Registry:
         self, reference: str | None = None, since: int = 0
     ) -> list[AccessLogEntry]:
         return [e for e in self.entries(since) if e.is_manifest(reference)]
+
+
+async def upstream_blob_bytes(registry: Registry, since: int, digests: list[str]) -> dict[str, int]:
+    """Bytes the registry wrote per blob for GETs after `since` (for a Range GET it writes only
+    the range). A request is logged just after its last byte left: read until two reads agree."""
+    previous: dict[str, int] | None = None
+    while True:
+        entries = [e for e in registry.entries(since) if e.method == "GET" and e.is_blob()]
+        written = {d: sum(e.written for e in entries if e.is_blob(d)) for d in digests}
+        if written == previous:
+            return written
+        previous = written
+        await asyncio.sleep(0.3)
 
 
 def _parse(line: str) -> AccessLogEntry | None:
