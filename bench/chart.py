@@ -41,6 +41,9 @@ def draw(document: dict[str, Any], path: Path) -> None:
         axes.plot([p50, p50], [y - 0.25, y + 0.25], color=POINT_COLOR, linewidth=2, zorder=2)
         ys = [y + jitter.uniform(-0.18, 0.18) for _ in seconds]
         axes.scatter(seconds, ys, s=14, color=POINT_COLOR, zorder=3)
+        own = entry.get("bound_seconds")
+        if own:  # a scenario with a bound of its own (a slower upstream): marked on its row
+            axes.plot([own, own], [y - 0.3, y + 0.3], color=BOUND_COLOR, linewidth=1.5, zorder=2)
     axes.axvline(lb, color=BOUND_COLOR, linestyle="--", linewidth=1.5, zorder=0)
     axes.text(lb, len(names) - 0.45, f" LB = {lb:.2f} s", color=BOUND_COLOR, fontsize=9)
     axes.set_yticks(range(len(names)), list(reversed(names)))

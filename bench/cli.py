@@ -92,8 +92,16 @@ class Config:
     pull_timeout: float = field(
         default=0.0,
         metadata={
-            "help": "seconds before a pull counts as failed (0: 60 + 3 N LB)",
+            "help": "seconds before a pull counts as failed (0: 60 + twice the scenario's own"
+            " bound: LB, N S/U for direct pulls)",
             "metavar": "S",
+        },
+    )
+    slow_upstream_mbit: float = field(
+        default=0.0,
+        metadata={
+            "help": "the upstream's link during p2p-cold-slow, Mbit/s (0: U/8)",
+            "metavar": "MBIT",
         },
     )
     log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
@@ -152,8 +160,8 @@ def _measure(config: Config, cluster: Cluster, progress: Progress) -> dict[str, 
     shutil.rmtree(built.layout)
     size = built.blob_bytes
     lb = results.bound_seconds(size, config.node_mbit, config.upstream_mbit)
-    timeout = config.pull_timeout or 60 + 3 * config.nodes * lb
-    bench = Bench(cluster, built, progress, lb, timeout)
+    slow = config.slow_upstream_mbit or config.upstream_mbit / 8
+    bench = Bench(cluster, built, progress, lb, config.pull_timeout, slow)
     progress.line(f"S = {size / MiB:.1f} MiB, LB = {lb:.2f} s")
     params = _params(config, cluster, size, lb)
     runs: dict[str, list[Measurement]] = {name: [] for name in config.scenarios}  # deduplicated
@@ -185,6 +193,7 @@ def _params(config: Config, cluster: Cluster, size: int, lb: float) -> dict[str,
         "layers": config.layers,
         "node_mbit": config.node_mbit,
         "upstream_mbit": config.upstream_mbit,
+        "slow_upstream_mbit": config.slow_upstream_mbit or config.upstream_mbit / 8,
         "lb_seconds": round(lb, 3),
         "repeat": config.repeat,
         "scenarios": list(dict.fromkeys(config.scenarios)),
@@ -262,7 +271,7 @@ def _check(config: Config) -> str | None:
         return "--image-size is too small for that many layers"
     if not 576 <= config.mtu <= 65535:
         return "--mtu is between 576 and 65535"
-    if min(config.node_mbit, config.upstream_mbit) <= 0:
+    if min(config.node_mbit, config.upstream_mbit) <= 0 or config.slow_upstream_mbit < 0:
         return "--node-mbit and --upstream-mbit must be positive"
     return None
 

@@ -114,6 +114,15 @@ class Cluster:
 
     # The upstream.
 
+    @contextmanager
+    def upstream_at(self, mbit: float) -> Iterator[None]:
+        """The upstream's link at `mbit` for a while, then back at the profile's rate."""
+        self.network.reshape(self.upstream, mbit)
+        try:
+            yield
+        finally:
+            self.network.reshape(self.upstream, self.links.upstream_mbit)
+
     def start_upstream(self) -> None:
         daemon = self._registry("upstream", self.upstream, self.workdir / "upstream", None)
         self._start(daemon, f"http://{self.upstream_registry}/v2/")

@@ -23,6 +23,7 @@ from bench.cluster import Agent, Cluster
 
 PEER_DOWNLOAD = 'distributed_images_peer_bytes_total{direction="download"}'
 UPSTREAM_BYTES = "distributed_images_upstream_bytes_total"
+FALLBACKS = "distributed_images_fallbacks_total{reason="
 BLOB_BYTES = "distributed_images_blob_bytes_total{source="
 
 
@@ -36,6 +37,7 @@ class Measurement:
     peer_bytes: int | None
     node_tx_bytes: int
     details: dict[str, object] = field(default_factory=dict)
+    bound_seconds: float | None = None  # the scenario's own bound, when it is not the run's LB
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,11 @@ def _agent_figures(
     details["agents_cpu_seconds"] = round(totals.get("cpu_seconds", 0.0), 2)
     details["agent_upstream_bytes"] = int(totals.get(UPSTREAM_BYTES, 0.0))
     details["agent_blob_bytes_by_source"] = by_source
+    details["agent_fallbacks"] = {
+        key.removeprefix(FALLBACKS).strip('"}'): int(value)
+        for key, value in totals.items()
+        if key.startswith(FALLBACKS) and value
+    }
     silent = sorted(set(start) - set(end))
     if silent:
         details["agents_left_out"] = silent

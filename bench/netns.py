@@ -136,10 +136,15 @@ class Network:
         self._shape(self.bridge, host.bridge_port, mbit)
         return host
 
+    def reshape(self, host: Host, mbit: float) -> None:
+        """Change the rate of a host's link, both ways, while everything runs."""
+        self._shape(host.netns, "eth0", mbit, "change")
+        self._shape(self.bridge, host.bridge_port, mbit, "change")
+
     @staticmethod
-    def _shape(netns: str, device: str, mbit: float) -> None:
+    def _shape(netns: str, device: str, mbit: float, verb: str = "add") -> None:
         rate = f"{mbit:g}mbit"
-        _run(["tc", "-n", netns, "qdisc", "add", "dev", device, "root", "tbf", "rate", rate,
+        _run(["tc", "-n", netns, "qdisc", verb, "dev", device, "root", "tbf", "rate", rate,
               "burst", TBF_BURST, "latency", TBF_LATENCY])  # fmt: skip
 
     def destroy(self) -> None:

@@ -52,12 +52,16 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 def summarize(runs: Sequence[Measurement], lb: float, image_bytes: int) -> dict[str, Any]:
-    """One scenario's entry: pooled pull times, the worst repeat's bytes, ratios, every run."""
+    """One scenario's entry: pooled pull times, the worst repeat's bytes, ratios, every run.
+    Ratios are to the scenario's own bound where it has one (`bound_seconds`), else to LB."""
+    lb = runs[0].bound_seconds or lb
     seconds = [s for run in runs for s in run.pull_seconds]
     failures = [f for run in runs for f in run.failures]
     egress = max(run.upstream_egress_bytes for run in runs)
     peers = [run.peer_bytes for run in runs if run.peer_bytes is not None]
     entry: dict[str, Any] = {"pull_seconds": [round(s, 3) for s in seconds]}
+    if runs[0].bound_seconds:
+        entry["bound_seconds"] = round(lb, 3)
     for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0)):
         value = percentile(seconds, q) if seconds else None
         entry[f"{name}_seconds"] = _round(value)
@@ -177,6 +181,12 @@ def _row(name: str, entry: dict[str, Any]) -> str:
             notes.append(f"killed {killed} at {run['kill_after_seconds']:.1f} s")
         if "preheat_seconds" in run:
             notes.append(f"preheat {run['preheat_seconds']:.1f} s")
+        if "upstream_mbit" in run:
+            bound = entry["bound_seconds"]
+            notes.append(f"U = {run['upstream_mbit']:g} Mbit/s, its LB = {bound:.2f} s")
+        fallbacks = sum(run.get("agent_fallbacks", {}).values())
+        if fallbacks:
+            notes.append(f"{fallbacks} fallbacks to upstream")
     busy = [run["machine_cpu_busy"] for run in entry["runs"] if "machine_cpu_busy" in run]
     if busy:
         notes.append(f"CPU {max(busy):.0%} busy")

@@ -3,6 +3,8 @@
     direct     every node pulls from the upstream registry
     proxy      every node pulls through one pull-through cache (docker-registry in proxy mode)
     p2p-cold   every node pulls through its distributed-images agent; nothing cached anywhere
+    p2p-cold-slow  as p2p-cold, behind a slow link to the upstream (`--slow-upstream-mbit`),
+               judged against its own bound: chunks wait long for their turn upstream
     p2p-warm   as p2p-cold, but one node pulled the image first; the others are measured
     preheat    `distributed-images preheat --wait` places the image, then every node pulls
     churn      as p2p-cold, and a quarter of the nodes are killed (agent and client) mid-pull;
@@ -50,7 +52,20 @@ class Bench:
     image: Image
     progress: Progress
     lb_seconds: float
-    pull_timeout: float
+    pull_timeout: float  # 0: scaled to each scenario's own bound
+    slow_upstream_mbit: float
+
+    def timeout(self, bound: float) -> float:
+        """Seconds before a pull counts as failed: --pull-timeout, or a minute plus twice the
+        scenario's own bound, so a hung pull shows as a failure in minutes, not in N x LB."""
+        return self.pull_timeout or 60 + 2 * bound
+
+    def bound(self, upstream_copies: int = 1, upstream_mbit: float = 0.0) -> float:
+        """The time no way of pulling can beat: the upstream sends `upstream_copies` of the
+        image (at `upstream_mbit`, the profile's U unless given), and each node receives one."""
+        links, size = self.cluster.links, self.image.blob_bytes
+        upstream = (upstream_mbit or links.upstream_mbit) * 1e6 / 8
+        return max(upstream_copies * size / upstream, size / (links.node_mbit * 1e6 / 8))
 
 
 def pull_all(
@@ -59,9 +74,11 @@ def pull_all(
     hosts: Sequence[Host],
     registry: Callable[[Host], str],
     out: Path,
+    bound: float,
     during: Callable[[float, Pulls], None] | None = None,
 ) -> Pulls:
-    """Start one pull per host at once, wait for all, show each as it ends, check the copies."""
+    """Start one pull per host at once, wait for all, show each as it ends, check the copies.
+    A pull not done `bench.timeout(bound)` seconds after the start has failed."""
     pulls = Pulls(hosts, lambda h: Cluster.reference(registry(h)), out)
     progress, lb = bench.progress, bench.lb_seconds
     upstream_at_start = bench.cluster.upstream.tx_bytes() if progress.live else 0
@@ -89,7 +106,7 @@ def pull_all(
             progress.line(f"{label}: {pull.host.name} FAILED: {pull.error}")
 
     pulls.start(bench.cluster.env)
-    pulls.wait(bench.pull_timeout, tick, on_done)
+    pulls.wait(bench.timeout(bound), tick, on_done)
     pulls.verify(bench.image)
     return pulls
 
@@ -101,7 +118,8 @@ def direct(bench: Bench, run: str) -> Measurement:
     cluster = bench.cluster
     window = Window(cluster)
     out = _out(bench, run)
-    pulls = pull_all(bench, run, cluster.nodes, lambda h: cluster.upstream_registry, out)
+    bound = bench.bound(upstream_copies=len(cluster.nodes))
+    pulls = pull_all(bench, run, cluster.nodes, lambda h: cluster.upstream_registry, out, bound)
     return window.close(pulls)
 
 
@@ -110,7 +128,10 @@ def proxy(bench: Bench, run: str) -> Measurement:
     with cluster.proxy(run):
         window = Window(cluster, proxy=True)
         out = _out(bench, run)
-        pulls = pull_all(bench, run, cluster.nodes, lambda h: cluster.proxy_registry, out)
+        # The cache gets the image once, then sends every node a copy over its own link.
+        nodes = len(cluster.nodes)
+        bound = bench.bound() + nodes * bench.image.blob_bytes / (cluster.links.node_mbit * 1e6 / 8)
+        pulls = pull_all(bench, run, cluster.nodes, lambda h: cluster.proxy_registry, out, bound)
         return window.close(pulls)
 
 
@@ -132,6 +153,16 @@ def p2p_cold(bench: Bench, run: str) -> Measurement:
     with p2p(bench, run) as agents:
         window = Window(bench.cluster, agents)
         return window.close(_pull_through(bench, run, agents))
+
+
+def p2p_cold_slow(bench: Bench, run: str) -> Measurement:
+    mbit = bench.slow_upstream_mbit
+    bound = bench.bound(upstream_mbit=mbit)
+    with bench.cluster.upstream_at(mbit), p2p(bench, run) as agents:
+        window = Window(bench.cluster, agents)
+        measured = window.close(_pull_through(bench, run, agents, bound=bound), upstream_mbit=mbit)
+    measured.bound_seconds = bound
+    return measured
 
 
 def p2p_warm(bench: Bench, run: str) -> Measurement:
@@ -187,6 +218,7 @@ SCENARIOS: dict[str, Callable[[Bench, str], Measurement]] = {
     "direct": direct,
     "proxy": proxy,
     "p2p-cold": p2p_cold,
+    "p2p-cold-slow": p2p_cold_slow,
     "p2p-warm": p2p_warm,
     "preheat": preheat,
     "churn": churn,
@@ -198,10 +230,14 @@ def _pull_through(
     label: str,
     agents: Sequence[Agent],
     during: Callable[[float, Pulls], None] | None = None,
+    bound: float = 0.0,
 ) -> Pulls:
+    """Pull on every agent's host through it; `bound` is the run's LB unless given."""
     by_host = {a.host.name: a.registry for a in agents}
     hosts = [a.host for a in agents]
-    return pull_all(bench, label, hosts, lambda h: by_host[h.name], _out(bench, label), during)
+    out = _out(bench, label)
+    bound = bound or bench.lb_seconds
+    return pull_all(bench, label, hosts, lambda h: by_host[h.name], out, bound, during)
 
 
 def _preheat(bench: Bench) -> float:
@@ -219,7 +255,7 @@ def _preheat(bench: Bench) -> float:
         stderr=subprocess.STDOUT,
         text=True,
         env=cluster.env,
-        timeout=bench.pull_timeout,
+        timeout=bench.timeout(bench.lb_seconds),
     )
     if result.returncode != 0:
         lines = [line.strip() for line in result.stdout.splitlines() if line.strip()] or ["-"]

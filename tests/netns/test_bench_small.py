@@ -22,13 +22,26 @@ from typing import Any
 import pytest
 
 NODES = 3
-SMALL = ["--nodes", str(NODES), "--image-size", "32MiB", "--layers", "3"]
+# A slow upstream (8 Mbit/s: S/U = 34 s) makes the last layer's chunks wait over 20 s for their
+# turn upstream, longer than twice the nodes' stall timeout.
+SMALL = [
+    "--nodes",
+    str(NODES),
+    "--image-size",
+    "32MiB",
+    "--layers",
+    "3",
+    "--slow-upstream-mbit",
+    "8",
+]
 CONTRACT = {
     "pull_seconds", "p50_seconds", "p90_seconds", "p99_seconds", "max_seconds",
     "upstream_egress_bytes", "peer_bytes", "p50_lb", "p99_lb", "egress_ratio",
 }  # fmt: skip
+SMALL_TIMEOUT = 400
+CHUNK = 4 << 20  # the chunk size of each of the image's layers
 PARAMS = {"nodes", "image_bytes", "layers", "node_mbit", "upstream_mbit", "lb_seconds"}
-SCENARIOS = ["direct", "proxy", "p2p-cold", "p2p-warm", "preheat", "churn"]
+SCENARIOS = ["direct", "proxy", "p2p-cold", "p2p-cold-slow", "p2p-warm", "preheat", "churn"]
 
 
 def _missing() -> str | None:
@@ -91,11 +104,11 @@ def small_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     out, workdir = base / "out", base / "work"
     process = bench(out, workdir, *SMALL)
     try:
-        _, stderr = process.communicate(timeout=240)
+        _, stderr = process.communicate(timeout=SMALL_TIMEOUT)
     except subprocess.TimeoutExpired:
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=60)
-        pytest.fail(f"bench did not finish in 240 s\n{stderr[-4000:]}")
+        pytest.fail(f"bench did not finish in {SMALL_TIMEOUT} s\n{stderr[-4000:]}")
     return Run(process.returncode, process.pid, out, workdir, stderr)
 
 
@@ -141,6 +154,16 @@ def test_scenarios_through_nodes_measure_or_say_why(small_run: Run) -> None:
         entry = scenarios[name]
         if "pull_seconds" in entry:
             assert entry["upstream_egress_bytes"] >= 0
+    # Behind the slow link every pull completes, and the upstream sends the image once, plus at
+    # most a chunk for each time a node gave up on the cluster (interface bytes: +5%).
+    slow = scenarios["p2p-cold-slow"]
+    assert "error" not in slow, slow.get("error")
+    size = small_run.results["params"]["image_bytes"]
+    fallbacks = sum(sum(r["agent_fallbacks"].values()) for r in slow["runs"])
+    assert slow["failed_pulls"] == 0, slow["failures"]
+    assert len(slow["pull_seconds"]) == NODES
+    assert size <= slow["upstream_egress_bytes"] <= 1.05 * size + fallbacks * CHUNK
+    assert slow["bound_seconds"] > small_run.results["params"]["lb_seconds"]
     churn = scenarios["churn"]
     if "runs" in churn:
         assert churn["runs"][0]["killed_nodes"] == ["node2"]  # a quarter of 3, at least one
