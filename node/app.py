@@ -25,6 +25,7 @@ from node.manifests import Manifests
 from node.membership import Membership
 from node.metrics import NodeMetrics
 from node.oci.descriptors import Sizes
+from node.oci.listing import Listing
 from node.oci.routes import RegistryAPI
 from node.p2p.peermanifests import PeerManifests
 from node.p2p.pull import PullConfig
@@ -131,8 +132,20 @@ async def compose(config: Config) -> AsyncIterator[Node]:
             )
             blobs = Blobs(store, downloads, upstream, metrics, sizes, swarm)
             prefetcher = Prefetcher(blobs, config.prefetch)
+            listing = Listing(
+                registries,
+                upstream,
+                seeds.tags_of if seeds else lambda ns, repo: [],
+                seeds.repositories if seeds else lambda ns: [],
+            )
             api = RegistryAPI(
-                registries, manifests, blobs, metrics, lambda: node.readiness(), prefetcher
+                registries,
+                manifests,
+                blobs,
+                metrics,
+                lambda: node.readiness(),
+                prefetcher,
+                listing,
             )
             preheater = Preheater(registries, manifests, blobs)
             node = Node(

@@ -7,6 +7,7 @@
     │   ├── ReferenceInvalid      a tag or digest that is not well-formed
     │   ├── DigestInvalid
     │   ├── RangeInvalid
+    │   ├── PaginationInvalid     a list's `n` that is not a count
     │   └── Unsupported           push and other operations a mirror does not offer
     ├── NotFound
     │   ├── BlobUnknown
@@ -51,6 +52,10 @@ class RangeInvalid(InvalidRequest):
     def __init__(self, message: str, size: int) -> None:
         super().__init__(message)
         self.size = size
+
+
+class PaginationInvalid(InvalidRequest):
+    pass
 
 
 class Unsupported(InvalidRequest):

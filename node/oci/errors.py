@@ -18,6 +18,7 @@ WIRE: list[tuple[type[errors.NodeError], int, str]] = [
     (errors.ReferenceInvalid, 400, "TAG_INVALID"),
     (errors.DigestInvalid, 400, "DIGEST_INVALID"),
     (errors.RangeInvalid, 416, "RANGE_INVALID"),
+    (errors.PaginationInvalid, 400, "PAGINATION_NUMBER_INVALID"),
     (errors.Unsupported, 405, "UNSUPPORTED"),
     (errors.InvalidRequest, 400, "UNSUPPORTED"),
     (errors.BlobUnknown, 404, "BLOB_UNKNOWN"),

@@ -17,6 +17,7 @@ from node.manifests import Manifests
 from node.metrics import NodeMetrics
 from node.oci import mediatypes
 from node.oci.errors import Handler, oci_errors
+from node.oci.listing import Listing
 from node.oci.ranges import parse_range
 from node.oci.reference import Reference, validate_digest, validate_name
 from node.prefetch import Prefetcher
@@ -39,6 +40,7 @@ class RegistryAPI:
         metrics: NodeMetrics,
         readiness: Callable[[], Readiness],
         prefetcher: Prefetcher | None = None,
+        listing: Listing | None = None,
     ) -> None:
         self._registries = registries
         self._manifests = manifests
@@ -46,6 +48,7 @@ class RegistryAPI:
         self._metrics = metrics
         self._readiness = readiness
         self._prefetcher = prefetcher
+        self._listing = listing
 
     def application(self) -> web.Application:
         app = web.Application(middlewares=[self._observe, oci_errors])
@@ -58,6 +61,7 @@ class RegistryAPI:
             ("push", f"/v2/{NAME}/blobs/uploads/{{tail:.*}}", self.unsupported, ("*",)),
             ("push", f"/v2/{NAME}/manifests/{{reference}}", self.unsupported, ("PUT", "DELETE")),
             ("push", f"/v2/{NAME}/blobs/{{digest}}", self.unsupported, ("DELETE",)),
+            *self._listing_routes(),
             ("other", "/v2/{tail:.*}", self.unsupported, ("*",)),
             ("metrics", "/metrics", self.metrics, ("GET",)),
             ("healthz", "/healthz", self.healthz, ("GET", "HEAD")),
@@ -72,6 +76,14 @@ class RegistryAPI:
                 elif method != "HEAD":
                     app.router.add_route(method, path, _named(endpoint, handler))
         return app
+
+    def _listing_routes(self) -> list[tuple[str, str, Handler, tuple[str, ...]]]:
+        if self._listing is None:
+            return []
+        return [
+            ("tags", f"/v2/{NAME}/tags/list", self._listing.tags, ("GET", "HEAD")),
+            ("catalog", "/v2/_catalog", self._listing.catalog, ("GET", "HEAD")),
+        ]
 
     @web.middleware
     async def _observe(self, request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -89,6 +89,16 @@ class Seeds:
         `Upstream.repository` give them), or None."""
         return self._catalog.lookup(ImageRef(ns.lower(), repo, tag))
 
+    def tags_of(self, ns: str, repo: str) -> list[str]:
+        """The seeded tags of one repository (named as `lookup` takes it)."""
+        ns = ns.lower()
+        return sorted(ref.tag for ref in self._catalog.tags() if (ref.ns, ref.repo) == (ns, repo))
+
+    def repositories(self, ns: str) -> list[str]:
+        """The repositories of a registry that hold seeded tags."""
+        ns = ns.lower()
+        return sorted({ref.repo for ref in self._catalog.tags() if ref.ns == ns})
+
     def refs(self) -> list[tuple[str, str]]:
         """(normalized reference, manifest digest) of every seeded tag, to announce."""
         return sorted((str(ref), digest) for ref, digest in self._catalog.tags().items())

@@ -9,6 +9,7 @@ node's domain errors, so a 401/403/404/429 upstream never reaches a client as a 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 from collections.abc import AsyncIterator
@@ -28,12 +29,15 @@ from node.errors import (
     UpstreamUnavailable,
 )
 from node.metrics import NodeMetrics
+from node.oci.reference import TAG
 from node.upstream.auth import Authenticator
 from node.upstream.registries import Upstream
 
 log = logging.getLogger(__name__)
 
 MAX_MANIFEST_BYTES = 4 << 20
+MAX_TAGS = 10_000  # of one repository: more are not listed
+TAG_PAGE = 1000  # asked of the upstream per request
 STREAM_BLOCK = 1 << 20
 
 
@@ -130,6 +134,25 @@ class UpstreamClient:
                 media_type=response.headers.get("Content-Type", "").split(";")[0].strip(),
                 size=len(body) if body is not None else (size or 0),
             )
+
+    async def tags(self, upstream: Upstream, repo: str) -> list[str]:
+        """The repository's tags, following the upstream's pages (`Link: rel="next"` on the
+        same registry), at most MAX_TAGS; a malformed tag is left out."""
+        path: str | None = f"/v2/{upstream.repository(repo)}/tags/list?n={TAG_PAGE}"
+        tags: list[str] = []
+        while path is not None and len(tags) < MAX_TAGS:
+            headers = {"Accept": "application/json"}
+            async with self._open("GET", upstream, repo, path, headers, NotFound) as response:
+                body = await self._read_limited(response)
+                path = _next_page(upstream, response.headers.get("Link", ""))
+            try:
+                listed = json.loads(body).get("tags") or []
+            except (ValueError, AttributeError):
+                raise UpstreamUnavailable("upstream sent a malformed tag list") from None
+            if not isinstance(listed, list):
+                raise UpstreamUnavailable("upstream sent a malformed tag list")
+            tags += [t for t in listed if isinstance(t, str) and TAG.fullmatch(t)]
+        return tags[:MAX_TAGS]
 
     async def _read_limited(self, response: aiohttp.ClientResponse) -> bytes:
         body = bytearray()
@@ -244,6 +267,15 @@ def _status_error(
             "the upstream registry's rate limit was reached", response.headers.get("Retry-After")
         )
     return UpstreamUnavailable(f"upstream answered {response.status}", detail)
+
+
+def _next_page(upstream: Upstream, link: str) -> str | None:
+    """The path of the next page a `Link` header names, when it is on the same registry."""
+    target, _, params = link.partition(">")
+    if 'rel="next"' not in params.replace(" ", ""):
+        return None
+    url = target.strip().removeprefix("<").removeprefix(upstream.base_url)
+    return url if url.startswith("/v2/") else None
 
 
 def _extent(response: aiohttp.ClientResponse, digest: str) -> tuple[int, int]:

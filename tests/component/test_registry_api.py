@@ -345,7 +345,7 @@ async def test_bad_requests(harness: Harness) -> None:
         ("GET", "/v2/a/blobs/sha256:123", 400, "DIGEST_INVALID"),
         ("POST", "/v2/a/blobs/uploads/", 405, "UNSUPPORTED"),
         ("PUT", "/v2/a/manifests/1", 405, "UNSUPPORTED"),
-        ("GET", "/v2/_catalog", 405, "UNSUPPORTED"),
+        ("DELETE", "/v2/_catalog", 405, "UNSUPPORTED"),
     ]
     for method, path, status, code in cases:
         async with harness.http.request(method, harness.url(path)) as r:
