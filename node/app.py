@@ -27,6 +27,7 @@ from node.metrics import NodeMetrics
 from node.oci.descriptors import Sizes
 from node.oci.listing import Listing
 from node.oci.routes import RegistryAPI
+from node.p2p import metainfo
 from node.p2p.peermanifests import PeerManifests
 from node.p2p.pull import PullConfig
 from node.p2p.session import PeerSession
@@ -177,9 +178,11 @@ def _open_store(config: Config, on_evict: Callable[[BlobInfo], None]) -> Content
     try:
         return ContentStore.open(
             data_dir,
+            fsync=config.store.fsync,
             max_bytes=config.store.cache_max_bytes,
             low_watermark=config.store.cache_low_watermark,
             on_evict=on_evict,
+            canonical_torrent=lambda *chunk: metainfo.from_pieces(*chunk).metainfo,
         )
     except OSError as e:  # a file or directory inside it that this user may not write
         raise startup.not_writable(

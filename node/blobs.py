@@ -69,8 +69,8 @@ class Blobs:
         # yet: the first is counted as served from where the bytes came, not from the cache.
         self._unread: Recent[str, Fill] = Recent(MAX_UNREAD)
 
-    def _cached(self, digest: str) -> BlobHandle | None:
-        info = self._store.stat(digest)
+    async def _cached(self, digest: str) -> BlobHandle | None:
+        info = await self._store.check(digest)
         if info is None:
             return None
         fetched_by = self._unread.pop(digest)
@@ -87,7 +87,7 @@ class Blobs:
 
     async def _open(self, upstream: Upstream, repo: str, digest: str) -> tuple[BlobHandle, bool]:
         """The blob, and whether this call started its download."""
-        cached = self._cached(digest)
+        cached = await self._cached(digest)
         if cached:
             return cached, False
         download = self._downloads.get(digest)
@@ -99,8 +99,19 @@ class Blobs:
             if download is None:
                 self._unread.pop(digest)
                 download, started = self._downloads.start(digest, fill), True
+                self._note_origin(download, upstream, repo)
         size = await download.size()
         return BlobHandle(digest, size, None, download, self._store), started
+
+    def _note_origin(self, download: Download, upstream: Upstream, repo: str) -> None:
+        """Once stored, the blob's origin is kept: where to fetch it again if it is damaged."""
+
+        def stored(_: object) -> None:
+            if download.info is not None:
+                self._store.set_origin(download.digest, upstream.ns, repo)
+
+        assert download.task is not None
+        download.task.add_done_callback(stored)
 
     def present(self, digest: str) -> bool:
         """Whether the blob is stored or on its way."""
@@ -148,7 +159,7 @@ class Blobs:
 
     async def size(self, upstream: Upstream, repo: str, digest: str) -> int:
         """What HEAD answers: known sizes locally, else the upstream's, without a download."""
-        info = self._store.stat(digest)
+        info = await self._store.check(digest)
         if info is not None:
             return info.size
         download = self._downloads.get(digest)

@@ -31,6 +31,13 @@ class StoreConfig:
     cache_low_watermark: float = field(
         default=0.9, metadata={"help": "eviction stops at this fraction of the quota"}
     )
+    fsync: bool = field(
+        default=True,
+        metadata={
+            "help": "put each blob on disk (fsync) before it counts as stored; without it, blobs"
+            " stored since the last clean stop are verified after an unclean one"
+        },
+    )
 
 
 @dataclass

@@ -110,7 +110,13 @@ def from_file(path: Path, digest: str, blob_size: int, index: int) -> ChunkTorre
             if len(data) < min(piece, end - start - offset):
                 raise MetainfoInvalid(f"{path} is shorter than its chunk")
             hashes.append(hashlib.sha1(data).digest())
-    return _torrent(digest, index, end - start, piece, b"".join(hashes))
+    return from_pieces(digest, blob_size, index, b"".join(hashes))
+
+
+def from_pieces(digest: str, blob_size: int, index: int, pieces: bytes) -> ChunkTorrent:
+    """The chunk torrent whose piece hashes (sha1, concatenated) are `pieces`."""
+    start, end = chunk_range(blob_size, index)
+    return _torrent(digest, index, end - start, piece_size(blob_size), pieces)
 
 
 def parse(metainfo: bytes, digest: str, blob_size: int, index: int) -> ChunkTorrent:

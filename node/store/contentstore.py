@@ -1,9 +1,13 @@
 """The content store: every blob verified before it is visible, LRU eviction under a quota.
 
-Writes follow one order: temporary area, hash while writing, check size then digest, atomic
-publish, then metadata. A blob that already exists counts as written. Nothing is served that
-skipped this path. The bytes live in a backend (chunk files on disk, or memory for tests); the
-logic here is shared by both.
+Writes follow one order: temporary area, hash while writing, check size then digest, on disk
+(fsync), atomic publish, then metadata. A blob that already exists counts as written. Nothing is
+served that skipped this path. The bytes live in a backend (chunk files on disk, or memory for
+tests); the logic here is shared by both.
+
+Blobs not known to be on disk when the store opens (the node stopped before they were synced,
+or a store of a version that never synced) are suspects: not served, listed, seeded nor counted
+as present until verified, in the background or when a client asks for one first (`check`).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,9 +24,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from node.errors import BlobUnknown, ContentInvalid
+from node.store import integrity
 from node.store.backend import BlobBackend, PendingBlob, Segment
 from node.store.disk import DiskBlobs
-from node.store.memory import MemoryBlobs
+from node.store.integrity import (
+    CanonicalTorrent,
+    Damaged,
+    IntegrityEvents,
+    NoEvents,
+    Pace,
+    Verdict,
+)
+from node.store.memory import UNLIMITED, MemoryBlobs
 from node.store.metadata import Metadata, TagRecord
 
 log = logging.getLogger(__name__)
@@ -62,6 +76,7 @@ class BlobWriter:
         self._in_flight_bytes = 0
         self._failure: BaseException | None = None
         self._aborted = False
+        self._settled = 0  # bytes hashed and final, in the writer's thread
         self.digest = digest
         self.size = size
         self.media_type = media_type
@@ -102,12 +117,18 @@ class BlobWriter:
             return
         self._hash.update(data)
         self._pending.write(data)
+        self._settle(len(data))
 
     def _hash_range(self, start: int, end: int) -> None:
         if self._aborted:
             return
         for offset in range(start, end, READ_BLOCK):
             self._hash.update(self._pending.read(offset, min(end, offset + READ_BLOCK)))
+        self._settle(end - start)
+
+    def _settle(self, length: int) -> None:
+        self._settled += length
+        self._pending.settle(self._settled)
 
     def _landed(self, future: asyncio.Future[None]) -> None:
         # One worker thread: blocks land in the order they were queued.
@@ -145,24 +166,33 @@ class BlobWriter:
         return self._pending.segments(start, end)
 
     async def commit(self) -> BlobInfo:
+        """Verify, put on disk, publish, record: the blob is stored once this returns."""
         try:
             await self.flush()
+            self._check()
+            await asyncio.get_running_loop().run_in_executor(self._thread, self._pending.sync)
         except BaseException:
             self.abort()
             raise
+        self._thread.shutdown(wait=False)
+        self._store._replacing(self.digest)
+        self._pending.publish()
+        try:
+            await asyncio.to_thread(self._pending.sync_published)
+        except BaseException:
+            self._store.delete(self.digest)
+            raise
+        return self._store._committed(self.digest, self.size, self.media_type)
+
+    def _check(self) -> None:
         if self.written != self.size:
-            self.abort()
             raise ContentInvalid(
                 f"size mismatch: got {self.written} bytes, expected {self.size}",
                 {"digest": self.digest},
             )
         actual = "sha256:" + self._hash.hexdigest()
         if actual != self.digest:
-            self.abort()
             raise ContentInvalid("digest mismatch", {"digest": self.digest, "actual": actual})
-        self._thread.shutdown(wait=False)
-        self._pending.publish()
-        return self._store._committed(self.digest, self.size, self.media_type)
 
     def abort(self) -> None:
         """Drop the blob. The discard runs on the writer's thread after the block it may be
@@ -182,51 +212,86 @@ class ContentStore:
         max_bytes: int = 0,
         low_watermark: float = 0.9,
         on_evict: Callable[[BlobInfo], None] | None = None,
+        canonical_torrent: CanonicalTorrent | None = None,
     ) -> None:
+        """`canonical_torrent`: how chunk torrents are made, so verifying a blob also checks
+        the torrents kept for it."""
         self._backend = backend
         self._meta = metadata
         self._max_bytes = max_bytes
         self._low_watermark = low_watermark
         self._on_evict = on_evict
+        self._canonical_torrent = canonical_torrent
+        self.events: IntegrityEvents = NoEvents()
         self._busy: Counter[str] = Counter()
+        self._suspects: set[str] = set()
+        self._checks: dict[str, asyncio.Future[Verdict]] = {}
         self._recover()
 
     @classmethod
-    def open(cls, data_dir: Path, **options: object) -> ContentStore:
+    def open(cls, data_dir: Path, fsync: bool = True, **options: object) -> ContentStore:
         data_dir.mkdir(parents=True, exist_ok=True)
-        return cls(DiskBlobs(data_dir), Metadata(data_dir / "metadata.sqlite"), **options)  # type: ignore[arg-type]
+        backend = DiskBlobs(data_dir, fsync)
+        return cls(backend, Metadata(data_dir / "metadata.sqlite"), **options)  # type: ignore[arg-type]
 
     @classmethod
-    def memory(cls, **options: object) -> ContentStore:
-        return cls(MemoryBlobs(), Metadata(None), **options)  # type: ignore[arg-type]
+    def memory(cls, capacity: int = UNLIMITED, **options: object) -> ContentStore:
+        return cls(MemoryBlobs(capacity), Metadata(None), **options)  # type: ignore[arg-type]
 
     def close(self) -> None:
+        """Stop cleanly. Blobs stored without fsync are put on disk now, so the next start
+        knows them durable; suspects stay suspects (they were never verified)."""
+        if not self._backend.durable:
+            synced = []
+            for digest in self._meta.not_durable():
+                record = self._meta.blob(digest)
+                if record is not None and digest not in self._suspects:
+                    self._backend.sync(digest, record.size)
+                    synced.append(digest)
+            self._meta.set_durable(synced)
+        self._backend.close()
         self._meta.close()
 
     def _recover(self) -> None:
         """Make metadata and bytes agree after a crash: drop temporary files and records of
-        blobs whose bytes are gone; blobs published but not yet recorded were verified before
-        their rename, so they are recorded again."""
+        blobs whose bytes are gone; record blobs found without a record. Whatever is not known
+        to be on disk, or has chunk files of the wrong length, becomes a suspect."""
         self._backend.clear_temporary()
         on_disk = self._backend.digests()
+        short = set()
         for record in self._meta.blobs():
-            if record.digest not in on_disk or not self._backend.complete(
-                record.digest, record.size
-            ):
-                log.warning("dropping incomplete blob", extra={"digest": record.digest})
+            if record.digest not in on_disk:
+                log.warning("dropping a blob whose files are gone", extra={"digest": record.digest})
                 self._meta.remove_blob(record.digest)
-                self._backend.delete(record.digest)
+            elif not self._backend.complete(record.digest, record.size):
+                short.add(record.digest)
             on_disk.discard(record.digest)
         for digest in on_disk:
-            self._meta.add_blob(digest, self._backend.stored_size(digest), None)
+            self._meta.add_found_blob(digest, self._backend.stored_size(digest))
+        self._suspects = set(self._meta.not_durable()) | short
+        if self._suspects:
+            log.warning(
+                "blobs not known to be whole on disk (the node stopped before they were"
+                " synced, or their files changed): verifying them before they are served",
+                extra={"blobs": len(self._suspects)},
+            )
 
     # -- reading
 
     def stat(self, digest: str) -> BlobInfo | None:
+        """The blob, if it is stored and may be served (suspects may not, until verified)."""
+        if digest in self._suspects:
+            return None
         record = self._meta.blob(digest)
         if record is None:
             return None
         return BlobInfo(record.digest, record.size, record.media_type)
+
+    async def check(self, digest: str) -> BlobInfo | None:
+        """`stat`, after verifying the blob first if it is a suspect."""
+        if digest in self._suspects:
+            await self.verify(digest, integrity.RECOVERY)
+        return self.stat(digest)
 
     def require(self, digest: str) -> BlobInfo:
         info = self.stat(digest)
@@ -293,8 +358,14 @@ class ContentStore:
             raise
         return await writer.commit()
 
+    def _replacing(self, digest: str) -> None:
+        """Verified bytes are about to be published: a suspect of the same digest makes way."""
+        if digest in self._suspects:
+            self._suspects.discard(digest)
+            self.delete(digest)
+
     def _committed(self, digest: str, size: int, media_type: str | None) -> BlobInfo:
-        self._meta.add_blob(digest, size, media_type)
+        self._meta.add_blob(digest, size, media_type, durable=self._backend.durable)
         with self.using(digest):  # the blob just written is about to be served
             self.evict()
         return BlobInfo(digest, size, media_type)
@@ -302,6 +373,103 @@ class ContentStore:
     def delete(self, digest: str) -> None:
         self._meta.remove_blob(digest)
         self._backend.delete(digest)
+
+    def set_origin(self, digest: str, ns: str, repo: str) -> None:
+        """Where a stored blob came from: where to fetch it again if it is found damaged."""
+        if self._meta.blob(digest) is not None:
+            self._meta.set_origin(digest, ns, repo)
+
+    # -- integrity
+
+    def suspects(self) -> list[str]:
+        """Blobs not known to be on disk, waiting to be verified."""
+        return sorted(self._suspects)
+
+    def due_for_scrub(self, interval: float) -> BlobInfo | None:
+        """The blob verified longest ago, if that was over `interval` seconds ago."""
+        before = time.time() - interval
+        record = self._meta.least_recently_verified(before, self._suspects)
+        return None if record is None else BlobInfo(record.digest, record.size, record.media_type)
+
+    async def verify(self, digest: str, reason: str, pace: Pace | None = None) -> Verdict:
+        """Read the blob back and hash it. Good: a suspect is synced and served from now on.
+        Bad: the blob is purged and reported (`events.damaged`). One check per blob at once."""
+        running = self._checks.get(digest)
+        if running is not None:
+            return await asyncio.shield(running)
+        check = asyncio.ensure_future(self._verify(digest, reason, pace))
+        self._checks[digest] = check
+        check.add_done_callback(lambda _: self._checks.pop(digest, None))
+        return await asyncio.shield(check)
+
+    async def _verify(self, digest: str, reason: str, pace: Pace | None) -> Verdict:
+        record = self._meta.blob(digest)
+        if record is None:
+            return Verdict.GONE
+        suspect = digest in self._suspects
+
+        async def paced(length: int) -> None:
+            if pace is not None:
+                await pace(length)
+            self.events.verified(reason, length)
+
+        torrents = self._meta.torrents(digest) if self._canonical_torrent else []
+        with self.using(digest):
+            try:
+                reading = await integrity.read_back(
+                    self._backend, digest, record.size, paced, pieces=bool(torrents)
+                )
+                good = reading.matches
+                if good and suspect:
+                    await asyncio.to_thread(self._backend.sync, digest, record.size)
+            except OSError as e:
+                log.warning("cannot read stored blob", extra={"digest": digest, "error": str(e)})
+                good = False
+        if self._meta.blob(digest) is None or suspect != (digest in self._suspects):
+            return Verdict.GONE  # deleted, or replaced by fresh bytes, meanwhile
+        if not good:
+            self.condemn(digest, reason)
+            return Verdict.BAD
+        if torrents and not self._torrents_match(digest, record.size, torrents, reading.pieces):
+            log.warning("stored chunk torrents do not match the blob: made again when seeded")
+            self._meta.remove_torrents(digest)
+        self._meta.set_verified(digest)
+        if suspect:
+            self._suspects.discard(digest)
+            self._meta.set_durable([digest])
+            info = self.stat(digest)
+            if info is not None:
+                self.events.restored(info)
+        return Verdict.GOOD
+
+    def _torrents_match(
+        self, digest: str, size: int, torrents: list[bytes], pieces: list[bytes]
+    ) -> bool:
+        canonical = self._canonical_torrent
+        assert canonical is not None
+        if len(torrents) != len(pieces):
+            return False
+        made = (canonical(digest, size, index, hashes) for index, hashes in enumerate(pieces))
+        return all(m == t for m, t in zip(made, torrents, strict=True))
+
+    def condemn(self, digest: str, found_by: str) -> None:
+        """Purge a blob whose bytes are damaged, and report it with where it came from."""
+        record = self._meta.blob(digest)
+        if record is None:
+            return
+        log.error(
+            "stored blob is damaged; purging it", extra={"digest": digest, "found_by": found_by}
+        )
+        damaged = Damaged(
+            digest,
+            record.size,
+            found_by,
+            self._meta.origin(digest),
+            frozenset(self._meta.owners(digest)),
+        )
+        self._suspects.discard(digest)
+        self.delete(digest)
+        self.events.damaged(damaged)
 
     # -- quota
 
@@ -363,4 +531,9 @@ class ContentStore:
         return self._meta.torrents(digest)
 
     def blobs(self) -> list[BlobInfo]:
-        return [BlobInfo(r.digest, r.size, r.media_type) for r in self._meta.blobs()]
+        """Every blob that may be served (suspects are not, until verified)."""
+        return [
+            BlobInfo(r.digest, r.size, r.media_type)
+            for r in self._meta.blobs()
+            if r.digest not in self._suspects
+        ]

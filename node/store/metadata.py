@@ -1,5 +1,9 @@
 """The store's metadata in SQLite: blobs with their access times, tags with their fetch times,
-and pins. One connection owned by the event loop thread; every statement is small."""
+and pins. One connection owned by the event loop thread; every statement is small.
+
+A blob's `durable` says its bytes are known to be on disk (fsynced before it was recorded, or
+synced at a clean stop); `verified_at` is when its bytes last matched its digest, which orders
+the scrub; `origins` says where a blob came from, so one found damaged can be fetched again."""
 
 from __future__ import annotations
 
@@ -15,7 +19,9 @@ CREATE TABLE IF NOT EXISTS blobs (
     size INTEGER NOT NULL,
     media_type TEXT,
     stored_at REAL NOT NULL,
-    accessed_at REAL NOT NULL
+    accessed_at REAL NOT NULL,
+    durable INTEGER NOT NULL DEFAULT 0,
+    verified_at REAL NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS blobs_by_access ON blobs (accessed_at);
 CREATE TABLE IF NOT EXISTS tags (
@@ -38,7 +44,18 @@ CREATE TABLE IF NOT EXISTS pins (
     owner TEXT NOT NULL,
     PRIMARY KEY (digest, owner)
 );
+CREATE TABLE IF NOT EXISTS origins (
+    digest TEXT PRIMARY KEY,
+    ns TEXT NOT NULL,
+    repo TEXT NOT NULL
+);
 """
+# Columns added since the first schema: a store written before them is migrated at open, its
+# blobs not known to be on disk (that version never fsynced).
+_ADDED_COLUMNS = {
+    "durable": "INTEGER NOT NULL DEFAULT 0",
+    "verified_at": "REAL NOT NULL DEFAULT 0",
+}
 
 
 @dataclass(frozen=True)
@@ -63,17 +80,57 @@ class Metadata:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(blobs)")}
+        for name, definition in _ADDED_COLUMNS.items():
+            if name not in columns:
+                self._db.execute(f"ALTER TABLE blobs ADD COLUMN {name} {definition}")
 
     def close(self) -> None:
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self._db.close()
 
-    def add_blob(self, digest: str, size: int, media_type: str | None) -> None:
+    def add_blob(self, digest: str, size: int, media_type: str | None, durable: bool) -> None:
+        """Record a blob whose bytes were just verified (`durable`: and are on disk)."""
         now = time.time()
         self._db.execute(
-            "INSERT INTO blobs VALUES (?, ?, ?, ?, ?) ON CONFLICT(digest) DO UPDATE SET "
+            "INSERT INTO blobs (digest, size, media_type, stored_at, accessed_at, durable, "
+            "verified_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(digest) DO UPDATE SET "
             "media_type = coalesce(excluded.media_type, media_type), accessed_at = ?",
-            (digest, size, media_type, now, now, now),
+            (digest, size, media_type, now, now, int(durable), now, now),
         )
+
+    def add_found_blob(self, digest: str, size: int) -> None:
+        """Record a blob found on disk with no record: neither verified nor known on disk."""
+        now = time.time()
+        self._db.execute(
+            "INSERT OR IGNORE INTO blobs (digest, size, media_type, stored_at, accessed_at) "
+            "VALUES (?, ?, NULL, ?, ?)",
+            (digest, size, now, now),
+        )
+
+    def not_durable(self) -> list[str]:
+        """Blobs whose bytes are not known to be on disk."""
+        return [row[0] for row in self._db.execute("SELECT digest FROM blobs WHERE durable = 0")]
+
+    def set_durable(self, digests: list[str]) -> None:
+        self._db.executemany(
+            "UPDATE blobs SET durable = 1 WHERE digest = ?", [(digest,) for digest in digests]
+        )
+
+    def set_verified(self, digest: str) -> None:
+        self._db.execute("UPDATE blobs SET verified_at = ? WHERE digest = ?", (time.time(), digest))
+
+    def least_recently_verified(self, before: float, excluded: set[str]) -> BlobRecord | None:
+        """The blob verified longest ago, if that was before `before` (not one of `excluded`)."""
+        rows = self._db.execute(
+            "SELECT digest, size, media_type, accessed_at FROM blobs WHERE verified_at < ? "
+            "ORDER BY verified_at",
+            (before,),
+        )
+        for row in rows:
+            if row[0] not in excluded:
+                return BlobRecord(*row)
+        return None
 
     def blob(self, digest: str) -> BlobRecord | None:
         row = self._db.execute(
@@ -87,12 +144,25 @@ class Metadata:
     def remove_blob(self, digest: str) -> None:
         self._db.execute("DELETE FROM blobs WHERE digest = ?", (digest,))
         self._db.execute("DELETE FROM torrents WHERE digest = ?", (digest,))
+        self._db.execute("DELETE FROM origins WHERE digest = ?", (digest,))
+
+    def set_origin(self, digest: str, ns: str, repo: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO origins VALUES (?, ?, ?)", (digest, ns, repo))
+
+    def origin(self, digest: str) -> tuple[str, str] | None:
+        row = self._db.execute(
+            "SELECT ns, repo FROM origins WHERE digest = ?", (digest,)
+        ).fetchone()
+        return (row[0], row[1]) if row else None
 
     def set_torrents(self, digest: str, metainfos: list[bytes]) -> None:
         self._db.executemany(
             "INSERT OR REPLACE INTO torrents VALUES (?, ?, ?)",
             [(digest, index, metainfo) for index, metainfo in enumerate(metainfos)],
         )
+
+    def remove_torrents(self, digest: str) -> None:
+        self._db.execute("DELETE FROM torrents WHERE digest = ?", (digest,))
 
     def torrents(self, digest: str) -> list[bytes]:
         rows = self._db.execute(
@@ -136,6 +206,16 @@ class Metadata:
 
     def pin_owners(self) -> set[str]:
         return {row[0] for row in self._db.execute("SELECT DISTINCT owner FROM pins")}
+
+    def owners(self, digest: str) -> set[str]:
+        rows = self._db.execute("SELECT owner FROM pins WHERE digest = ?", (digest,))
+        return {row[0] for row in rows}
+
+    def pinned_bytes(self) -> int:
+        row = self._db.execute(
+            "SELECT coalesce(sum(size), 0) FROM blobs WHERE digest IN (SELECT digest FROM pins)"
+        ).fetchone()
+        return int(row[0])
 
     def pinned(self, digest: str) -> bool:
         row = self._db.execute("SELECT 1 FROM pins WHERE digest = ? LIMIT 1", (digest,))

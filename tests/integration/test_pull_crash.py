@@ -1,10 +1,13 @@
 """A node stopped or killed comes back with its complete content intact, and a download it was
-in the middle of when killed never turns into a partial blob."""
+in the middle of when killed never turns into a partial blob. A power loss after the kill (every
+file whose pages were not yet written back loses its content: `tests.support.powerloss`) takes
+nothing the node had called stored."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -12,7 +15,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.support import skopeo
+from node.store.chunking import chunk_count, chunk_name
+from tests.support import powerloss, skopeo
 from tests.support.fakeupstream import FakeBlob, FakeUpstream
 from tests.support.images import TestImages, push
 from tests.support.node import Node
@@ -21,6 +25,7 @@ from tests.support.registry import Registry
 pytestmark = pytest.mark.integration
 
 SIZE = 20 * 1024 * 1024 + 777  # five 4 MiB chunks and a bit
+STORED = 9 * 1024 * 1024 + 333  # three 4 MiB chunks: stored whole before the crash
 SLOW = 4 * 1024 * 1024  # bytes per second from the upstream, until the node is killed
 
 
@@ -103,3 +108,68 @@ def test_restarted_node_serves_its_complete_content_without_the_upstream(
     image = test_images.app.image()
     assert node.metric("distributed_images_blob_bytes_total", source="cache") == image.blob_bytes
     assert node.metric("distributed_images_upstream_bytes_total") == 0
+
+
+def _stored_bytes(node: Node, digest: str, size: int) -> bytes:
+    """The blob as its chunk files in the node's store hold it."""
+    hex_digest = digest.removeprefix("sha256:")
+    directory = node.data_dir / "blobs" / "sha256" / hex_digest[:2] / hex_digest
+    return b"".join(
+        (directory / chunk_name(digest, i)).read_bytes() for i in range(chunk_count(size))
+    )
+
+
+@pytest.mark.parametrize("mode", powerloss.MODES)
+async def test_power_loss_after_a_crash_never_serves_lost_bytes(
+    node_factory: Callable[..., Node], fake_upstream: FakeUpstream, mode: str
+) -> None:
+    rng = random.Random(f"power loss {mode}")
+    stored, in_flight = rng.randbytes(STORED), rng.randbytes(SIZE)
+    stored_digest = fake_upstream.add(FakeBlob(stored))
+    in_flight_digest = fake_upstream.add(FakeBlob(in_flight, rate=SLOW))
+    node = node_factory({fake_upstream.host: fake_upstream.url}, fake_upstream.host)
+    url = f"{node.url}/v2/test/power/blobs/"
+
+    assert await _stream(url + stored_digest, [0]) == (200, stored_digest, True)
+    progress = [0]
+    client = asyncio.create_task(_stream(url + in_flight_digest, progress))
+    await _wait_for(lambda: fake_upstream.bytes_sent(in_flight_digest) >= 9 << 20, 30, "9 MiB")
+    await _wait_for(lambda: progress[0] > 0, 30, "the client receiving")
+    node.kill()
+    await asyncio.wait_for(client, 30)
+    assert fake_upstream.bytes_sent(in_flight_digest) < SIZE, "finished before the kill"
+
+    lost = powerloss.lose_unsynced(node.data_dir, mode)
+    assert any(in_flight_digest.removeprefix("sha256:") in p.name for p in lost), (
+        "the blob being written had pages not yet on disk: the power loss must take them"
+    )
+    fake_upstream.set_rate(in_flight_digest, None)
+    gets = {d: len(fake_upstream.blob_gets(d)) for d in (stored_digest, in_flight_digest)}
+    node.start()
+
+    # The client gets the right bytes, whatever the power loss took.
+    assert await _stream(url + stored_digest, [0]) == (200, stored_digest, True)
+    assert await _stream(url + in_flight_digest, [0]) == (200, in_flight_digest, True)
+    # The blob stored whole was on disk before it was called stored: not fetched again. The one
+    # in flight was never stored: fetched again.
+    assert len(fake_upstream.blob_gets(stored_digest)) == gets[stored_digest]
+    assert len(fake_upstream.blob_gets(in_flight_digest)) > gets[in_flight_digest]
+    assert node.metric("distributed_images_blob_bytes_total", source="cache") == STORED
+    # And the store holds both, whole.
+    assert _stored_bytes(node, stored_digest, STORED) == stored
+    assert _stored_bytes(node, in_flight_digest, SIZE) == in_flight
+    # Nothing of the interrupted write is left but links to where blobs went since.
+    assert [p for p in (node.data_dir / "tmp").iterdir() if not p.is_symlink()] == []
+
+
+def test_the_power_loss_model_takes_only_files_not_synced(tmp_path: Path) -> None:
+    synced, unsynced = tmp_path / "synced", tmp_path / "unsynced"
+    for path in (synced, unsynced):
+        with path.open("wb") as f:
+            f.write(b"x" * 100_000)
+            if path is synced:
+                f.flush()
+                os.fsync(f.fileno())
+    assert powerloss.lose_unsynced(tmp_path, "zeroed") == [unsynced]
+    assert synced.read_bytes() == b"x" * 100_000
+    assert unsynced.read_bytes() == bytes(100_000)

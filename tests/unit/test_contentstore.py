@@ -5,14 +5,20 @@ in use or pinned."""
 from __future__ import annotations
 
 import hashlib
+import random
+import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from node.errors import BlobUnknown, ContentInvalid
-from node.store.chunking import MiB
-from node.store.contentstore import ContentStore
+from node.p2p import metainfo
+from node.store.chunking import MiB, chunk_name, chunk_size, piece_size
+from node.store.contentstore import BlobInfo, ContentStore
+from node.store.integrity import RECOVERY, SCRUB, Damaged, Verdict
+from tests.support import powerloss
 
 StoreFactory = Callable[..., ContentStore]
 
@@ -181,5 +187,249 @@ async def test_disk_store_forgets_blobs_whose_files_vanished(tmp_path: Path) -> 
     reopened = ContentStore.open(tmp_path)
     try:
         assert reopened.stat(digest_of(data)) is None
+        assert await reopened.check(digest_of(data)) is None
+        assert reopened.blobs() == []
+        assert reopened.directory(digest_of(data)) is not None
+        assert not chunk.exists()
     finally:
         reopened.close()
+
+
+# -- integrity: verification, suspects, durability
+
+
+class Events:
+    """The store's integrity events, recorded."""
+
+    def __init__(self) -> None:
+        self.restored: list[str] = []
+        self.damaged: list[Damaged] = []
+        self.verified: dict[str, int] = {}
+
+    def restored_(self, info: BlobInfo) -> None:
+        self.restored.append(info.digest)
+
+    def damaged_(self, blob: Damaged) -> None:
+        self.damaged.append(blob)
+
+    def verified_(self, reason: str, length: int) -> None:
+        self.verified[reason] = self.verified.get(reason, 0) + length
+
+
+def listen(store: ContentStore) -> Events:
+    events = Events()
+    store.events = SimpleNamespace(  # type: ignore[assignment]
+        restored=events.restored_, damaged=events.damaged_, verified=events.verified_
+    )
+    return events
+
+
+def damage(store: ContentStore, digest: str, offset: int) -> None:
+    """Flip one stored byte, as a bad disk would."""
+    directory = store.directory(digest)
+    if directory is None:
+        blobs = store._backend.blobs  # type: ignore[attr-defined]
+        data = bytearray(blobs[digest])
+        data[offset] ^= 0xFF
+        blobs[digest] = bytes(data)
+        return
+    info = store.require(digest)
+    index, within = divmod(offset, chunk_size(info.size))
+    with (directory / chunk_name(digest, index)).open("r+b") as f:
+        f.seek(within)
+        byte = f.read(1)
+        f.seek(within)
+        f.write(bytes([byte[0] ^ 0xFF]))
+
+
+def canonical(digest: str, size: int, index: int, pieces: bytes) -> bytes:
+    return metainfo.from_pieces(digest, size, index, pieces).metainfo
+
+
+async def test_verify_keeps_good_blobs_and_purges_damaged_ones(make_store: StoreFactory) -> None:
+    store = make_store()
+    events = listen(store)
+    good, bad = b"g" * (5 * MiB), b"b" * (5 * MiB)
+    for data in (good, bad):
+        await store.put(digest_of(data), data)
+    store.set_origin(digest_of(bad), "registry.example", "team/app")
+    store.pin(digest_of(bad), "seed:archive")
+    damage(store, digest_of(bad), 4 * MiB + 17)
+
+    assert await store.verify(digest_of(good), SCRUB) is Verdict.GOOD
+    assert await store.verify(digest_of(bad), SCRUB) is Verdict.BAD
+    assert await read(store, digest_of(good)) == good
+    assert store.stat(digest_of(bad)) is None
+    assert events.damaged == [
+        Damaged(
+            digest_of(bad),
+            len(bad),
+            SCRUB,
+            ("registry.example", "team/app"),
+            frozenset({"seed:archive"}),
+        )
+    ]
+    assert events.verified == {SCRUB: 2 * 5 * MiB}
+    assert await store.verify(digest_of(bad), SCRUB) is Verdict.GONE
+
+
+async def test_scrub_takes_the_blob_verified_longest_ago(make_store: StoreFactory) -> None:
+    store = make_store()
+    first, second = b"first", b"second"
+    await store.put(digest_of(first), first)
+    await store.put(digest_of(second), second)
+    assert store.due_for_scrub(3600) is None  # both verified as they were written
+    due = store.due_for_scrub(0)
+    assert due is not None and due.digest == digest_of(first)
+    await store.verify(digest_of(first), SCRUB)
+    due = store.due_for_scrub(0)
+    assert due is not None and due.digest == digest_of(second)
+
+
+async def test_verify_pace_is_awaited_for_every_block(make_store: StoreFactory) -> None:
+    store = make_store()
+    data = bytes(range(256)) * (3 * MiB // 256 + 1)
+    await store.put(digest_of(data), data)
+    paced: list[int] = []
+
+    async def pace(length: int) -> None:
+        paced.append(length)
+
+    assert await store.verify(digest_of(data), SCRUB, pace) is Verdict.GOOD
+    assert paced == [MiB, MiB, MiB, len(data) - 3 * MiB]
+
+
+async def test_verify_drops_chunk_torrents_that_do_not_match_the_bytes(
+    make_store: StoreFactory,
+) -> None:
+    store = make_store(canonical_torrent=canonical)
+    data = bytes(range(256)) * (9 * MiB // 256)
+    digest = digest_of(data)
+    await store.put(digest, data)
+    right = [
+        canonical(digest, len(data), i, b"".join(pieces))
+        for i, pieces in enumerate(chunk_pieces(data))
+    ]
+    store.set_torrents(digest, right)
+    assert await store.verify(digest, SCRUB) is Verdict.GOOD
+    assert store.torrents(digest) == right
+    store.set_torrents(digest, [*right[:-1], canonical(digest, len(data), 2, b"\0" * 20 * 4)])
+    assert await store.verify(digest, SCRUB) is Verdict.GOOD
+    assert store.torrents(digest) == []
+    assert await read(store, digest) == data
+
+
+def chunk_pieces(data: bytes) -> list[list[bytes]]:
+    step, piece = chunk_size(len(data)), piece_size(len(data))
+    return [
+        [
+            hashlib.sha1(data[p : min(p + piece, start + step, len(data))]).digest()
+            for p in range(start, min(start + step, len(data)), piece)
+        ]
+        for start in range(0, len(data), step)
+    ]
+
+
+def crashed(data_dir: Path, **options: object) -> ContentStore:
+    """A store opened while another, never closed, still holds the directory: what a store
+    finds after its node was killed."""
+    return ContentStore.open(data_dir, **options)  # type: ignore[arg-type]
+
+
+async def test_stored_blob_is_on_disk_before_it_is_recorded(tmp_path: Path) -> None:
+    store = ContentStore.open(tmp_path)
+    try:
+        data = random.Random("durable").randbytes(9 * MiB)
+        await store.put(digest_of(data), data)
+        directory = store.directory(digest_of(data))
+        assert directory is not None
+        chunks = sorted(directory.iterdir())
+        assert len(chunks) == 3
+        assert [powerloss.dirty_pages(c) for c in chunks] == [0, 0, 0]
+    finally:
+        store.close()
+
+
+async def test_unsynced_blobs_after_a_crash_are_served_only_once_verified(
+    tmp_path: Path,
+) -> None:
+    before = ContentStore.open(tmp_path, fsync=False)
+    good, bad = b"g" * (5 * MiB), b"b" * (5 * MiB)
+    for data in (good, bad):
+        await before.put(digest_of(data), data)
+    damage(before, digest_of(bad), 5)
+    after = crashed(tmp_path)
+    events = listen(after)
+    try:
+        assert after.suspects() == sorted([digest_of(good), digest_of(bad)])
+        assert after.stat(digest_of(good)) is None
+        assert after.blobs() == []
+        info = await after.check(digest_of(good))
+        assert info is not None and info.size == len(good)
+        assert await read(after, digest_of(good)) == good
+        assert await after.check(digest_of(bad)) is None
+        assert events.restored == [digest_of(good)]
+        assert [d.digest for d in events.damaged] == [digest_of(bad)]
+        assert events.verified == {RECOVERY: 2 * 5 * MiB}
+        assert after.suspects() == []
+        directory = after.directory(digest_of(good))
+        assert directory is not None
+        assert [powerloss.dirty_pages(p) for p in directory.iterdir()] == [0, 0]
+    finally:
+        after.close()
+        before.close()
+    reopened = ContentStore.open(tmp_path)
+    try:
+        assert reopened.suspects() == []  # verified and synced: known durable from now on
+    finally:
+        reopened.close()
+
+
+async def test_a_clean_stop_puts_unsynced_blobs_on_disk(tmp_path: Path) -> None:
+    store = ContentStore.open(tmp_path, fsync=False)
+    data = b"u" * (5 * MiB)
+    await store.put(digest_of(data), data)
+    store.close()
+    reopened = ContentStore.open(tmp_path, fsync=False)
+    try:
+        assert reopened.suspects() == []
+        assert await read(reopened, digest_of(data)) == data
+    finally:
+        reopened.close()
+
+
+async def test_fresh_bytes_replace_a_suspect(tmp_path: Path) -> None:
+    before = ContentStore.open(tmp_path, fsync=False)
+    data = b"r" * (5 * MiB)
+    await before.put(digest_of(data), data)
+    damage(before, digest_of(data), 1)
+    after = crashed(tmp_path)
+    try:
+        await after.put(digest_of(data), data)
+        assert after.suspects() == []
+        assert await read(after, digest_of(data)) == data
+    finally:
+        after.close()
+        before.close()
+
+
+async def test_a_store_from_before_durability_is_verified_once(tmp_path: Path) -> None:
+    store = ContentStore.open(tmp_path)
+    data = b"legacy" * 1000
+    await store.put(digest_of(data), data)
+    store.close()
+    # What the store looked like before blobs knew whether they were on disk.
+    with sqlite3.connect(tmp_path / "metadata.sqlite") as db:
+        db.execute("ALTER TABLE blobs DROP COLUMN durable")
+        db.execute("ALTER TABLE blobs DROP COLUMN verified_at")
+    reopened = ContentStore.open(tmp_path)
+    try:
+        assert reopened.suspects() == [digest_of(data)]
+        assert await reopened.check(digest_of(data)) is not None
+    finally:
+        reopened.close()
+    again = ContentStore.open(tmp_path)
+    try:
+        assert again.suspects() == []
+    finally:
+        again.close()
