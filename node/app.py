@@ -35,6 +35,8 @@ from node.p2p.swarm import Swarm
 from node.prefetch import Prefetcher
 from node.preheat import Preheater
 from node.readiness import Readiness
+from node.repair import Repair
+from node.scrub import Scrubber
 from node.seed import Seeds
 from node.store.contentstore import BlobInfo, ContentStore
 from node.upstream.auth import Authenticator, Credentials
@@ -62,6 +64,8 @@ class Node:
     session: PeerSession
     swarm: Swarm
     preheater: Preheater
+    repair: Repair
+    scrubber: Scrubber
     seeds: Seeds | None = None
     ready: bool = False  # serving, with the membership running
 
@@ -149,6 +153,13 @@ async def compose(config: Config) -> AsyncIterator[Node]:
                 listing,
             )
             preheater = Preheater(registries, manifests, blobs)
+            repair = Repair(
+                swarm,
+                metrics,
+                lambda ns, repo, digest: blobs.fetch(registries.resolve(ns), repo, digest),
+                seeds.reimport if seeds else None,
+            )
+            store.events = repair
             node = Node(
                 config,
                 api.application(),
@@ -158,6 +169,8 @@ async def compose(config: Config) -> AsyncIterator[Node]:
                 session,
                 swarm,
                 preheater,
+                repair,
+                Scrubber(store, config.scrub),
                 seeds,
             )
             try:
@@ -256,12 +269,16 @@ async def run(config: Config, stop: asyncio.Event | None = None) -> None:
             async with asyncio.TaskGroup() as group:
                 members = group.create_task(membership.run(), name="membership")
                 seeding = group.create_task(node.swarm.seed_store(), name="seed store")
+                repairs = group.create_task(node.repair.run(), name="repair")
+                scrub = group.create_task(node.scrubber.run(), name="scrub")
                 images = group.create_task(node.seeds.run(), name="images") if node.seeds else None
                 await stop.wait()
                 log.info("node stopping")
                 if images is not None:
                     images.cancel()
                 seeding.cancel()
+                scrub.cancel()
+                repairs.cancel()
                 members.cancel()
         finally:
             node.ready = False

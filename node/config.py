@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from distributed_images.settings import parse_size
+from node.scrub import ScrubConfig
 from node.seed.config import SeedConfig
 
 
@@ -140,3 +141,4 @@ class Config:
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     seed: SeedConfig = field(default_factory=SeedConfig)
+    scrub: ScrubConfig = field(default_factory=ScrubConfig)

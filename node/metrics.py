@@ -89,6 +89,27 @@ class NodeMetrics:
             "Upstream transfers that broke and were resumed from the first byte missing",
             registry=r,
         )
+        self.verified_bytes = Counter(
+            "distributed_images_verified_bytes",
+            "Stored bytes read back and checked against their digests: after an unclean stop"
+            " (recovery) or by the background scrub",
+            ["reason"],
+            registry=r,
+        )
+        self.damaged_blobs = Counter(
+            "distributed_images_damaged_blobs",
+            "Stored blobs found damaged and purged, by what found them: the verification after"
+            " an unclean stop, the scrub, or a seeded piece failing its hash",
+            ["found_by"],
+            registry=r,
+        )
+        self.refetches = Counter(
+            "distributed_images_refetches",
+            "Damaged blobs fetched again (fetched), imported again from their archive (archive),"
+            " whose fetch failed (failed), or left for the next client to ask (on_demand)",
+            ["result"],
+            registry=r,
+        )
         self.last_peer_success: float | None = None  # monotonic time a chunk last came from peers
         self.since_peer_success = Gauge(
             "distributed_images_seconds_since_peer_success",
@@ -98,6 +119,12 @@ class NodeMetrics:
         self.since_peer_success.set_function(self._since_peer_success)
         for reason in ("stall", "tracker", "corrupt"):
             self.fallbacks.labels(reason)
+        for reason in ("recovery", "scrub"):
+            self.verified_bytes.labels(reason)
+        for found_by in ("recovery", "scrub", "swarm"):
+            self.damaged_blobs.labels(found_by)
+        for result in ("fetched", "archive", "failed", "on_demand"):
+            self.refetches.labels(result)
         for source in ("peer", "upstream"):
             self.chunk_duration.labels(source)
         for source in ("cache", "peer", "upstream", "seed"):

@@ -22,6 +22,7 @@ from node.p2p.metainfo import ChunkTorrent, MetainfoInvalid
 from node.p2p.pull import PullConfig, SwarmPull
 from node.p2p.session import PeerSession
 from node.recent import Recent
+from node.store import integrity
 from node.store.chunking import chunk_count, chunk_name
 from node.store.contentstore import BlobInfo, ContentStore
 from tracker.client import HeldBlob, Inventory, SeededRef, TrackerClient
@@ -162,14 +163,13 @@ class Swarm:
         )
 
     def corrupt(self, infohash: str) -> None:
-        """A seeded chunk failed its piece hash: the blob on disk is damaged. Purge it, so
-        neither a peer nor a client of this node gets it again; a later pull fetches it anew."""
+        """A seeded chunk failed its piece hash: the blob on disk is damaged. The store purges
+        it, so neither a peer nor a client of this node gets it again, and reports it (to
+        `node.repair`, which stops seeding it and fetches it again)."""
         digest = next((d for d, hashes in self._seeded.items() if infohash in hashes), None)
         if digest is None:
             return
-        log.error("stored blob is corrupt; purging it", extra={"digest": digest})
-        self._store.delete(digest)
-        self.forget(digest)
+        self._store.condemn(digest, integrity.SWARM)
 
     def forget(self, digest: str) -> None:
         """The blob left the store (evicted): stop seeding it and tell the tracker."""

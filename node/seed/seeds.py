@@ -72,6 +72,7 @@ class Seeds:
         self._failed: dict[str, tuple[Found, Skipped]] = {}
         self._previous: dict[str, Found] = {}
         self._importing: dict[str, asyncio.Task[None]] = {}
+        self._stale: set[str] = set()  # seeded archives whose content was damaged: import again
         self._workers: asyncio.Semaphore | None = None
         # The archives found at start, until each is seeded, skipped or gone: one still being
         # written is waited for until it is complete.
@@ -105,6 +106,13 @@ class Seeds:
 
     def archives(self) -> list[Seeded]:
         return self._catalog.archives()
+
+    def reimport(self, digest: str) -> bool:
+        """A blob of the store was found damaged and purged: import the archives holding it
+        again (at the next scan; their tags stay served meanwhile). Whether there are any."""
+        holders = {s.name for s in self._catalog.archives() if digest in s.digests}
+        self._stale |= holders
+        return bool(holders)
 
     def failures(self) -> dict[str, str]:
         """Archives skipped as broken, with the reason."""
@@ -187,7 +195,7 @@ class Seeds:
     def _due(self, archive: Found) -> bool:
         current = self._catalog.get(archive.name)
         if current is not None and current.owner == archive.owner:
-            return False
+            return archive.name in self._stale
         failed = self._failed.get(archive.name)
         if failed is not None and failed[0].owner == archive.owner:
             return False
@@ -199,6 +207,7 @@ class Seeds:
     async def _import(self, archive: Found) -> None:
         if self._workers is None:
             self._workers = asyncio.Semaphore(max(1, self._config.seed_workers))
+        self._stale.discard(archive.name)
         log.info("importing archive", extra={"archive": archive.name})
         job = ArchiveImport(archive.path, archive.name, archive.owner, self._store, self._workers)
         try:
@@ -285,6 +294,7 @@ class Seeds:
 
     def _forget(self, name: str) -> None:
         self._failed.pop(name, None)
+        self._stale.discard(name)
         seeded = self._catalog.remove(name)
         if seeded is None:
             return

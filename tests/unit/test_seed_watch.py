@@ -210,3 +210,20 @@ def test_a_long_import_logs_its_progress(caplog: pytest.LogCaptureFixture) -> No
     assert logged(caplog, "importing archive", "big.tar")
     [record] = caplog.records
     assert (record.__dict__["done_bytes"], record.__dict__["percent"]) == (1 << 20, 25.0)
+
+
+async def test_an_archive_holding_a_damaged_blob_is_imported_again(
+    seeder: Seeder, tmp_path: Path
+) -> None:
+    image = oci_image(tmp_path)
+    aged(pack(layout_files(image.layout), seeder.images / "app.tar"))
+    await seeder.seeds.sync()
+    layer = image.image().layers[0].digest
+    assert not seeder.seeds.reimport("sha256:" + "0" * 64)  # no archive holds that
+    seeder.store.delete(layer)  # found damaged and purged
+    assert seeder.seeds.reimport(layer)
+    assert seeder.lookup(APP) == image.digest  # its tags stay served meanwhile
+    await seeder.seeds.sync()
+    assert seeder.store.stat(layer) is not None
+    assert seeder.store.pinned(layer)
+    assert seeder.lookup(APP) == image.digest

@@ -1,0 +1,124 @@
+"""Stored content that went bad is never served: found after an unclean stop, or by the scrub,
+purged and fetched again from where it came, before any client asks for it."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from node.store.chunking import chunk_count, chunk_name
+from tests.support import powerloss, skopeo
+from tests.support.images import TestImages
+from tests.support.node import Node
+from tests.support.process import wait_until
+from tests.support.registry import Registry
+
+pytestmark = pytest.mark.integration
+
+DAMAGED = "distributed_images_damaged_blobs_total"
+REFETCHES = "distributed_images_refetches_total"
+VERIFIED = "distributed_images_verified_bytes_total"
+
+
+def _blob_dir(node: Node, digest: str) -> Path:
+    hex_digest = digest.removeprefix("sha256:")
+    return node.data_dir / "blobs" / "sha256" / hex_digest[:2] / hex_digest
+
+
+def _stored(node: Node, digest: str, size: int) -> bytes:
+    directory = _blob_dir(node, digest)
+    return b"".join(
+        (directory / chunk_name(digest, i)).read_bytes() for i in range(chunk_count(size))
+    )
+
+
+@pytest.mark.parametrize("mode", powerloss.MODES)
+def test_blobs_lost_before_they_were_synced_are_fetched_again_before_a_client_asks(
+    node_factory: Callable[..., Node],
+    upstream: Registry,
+    test_images: TestImages,
+    workdir: Path,
+    mode: str,
+) -> None:
+    node = node_factory(
+        {upstream.host: upstream.url},
+        upstream.host,
+        extra_args=["--no-fsync", "--scrub-rate", "0"],
+    )
+    image = test_images.app.image()
+    reference = f"{TestImages.APP}:{TestImages.TAG}"
+    skopeo.pull(node.host, reference, workdir / "before")
+    node.kill()
+    # A power loss takes the chunk files the node never synced: all of them, without --fsync.
+    lost = powerloss.lose_unsynced(node.data_dir / "blobs", mode)
+    for digest in image.blobs:
+        assert any(digest.removeprefix("sha256:") in p.name for p in lost), digest
+
+    mark = upstream.mark()
+    node.start()
+    # Before any client asks: each damaged blob is found, purged and fetched again, once.
+    wait_until(
+        lambda: node.metric(REFETCHES, result="fetched") == len(image.blobs),
+        60,
+        "every blob fetched again",
+        on_timeout=node.log_tail,
+    )
+    for digest in image.blobs:
+        assert len(upstream.blob_fetches(digest, since=mark)) == 1, digest
+    assert node.metric(DAMAGED, found_by="recovery") >= len(image.blobs)
+    served = len(upstream.entries(since=mark))
+
+    out = skopeo.pull(node.host, f"{TestImages.APP}@{image.digest}", workdir / "after")
+    assert skopeo.verify_dir(out) == image.blobs
+    # The client got what the node had fetched again: no blob came from the upstream for it.
+    assert [e for e in upstream.entries(since=mark)[served:] if e.is_blob()] == []
+    for digest, size in image.blobs.items():
+        assert hashlib.sha256(_stored(node, digest, size)).hexdigest() == digest[7:]
+
+
+def test_the_scrub_finds_a_damaged_blob_and_fetches_it_again(
+    node_factory: Callable[..., Node],
+    upstream: Registry,
+    test_images: TestImages,
+    workdir: Path,
+) -> None:
+    node = node_factory(
+        {upstream.host: upstream.url},
+        upstream.host,
+        extra_args=["--scrub-rate", "64MiB", "--scrub-interval", "1"],
+    )
+    image = test_images.app.image()
+    reference = f"{TestImages.APP}:{TestImages.TAG}"
+    skopeo.pull(node.host, reference, workdir / "before")
+    layer = max(image.layers, key=lambda blob: blob.size)
+    # One byte of the layer's second chunk goes bad on disk, behind the node's back.
+    chunk = _blob_dir(node, layer.digest) / chunk_name(layer.digest, 1)
+    mark = upstream.mark()
+    with chunk.open("r+b") as f:
+        f.seek(12345)
+        byte = f.read(1)
+        f.seek(12345)
+        f.write(bytes([byte[0] ^ 0x01]))
+
+    wait_until(
+        lambda: node.metric(REFETCHES, result="fetched") == 1,
+        60,
+        "the damaged blob fetched again",
+        on_timeout=node.log_tail,
+    )
+    assert node.metric(DAMAGED, found_by="scrub") == 1
+    assert node.metric(VERIFIED, reason="scrub") > 0
+    assert len(upstream.blob_fetches(layer.digest, since=mark)) == 1
+    others = [
+        e for e in upstream.entries(since=mark) if e.is_blob() and not e.is_blob(layer.digest)
+    ]
+    assert others == [], "only the damaged blob is fetched again"
+    assert _stored(node, layer.digest, layer.size) == test_images.app.read_blob(layer.digest)
+
+    served = len(upstream.entries(since=mark))
+    out = skopeo.pull(node.host, f"{TestImages.APP}@{image.digest}", workdir / "after")
+    assert skopeo.verify_dir(out) == image.blobs
+    assert [e for e in upstream.entries(since=mark)[served:] if e.is_blob()] == []
