@@ -103,6 +103,7 @@ async def compose(config: Config) -> AsyncIterator[Node]:
     if config.images_dir:
         startup.readable_dir(config.images_dir, "images dir", "--images-dir")
     metrics.store_bytes.set_function(store.usage)
+    store.on_trouble = lambda kind: metrics.store_errors.labels(kind).inc()
     registries = Registries(config.upstream.registry, config.upstream.default_registry)
     credentials = Credentials.load(Path(config.upstream.auth_file))
     downloads = Downloads(store)

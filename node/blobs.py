@@ -1,20 +1,24 @@
-"""Blobs by digest: the local store first, then one shared download from upstream."""
+"""Blobs by digest: the local store first, then one shared download from upstream; when the
+store has no room (its disk is full), straight from the upstream for each request, stored
+nowhere (a download that runs out of room mid-way goes on that way for its readers)."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import partial
 
-from node.downloads import Download, Downloads, Fill, UpstreamFill
+from node.downloads import HOLDBACK, Download, Downloads, Fill, Source, UpstreamFill, blocks_between
+from node.errors import ContentInvalid, StoreFull
 from node.metrics import NodeMetrics
 from node.oci.descriptors import Sizes
 from node.p2p.swarm import Swarm
 from node.recent import Recent
 from node.store.backend import Segment
-from node.store.contentstore import BlobInfo, ContentStore
+from node.store.contentstore import BlobInfo, ContentStore, no_space
 from node.upstream.client import UpstreamClient
 from node.upstream.registries import Upstream
 
@@ -23,9 +27,10 @@ log = logging.getLogger(__name__)
 MAX_UNREAD = 1024
 
 
-@dataclass(frozen=True)
+@dataclass
 class BlobHandle:
-    """A blob ready to be sent: from the store (`info`) or following a download."""
+    """A blob ready to be sent: from the store (`info`), following a download, or (neither)
+    straight from the upstream."""
 
     digest: str
     size: int
@@ -33,9 +38,13 @@ class BlobHandle:
     download: Download | None
     store: ContentStore
     fetched_by: Fill | None = None  # how a blob fetched ahead of its first client came in
+    upstream: Source | None = None  # where to stream from when the store cannot take it
+    uncached_from: int | None = None  # from this offset on, the bytes come straight from there
 
     def source_at(self, offset: int) -> str:
         """The `blob_bytes_total` source of the byte at `offset`: cache, seed, peer, upstream."""
+        if self.uncached_from is not None and offset >= self.uncached_from:
+            return "upstream"
         fill = self.download.fill if self.download is not None else self.fetched_by
         if fill is not None:
             return fill.source_at(offset)
@@ -45,8 +54,44 @@ class BlobHandle:
         """Byte blocks or file segments; open a segment's file before the next await."""
         if self.info is not None:
             return self.store.pieces(self.info, start, end)
+        if self.download is not None:
+            return self._following(start, end)
+        return self._uncached(start, end)
+
+    async def _following(self, start: int, end: int) -> AsyncIterator[bytes | Segment]:
         assert self.download is not None
-        return self.download.read(start, end)
+        position = start
+        try:
+            async for piece in self.download.read(start, end):
+                yield piece
+                position += piece.length if isinstance(piece, Segment) else len(piece)
+        except (StoreFull, OSError) as e:
+            if self.upstream is None or not no_space(e):
+                raise
+            async for block in self._uncached(position, end):
+                yield block
+
+    async def _uncached(self, start: int, end: int) -> AsyncIterator[bytes]:
+        """Bytes [start, end) straight from the upstream for this request. The whole blob is
+        hashed as it goes, and its last HOLDBACK bytes sent only once it matches its digest."""
+        assert self.upstream is not None
+        self.uncached_from = start if self.uncached_from is None else self.uncached_from
+        hasher = hashlib.sha256() if (start, end) == (0, self.size) else None
+        held = b""
+        async with self.upstream(start, None if end == self.size else end) as stream:
+            async for block in blocks_between(stream, start, end):
+                if hasher is None:
+                    yield block
+                    continue
+                hasher.update(block)
+                held += block
+                if len(held) > HOLDBACK:
+                    yield held[:-HOLDBACK]
+                    held = held[-HOLDBACK:]
+        if hasher is not None and "sha256:" + hasher.hexdigest() != self.digest:
+            raise ContentInvalid("upstream blob does not match its digest", {"digest": self.digest})
+        if held:
+            yield held
 
 
 class Blobs:
@@ -90,9 +135,13 @@ class Blobs:
         cached = await self._cached(digest)
         if cached:
             return cached, False
+        source = partial(self._upstream.blob, upstream, repo, digest)
         download = self._downloads.get(digest)
         started = False
         if download is None:
+            known = self._sizes.get(digest)
+            if known is not None and not self._store.room_for(known):
+                return self._uncached(digest, known, source), False
             fill = await self._fill(upstream, repo, digest)
             # Another request may have started it while we asked for the size.
             download = self._downloads.get(digest)
@@ -100,8 +149,17 @@ class Blobs:
                 self._unread.pop(digest)
                 download, started = self._downloads.start(digest, fill), True
                 self._note_origin(download, upstream, repo)
-        size = await download.size()
-        return BlobHandle(digest, size, None, download, self._store), started
+        try:
+            size = await download.size()
+        except StoreFull:
+            size = await self._upstream.blob_size(upstream, repo, digest)
+            return self._uncached(digest, size, source), started
+        handle = BlobHandle(digest, size, None, download, self._store, upstream=source)
+        return handle, started
+
+    def _uncached(self, digest: str, size: int, source: Source) -> BlobHandle:
+        self._metrics.uncached_blobs.inc()
+        return BlobHandle(digest, size, None, None, self._store, upstream=source)
 
     def _note_origin(self, download: Download, upstream: Upstream, repo: str) -> None:
         """Once stored, the blob's origin is kept: where to fetch it again if it is damaged."""
@@ -123,6 +181,8 @@ class Blobs:
             return
         handle, started = await self._open(upstream, repo, digest)
         download = handle.download
+        if handle.info is None and download is None:
+            raise StoreFull("no room in the store", {"digest": digest})
         if download is None or download.task is None:
             return  # stored meanwhile
         if started:

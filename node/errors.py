@@ -13,6 +13,8 @@
     │   ├── BlobUnknown
     │   └── ManifestUnknown
     ├── ContentInvalid            bytes that do not match their digest or size: never stored
+    ├── StoreFull                 the local store cannot take a blob now (its disk is full):
+    │                             the blob is streamed to the client without being stored
     └── UpstreamError             the upstream registry failed us
         ├── UpstreamUnauthorized  401: missing or wrong credentials
         ├── UpstreamDenied        403
@@ -75,6 +77,10 @@ class ManifestUnknown(NotFound):
 
 
 class ContentInvalid(NodeError):
+    pass
+
+
+class StoreFull(NodeError):
     pass
 
 

@@ -143,7 +143,7 @@ class Manifests:
     async def _keep(self, digest: str, body: bytes) -> Manifest:
         """Store a manifest got from a peer (the store checks its digest)."""
         media_type = mediatypes.sniff(body)
-        await self._store.put(digest, body, media_type)
+        await self._store.keep(digest, body, media_type)
         return Manifest(digest, media_type, len(body), body)
 
     async def _by_tag(
@@ -191,5 +191,5 @@ class Manifests:
         media_type = fetched.media_type
         if media_type not in mediatypes.MANIFEST_TYPES:
             media_type = mediatypes.sniff(fetched.body)
-        await self._store.put(digest, fetched.body, media_type)
+        await self._store.keep(digest, fetched.body, media_type)
         return Manifest(digest, media_type, len(fetched.body), fetched.body)

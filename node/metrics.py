@@ -110,6 +110,19 @@ class NodeMetrics:
             ["result"],
             registry=r,
         )
+        self.uncached_blobs = Counter(
+            "distributed_images_uncached_blobs",
+            "Blob requests streamed straight from the upstream without being stored, because"
+            " the store's disk was full",
+            registry=r,
+        )
+        self.store_errors = Counter(
+            "distributed_images_store_errors",
+            "Writes the store could not do: the disk was full (disk_full), or an SQLite"
+            " statement failed (metadata); clients are served without them",
+            ["kind"],
+            registry=r,
+        )
         self.last_peer_success: float | None = None  # monotonic time a chunk last came from peers
         self.since_peer_success = Gauge(
             "distributed_images_seconds_since_peer_success",
@@ -125,6 +138,8 @@ class NodeMetrics:
             self.damaged_blobs.labels(found_by)
         for result in ("fetched", "archive", "failed", "on_demand"):
             self.refetches.labels(result)
+        for kind in ("disk_full", "metadata"):
+            self.store_errors.labels(kind)
         for source in ("peer", "upstream"):
             self.chunk_duration.labels(source)
         for source in ("cache", "peer", "upstream", "seed"):

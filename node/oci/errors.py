@@ -25,6 +25,7 @@ WIRE: list[tuple[type[errors.NodeError], int, str]] = [
     (errors.ManifestUnknown, 404, "MANIFEST_UNKNOWN"),
     (errors.NotFound, 404, "NAME_UNKNOWN"),
     (errors.ContentInvalid, 502, "DIGEST_INVALID"),
+    (errors.StoreFull, 503, "UNAVAILABLE"),  # streamed through instead: should never be seen
     (errors.UpstreamUnauthorized, 401, "UNAUTHORIZED"),
     (errors.UpstreamDenied, 403, "DENIED"),
     (errors.UpstreamRateLimited, 429, "TOOMANYREQUESTS"),

@@ -5,6 +5,11 @@ Writes follow one order: temporary area, hash while writing, check size then dig
 served that skipped this path. The bytes live in a backend (chunk files on disk, or memory for
 tests); the logic here is shared by both.
 
+A full disk is no error for a client: a write that runs out of space fails with `StoreFull`
+(the caller streams the blob through without storing it), `room_for` tells beforehand whether a
+blob fits, and a failed metadata statement degrades to a cache miss. Each kind of trouble is
+logged once a minute at most, and reported to `on_trouble` each time.
+
 Blobs not known to be on disk when the store opens (the node stopped before they were synced,
 or a store of a version that never synced) are suspects: not served, listed, seeded nor counted
 as present until verified, in the background or when a client asks for one first (`check`).
@@ -13,8 +18,10 @@ as present until verified, in the background or when a client asks for one first
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import logging
+import sqlite3
 import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -23,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from node.errors import BlobUnknown, ContentInvalid
+from node.errors import BlobUnknown, ContentInvalid, StoreFull
 from node.store import integrity
 from node.store.backend import BlobBackend, PendingBlob, Segment
 from node.store.disk import DiskBlobs
@@ -42,6 +49,17 @@ log = logging.getLogger(__name__)
 
 READ_BLOCK = 1 << 20
 IN_FLIGHT = 16 << 20  # bytes a writer may queue ahead of its thread
+DISK_RESERVE = 8 << 20  # left free by `room_for`: metadata and logs need a little room too
+TROUBLE_LOG_INTERVAL = 60.0  # seconds between two log lines of the same trouble
+DISK_FULL = "disk_full"  # trouble: a write found no space
+METADATA = "metadata"  # trouble: an SQLite statement failed
+
+
+def no_space(error: BaseException) -> bool:
+    """Whether an error means the store's disk (or the user's quota on it) is full."""
+    if isinstance(error, StoreFull):
+        return True
+    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 @dataclass(frozen=True)
@@ -136,8 +154,8 @@ class BlobWriter:
         self._in_flight_bytes -= length
         if future.cancelled():
             self._failure = self._failure or ContentInvalid("write cancelled")
-        elif future.exception() is not None:
-            self._failure = self._failure or future.exception()
+        elif (error := future.exception()) is not None:
+            self._failure = self._failure or self._store._failed_write(error)
         else:
             self.written += length
             if self.on_progress:
@@ -168,20 +186,28 @@ class BlobWriter:
     async def commit(self) -> BlobInfo:
         """Verify, put on disk, publish, record: the blob is stored once this returns."""
         try:
-            await self.flush()
-            self._check()
-            await asyncio.get_running_loop().run_in_executor(self._thread, self._pending.sync)
-        except BaseException:
-            self.abort()
-            raise
-        self._thread.shutdown(wait=False)
-        self._store._replacing(self.digest)
-        self._pending.publish()
-        try:
-            await asyncio.to_thread(self._pending.sync_published)
-        except BaseException:
-            self._store.delete(self.digest)
-            raise
+            try:
+                await self.flush()
+                self._check()
+                await asyncio.get_running_loop().run_in_executor(self._thread, self._pending.sync)
+            except BaseException:
+                self.abort()
+                raise
+            self._thread.shutdown(wait=False)
+            self._store._replacing(self.digest)
+            try:
+                self._pending.publish()
+                await asyncio.to_thread(self._pending.sync_published)
+            except BaseException:
+                self._store.delete(self.digest)
+                raise
+        except OSError as e:
+            error = self._store._failed_write(e)
+            if error is e:
+                raise
+            raise error from e
+        finally:
+            self._store._writers.discard(self)
         return self._store._committed(self.digest, self.size, self.media_type)
 
     def _check(self) -> None:
@@ -195,11 +221,16 @@ class BlobWriter:
             raise ContentInvalid("digest mismatch", {"digest": self.digest, "actual": actual})
 
     def abort(self) -> None:
-        """Drop the blob. The discard runs on the writer's thread after the block it may be
-        writing, so no file can be created behind it."""
+        """Drop the blob, once nobody reads it any more (readers following the write may still
+        be sending what was written; they go on from the upstream). The discard runs on the
+        writer's thread after the block it may be writing, so no file can be created behind it."""
         if self._aborted:
             return
         self._aborted = True
+        self._store._writers.discard(self)
+        self._store._when_unused(self.digest, self._discard)
+
+    def _discard(self) -> None:
         self._thread.submit(self._pending.discard)
         self._thread.shutdown(wait=False)
 
@@ -223,7 +254,14 @@ class ContentStore:
         self._on_evict = on_evict
         self._canonical_torrent = canonical_torrent
         self.events: IntegrityEvents = NoEvents()
+        self.on_trouble: Callable[[str], None] | None = None
+        self._troubles: Counter[str] = Counter()  # since each kind was last logged
+        self._logged: dict[str, float] = {}  # when each kind was last logged
+        self._meta.on_error = self._metadata_failed
+        self._writers: set[BlobWriter] = set()
+        self._gone: set[str] = set()  # deleted, but their records could not be removed
         self._busy: Counter[str] = Counter()
+        self._after_use: dict[str, list[Callable[[], None]]] = {}  # run once a blob is not busy
         self._suspects: set[str] = set()
         self._checks: dict[str, asyncio.Future[Verdict]] = {}
         self._recover()
@@ -280,7 +318,7 @@ class ContentStore:
 
     def stat(self, digest: str) -> BlobInfo | None:
         """The blob, if it is stored and may be served (suspects may not, until verified)."""
-        if digest in self._suspects:
+        if digest in self._suspects or digest in self._gone:
             return None
         record = self._meta.blob(digest)
         if record is None:
@@ -309,6 +347,14 @@ class ContentStore:
             self._busy[digest] -= 1
             if not self._busy[digest]:
                 del self._busy[digest]
+                for job in self._after_use.pop(digest, []):
+                    job()
+
+    def _when_unused(self, digest: str, job: Callable[[], None]) -> None:
+        if digest in self._busy:
+            self._after_use.setdefault(digest, []).append(job)
+        else:
+            job()
 
     async def read(
         self, info: BlobInfo, start: int = 0, end: int | None = None
@@ -347,7 +393,41 @@ class ContentStore:
     # -- writing
 
     def begin(self, digest: str, size: int, media_type: str | None = None) -> BlobWriter:
-        return BlobWriter(self, self._backend.begin(digest, size), digest, size, media_type)
+        """A writer for the blob; StoreFull when even its temporary place cannot be made."""
+        try:
+            pending = self._backend.begin(digest, size)
+        except OSError as e:
+            error = self._failed_write(e)
+            if error is e:
+                raise
+            raise error from e
+        writer = BlobWriter(self, pending, digest, size, media_type)
+        self._writers.add(writer)
+        return writer
+
+    def room_for(self, size: int) -> bool:
+        """Whether a blob of `size` bytes fits on the disk now, besides what the writers under
+        way still have to write, evicting unused content to make room if need be."""
+        pending = sum(w.size - w.written for w in self._writers)
+        lacking = size + pending + DISK_RESERVE - self._backend.free_bytes()
+        if lacking <= 0:
+            return True
+        evictable = sum(
+            r.size for r in self._meta.least_recently_used() if r.digest not in self._busy
+        )
+        if evictable < lacking:
+            self._trouble(DISK_FULL, f"{size} more bytes do not fit")
+            return False
+        return self._evict(lacking) >= lacking
+
+    async def keep(self, digest: str, data: bytes, media_type: str | None = None) -> bool:
+        """`put` small content that serves as well from memory: whether it was stored (a full
+        store is not an error here)."""
+        try:
+            await self.put(digest, data, media_type)
+        except StoreFull:
+            return False
+        return True
 
     async def put(self, digest: str, data: bytes, media_type: str | None = None) -> BlobInfo:
         writer = self.begin(digest, len(data), media_type)
@@ -365,14 +445,52 @@ class ContentStore:
             self.delete(digest)
 
     def _committed(self, digest: str, size: int, media_type: str | None) -> BlobInfo:
-        self._meta.add_blob(digest, size, media_type, durable=self._backend.durable)
+        try:
+            self._meta.add_blob(digest, size, media_type, durable=self._backend.durable)
+        except sqlite3.Error as e:
+            # Bytes nobody can find are of no use: they go, and the blob is streamed through.
+            self._backend.delete(digest)
+            self._metadata_failed(e)
+            raise StoreFull("the store's metadata cannot record the blob") from e
+        self._gone.discard(digest)
         with self.using(digest):  # the blob just written is about to be served
             self.evict()
         return BlobInfo(digest, size, media_type)
 
     def delete(self, digest: str) -> None:
-        self._meta.remove_blob(digest)
+        try:
+            self._meta.remove_blob(digest)
+        except sqlite3.Error as e:
+            self._metadata_failed(e)
+            self._gone.add(digest)  # never served again; the record goes at the next start
         self._backend.delete(digest)
+
+    # -- trouble
+
+    def _failed_write(self, error: BaseException) -> BaseException:
+        """What a failed write raises: StoreFull when the disk is full, else the error."""
+        if isinstance(error, StoreFull) or not no_space(error):
+            return error
+        self._trouble(DISK_FULL, str(error))
+        return StoreFull("the store's disk is full")
+
+    def _metadata_failed(self, error: sqlite3.Error) -> None:
+        self._trouble(METADATA, str(error))
+
+    def _trouble(self, kind: str, detail: str) -> None:
+        """Report each time; log once a minute at most, with how often it happened since."""
+        self._troubles[kind] += 1
+        now = time.monotonic()
+        if now - self._logged.get(kind, -TROUBLE_LOG_INTERVAL) >= TROUBLE_LOG_INTERVAL:
+            self._logged[kind] = now
+            log.warning(
+                "the store's disk is full: blobs are streamed to clients without being stored"
+                if kind == DISK_FULL
+                else "the store's metadata failed: answering without it",
+                extra={"error": detail, "times": self._troubles.pop(kind)},
+            )
+        if self.on_trouble is not None:
+            self.on_trouble(kind)
 
     def set_origin(self, digest: str, ns: str, repo: str) -> None:
         """Where a stored blob came from: where to fetch it again if it is found damaged."""
@@ -484,10 +602,14 @@ class ContentStore:
         total = self._meta.total_bytes()
         if total <= self._max_bytes:
             return 0
-        target = int(self._max_bytes * self._low_watermark)
+        return self._evict(total - int(self._max_bytes * self._low_watermark))
+
+    def _evict(self, wanted: int) -> int:
+        """Evict least recently used content, never content in use or pinned, until `wanted`
+        bytes are freed or nothing more can be. Returns the bytes freed."""
         freed = 0
         for record in self._meta.least_recently_used():
-            if total - freed <= target:
+            if freed >= wanted:
                 break
             if record.digest in self._busy:
                 continue
@@ -532,8 +654,9 @@ class ContentStore:
 
     def blobs(self) -> list[BlobInfo]:
         """Every blob that may be served (suspects are not, until verified)."""
+        hidden = self._suspects | self._gone
         return [
             BlobInfo(r.digest, r.size, r.media_type)
             for r in self._meta.blobs()
-            if r.digest not in self._suspects
+            if r.digest not in hidden
         ]

@@ -3,15 +3,23 @@ and pins. One connection owned by the event loop thread; every statement is smal
 
 A blob's `durable` says its bytes are known to be on disk (fsynced before it was recorded, or
 synced at a clean stop); `verified_at` is when its bytes last matched its digest, which orders
-the scrub; `origins` says where a blob came from, so one found damaged can be fetched again."""
+the scrub; `origins` says where a blob came from, so one found damaged can be fetched again.
+
+SQLite can fail (a full disk fails every write): a statement marked tolerant then does nothing
+or answers as if nothing were recorded (a cache miss), and `on_error` hears of it; the others
+(what the store cannot do without: recording a blob, a pin) raise `sqlite3.Error`."""
 
 from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Concatenate, ParamSpec, TypeVar, cast
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS blobs (
@@ -73,9 +81,35 @@ class TagRecord:
     fetched_at: float
 
 
+def _tolerant(
+    default: Callable[[], object],
+) -> Callable[[Callable[Concatenate[Metadata, P], T]], Callable[Concatenate[Metadata, P], T]]:
+    """On an SQLite error: report it and answer `default()`."""
+
+    def wrap(
+        method: Callable[Concatenate[Metadata, P], T],
+    ) -> Callable[Concatenate[Metadata, P], T]:
+        def run(metadata: Metadata, /, *args: P.args, **kwargs: P.kwargs) -> T:
+            try:
+                return method(metadata, *args, **kwargs)
+            except sqlite3.Error as e:
+                if metadata.on_error is not None:
+                    metadata.on_error(e)
+                return cast(T, default())
+
+        return run
+
+    return wrap
+
+
+def _nothing() -> None:
+    return None
+
+
 class Metadata:
     def __init__(self, path: Path | None) -> None:
         """`path=None` keeps everything in memory (the in-memory store's twin)."""
+        self.on_error: Callable[[sqlite3.Error], None] | None = None
         self._db = sqlite3.connect(str(path) if path else ":memory:", isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -86,8 +120,12 @@ class Metadata:
                 self._db.execute(f"ALTER TABLE blobs ADD COLUMN {name} {definition}")
 
     def close(self) -> None:
-        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._checkpoint()
         self._db.close()
+
+    @_tolerant(_nothing)
+    def _checkpoint(self) -> None:
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def add_blob(self, digest: str, size: int, media_type: str | None, durable: bool) -> None:
         """Record a blob whose bytes were just verified (`durable`: and are on disk)."""
@@ -99,6 +137,7 @@ class Metadata:
             (digest, size, media_type, now, now, int(durable), now, now),
         )
 
+    @_tolerant(_nothing)
     def add_found_blob(self, digest: str, size: int) -> None:
         """Record a blob found on disk with no record: neither verified nor known on disk."""
         now = time.time()
@@ -108,18 +147,22 @@ class Metadata:
             (digest, size, now, now),
         )
 
+    @_tolerant(list)
     def not_durable(self) -> list[str]:
         """Blobs whose bytes are not known to be on disk."""
         return [row[0] for row in self._db.execute("SELECT digest FROM blobs WHERE durable = 0")]
 
+    @_tolerant(_nothing)
     def set_durable(self, digests: list[str]) -> None:
         self._db.executemany(
             "UPDATE blobs SET durable = 1 WHERE digest = ?", [(digest,) for digest in digests]
         )
 
+    @_tolerant(_nothing)
     def set_verified(self, digest: str) -> None:
         self._db.execute("UPDATE blobs SET verified_at = ? WHERE digest = ?", (time.time(), digest))
 
+    @_tolerant(_nothing)
     def least_recently_verified(self, before: float, excluded: set[str]) -> BlobRecord | None:
         """The blob verified longest ago, if that was before `before` (not one of `excluded`)."""
         rows = self._db.execute(
@@ -132,12 +175,14 @@ class Metadata:
                 return BlobRecord(*row)
         return None
 
+    @_tolerant(_nothing)
     def blob(self, digest: str) -> BlobRecord | None:
         row = self._db.execute(
             "SELECT digest, size, media_type, accessed_at FROM blobs WHERE digest = ?", (digest,)
         ).fetchone()
         return BlobRecord(*row) if row else None
 
+    @_tolerant(_nothing)
     def touch(self, digest: str) -> None:
         self._db.execute("UPDATE blobs SET accessed_at = ? WHERE digest = ?", (time.time(), digest))
 
@@ -146,37 +191,45 @@ class Metadata:
         self._db.execute("DELETE FROM torrents WHERE digest = ?", (digest,))
         self._db.execute("DELETE FROM origins WHERE digest = ?", (digest,))
 
+    @_tolerant(_nothing)
     def set_origin(self, digest: str, ns: str, repo: str) -> None:
         self._db.execute("INSERT OR REPLACE INTO origins VALUES (?, ?, ?)", (digest, ns, repo))
 
+    @_tolerant(_nothing)
     def origin(self, digest: str) -> tuple[str, str] | None:
         row = self._db.execute(
             "SELECT ns, repo FROM origins WHERE digest = ?", (digest,)
         ).fetchone()
         return (row[0], row[1]) if row else None
 
+    @_tolerant(_nothing)
     def set_torrents(self, digest: str, metainfos: list[bytes]) -> None:
         self._db.executemany(
             "INSERT OR REPLACE INTO torrents VALUES (?, ?, ?)",
             [(digest, index, metainfo) for index, metainfo in enumerate(metainfos)],
         )
 
+    @_tolerant(_nothing)
     def remove_torrents(self, digest: str) -> None:
         self._db.execute("DELETE FROM torrents WHERE digest = ?", (digest,))
 
+    @_tolerant(list)
     def torrents(self, digest: str) -> list[bytes]:
         rows = self._db.execute(
             "SELECT metainfo FROM torrents WHERE digest = ? ORDER BY chunk", (digest,)
         )
         return [bytes(row[0]) for row in rows]
 
+    @_tolerant(list)
     def blobs(self) -> list[BlobRecord]:
         rows = self._db.execute("SELECT digest, size, media_type, accessed_at FROM blobs")
         return [BlobRecord(*row) for row in rows]
 
+    @_tolerant(int)
     def total_bytes(self) -> int:
         return int(self._db.execute("SELECT coalesce(sum(size), 0) FROM blobs").fetchone()[0])
 
+    @_tolerant(lambda: iter(()))
     def least_recently_used(self) -> Iterator[BlobRecord]:
         """Unpinned blobs, oldest access first."""
         rows = self._db.execute(
@@ -185,12 +238,14 @@ class Metadata:
         ).fetchall()
         return (BlobRecord(*row) for row in rows)
 
+    @_tolerant(_nothing)
     def set_tag(self, ns: str, repo: str, tag: str, digest: str, media_type: str) -> None:
         self._db.execute(
             "INSERT OR REPLACE INTO tags VALUES (?, ?, ?, ?, ?, ?)",
             (ns, repo, tag, digest, media_type, time.time()),
         )
 
+    @_tolerant(_nothing)
     def tag(self, ns: str, repo: str, tag: str) -> TagRecord | None:
         row = self._db.execute(
             "SELECT digest, media_type, fetched_at FROM tags WHERE ns = ? AND repo = ? AND tag = ?",
@@ -201,22 +256,27 @@ class Metadata:
     def pin(self, digest: str, owner: str) -> None:
         self._db.execute("INSERT OR IGNORE INTO pins VALUES (?, ?)", (digest, owner))
 
+    @_tolerant(_nothing)
     def unpin(self, owner: str) -> None:
         self._db.execute("DELETE FROM pins WHERE owner = ?", (owner,))
 
+    @_tolerant(set)
     def pin_owners(self) -> set[str]:
         return {row[0] for row in self._db.execute("SELECT DISTINCT owner FROM pins")}
 
+    @_tolerant(set)
     def owners(self, digest: str) -> set[str]:
         rows = self._db.execute("SELECT owner FROM pins WHERE digest = ?", (digest,))
         return {row[0] for row in rows}
 
+    @_tolerant(int)
     def pinned_bytes(self) -> int:
         row = self._db.execute(
             "SELECT coalesce(sum(size), 0) FROM blobs WHERE digest IN (SELECT digest FROM pins)"
         ).fetchone()
         return int(row[0])
 
+    @_tolerant(bool)
     def pinned(self, digest: str) -> bool:
         row = self._db.execute("SELECT 1 FROM pins WHERE digest = ? LIMIT 1", (digest,))
         return row.fetchone() is not None

@@ -50,9 +50,10 @@ class Node:
         name: str = "node",
         host: str = LOOPBACK,
         wrapper: Sequence[str] = (),
+        data_dir: Path | None = None,
     ) -> None:
         self.workdir = workdir
-        self.data_dir = workdir / "data"
+        self.data_dir = data_dir or workdir / "data"
         self.name = name
         self.port = free_port(host)
         self.peer_port = free_port(host)

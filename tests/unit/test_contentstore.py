@@ -13,10 +13,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from node.errors import BlobUnknown, ContentInvalid
+from node.errors import BlobUnknown, ContentInvalid, StoreFull
 from node.p2p import metainfo
 from node.store.chunking import MiB, chunk_name, chunk_size, piece_size
-from node.store.contentstore import BlobInfo, ContentStore
+from node.store.contentstore import DISK_RESERVE, BlobInfo, ContentStore
 from node.store.integrity import RECOVERY, SCRUB, Damaged, Verdict
 from tests.support import powerloss
 
@@ -433,3 +433,72 @@ async def test_a_store_from_before_durability_is_verified_once(tmp_path: Path) -
         assert again.suspects() == []
     finally:
         again.close()
+
+
+# -- a full disk
+
+
+def failing_metadata(store: ContentStore) -> None:
+    """From now on every SQLite write fails (as on a full disk)."""
+    store._meta._db.execute("PRAGMA query_only = ON")  # type: ignore[attr-defined]
+
+
+async def test_a_write_that_runs_out_of_space_fails_with_store_full() -> None:
+    store = ContentStore.memory(capacity=10 * MiB)
+    troubles: list[str] = []
+    store.on_trouble = troubles.append
+    small, big = b"s" * MiB, b"b" * (12 * MiB)
+    await store.put(digest_of(small), small)
+    writer = store.begin(digest_of(big), len(big))
+    with pytest.raises(StoreFull):
+        for start in range(0, len(big), MiB):
+            await writer.write(big[start : start + MiB])
+        await writer.commit()
+    writer.abort()
+    assert store.stat(digest_of(big)) is None
+    assert store.usage() == len(small)
+    assert troubles == ["disk_full"]
+    assert not await store.keep(digest_of(big), big)  # small content: not an error
+    assert await store.keep(digest_of(b"fits"), b"fits")
+    store.close()
+
+
+async def test_room_is_made_by_evicting_unused_content_or_refused() -> None:
+    store = ContentStore.memory(capacity=DISK_RESERVE + 12 * MiB)
+    troubles: list[str] = []
+    store.on_trouble = troubles.append
+    old, used, pinned = (bytes([i]) * (4 * MiB) for i in range(3))
+    for data in (old, used, pinned):
+        await store.put(digest_of(data), data)
+    store.pin(digest_of(pinned), "seed:archive")
+    with store.using(digest_of(used)):
+        assert not store.room_for(9 * MiB)  # only `old` could go: not enough, so it stays
+        assert store.stat(digest_of(old)) is not None
+        assert store.room_for(4 * MiB)  # `old` goes
+        assert store.stat(digest_of(old)) is None
+        writer = store.begin(digest_of(old), len(old))  # what it will write counts as taken
+        assert not store.room_for(1)
+        writer.abort()
+        assert store.room_for(1)
+    assert store.stat(digest_of(used)) is not None and store.stat(digest_of(pinned)) is not None
+    assert troubles == ["disk_full", "disk_full"]
+    store.close()
+
+
+async def test_failing_metadata_is_a_cache_miss_and_a_blob_it_cannot_record_is_not_stored() -> None:
+    store = ContentStore.memory()
+    troubles: list[str] = []
+    store.on_trouble = troubles.append
+    data = b"recorded before"
+    await store.put(digest_of(data), data)
+    failing_metadata(store)
+    store.set_tag("docker.io", "library/nginx", "1", digest_of(data), "application/x")
+    assert store.tag("docker.io", "library/nginx", "1") is None
+    assert await read(store, digest_of(data)) == data  # its access time is not recorded
+    big = b"n" * (5 * MiB)
+    with pytest.raises(StoreFull):
+        await store.put(digest_of(big), big)
+    assert store.stat(digest_of(big)) is None
+    assert store._backend.digests() == {digest_of(data)}  # type: ignore[attr-defined]
+    assert set(troubles) == {"metadata"}
+    store.close()

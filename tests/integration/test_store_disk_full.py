@@ -1,0 +1,147 @@
+"""A data dir on a small disk that fills up: pulls still succeed, streamed through without being
+stored, with one log line and a metric; SQLite failing on the full disk answers no 500."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.support import skopeo
+from tests.support.images import TestImages
+from tests.support.node import Node
+from tests.support.registry import Registry
+
+pytestmark = pytest.mark.integration
+
+DISK = 40 << 20  # smaller than test/big's 64 MiB layer
+FULL_LINE = "the store's disk is full"
+
+
+@pytest.fixture
+def small_disk(workdir: Path) -> Iterator[Path]:
+    """A 40 MiB tmpfs, unmounted after the test's nodes are stopped."""
+    mountpoint = workdir / "small-disk"
+    mountpoint.mkdir()
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={DISK}", "tmpfs", str(mountpoint)], check=True
+    )
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", "--lazy", str(mountpoint)], check=True)
+
+
+def _start(node_factory: Callable[..., Node], upstream: Registry, disk: Path) -> Node:
+    data_dir = disk / "data"
+    return node_factory(
+        {upstream.host: upstream.url},
+        upstream.host,
+        data_dir=data_dir,
+        extra_args=["--data-dir", str(data_dir), "--prefetch", "0"],
+    )
+
+
+def _full_lines(node: Node) -> int:
+    return node.log_path.read_text(errors="replace").count(FULL_LINE)
+
+
+def _server_errors(node: Node) -> float:
+    metrics = node.metrics()
+    return sum(
+        value
+        for key, value in metrics.items()
+        if key.startswith("distributed_images_requests_total{") and 'code="5' in key
+    )
+
+
+def _stored(node: Node) -> set[str]:
+    return {"sha256:" + p.name for p in (node.data_dir / "blobs" / "sha256").glob("*/*")}
+
+
+def test_an_image_larger_than_the_disk_is_pulled_whole(
+    small_disk: Path,
+    node_factory: Callable[..., Node],
+    upstream: Registry,
+    test_images: TestImages,
+    workdir: Path,
+) -> None:
+    node = _start(node_factory, upstream, small_disk)
+    image = test_images.big.image()
+    big = max(image.layers, key=lambda layer: layer.size)
+    mark = upstream.mark()
+
+    for attempt in ("first", "second"):
+        out = skopeo.pull(node.host, f"{TestImages.BIG}:{TestImages.TAG}", workdir / attempt)
+        assert skopeo.verify_dir(out) == image.blobs
+    # What fits is stored and served from there the second time; the layer larger than the disk
+    # came from the upstream both times, and was never written.
+    fetches = {d: len(upstream.blob_fetches(d, since=mark)) for d in image.blobs}
+    assert fetches == {d: 2 if d == big.digest else 1 for d in image.blobs}
+    fitting = {image.digest, image.config.digest} | {b.digest for b in image.layers if b != big}
+    assert _stored(node) == fitting
+    assert node.metric("distributed_images_uncached_blobs_total") == 2
+    assert node.metric("distributed_images_blob_bytes_total", source="upstream") >= 2 * big.size
+    assert _full_lines(node) == 1
+    assert _server_errors(node) == 0
+
+
+async def _get(url: str) -> tuple[int, str, int]:
+    digest, length = hashlib.sha256(), 0
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        async for block in response.content.iter_chunked(1 << 16):
+            digest.update(block)
+            length += len(block)
+        return response.status, "sha256:" + digest.hexdigest(), length
+
+
+async def test_a_disk_that_fills_up_mid_download_still_serves_the_whole_blob(
+    small_disk: Path,
+    node_factory: Callable[..., Node],
+    upstream: Registry,
+    test_images: TestImages,
+) -> None:
+    node = _start(node_factory, upstream, small_disk)
+    image = test_images.big.image()
+    big = max(image.layers, key=lambda layer: layer.size)
+    mark = upstream.mark()
+    # Asked for by digest, with no manifest before: its size is unknown until the upstream
+    # answers, so the download starts, and the disk fills up under it.
+    url = f"{node.url}/v2/{TestImages.BIG}/blobs/{big.digest}"
+    clients = await asyncio.gather(_get(url), _get(url))
+    assert clients == [(200, big.digest, big.size)] * 2
+    # The download's own transfer, then one from where each client was when the disk filled.
+    fetches = upstream.blob_fetches(big.digest, since=mark)
+    assert 2 <= len(fetches) <= 3, fetches
+    assert big.digest not in _stored(node)
+    assert [p for p in (node.data_dir / "tmp").iterdir() if not p.is_symlink()] == []
+    assert node.metric("distributed_images_store_errors_total", kind="disk_full") >= 1
+
+    # Something else fills the disk to the last byte: SQLite cannot write either. Manifests and
+    # blobs are answered all the same.
+    _fill(small_disk / "filler")
+    manifest = await _get(f"{node.url}/v2/{TestImages.BIG}/manifests/{TestImages.TAG}")
+    assert manifest[:2] == (200, image.digest)
+    for blob in (image.config, *image.layers):
+        status, digest, length = await _get(f"{node.url}/v2/{TestImages.BIG}/blobs/{blob.digest}")
+        assert (status, digest, length) == (200, blob.digest, blob.size)
+    assert _stored(node) == set()
+    assert _full_lines(node) == 1
+    assert _server_errors(node) == 0
+
+
+def _fill(path: Path) -> None:
+    block = b"\xff" * (1 << 20)
+    with path.open("wb", buffering=0) as f:
+        while True:
+            try:
+                f.write(block)
+            except OSError:
+                block = block[: len(block) // 2]
+                if not block:
+                    return
