@@ -3,7 +3,9 @@ archive is logged and skipped, and the node goes on serving everything else.
 
     NodeError                      (node.errors)
     └── ArchiveInvalid             truncated, corrupt, unsafe or incomplete archive
-        └── ArchiveUnsupported     well-formed, but a kind of content this node cannot seed
+        ├── ArchiveUnsupported     well-formed, but a kind of content this node cannot seed
+        └── ArchiveTooLarge        more than the store's quota or its free disk can take, or
+                                   a compressed archive expanding like a decompression bomb
 """
 
 from __future__ import annotations
@@ -17,3 +19,9 @@ class ArchiveInvalid(NodeError):
 
 class ArchiveUnsupported(ArchiveInvalid):
     pass
+
+
+class ArchiveTooLarge(ArchiveInvalid):
+    def __init__(self, message: str, detail: object = None, fix: str = "") -> None:
+        super().__init__(message, detail)
+        self.fix = fix  # what makes it fit

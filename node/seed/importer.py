@@ -31,7 +31,7 @@ import zstandard
 
 from node.errors import ContentInvalid
 from node.oci import mediatypes
-from node.seed.errors import ArchiveInvalid
+from node.seed.errors import ArchiveInvalid, ArchiveTooLarge
 from node.seed.formats import read_plan
 from node.seed.plan import BlobNeed, Document, Plan
 from node.seed.progress import Progress
@@ -54,6 +54,7 @@ KEPT_DOCUMENTS_LIMIT = 64 << 20  # JSON kept in memory during a pass over a comp
 # Bytes read ahead of the store's writer: local reads outrun hashing, so a few blocks keep the
 # writer busy, and memory stays low however many blobs are copied at once.
 IN_FLIGHT = 4 * BLOCK
+MAKE_ROOM = "free disk space under --data-dir, or raise --cache-max-bytes; or remove other archives"
 _OCI_BLOB = re.compile(r"blobs/sha256/([a-f0-9]{64})")
 _UNREADABLE = (tarfile.TarError, EOFError, zlib.error, zstandard.ZstdError, gzip.BadGzipFile)
 
@@ -97,8 +98,13 @@ class ArchiveImport:
         plan = await (self._in_place() if kind is None else self._streamed(kind))
         for _, document in sorted(enumerate(plan.documents.values()), key=_store_order):
             self._store.pin(document.digest, self._owner)
-            # Always put: it is small, and it records the media type the manifest is served with.
-            await self._store.put(document.digest, document.body, document.media_type)
+            # Always put: it is small, and it records the media type the manifest is served with
+            # (on a full disk, the copy already stored does).
+            kept = await self._store.keep(document.digest, document.body, document.media_type)
+            if not kept and self._store.stat(document.digest) is None:
+                raise ArchiveTooLarge(
+                    "too large for this node: no room for its manifests", fix=MAKE_ROOM
+                )
         return plan
 
     # -- plain tars and directories
@@ -111,6 +117,7 @@ class ArchiveImport:
             contents = await asyncio.to_thread(TarContents.read, self._path)
         plan = await asyncio.to_thread(read_plan, contents, self._name)
         self._progress.total = plan.blob_bytes
+        self._check_room(sum(n.size for n in plan.blobs.values() if not self._stored(n.digest)))
         async with asyncio.TaskGroup() as group:
             for need in plan.blobs.values():
                 group.create_task(self._copy_member(need))
@@ -197,6 +204,17 @@ class ArchiveImport:
 
     # -- writing into the store
 
+    def _stored(self, digest: str) -> bool:
+        return digest in self._written or self._store.stat(digest) is not None
+
+    def _check_room(self, size: int) -> None:
+        """Refuse the archive before writing `size` more bytes the store cannot keep pinned. A
+        plain tar or a directory is checked as a whole before anything is written; a compressed
+        one (whose sizes come in stream order) before each blob."""
+        refusal = self._store.no_room_to_pin(size)
+        if refusal is not None:
+            raise ArchiveTooLarge(f"too large for this node: {refusal}", fix=MAKE_ROOM)
+
     def _claim(self, digest: str, size: int) -> bool:
         """Pin the blob to this archive; whether it still has to be written."""
         self._store.pin(digest, self._owner)
@@ -209,6 +227,7 @@ class ArchiveImport:
         return True
 
     async def _put(self, digest: str, body: bytes, media_type: str | None, member: str) -> None:
+        self._check_room(len(body))
         try:
             await self._store.put(digest, body, media_type)
         except ContentInvalid as e:
@@ -223,6 +242,7 @@ class ArchiveImport:
         read: Callable[[int], bytes],
         member: str,
     ) -> None:
+        self._check_room(size)
         writer = self._store.begin(digest, size, media_type)
         try:
             await self._pump(read, writer)

@@ -23,7 +23,7 @@ from distributed_images.startup import ownership
 from node.errors import NodeError
 from node.seed.catalog import Catalog, Seeded
 from node.seed.config import SeedConfig
-from node.seed.errors import ArchiveInvalid, ArchiveUnsupported
+from node.seed.errors import ArchiveInvalid, ArchiveTooLarge, ArchiveUnsupported
 from node.seed.importer import ArchiveImport, Imported
 from node.seed.refs import ImageRef
 from node.seed.watcher import Found, look, scan
@@ -214,6 +214,7 @@ class Seeds:
             imported = await job.run()
         except ArchiveInvalid as e:
             fix = "" if isinstance(e, ArchiveUnsupported) else REWRITE
+            fix = e.fix if isinstance(e, ArchiveTooLarge) else fix
             self._skip(archive, e.message, e.detail, fix)
             return
         except PermissionError as e:

@@ -19,11 +19,17 @@ from typing import IO, Protocol, cast
 
 import zstandard
 
-from node.seed.errors import ArchiveInvalid
+from node.seed.errors import ArchiveInvalid, ArchiveTooLarge
 from node.seed.members import CheckedTarInfo, Listing, Member, clean, resolves
 
 BLOCK = 1 << 20
 DOCUMENT_LIMIT = 8 << 20  # a manifest or config larger than this is not one
+# A compressed archive may expand to this many times its size (plus some slack for the headers
+# and padding of small tars): the most deflate can expand, so no gzip archive ever goes past it.
+# A zstd archive that does is a decompression bomb, refused at the first header that declares
+# more, before that member is read or written.
+MAX_EXPANSION = 1032
+EXPANSION_SLACK = 1 << 20
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 TAR_MAGIC = b"ustar"  # POSIX, GNU and PAX tars: what docker, skopeo and tar write
@@ -156,6 +162,9 @@ class TarStream:
         self.listing = Listing(path, seekable=False)
         self._raw = _Counted(path.open("rb"))
         try:
+            size = os.fstat(self._raw.fileno()).st_size
+            self._budget = MAX_EXPANSION * size + EXPANSION_SLACK
+            self._declared = 0
             raw = cast(IO[bytes], self._raw)
             data: IO[bytes]
             if kind == "gzip":
@@ -165,6 +174,7 @@ class TarStream:
                     raw, read_size=BLOCK, read_across_frames=True, closefd=False
                 )
                 data = cast(IO[bytes], reader)
+            data = cast(IO[bytes], _Bounded(data, self._budget, size))
             self._data = data
             # Closed by `close`, like the files under it.
             self._tar = tarfile.open(  # noqa: SIM115
@@ -181,6 +191,9 @@ class TarStream:
             info = self._tar.next()
             if info is None:
                 return None
+            self._declared += tarfile.BLOCKSIZE + info.size
+            if self._declared > self._budget:
+                raise _bomb(self._budget, {"declared_bytes": self._declared})
             member = self.listing.add(info)
             if member is not None:
                 self._current = info
@@ -210,6 +223,9 @@ class _Counted:
         self._file = file
         self.consumed = 0
 
+    def fileno(self) -> int:
+        return self._file.fileno()
+
     def read(self, size: int = -1) -> bytes:
         data = self._file.read(size)
         self.consumed += len(data)
@@ -217,3 +233,33 @@ class _Counted:
 
     def close(self) -> None:
         self._file.close()
+
+
+class _Bounded:
+    """Decompressed bytes, no more than `budget` of them: the work a bomb makes is bounded
+    even where its headers lie."""
+
+    def __init__(self, data: IO[bytes], budget: int, compressed: int) -> None:
+        self._data = data
+        self._budget = budget
+        self._compressed = compressed
+        self._read = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._data.read(size)
+        self._read += len(data)
+        if self._read > self._budget:
+            raise _bomb(self._budget, {"compressed_bytes": self._compressed})
+        return data
+
+    def close(self) -> None:
+        self._data.close()
+
+
+def _bomb(budget: int, detail: dict[str, object]) -> ArchiveTooLarge:
+    return ArchiveTooLarge(
+        f"a decompression bomb: it expands to more than {MAX_EXPANSION} times its size"
+        f" ({budget} bytes)",
+        detail,
+        fix="compress it with gzip (which never expands that much), or not at all",
+    )

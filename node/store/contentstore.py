@@ -408,17 +408,38 @@ class ContentStore:
     def room_for(self, size: int) -> bool:
         """Whether a blob of `size` bytes fits on the disk now, besides what the writers under
         way still have to write, evicting unused content to make room if need be."""
+        if self._disk_lacks(size):
+            self._trouble(DISK_FULL, f"{size} more bytes do not fit")
+            return False
+        return True
+
+    def no_room_to_pin(self, size: int) -> str | None:
+        """Why `size` more bytes of pinned content (never evicted) cannot be stored, if they
+        cannot: over the quota with what is pinned already, or more than the disk can take."""
+        if size <= 0:
+            return None
+        pinned = self._meta.pinned_bytes() if self._max_bytes else 0
+        if self._max_bytes and pinned + size > self._max_bytes:
+            quota = self._max_bytes
+            return f"{size} bytes do not fit in the store's quota ({quota} bytes, {pinned} pinned)"
+        lacking = self._disk_lacks(size)
+        if lacking:
+            return f"{size} bytes do not fit on the store's disk ({lacking} bytes short)"
+        return None
+
+    def _disk_lacks(self, size: int) -> int:
+        """How many bytes short the disk is for `size` more (0: none), after evicting unused
+        content if that makes enough room."""
         pending = sum(w.size - w.written for w in self._writers)
         lacking = size + pending + DISK_RESERVE - self._backend.free_bytes()
         if lacking <= 0:
-            return True
+            return 0
         evictable = sum(
             r.size for r in self._meta.least_recently_used() if r.digest not in self._busy
         )
         if evictable < lacking:
-            self._trouble(DISK_FULL, f"{size} more bytes do not fit")
-            return False
-        return self._evict(lacking) >= lacking
+            return lacking
+        return max(0, lacking - self._evict(lacking))
 
     async def keep(self, digest: str, data: bytes, media_type: str | None = None) -> bool:
         """`put` small content that serves as well from memory: whether it was stored (a full

@@ -18,7 +18,9 @@ import zstandard
 
 from node.oci import mediatypes
 from node.seed import SeedConfig, Seeds
-from node.store.contentstore import ContentStore
+from node.store.contentstore import DISK_RESERVE, ContentStore
+from node.store.memory import UNLIMITED, MemoryBlobs
+from node.store.metadata import Metadata
 from tests.support.images import LayerSpec, OciImage, Platform, build_image, build_index
 
 APP = "docker.io/test/app:1"
@@ -92,9 +94,9 @@ def legacy_files(image: OciImage, repo_tags: list[str]) -> list[tuple[str, bytes
 class Seeder:
     """Seeds over a directory of archives and an in-memory store."""
 
-    def __init__(self, images: Path) -> None:
+    def __init__(self, images: Path, store: ContentStore | None = None) -> None:
         self.images = images
-        self.store = ContentStore.memory()
+        self.store = store or ContentStore.memory()
         self.seeds = Seeds(images, self.store, SeedConfig(seed_scan_interval=0.05))
 
     async def settle(self) -> None:
@@ -434,3 +436,124 @@ async def test_an_unsafe_link_in_a_layout_directory_is_refused(
     await seeder.settle()
     assert "leaves the archive" in seeder.seeds.failures()["app"]
     assert seeder.store.stat(layer.digest) is None
+
+
+# -- archives that would exhaust the node: refused before they are written
+
+
+class CountingBlobs(MemoryBlobs):
+    """Memory blobs that count every byte ever written."""
+
+    def __init__(self, capacity: int = UNLIMITED) -> None:
+        super().__init__(capacity)
+        self.written = 0
+
+    def allocate(self, length: int) -> None:
+        super().allocate(length)
+        self.written += max(0, length)
+
+
+class Zeros(io.RawIOBase):
+    """`size` zero bytes, never all in memory."""
+
+    def __init__(self, size: int) -> None:
+        self.left = size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        n = min(len(buffer), self.left)
+        buffer[:n] = bytes(n)
+        self.left -= n
+        return n
+
+
+def bomb(image: OciImage, out: Path, size: int) -> Path:
+    """The image's OCI archive, zstd-compressed, with one more member first: `size` zero bytes
+    under a blob's name (whose digest they do not have). A few KiB on disk."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with (
+        out.open("wb") as raw,
+        zstandard.ZstdCompressor().stream_writer(raw) as packed,
+        tarfile.open(fileobj=packed, mode="w|", format=tarfile.PAX_FORMAT) as tar,
+    ):
+        info = tarfile.TarInfo("blobs/sha256/" + sha256(b"not these bytes")[7:])
+        info.size = size
+        tar.addfile(info, io.BufferedReader(Zeros(size)))
+        for name, data in layout_files(image.layout):
+            member = tarfile.TarInfo(name)
+            member.size = len(data)
+            tar.addfile(member, io.BytesIO(data))
+    return out
+
+
+async def test_a_decompression_bomb_is_refused_before_it_is_written(tmp_path: Path) -> None:
+    blobs = CountingBlobs()
+    seeder = Seeder(tmp_path / "images", ContentStore(blobs, Metadata(None)))
+    image = build_image(tmp_path / "small", APP, [LayerSpec(1000)], seed="small")
+    archive = bomb(image, seeder.images / "bomb.tar.zst", 128 << 20)
+    assert archive.stat().st_size < 16 << 10
+    await seeder.settle()
+    assert "decompression bomb" in seeder.seeds.failures()["bomb.tar.zst"]
+    assert "gzip" in seeder.seeds.skipped()[0].fix
+    assert blobs.written < 1 << 20, f"{blobs.written} bytes written"
+    assert seeder.lookup(APP) is None
+    seeder.store.close()
+
+
+@pytest.mark.parametrize("limit", ["quota", "disk"])
+async def test_an_archive_larger_than_the_store_can_keep_is_skipped_before_it_is_written(
+    tmp_path: Path, limit: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    image = oci_image(tmp_path)  # 340 kB of layers
+    if limit == "quota":
+        blobs = CountingBlobs()
+        store = ContentStore(blobs, Metadata(None), max_bytes=200_000)
+    else:
+        blobs = CountingBlobs(capacity=DISK_RESERVE + 200_000)
+        store = ContentStore(blobs, Metadata(None))
+    seeder = Seeder(tmp_path / "images", store)
+    pack(layout_files(image.layout), seeder.images / "app.tar")
+    with caplog.at_level(logging.ERROR):
+        await seeder.settle()
+    reason = seeder.seeds.failures()["app.tar"]
+    assert "too large for this node" in reason
+    assert ("quota" if limit == "quota" else "disk") in reason
+    assert "--cache-max-bytes" in seeder.seeds.skipped()[0].fix
+    assert logged(caplog, "archive skipped", "app.tar")
+    assert blobs.written == 0
+    assert seeder.lookup(APP) is None
+    store.close()
+
+
+async def test_a_compressed_archive_larger_than_the_quota_stops_at_the_blob_that_does_not_fit(
+    tmp_path: Path,
+) -> None:
+    image = oci_image(tmp_path)
+    largest = max(image.blobs.values())
+    blobs = CountingBlobs()
+    store = ContentStore(blobs, Metadata(None), max_bytes=largest - 1)
+    seeder = Seeder(tmp_path / "images", store)
+    pack(layout_files(image.layout), seeder.images / "app.tar.zst", compress="zstd")
+    await seeder.settle()
+    assert "quota" in seeder.seeds.failures()["app.tar.zst"]
+    assert blobs.written < largest
+    store.close()
+
+
+async def test_an_archive_already_stored_is_seeded_on_a_full_disk(tmp_path: Path) -> None:
+    image = oci_image(tmp_path)
+    blobs = CountingBlobs(capacity=DISK_RESERVE + 400_000)
+    store = ContentStore(blobs, Metadata(None))
+    seeder = Seeder(tmp_path / "images", store)
+    pack(layout_files(image.layout), seeder.images / "app.tar")
+    await seeder.settle()
+    assert seeder.lookup(APP) == image.digest
+    blobs.allocate(blobs.free_bytes())  # something else fills the disk
+    again = Seeds(seeder.images, store, SeedConfig())  # the node restarted
+    await again.sync()
+    await again.sync()
+    assert again.failures() == {}
+    assert again.lookup("docker.io", "test/app", "1") == image.digest
+    store.close()
