@@ -140,9 +140,11 @@ class Blobs:
         started = False
         if download is None:
             known = self._sizes.get(digest)
+            if known is None and self._through_swarm(digest):  # it needs the size first
+                known = await self._upstream.blob_size(upstream, repo, digest)
             if known is not None and not self._store.room_for(known):
                 return self._uncached(digest, known, source), False
-            fill = await self._fill(upstream, repo, digest)
+            fill = await self._fill(upstream, repo, digest, known)
             # Another request may have started it while we asked for the size.
             download = self._downloads.get(digest)
             if download is None:
@@ -193,11 +195,15 @@ class Blobs:
         if download.error is not None:
             raise download.error
 
-    async def _fill(self, upstream: Upstream, repo: str, digest: str) -> Fill:
+    def _through_swarm(self, digest: str) -> bool:
+        swarm = self._swarm
+        return swarm is not None and swarm.available and swarm.trusts(digest)
+
+    async def _fill(self, upstream: Upstream, repo: str, digest: str, size: int | None) -> Fill:
+        """How the blob comes in; `size`, if known (the swarm needs it)."""
         source = partial(self._upstream.blob, upstream, repo, digest)
         swarm = self._swarm
-        if swarm is not None and swarm.available and swarm.trusts(digest):
-            size = self._sizes.get(digest)
+        if swarm is not None and self._through_swarm(digest):
             if size is None:
                 size = await self._upstream.blob_size(upstream, repo, digest)
             log.info("pulling blob through the swarm", extra={"digest": digest, "bytes": size})
