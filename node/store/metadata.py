@@ -118,6 +118,7 @@ class Metadata:
         for name, definition in _ADDED_COLUMNS.items():
             if name not in columns:
                 self._db.execute(f"ALTER TABLE blobs ADD COLUMN {name} {definition}")
+        self._db.execute("CREATE INDEX IF NOT EXISTS blobs_by_verification ON blobs (verified_at)")
 
     def close(self) -> None:
         self._checkpoint()

@@ -420,6 +420,7 @@ async def test_a_store_from_before_durability_is_verified_once(tmp_path: Path) -
     store.close()
     # What the store looked like before blobs knew whether they were on disk.
     with sqlite3.connect(tmp_path / "metadata.sqlite") as db:
+        db.execute("DROP INDEX blobs_by_verification")
         db.execute("ALTER TABLE blobs DROP COLUMN durable")
         db.execute("ALTER TABLE blobs DROP COLUMN verified_at")
     reopened = ContentStore.open(tmp_path)
