@@ -25,11 +25,13 @@ from tracker import address, auth, httpapi, limits
 from tracker.cluster import Cluster, Policy
 from tracker.metrics import TimingInterceptor, TrackerMetrics
 from tracker.service import TrackerService
+from tracker.store import Replica
 from tracker.v1 import tracker_pb2_grpc
 
 HELP = "run the tracker: the cluster's gRPC coordination service"
 SERVICE = "tracker.v1.Tracker"
 GC_YOUNG_THRESHOLD = 20_000  # CPython's default is 700 allocations
+REPLICA_TTL = 3.0  # a replica not heard from for this long is gone (its watches too)
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +86,7 @@ class TrackerServer:
             raise ValueError("--tls-cert and --tls-key go together")
         self.config = config
         self.cluster = Cluster(policy)
-        self.metrics = TrackerMetrics(self.cluster)
+        self.metrics = TrackerMetrics()
         self.health = health.aio.HealthServicer()
         self.port = 0
         self.http_port: int | None = None
@@ -113,12 +115,13 @@ class TrackerServer:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         self.port = self._bind(server)
         self._server = server
+        await self.cluster.start()
         await server.start()
         for name in ("", SERVICE):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._serving = True
         if self.config.http_listen:
-            app = httpapi.build(self.metrics.registry, lambda: self._serving)
+            app = httpapi.build(self.metrics.registry, lambda: self._serving, self.refresh_metrics)
             self._runner, self.http_port = await httpapi.serve(app, self.config.http_listen)
         self._sweeper = asyncio.create_task(self._sweep(), name="tracker-sweeper")
 
@@ -143,7 +146,7 @@ class TrackerServer:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
-        self.cluster.close_streams()
+        await self.cluster.close()
         if self._server is not None:
             await self._server.stop(grace)
         if self._runner is not None:
@@ -162,14 +165,26 @@ class TrackerServer:
         await self.stop()
 
     async def _sweep(self) -> None:
+        """Beat as a live replica, and sweep when this replica is the sweeper."""
         policy = self.config.policy
         period = min(1.0, max(0.02, min(policy.lease_ttl, policy.node_ttl) / 10))
+        store, cluster = self.cluster.store, self.cluster
         while True:
             await asyncio.sleep(period)
             try:
-                self.cluster.sweep()
+                now = cluster.clock()
+                replica = Replica(cluster.instance, self.address, now, cluster.started_at)
+                await store.replicas.beat(replica, REPLICA_TTL)
+                if await store.replicas.sweeper(cluster.instance, REPLICA_TTL):
+                    await cluster.sweep()
             except Exception:
                 log.exception("sweep failed")
+
+    async def refresh_metrics(self) -> None:
+        try:
+            await self.metrics.refresh(self.cluster.store)
+        except Exception:
+            log.exception("reading the metrics from the store failed")
 
 
 def tune_garbage_collector() -> None:

@@ -1,39 +1,46 @@
-"""The tracker's soft state, and every rule that changes it.
+"""The tracker's rules: every request of the service as one method over the state in the store.
 
 State: the nodes (membership), what they hold (the peer store), blob placement (leases, metainfo,
-fan-out; `tracker.placement`), seeded refs and preheat jobs. All of it is rebuilt from the nodes
-after a restart.
+fan-out; `tracker.placement`), seeded refs and preheat jobs, all in a `tracker.store.Store`. It is
+soft: rebuilt from the nodes after the tracker restarts, or after the store starts afresh.
 
-Invariant: the cluster is owned by one event loop and no method awaits, so every call runs to
-completion before the next begins. That is what makes "at most one lease holder per chunk" hold
-under any number of concurrent RPCs. Time comes from `clock`, so tests can drive expiry by hand.
+With the in-memory store (the default) nothing here suspends, so every call runs to completion
+before the next begins, as it did when the state lived in this class. With a shared store,
+calls of this replica and of the others interleave, and the store's atomic steps keep what must
+hold cluster-wide (see `tracker.store`). Time comes from `clock`, so tests can drive expiry.
+
+Each method gathers the notifications its changes cause and sends them (to every replica's hub)
+before it returns, so a node that watches a blob hears of a change before the call that made it
+is answered.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 import logging
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from tracker import limits, rendezvous
-from tracker.errors import FailedPrecondition, InvalidArgument, NodeUnknown, NoTargets
+from tracker.errors import InvalidArgument, NodeUnknown, NoTargets
 from tracker.handout import Candidate, rank
-from tracker.leases import LeaseTable
-from tracker.mailbox import Mailbox, Watcher
+from tracker.hub import Gone, Hub, Inbox, Watcher
 from tracker.nodes import Load, Node
-from tracker.peerstore import IndexedPeerStore, PeerStore, indices_of, mask_of
-from tracker.placement import Blob, ChunkView, Directive, Placement
+from tracker.peerstore import indices_of, mask_of
+from tracker.placement import ChunkView, Directive, Notices, Placement
 from tracker.policy import Policy
-from tracker.refs import RefIndex
-from tracker.tasks import Order, PreheatJob, PreheatOrder, TaskBoard, TaskState
+from tracker.store import Store
+from tracker.store.memory import MemoryStore
+from tracker.tasks import Order, PreheatJob, PreheatOrder, TaskState
 
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "Blob",
     "ChunkView",
     "Cluster",
     "Directive",
@@ -47,7 +54,10 @@ __all__ = [
 MAX_NODES = 50_000
 MAX_BLOBS_PER_NODE = 200_000
 MAX_REFS_PER_NODE = 100_000
+MAX_WATCHES_PER_NODE = 4096  # Watch streams one node holds open on one replica
 PRUNE_SECONDS = 30.0
+
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -69,149 +79,175 @@ class Session:
     tracker_instance: str
 
 
+def notifying(
+    method: Callable[..., Awaitable[R]],
+) -> Callable[..., Awaitable[R]]:
+    """Send the notifications a call gathered once it is done, whether it succeeded or not (a
+    failed call may have changed the state before it failed)."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Cluster, *args: Any, **kwargs: Any) -> R:
+        try:
+            return await method(self, *args, **kwargs)
+        finally:
+            events = self.notices.take()
+            if events:
+                await self.store.notify(events)
+
+    return wrapper
+
+
 class Cluster:
     def __init__(
         self,
         policy: Policy | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
-        store: PeerStore | None = None,
+        store: Store | None = None,
     ) -> None:
         self.policy = policy or Policy()
         self.clock = clock
         self.rng = rng or random.Random()
-        self.store: PeerStore = store or IndexedPeerStore(self.rng)
-        self.refs = RefIndex()
-        self.board = TaskBoard()
-        self.nodes: dict[str, Node] = {}
-        self.placement = Placement(
-            self.policy, clock, self.rng, self.store, self.nodes, self.board.next_id
-        )
-        self.instance = uuid.uuid4().hex[:12]
+        self.store: Store = store or MemoryStore(self.rng, self.policy.lease_ttl)
+        self.hub = Hub()
+        self.notices = Notices()
+        self.placement = Placement(self.policy, clock, self.rng, self.store, self.notices)
+        self.instance = uuid.uuid4().hex[:12]  # this replica
         self.started_at = clock()
         self._last_prune = self.started_at
+        self._watch_ids = itertools.count(1)
 
-    @property
-    def blobs(self) -> dict[str, Blob]:
-        return self.placement.blobs
+    async def start(self) -> None:
+        await self.store.start(self.hub)
 
-    @property
-    def leases(self) -> LeaseTable:
-        return self.placement.leases
+    async def close(self) -> None:
+        """End every Watch and Tasks stream of this replica (the server is stopping)."""
+        self.hub.close_all()
+        await self.store.close()
 
     # ---- membership ----
 
-    def join(self, node_id: str, registry: str, peer: str, zone: str, instance: str) -> Session:
+    @notifying
+    async def join(
+        self, node_id: str, registry: str, peer: str, zone: str, instance: str
+    ) -> Session:
         limits.node_id(node_id)
         limits.address(registry, "registry address")
         limits.address(peer, "peer address")
         limits.zone(zone)
         now = self.clock()
-        old = self.nodes.get(node_id)
-        if old is None and len(self.nodes) >= MAX_NODES:
-            raise FailedPrecondition(f"the cluster is full ({MAX_NODES} nodes)")
-        restarted = old is None or old.instance != instance
+        fresh = Node(node_id, instance[:64], registry, peer, zone, joined_at=now, last_seen=now)
+        node, old = await self.store.members.join(fresh, MAX_NODES)
+        restarted = old is None or old.instance != node.instance
+        # Joining again replaces the inventory: the node announces it anew.
+        lost = await self.store.peers.remove_node(node_id)
+        await self.store.peers.add_node(node_id, zone)
         if old is not None:
-            self._forget(old, reason=None, keep_leases=not restarted)
-        node = Node(node_id, instance[:64], registry, peer, zone, joined_at=now, last_seen=now)
-        self.nodes[node_id] = node
-        self.store.add_node(node_id, zone)
-        for job in self.board.unfinished_for(node_id):
-            target = job.targets[node_id]
-            if target.state is TaskState.PENDING or restarted:
-                target.state = TaskState.PENDING
-                node.mailbox.put(PreheatOrder(job.id, job.image))
+            await self._gone(old, lost, reason=None, keep_leases=not restarted)
+        await self.store.tasks.clear(node_id)
+        for job in await self.store.tasks.unfinished_for(node_id):
+            if job.targets[node_id].state is TaskState.PENDING or restarted:
+                await self.store.tasks.pending(node_id, job.id)
+                await self.placement.order(node_id, PreheatOrder(job.id, job.image))
         return Session(
             self.policy.heartbeat_interval,
             self.policy.node_ttl,
             self.policy.lease_ttl,
-            self.instance,
+            await self.store.cluster_id(),
         )
 
-    def heartbeat(self, node_id: str, load: Load) -> None:
-        node = self.node(node_id)
-        node.last_seen = self.clock()
-        node.load = load
-        if node_id in self.placement.silent:
+    @notifying
+    async def heartbeat(self, node_id: str, load: Load) -> None:
+        heard = await self.store.members.heartbeat(node_id, self.clock(), load)
+        if heard is None:
+            raise _unknown(node_id)
+        if heard:
             log.info("node heard again: a source once more", extra={"node": node_id})
-            self.placement.heard(node_id)
+            await self.placement.heard(node_id)
 
-    def leave(self, node_id: str) -> None:
-        self._forget(self.node(node_id), reason="left")
-
-    def node(self, node_id: str) -> Node:
-        node = self.nodes.get(node_id)
+    @notifying
+    async def leave(self, node_id: str) -> None:
+        node = await self.store.members.remove(node_id)
         if node is None:
-            raise NodeUnknown(f"unknown node {node_id[:80]!r}: join first")
+            raise _unknown(node_id)
+        await self._gone(node, await self.store.peers.remove_node(node_id), reason="left")
+
+    async def node(self, node_id: str) -> Node:
+        node = await self.store.members.get(node_id)
+        if node is None:
+            raise _unknown(node_id)
         return node
 
-    def _forget(self, node: Node, reason: str | None, keep_leases: bool = False) -> None:
-        """Remove a node that left, expired (`reason`) or joined again (None)."""
-        del self.nodes[node.id]
-        lost = self.store.remove_node(node.id)
-        self.refs.drop_node(node.id)
-        node.mailbox.close()
+    async def _gone(
+        self, node: Node, lost: dict[str, int], reason: str | None, keep_leases: bool = False
+    ) -> None:
+        """Undo the part of a node that left, expired (`reason`) or joined again (None); it is
+        no member any more, or a member anew, and `lost` is what it held whole."""
+        await self.store.refs.drop_node(node.id)
+        self.notices.add(Gone(node.id, node.epoch))
         if reason is not None:
-            self.board.node_gone(node.id, f"node {reason}", self.clock())
-        self.placement.node_gone(node, lost, keep_leases)
+            await self.store.tasks.node_gone(node.id, f"node {reason}", self.clock())
+        await self.placement.node_gone(node.id, lost, keep_leases)
 
     # ---- inventory ----
 
-    def announce(
+    @notifying
+    async def announce(
         self, node_id: str, holdings: Sequence[Holding], refs: Sequence[tuple[str, str]]
     ) -> None:
-        node = self.node(node_id)
+        node = await self.node(node_id)
         limits.count(len(holdings), limits.MAX_BLOBS_PER_CALL, "blobs")
         limits.count(len(refs), limits.MAX_REFS_PER_CALL, "refs")
-        checked = [self._checked(h) for h in holdings if h.complete or h.partial]
+        checked = [await self._checked(h) for h in holdings if h.complete or h.partial]
         for ref, digest in refs:
             limits.ref(ref)
             limits.digest(digest)
-        if self.store.blob_count(node_id) + len(checked) > MAX_BLOBS_PER_NODE:
+        if await self.store.peers.blob_count(node_id) + len(checked) > MAX_BLOBS_PER_NODE:
             raise InvalidArgument(f"a node may announce at most {MAX_BLOBS_PER_NODE} blobs")
-        if self.refs.count(node_id) + len(refs) > MAX_REFS_PER_NODE:
+        if await self.store.refs.count(node_id) + len(refs) > MAX_REFS_PER_NODE:
             raise InvalidArgument(f"a node may announce at most {MAX_REFS_PER_NODE} refs")
+        placement = self.placement
         for holding, complete, partial in checked:
-            blob = self.placement.blob(holding.digest, holding.size, holding.chunk_count)
-            newly = self.store.hold(node.id, blob.digest, complete, partial)
-            for chunk in indices_of(newly):
-                self.placement.gained(blob, chunk)
-            self.placement.forget_if_complete(blob, node.id)
+            await placement.blob(holding.digest, holding.size, holding.chunk_count)
+            newly = await self.store.peers.hold(node.id, holding.digest, complete, partial)
+            if newly:
+                await placement.gained(holding.digest, indices_of(newly))
+            await placement.forget_if_complete(holding.digest, holding.chunk_count, node.id)
         for ref, digest in refs:
-            self.refs.add(node.id, ref, digest)
+            await self.store.refs.add(node.id, ref, digest)
 
-    def _checked(self, holding: Holding) -> tuple[Holding, int, int]:
-        self.placement.check_blob(holding.digest, holding.size, holding.chunk_count)
+    async def _checked(self, holding: Holding) -> tuple[Holding, int, int]:
+        await self.placement.check_blob(holding.digest, holding.size, holding.chunk_count)
         complete = limits.chunk_indices(holding.complete, holding.chunk_count)
         partial = limits.chunk_indices(holding.partial, holding.chunk_count)
         return holding, mask_of(complete), mask_of(partial - complete)
 
-    def withdraw(
+    @notifying
+    async def withdraw(
         self,
         node_id: str,
         digests: Sequence[str],
         refs: Sequence[tuple[str, str]],
         corrupt: bool = False,
     ) -> None:
-        node = self.node(node_id)
+        node = await self.node(node_id)
         limits.count(len(digests), limits.MAX_BLOBS_PER_CALL, "digests")
         limits.count(len(refs), limits.MAX_REFS_PER_CALL, "refs")
         for digest in digests:
             limits.digest(digest)
-            lost = self.store.drop(node.id, digest)
-            blob = self.blobs.get(digest)
-            if blob is not None:
-                for chunk in indices_of(lost):
-                    self.placement.lost(blob, chunk)
+            lost = await self.store.peers.drop(node.id, digest)
+            if await self.store.blobs.shape(digest) is not None:
+                await self.placement.lost(digest, indices_of(lost))
                 if corrupt:
-                    self.placement.distrust(blob)
-                self.placement.drop_if_idle(blob)
+                    await self.placement.distrust(digest)
+                await self.placement.drop_if_idle([digest])
         for ref, digest in refs:
-            self.refs.remove(node.id, ref, digest)
+            await self.store.refs.remove(node.id, ref, digest)
 
     # ---- placement ----
 
-    def locate(
+    @notifying
+    async def locate(
         self,
         node_id: str,
         digest: str,
@@ -221,109 +257,141 @@ class Cluster:
         max_leases: int = 0,
         with_metainfo: bool = True,
     ) -> list[ChunkView]:
-        node = self.node(node_id)
-        return self.placement.locate(
+        node = await self.node(node_id)
+        return await self.placement.locate(
             node, digest, size, chunk_count, chunks, max_leases, with_metainfo
         )
 
-    def view(self, node_id: str, digest: str, chunks: Iterable[int]) -> list[ChunkView]:
-        return self.placement.view(self.node(node_id), digest, chunks)
+    async def view(self, node_id: str, digest: str, chunks: Iterable[int]) -> list[ChunkView]:
+        return await self.placement.view(await self.node(node_id), digest, chunks)
 
-    def renew(
+    @notifying
+    async def renew(
         self, node_id: str, digest: str, chunk: int, progress: int, fetched: bool = False
     ) -> float | None:
-        self.node(node_id)
-        return self.placement.renew(node_id, digest, chunk, progress, fetched)
+        await self.node(node_id)
+        return await self.placement.renew(node_id, digest, chunk, progress, fetched)
 
-    def release(self, node_id: str, digest: str, chunk: int) -> None:
-        self.node(node_id)
-        self.placement.release(node_id, digest, chunk)
+    @notifying
+    async def release(self, node_id: str, digest: str, chunk: int) -> None:
+        await self.node(node_id)
+        await self.placement.release(node_id, digest, chunk)
 
-    def publish(
+    @notifying
+    async def publish(
         self, node_id: str, digest: str, size: int, chunk_count: int, chunk: int, metainfo: bytes
     ) -> None:
-        node = self.node(node_id)
-        self.placement.publish(node, digest, size, chunk_count, chunk, metainfo)
+        node = await self.node(node_id)
+        await self.placement.publish(node, digest, size, chunk_count, chunk, metainfo)
 
-    def watch(self, node_id: str, digest: str, size: int, chunk_count: int) -> Watcher:
-        return self.placement.watch(self.node(node_id), digest, size, chunk_count)
+    @notifying
+    async def watch(self, node_id: str, digest: str, size: int, chunk_count: int) -> Watcher:
+        node = await self.node(node_id)
+        if self.hub.watch_count(node_id) >= MAX_WATCHES_PER_NODE:
+            raise InvalidArgument(f"a node may watch at most {MAX_WATCHES_PER_NODE} blobs")
+        await self.placement.check_blob(digest, size, chunk_count)
+        await self.placement.check_requests(node_id, digest)
+        await self.placement.blob(digest, size, chunk_count)
+        watch_id = f"{self.instance}:{next(self._watch_ids)}"
+        watcher = self.hub.add_watcher(node_id, node.epoch, digest, chunk_count, watch_id)
+        await self.store.blobs.add_watch(digest, node_id, watcher.id)
+        await self.store.blobs.note_requester(digest, node_id, self.clock())
+        return watcher
 
-    def unwatch(self, watcher: Watcher) -> None:
-        self.placement.unwatch(watcher)
+    @notifying
+    async def unwatch(self, watcher: Watcher) -> None:
+        self.hub.remove_watcher(watcher)
+        await self.store.blobs.remove_watch(watcher.digest, watcher.node_id, watcher.id)
+        await self.placement.drop_if_idle([watcher.digest])
 
     # ---- seeded refs ----
 
-    def resolve(self, ref: str, node_id: str = "") -> list[tuple[str, int, list[Candidate]]]:
+    async def resolve(self, ref: str, node_id: str = "") -> list[tuple[str, int, list[Node]]]:
         """Each digest announced for `ref`: how many nodes hold it, and a ranked handout."""
         limits.ref(ref)
-        asking = self.nodes.get(node_id)
+        asking = await self.store.members.get(node_id) if node_id else None
         zone = asking.zone if asking else ""
         out = []
-        for resolution in self.refs.resolve(ref):
-            alive = [self.nodes[n] for n in resolution.holders if n in self.nodes]
-            candidates = [Candidate(n.id, n.zone, True) for n in alive]
+        for resolution in await self.store.refs.resolve(ref):
+            alive = await self.store.members.many(resolution.holders)
+            candidates = [Candidate(n.id, n.zone, True) for n in alive.values()]
             ranked = rank(node_id, zone, candidates, self.policy.max_peers, self.rng)
-            out.append((resolution.digest, len(alive), ranked))
+            out.append((resolution.digest, len(alive), [alive[c.node_id] for c in ranked]))
         return out
 
     # ---- preheat and tasks ----
 
-    def preheat(self, image: str, count: int, zone: str, timeout: float) -> PreheatJob:
+    @notifying
+    async def preheat(self, image: str, count: int, zone: str, timeout: float) -> PreheatJob:
         """Place `image` on `count` nodes (0: all) of `zone` (empty: any), chosen by rendezvous
         hashing so that repeating a preheat mostly hits the same nodes."""
         limits.ref(image)
         limits.zone(zone)
-        eligible = [n.id for n in self.nodes.values() if not zone or n.zone == zone]
+        members = await self.store.members.all()
+        eligible = [n.id for n in members if not zone or n.zone == zone]
         if not eligible:
             raise NoTargets(f"no node matches (zone {zone!r})" if zone else "no node has joined")
         targets = rendezvous.choose(image, eligible, count or None)
         deadline = timeout if timeout > 0 else self.policy.preheat_timeout
-        job = self.board.create(image, targets, self.clock(), deadline)
+        job = await self.store.tasks.create(image, targets, self.clock(), deadline)
         for node_id in targets:
-            if not self.nodes[node_id].mailbox.put(PreheatOrder(job.id, image)):
-                self.board.report(node_id, job.id, False, "node's task queue is full", self.clock())
-        return job
+            if not await self.placement.order(node_id, PreheatOrder(job.id, image)):
+                message = "node's task queue is full"
+                await self.store.tasks.report(node_id, job.id, False, message, self.clock())
+        return await self.store.tasks.get(job.id)
 
-    def mailbox(self, node_id: str) -> Mailbox[Order]:
-        return self.node(node_id).mailbox
+    async def preheat_status(self, task_id: str) -> PreheatJob:
+        return await self.store.tasks.get(task_id)
 
-    def delivered(self, node_id: str, order: Order) -> None:
-        if isinstance(order, PreheatOrder):
-            self.board.delivered(node_id, order.task_id)
+    async def open_inbox(self, node_id: str) -> Inbox:
+        node = await self.node(node_id)
+        return self.hub.open_inbox(node_id, node.epoch)
 
-    def report(self, node_id: str, task_id: str, ok: bool, message: str) -> None:
-        self.node(node_id)
+    def close_inbox(self, inbox: Inbox) -> None:
+        self.hub.close_inbox(inbox)
+
+    async def next_order(self, inbox: Inbox) -> Order | None:
+        """The node's next work order, once there is one; None once the stream is to end."""
+        while not inbox.closed:
+            inbox.clear()
+            order = await self.store.tasks.pop(inbox.node_id)
+            if order is not None:
+                if isinstance(order, PreheatOrder):
+                    await self.store.tasks.delivered(inbox.node_id, order.task_id)
+                return order
+            await inbox.wait()
+        return None
+
+    async def report(self, node_id: str, task_id: str, ok: bool, message: str) -> None:
+        await self.node(node_id)
         if task_id.startswith("republish-"):
             return
-        self.board.report(node_id, task_id, ok, message, self.clock())
+        await self.store.tasks.report(node_id, task_id, ok, message, self.clock())
 
     # ---- life cycle ----
 
-    def sweep(self) -> None:
-        """Forget silent nodes, lapse stalled leases, time out jobs; run it every second or so."""
+    @notifying
+    async def sweep(self) -> None:
+        """Forget silent nodes, lapse stalled leases, time out jobs; run it every second or so
+        (with replicas: in one of them at a time, but running it in several does no harm)."""
         now = self.clock()
-        for node in [n for n in self.nodes.values() if now - n.last_seen > self.policy.node_ttl]:
+        for node in await self.store.members.expire(now - self.policy.node_ttl):
             log.warning("node expired: no heartbeat", extra={"node": node.id})
-            self._forget(node, reason="expired: no heartbeat")
-        silent_after = self.policy.silent_after
-        for node in self.nodes.values():
-            if silent_after <= 0 or node.id in self.placement.silent:
-                continue
-            if now - node.last_seen > silent_after:
+            lost = await self.store.peers.remove_node(node.id)
+            await self._gone(node, lost, reason="expired: no heartbeat")
+        if self.policy.silent_after > 0:
+            for node_id in await self.store.members.silence(now - self.policy.silent_after):
                 log.warning(
                     "node missed heartbeats: no chunk's source until heard again",
-                    extra={"node": node.id, "silent_seconds": round(now - node.last_seen, 1)},
+                    extra={"node": node_id},
                 )
-                self.placement.silence(node.id)
-        self.placement.tick()
-        self.board.expire(now)
+                await self.placement.silence(node_id)
+        await self.placement.tick()
+        await self.store.tasks.expire(now)
         if now - self._last_prune > PRUNE_SECONDS:
             self._last_prune = now
-            self.placement.prune(now)
+            await self.placement.prune(now)
 
-    def close_streams(self) -> None:
-        """End every Watch and Tasks stream (the server is stopping)."""
-        for node in self.nodes.values():
-            node.mailbox.close()
-            for watcher in node.watchers:
-                watcher.close()
+
+def _unknown(node_id: str) -> NodeUnknown:
+    return NodeUnknown(f"unknown node {node_id[:80]!r}: join first")

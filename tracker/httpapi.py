@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -10,8 +10,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from tracker import address
 
 
-def build(registry: CollectorRegistry, healthy: Callable[[], bool]) -> web.Application:
+def build(
+    registry: CollectorRegistry,
+    healthy: Callable[[], bool],
+    refresh: Callable[[], Awaitable[None]],
+) -> web.Application:
+    """`refresh` brings the registry's gauges up to date before each scrape."""
+
     async def metrics(request: web.Request) -> web.Response:
+        await refresh()
         body = generate_latest(registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

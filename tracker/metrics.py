@@ -11,7 +11,7 @@ import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 if TYPE_CHECKING:
-    from tracker.cluster import Cluster
+    from tracker.store import Store
 
 BUCKETS = (
     0.0005,
@@ -32,17 +32,28 @@ BUCKETS = (
 
 
 class TrackerMetrics:
-    def __init__(self, cluster: Cluster) -> None:
+    def __init__(self) -> None:
         self.registry = CollectorRegistry()
         gauges = {
-            "nodes": ("nodes in the cluster", lambda: len(cluster.nodes)),
-            "leases": ("leases held on cold chunks", lambda: len(cluster.leases)),
-            "blobs": ("blobs the tracker knows of", lambda: len(cluster.blobs)),
-            "preheat_tasks": ("preheat jobs kept", lambda: len(cluster.board)),
+            "nodes": "nodes in the cluster",
+            "leases": "leases held on cold chunks",
+            "blobs": "blobs the tracker knows of",
+            "preheat_tasks": "preheat jobs kept",
         }
-        for name, (doc, read) in gauges.items():
-            gauge = Gauge(f"distributed_images_tracker_{name}", doc, registry=self.registry)
-            gauge.set_function(read)
+        self.gauges = {
+            name: Gauge(f"distributed_images_tracker_{name}", doc, registry=self.registry)
+            for name, doc in gauges.items()
+        }
+        self.replicas = Gauge(
+            "distributed_images_tracker_replicas",
+            "tracker replicas serving the cluster (1 without a shared store)",
+            registry=self.registry,
+        )
+        self.store_up = Gauge(
+            "distributed_images_tracker_store_up",
+            "1 while the tracker's store answers",
+            registry=self.registry,
+        )
         self.rpc_duration = Histogram(
             "distributed_images_tracker_rpc_duration_seconds",
             "time to answer a unary RPC",
@@ -56,6 +67,19 @@ class TrackerMetrics:
             ["method", "code"],
             registry=self.registry,
         )
+
+    async def refresh(self, store: Store) -> None:
+        """Read the cluster-wide figures from the store (every second or so, not per scrape:
+        with a shared store each is a round trip)."""
+        figures = {
+            "nodes": await store.members.count(),
+            "leases": await store.leases.total(),
+            "blobs": await store.blobs.count(),
+            "preheat_tasks": await store.tasks.count(),
+        }
+        for name, value in figures.items():
+            self.gauges[name].set(value)
+        self.replicas.set(len(await store.replicas.live()))
 
     def count_error(self, method: str, code: grpc.StatusCode) -> None:
         self.rpc_errors.labels(method, code.name).inc()

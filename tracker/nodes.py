@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-from tracker.mailbox import Mailbox, Watcher
-from tracker.tasks import Order
-
-MAILBOX_BOUND = 4096
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -21,7 +16,7 @@ class Load:
     store_bytes: int = 0
 
 
-@dataclass(eq=False)
+@dataclass(frozen=True)
 class Node:
     id: str
     instance: str  # random per node process: tells a restart from a rejoin
@@ -31,6 +26,6 @@ class Node:
     joined_at: float
     last_seen: float
     load: Load = Load()
-    requested: set[str] = field(default_factory=set)  # digests it located or watches
-    watchers: set[Watcher] = field(default_factory=set)
-    mailbox: Mailbox[Order] = field(default_factory=lambda: Mailbox(MAILBOX_BOUND))
+    # Set by the store at each join, higher every time: the streams a node opened before it
+    # joined again (or was forgotten) are told apart from those it opens after.
+    epoch: int = 0

@@ -10,29 +10,33 @@ Per chunk, in order:
   those requesters, so the source's egress feeds K streams, not N.
 - more complete holders: SWARM from a ranked handout.
 
-Owned by the tracker's event loop like the rest of the state: no method awaits.
+The state is the store's, which other replicas change too: what this code reads may be stale by
+the time it acts. So every decision that must hold cluster-wide is the store's own atomic step
+(`Leases.grant` leases a chunk only while it is cold and unleased, `Blobs.publish` keeps the first
+metainfo); what is decided here from reads (who relays, who is asked to republish, which watcher
+gets a free slot) is only ever less efficient when it is stale, never wrong.
 """
 
 from __future__ import annotations
 
 import enum
 import random
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass
 
 from tracker import limits
 from tracker.errors import FailedPrecondition, InvalidArgument, MetainfoConflict
 from tracker.handout import Candidate, rank
-from tracker.leases import LeaseTable
-from tracker.mailbox import Watcher
+from tracker.hub import Changed, Event, Orders
 from tracker.nodes import Node
-from tracker.peerstore import PeerStore, indices_of
+from tracker.peerstore import indices_of
 from tracker.policy import Policy
-from tracker.tasks import RepublishOrder
+from tracker.store import Candidacy, Caps, ChunkState, Store
+from tracker.tasks import Order, RepublishOrder
 
-MAX_WATCHES_PER_NODE = 4096
 MAX_REQUESTED_PER_NODE = 100_000  # blobs one node asked about in the last REQUESTER_TTL
 REQUESTER_TTL = 600.0  # a requester that neither watches nor asks for this long is forgotten
+MAILBOX_BOUND = 4096  # orders queued for one node
 
 
 class Directive(enum.Enum):
@@ -51,16 +55,24 @@ class ChunkView:
     lease_seconds: float = 0.0
 
 
-@dataclass(eq=False)
-class Blob:
-    digest: str
-    size: int
-    chunk_count: int
-    metainfo: dict[int, bytes] = field(default_factory=dict)
-    requesters: dict[str, float] = field(default_factory=dict)  # arrival order; last asked
-    watchers: set[Watcher] = field(default_factory=set)
-    fanout: dict[int, dict[str, float]] = field(default_factory=dict)  # chunk -> member -> since
-    republish_asked: dict[int, float] = field(default_factory=dict)
+class Notices:
+    """Notifications gathered while a request changes the state, sent when it is done."""
+
+    def __init__(self) -> None:
+        self._chunks: dict[str, set[int]] = {}
+        self._events: list[Event] = []
+
+    def changed(self, digest: str, chunk: int) -> None:
+        self._chunks.setdefault(digest, set()).add(chunk)
+
+    def add(self, event: Event) -> None:
+        self._events.append(event)
+
+    def take(self) -> list[Event]:
+        events: list[Event] = [Changed(d, tuple(sorted(c))) for d, c in self._chunks.items()]
+        events += self._events
+        self._chunks, self._events = {}, []
+        return events
 
 
 class Placement:
@@ -69,61 +81,41 @@ class Placement:
         policy: Policy,
         clock: Callable[[], float],
         rng: random.Random,
-        store: PeerStore,
-        nodes: Mapping[str, Node],
-        next_task_id: Callable[[str], str],
+        store: Store,
+        notices: Notices,
     ) -> None:
         self.policy = policy
         self.clock = clock
         self.rng = rng
         self.store = store
-        self.nodes = nodes  # the cluster's members, read-only here
-        self.leases = LeaseTable(policy.lease_ttl)
-        self.blobs: dict[str, Blob] = {}
-        self._watched: dict[str, Blob] = {}  # blobs someone watches, the longest watched first
-        # Members that missed heartbeats: likely dead, so until they expire or are heard from
-        # again they are handed out to nobody, count as no chunk's source, and get no lease.
-        self.silent: set[str] = set()
-        self._next_task_id = next_task_id
+        self.notices = notices
 
     # ---- blobs ----
 
-    def check_blob(self, digest: str, size: int, chunk_count: int) -> None:
+    async def check_blob(self, digest: str, size: int, chunk_count: int) -> None:
         """Raise unless the blob is well-formed and agrees with what is known of it. Callers
         check everything before they change anything, so a rejected request leaves no trace."""
         limits.digest(digest)
         limits.blob_shape(size, chunk_count)
-        blob = self.blobs.get(digest)
-        if blob is not None and (blob.size, blob.chunk_count) != (size, chunk_count):
-            raise FailedPrecondition(
-                f"{digest} is known as {blob.size} bytes in {blob.chunk_count} chunks,"
-                f" not {size} in {chunk_count}"
-            )
+        _same_shape(digest, await self.store.blobs.shape(digest), size, chunk_count)
 
-    def blob(self, digest: str, size: int, chunk_count: int) -> Blob:
-        self.check_blob(digest, size, chunk_count)
-        blob = self.blobs.get(digest)
-        if blob is None:
-            blob = self.blobs[digest] = Blob(digest, size, chunk_count)
-        return blob
+    async def blob(self, digest: str, size: int, chunk_count: int) -> None:
+        """Record the blob (checked already) unless it is known."""
+        _same_shape(
+            digest, await self.store.blobs.ensure(digest, size, chunk_count), size, chunk_count
+        )
 
-    def check_requests(self, node: Node, digest: str) -> None:
-        if digest not in node.requested and len(node.requested) >= MAX_REQUESTED_PER_NODE:
+    async def check_requests(self, node_id: str, digest: str) -> None:
+        if not await self.store.blobs.may_request(node_id, digest, MAX_REQUESTED_PER_NODE):
             raise InvalidArgument(f"a node may ask about {MAX_REQUESTED_PER_NODE} blobs at most")
 
-    def drop_if_idle(self, blob: Blob) -> None:
-        idle = (
-            not blob.watchers
-            and not blob.requesters
-            and not self.store.has_blob(blob.digest)
-            and not self.leases.leased(blob.digest)
-        )
-        if idle:
-            del self.blobs[blob.digest]
+    async def drop_if_idle(self, digests: Iterable[str]) -> None:
+        for digest in digests:
+            await self.store.drop_if_idle(digest)
 
     # ---- requests ----
 
-    def locate(
+    async def locate(
         self,
         node: Node,
         digest: str,
@@ -133,237 +125,200 @@ class Placement:
         max_leases: int,
         with_metainfo: bool,
     ) -> list[ChunkView]:
-        self.check_blob(digest, size, chunk_count)
+        await self.check_blob(digest, size, chunk_count)
         wanted = sorted(limits.chunk_indices(chunks, chunk_count)) or range(chunk_count)
-        self.check_requests(node, digest)
-        blob = self.blob(digest, size, chunk_count)
-        self.tick()
-        self._note_requester(node, blob)
-        budget = min(
-            min(max_leases, self.policy.max_leases) - self.leases.count(node.id, digest),
-            self.policy.blob_leases - self.leases.fetching(digest),
-            self.policy.upstream_leases - self.leases.fetching(),
-        )
-        for chunk in wanted:
-            if budget <= 0:
-                break
-            if self._grantable(blob, chunk, node.id):
-                self._grant(blob, chunk, node.id)
-                budget -= 1
-        views = [self._view(blob, chunk, node, with_metainfo) for chunk in wanted]
-        self._ask_republish(blob, views)
+        await self.check_requests(node.id, digest)
+        await self.blob(digest, size, chunk_count)
+        await self.tick()
+        await self.store.blobs.note_requester(digest, node.id, self.clock())
+        per_node = min(max_leases, self.policy.max_leases)
+        if per_node > 0:
+            caps = Caps(per_node, self.policy.blob_leases, self.policy.upstream_leases)
+            for chunk in await self.store.leases.grant(node.id, digest, wanted, self.clock(), caps):
+                self.notices.changed(digest, chunk)
+        states = await self._states(digest, wanted, node, with_metainfo)
+        views = [await self._view(digest, state, node) for state in states]
+        await self._ask_republish(digest, size, chunk_count, states, views)
         return views
 
-    def view(self, node: Node, digest: str, chunks: Iterable[int]) -> list[ChunkView]:
+    async def view(self, node: Node, digest: str, chunks: Iterable[int]) -> list[ChunkView]:
         """What Locate would show the node for these chunks, without granting anything."""
-        blob = self.blobs.get(digest)
-        if blob is None:
+        shape = await self.store.blobs.shape(digest)
+        if shape is None:
             return []
-        return [self._view(blob, c, node, True) for c in chunks if c < blob.chunk_count]
+        wanted = [c for c in chunks if c < shape[1]]
+        return [await self._view(digest, s, node) for s in await self._states(digest, wanted, node)]
 
-    def renew(
+    async def _states(
+        self, digest: str, chunks: Sequence[int], node: Node, with_metainfo: bool = True
+    ) -> list[ChunkState]:
+        silent = await self.store.members.silent()
+        bound = self.policy.max_peers
+        return await self.store.chunk_states(
+            digest, chunks, node.id, node.zone, bound, silent, with_metainfo
+        )
+
+    async def renew(
         self, node_id: str, digest: str, chunk: int, progress: int, fetched: bool = False
     ) -> float | None:
         """Seconds left on the node's lease (extended when `progress` grew), or None if lost.
         A lease `fetched` no longer takes an upstream slot: the next cold chunk gets it."""
         limits.digest(digest)
-        self.tick()
-        lease = self.leases.renew(node_id, digest, chunk, progress, self.clock())
+        await self.tick()
+        lease = await self.store.leases.renew(node_id, digest, chunk, progress, self.clock())
         if lease is None:
             return None
-        if fetched and self.leases.fetched(digest, chunk):
-            self.fill_slots()
+        if fetched and await self.store.leases.fetched(digest, chunk):
+            await self.fill_slots()
         return lease.expires_at - self.clock()
 
-    def release(self, node_id: str, digest: str, chunk: int) -> None:
+    async def release(self, node_id: str, digest: str, chunk: int) -> None:
         """The holder gives up its lease (its fetch failed): move it to another requester."""
         limits.digest(digest)
-        lease = self.leases.get(digest, chunk)
-        if lease is not None and lease.holder == node_id:
-            self.leases.release(digest, chunk)
-            self._changed_blob(digest, chunk)
-            self.fill_slots(exclude=node_id)
+        if await self.store.leases.release(digest, [chunk], holder=node_id):
+            self.notices.changed(digest, chunk)
+            await self.fill_slots(exclude=node_id)
 
-    def publish(
+    async def publish(
         self, node: Node, digest: str, size: int, chunk_count: int, chunk: int, metainfo: bytes
     ) -> None:
-        self.check_blob(digest, size, chunk_count)
+        await self.check_blob(digest, size, chunk_count)
         limits.chunk_indices((chunk,), chunk_count)
         limits.metainfo(metainfo)
-        blob = self.blob(digest, size, chunk_count)
-        known = blob.metainfo.get(chunk)
+        await self.blob(digest, size, chunk_count)
+        known = await self.store.blobs.publish(digest, chunk, metainfo)
         if known is not None and known != metainfo:
             raise MetainfoConflict(f"{digest} chunk {chunk} was published with other metainfo")
-        blob.metainfo[chunk] = metainfo
-        blob.republish_asked.pop(chunk, None)
-        if self.store.hold(node.id, digest, 1 << chunk, 0):
-            self.gained(blob, chunk)
-            self.forget_if_complete(blob, node.id)
+        await self.store.blobs.clear_republish(digest, chunk)
+        if await self.store.peers.hold(node.id, digest, 1 << chunk, 0):
+            await self.gained(digest, [chunk])
+            await self.forget_if_complete(digest, chunk_count, node.id)
         elif known is None:
-            self._changed(blob, chunk)
+            self.notices.changed(digest, chunk)
 
-    def distrust(self, blob: Blob) -> None:
+    async def distrust(self, digest: str) -> None:
         """A node pulled the blob with the metainfo known and it failed its digest check: forget
         the metainfo of every chunk nobody holds whole any more, so each is fetched anew."""
-        for chunk in list(blob.metainfo):
-            if self.store.complete_count(blob.digest, chunk) == 0:
-                del blob.metainfo[chunk]
-                self._changed(blob, chunk)
-
-    def watch(self, node: Node, digest: str, size: int, chunk_count: int) -> Watcher:
-        if len(node.watchers) >= MAX_WATCHES_PER_NODE:
-            raise InvalidArgument(f"a node may watch at most {MAX_WATCHES_PER_NODE} blobs")
-        self.check_blob(digest, size, chunk_count)
-        self.check_requests(node, digest)
-        blob = self.blob(digest, size, chunk_count)
-        watcher = Watcher(node.id, digest)
-        node.watchers.add(watcher)
-        blob.watchers.add(watcher)
-        self._watched.setdefault(digest, blob)
-        self._note_requester(node, blob)
-        return watcher
-
-    def unwatch(self, watcher: Watcher) -> None:
-        watcher.close()
-        node = self.nodes.get(watcher.node_id)
-        if node is not None:
-            node.watchers.discard(watcher)
-        blob = self.blobs.get(watcher.digest)
-        if blob is not None:
-            blob.watchers.discard(watcher)
-            if not blob.watchers:
-                self._watched.pop(blob.digest, None)
-            self.drop_if_idle(blob)
-
-    def _note_requester(self, node: Node, blob: Blob) -> None:
-        blob.requesters[node.id] = self.clock()
-        node.requested.add(blob.digest)
+        published = await self.store.blobs.published(digest)
+        counts = await self.store.peers.complete_counts(digest, published)
+        unheld = [c for c, count in zip(published, counts, strict=True) if count == 0]
+        await self.store.blobs.forget_metainfo(digest, unheld)
+        for chunk in unheld:
+            self.notices.changed(digest, chunk)
 
     # ---- leases ----
 
-    def _grantable(self, blob: Blob, chunk: int, node_id: str) -> bool:
-        return (
-            self.leases.get(blob.digest, chunk) is None
-            and self.sources(blob.digest, chunk) == 0
-            and not self.store.masks(node_id, blob.digest)[0] >> chunk & 1
-        )
-
-    def _grant(self, blob: Blob, chunk: int, node_id: str) -> None:
-        self.leases.grant(node_id, blob.digest, chunk, self.clock())
-        self._changed(blob, chunk)
-
-    def fill_slots(self, exclude: str = "") -> None:
+    async def fill_slots(self, exclude: str = "") -> None:
         """Give free upstream slots to cold chunks: the longest watched blob first, its chunks
         in order, each to one of the blob's watchers, which hears FETCH on its watch stream. So
         nodes never poll for a lease, and the blobs of an image arrive one after another, in
         the order clients ask for them, rather than all together at the end."""
-        for blob in list(self._watched.values()):
-            if self.leases.fetching() >= self.policy.upstream_leases:
+        if await self.store.leases.fetching() >= self.policy.upstream_leases:
+            return
+        for digest in await self.store.blobs.watched():
+            if not await self._fill_blob(digest, exclude):
                 return
-            self._fill_blob(blob, exclude)
 
-    def _fill_blob(self, blob: Blob, exclude: str) -> None:
-        for chunk in range(blob.chunk_count):
-            if (
-                self.leases.fetching() >= self.policy.upstream_leases
-                or self.leases.fetching(blob.digest) >= self.policy.blob_leases
-            ):
-                return
-            if not self._grantable(blob, chunk, ""):
+    async def _fill_blob(self, digest: str, exclude: str) -> bool:
+        """Lease the blob's cold chunks to its watchers while slots are free; False once the
+        cluster's slots are all taken."""
+        store, policy = self.store, self.policy
+        shape = await store.blobs.shape(digest)
+        if shape is None or await store.leases.fetching(digest) >= policy.blob_leases:
+            return True
+        cold = await store.cold_chunks(digest, shape[1], await store.members.silent())
+        if not cold:
+            return True
+        watchers = [w for w in await store.blobs.watchers(digest) if w != exclude]
+        candidacies = await store.candidacies(digest, watchers)
+        if not candidacies:
+            return True
+        silent = await store.members.silent()
+        caps = Caps(policy.max_leases, policy.blob_leases, policy.upstream_leases)
+        for chunk in cold:
+            holder = self._watcher_for(chunk, candidacies, silent)
+            if holder is None:
                 continue
-            holder = self._watcher_for(blob, chunk, exclude)
-            if holder is not None:
-                self._grant(blob, chunk, holder)
+            if not await store.leases.grant(holder, digest, [chunk], self.clock(), caps):
+                # A cap is reached, or another replica leased the chunk first.
+                if await store.leases.fetching() >= policy.upstream_leases:
+                    return False
+                if await store.leases.fetching(digest) >= policy.blob_leases:
+                    return True
+                continue
+            self.notices.changed(digest, chunk)
+            was = candidacies[holder]
+            candidacies[holder] = Candidacy(was.leases_on_blob + 1, was.leases + 1, was.complete)
+        return True
 
-    def _watcher_for(self, blob: Blob, chunk: int, exclude: str) -> str | None:
+    def _watcher_for(
+        self, chunk: int, candidacies: dict[str, Candidacy], silent: Collection[str]
+    ) -> str | None:
         """The watcher to fetch a cold chunk: among those under their lease cap, one that has
         not missed a heartbeat (a node that died holds no lease, so it would look least busy
         until it expires), then the one fetching least, rotating by chunk among equals."""
         cap = self.policy.max_leases
         candidates = sorted(
-            {
-                w.node_id
-                for w in blob.watchers
-                if w.node_id != exclude
-                and w.node_id in self.nodes
-                and self.leases.count(w.node_id, blob.digest) < cap
-                and self._grantable(blob, chunk, w.node_id)
-            }
+            n
+            for n, c in candidacies.items()
+            if c.leases_on_blob < cap and not c.complete >> chunk & 1
         )
         if not candidates:
             return None
         start = chunk % len(candidates)
         rotated = candidates[start:] + candidates[:start]
-        return min(rotated, key=lambda n: (n in self.silent, self.leases.count_held(n)))
+        return min(rotated, key=lambda n: (n in silent, candidacies[n].leases))
 
-    def sources(self, digest: str, chunk: int) -> int:
-        """How many members that are not silent hold the chunk whole."""
-        count = self.store.complete_count(digest, chunk)
-        if count and self.silent:
-            count -= sum(1 for n in self.silent if self.store.masks(n, digest)[0] >> chunk & 1)
-        return count
+    async def _heard(self, node_ids: Collection[str]) -> set[str]:
+        """The members among `node_ids` that have not missed their heartbeats."""
+        silent = await self.store.members.silent()
+        return {n for n in await self.store.members.many(node_ids) if n not in silent}
 
-    def _heard(self, node_id: str) -> bool:
-        """A member that has not missed its heartbeats (neither gone nor silent)."""
-        return node_id in self.nodes and node_id not in self.silent
+    async def silence(self, node_id: str) -> None:
+        """The member missed heartbeats (the store marked it silent): its chunks are placed as if
+        it were gone, and its leases move on (were it only slow, its fetch still lands: the same
+        bytes publish the same metainfo)."""
+        for lease in await self.store.leases.release_holder(node_id):
+            self.notices.changed(lease.digest, lease.chunk)
+        await self._holdings_changed(node_id)
+        await self.fill_slots()
 
-    def silence(self, node_id: str) -> None:
-        """The member missed heartbeats: its chunks are placed as if it were gone, and its
-        leases move on (were it only slow, its fetch still lands: the same bytes publish the
-        same metainfo)."""
-        if node_id not in self.silent:
-            self.silent.add(node_id)
-            for lease in self.leases.held_by(node_id):
-                self.leases.release(lease.digest, lease.chunk)
-                self._changed_blob(lease.digest, lease.chunk)
-            self._holdings_changed(node_id)
-            self.fill_slots()
-
-    def heard(self, node_id: str) -> None:
+    async def heard(self, node_id: str) -> None:
         """A silent member heartbeated again: it is a source once more, and the leases given
         meanwhile on chunks it holds whole end (a chunk with a source is not fetched)."""
-        if node_id in self.silent:
-            self.silent.discard(node_id)
-            for digest, (complete, _) in self.store.holdings(node_id).items():
-                for chunk in indices_of(complete):
-                    self.leases.release(digest, chunk)
-            self._holdings_changed(node_id)
-            self.fill_slots()
+        for digest, (complete, _) in (await self.store.peers.holdings(node_id)).items():
+            await self.store.leases.release(digest, indices_of(complete))
+        await self._holdings_changed(node_id)
+        await self.fill_slots()
 
-    def _holdings_changed(self, node_id: str) -> None:
-        for digest, (complete, partial) in self.store.holdings(node_id).items():
-            blob = self.blobs.get(digest)
-            if blob is not None:
-                for chunk in indices_of(complete | partial):
-                    self._changed(blob, chunk)
+    async def _holdings_changed(self, node_id: str) -> None:
+        for digest, (complete, partial) in (await self.store.peers.holdings(node_id)).items():
+            for chunk in indices_of(complete | partial):
+                self.notices.changed(digest, chunk)
 
-    def tick(self) -> None:
+    async def tick(self) -> None:
         """Lapse the leases whose time ran out and move them on."""
-        for lease in self.leases.expire(self.clock()):
-            self._changed_blob(lease.digest, lease.chunk)
-            self.fill_slots(exclude=lease.holder)
+        for lease in await self.store.leases.expire(self.clock()):
+            self.notices.changed(lease.digest, lease.chunk)
+            await self.fill_slots(exclude=lease.holder)
 
     # ---- views and fan-out ----
 
-    def _view(self, blob: Blob, chunk: int, node: Node, with_metainfo: bool) -> ChunkView:
-        bound = self.policy.max_peers
-        metainfo = blob.metainfo.get(chunk) if with_metainfo else None
-        peers = self.store.handout(blob.digest, chunk, node.id, node.zone, bound, self.silent)
-        complete = self.sources(blob.digest, chunk)
-        if complete == 0:
-            lease = self.leases.get(blob.digest, chunk)
+    async def _view(self, digest: str, state: ChunkState, node: Node) -> ChunkView:
+        chunk, metainfo, peers = state.index, state.metainfo, state.peers
+        if state.sources == 0:
+            lease = state.lease
             if lease is None:
                 return ChunkView(chunk, Directive.WAIT, metainfo, peers)
-            mine = lease.holder == node.id
-            directive = Directive.FETCH if mine else Directive.WAIT
+            directive = Directive.FETCH if lease.holder == node.id else Directive.WAIT
             left = max(0.0, lease.expires_at - self.clock())
             return ChunkView(chunk, directive, metainfo, peers, lease.holder, left)
-        if complete == 1 and peers and peers[0].complete:
-            peers = self._fan_out(blob, chunk, node, peers)
+        if state.sources == 1 and peers and peers[0].complete:
+            peers = await self._fan_out(digest, chunk, node, peers)
         return ChunkView(chunk, Directive.SWARM, metainfo, peers)
 
-    def _fan_out(
-        self, blob: Blob, chunk: int, node: Node, peers: list[Candidate]
+    async def _fan_out(
+        self, digest: str, chunk: int, node: Node, peers: list[Candidate]
     ) -> list[Candidate]:
         """While `peers[0]` is the chunk's only source, only `fanout` requesters are told about it;
         the others get those requesters instead.
@@ -373,149 +328,162 @@ class Placement:
         requesters it relays to, and whichever of two nodes adds the torrent last connects to
         the one that added it first."""
         source = peers[0].node_id
-        members = self._fanout_members(blob, chunk)
-        if node.id in members or len(members) < self.policy.fanout:
-            members.setdefault(node.id, self.clock())
-            known = {p.node_id for p in peers} | members.keys()
-            relayed = [
-                Candidate(r, self.nodes[r].zone, False)
-                for r in self._waiting(blob, chunk, source)
-                if r not in known
-            ]
+        members = await self._fanout_members(digest, chunk)
+        k = self.policy.fanout
+        if node.id in members or (
+            len(members) < k
+            and await self.store.blobs.join_fanout(digest, chunk, node.id, self.clock(), k)
+        ):
+            known = {p.node_id for p in peers} | members.keys() | {node.id}
+            waiting = [r for r in await self._waiting(digest, chunk, source) if r not in known]
+            relayed = await self._candidates(waiting[: self.policy.max_peers])
             return [*peers, *relayed][: self.policy.max_peers]
         partial = [p for p in peers if p.node_id != source]
-        relays = [Candidate(m, self.nodes[m].zone, False) for m in members if m != node.id]
+        relays = await self._candidates([m for m in members if m != node.id])
         return rank(node.id, node.zone, [*partial, *relays], self.policy.max_peers, self.rng)
 
-    def _fanout_members(self, blob: Blob, chunk: int) -> dict[str, float]:
+    async def _candidates(self, node_ids: list[str]) -> list[Candidate]:
+        """Members as peers that do not hold the chunk whole yet, in the order given."""
+        nodes = await self.store.members.many(node_ids)
+        return [Candidate(n, nodes[n].zone, False) for n in node_ids if n in nodes]
+
+    async def _fanout_members(self, digest: str, chunk: int) -> dict[str, float]:
         """The chunk's fan-out members, without those that died, went silent (the others would
         wait on them until they expire) or never started swarming."""
-        members = blob.fanout.setdefault(chunk, {})
+        members = await self.store.blobs.fanout(digest, chunk)
+        if not members:
+            return members
+        masks = await self.store.peers.masks_of(digest, list(members))
+        heard = await self._heard(list(members))
         now = self.clock()
-        for member, since in list(members.items()):
-            complete, partial = self.store.masks(member, blob.digest)
-            started = (complete | partial) >> chunk & 1
-            if not self._heard(member) or (not started and now - since > self.policy.lease_ttl):
-                del members[member]
-        return members
+        gone = [
+            m
+            for m, since in members.items()
+            if m not in heard
+            or (
+                not (masks[m][0] | masks[m][1]) >> chunk & 1 and now - since > self.policy.lease_ttl
+            )
+        ]
+        if gone:
+            await self.store.blobs.leave_fanout(digest, chunk, gone)
+        return {m: since for m, since in members.items() if m not in gone}
 
-    def _assign_fanout(self, blob: Blob, chunk: int, source: str) -> None:
+    async def _assign_fanout(self, digest: str, chunk: int, source: str) -> None:
         """Pick the chunk's fan-out members among its waiting requesters, rotating by chunk so
         that each requester relays a share of the chunks."""
-        waiting = self._waiting(blob, chunk, source)
-        if not waiting:
-            blob.fanout.pop(chunk, None)
-            return
-        k = min(self.policy.fanout, len(waiting))
-        start = (chunk * self.policy.fanout) % len(waiting)
-        now = self.clock()
-        blob.fanout[chunk] = {waiting[(start + i) % len(waiting)]: now for i in range(k)}
+        waiting = await self._waiting(digest, chunk, source)
+        members: dict[str, float] = {}
+        if waiting:
+            k = min(self.policy.fanout, len(waiting))
+            start = (chunk * self.policy.fanout) % len(waiting)
+            now = self.clock()
+            members = {waiting[(start + i) % len(waiting)]: now for i in range(k)}
+        await self.store.blobs.set_fanout(digest, chunk, members)
 
-    def _waiting(self, blob: Blob, chunk: int, source: str) -> list[str]:
+    async def _waiting(self, digest: str, chunk: int, source: str) -> list[str]:
         """The blob's requesters, in arrival order, that lack the chunk (the source aside)."""
-        return [
-            r
-            for r in blob.requesters
-            if r != source
-            and self._heard(r)
-            and not self.store.masks(r, blob.digest)[0] >> chunk & 1
-        ]
+        requesters = [r for r in await self.store.blobs.requesters(digest) if r != source]
+        if not requesters:
+            return []
+        heard = await self._heard(requesters)
+        masks = await self.store.peers.masks_of(digest, requesters)
+        return [r for r in requesters if r in heard and not masks[r][0] >> chunk & 1]
 
-    def _ask_republish(self, blob: Blob, views: list[ChunkView]) -> None:
-        """Chunks with sources but no metainfo (the tracker restarted): ask a holder to publish."""
-        now = self.clock()
+    async def _ask_republish(
+        self,
+        digest: str,
+        size: int,
+        chunk_count: int,
+        states: Sequence[ChunkState],
+        views: Sequence[ChunkView],
+    ) -> None:
+        """Chunks with sources but no metainfo (the state started afresh): ask a holder to
+        publish."""
         asks: dict[str, list[int]] = {}
-        for view in views:
-            if view.directive is not Directive.SWARM or view.index in blob.metainfo:
+        for state, view in zip(states, views, strict=True):
+            if view.directive is not Directive.SWARM or state.published:
                 continue
-            asked = blob.republish_asked.get(view.index)
             holder = next((p.node_id for p in view.peers if p.complete), None)
-            if holder is None or (asked is not None and now - asked < self.policy.lease_ttl):
+            if holder is None or not await self.store.blobs.ask_republish(
+                digest, view.index, self.clock(), self.policy.lease_ttl
+            ):
                 continue
-            blob.republish_asked[view.index] = now
             asks.setdefault(holder, []).append(view.index)
         for holder, chunks in asks.items():
-            task_id = self._next_task_id("republish")
-            order = RepublishOrder(task_id, blob.digest, blob.size, blob.chunk_count, tuple(chunks))
-            self.nodes[holder].mailbox.put(order)
+            task_id = await self.store.tasks.next_id("republish")
+            await self.order(
+                holder, RepublishOrder(task_id, digest, size, chunk_count, tuple(chunks))
+            )
+
+    async def order(self, node_id: str, order: Order) -> bool:
+        """Queue an order for the node's Tasks stream; False when its queue is full."""
+        if not await self.store.tasks.push(node_id, order, MAILBOX_BOUND):
+            return False
+        self.notices.add(Orders(node_id))
+        return True
 
     # ---- chunk events ----
 
-    def _changed(self, blob: Blob, chunk: int) -> None:
-        for watcher in blob.watchers:
-            watcher.mark(chunk)
+    async def gained(self, digest: str, chunks: Sequence[int]) -> None:
+        """A node now holds these chunks complete."""
+        counts = await self.store.peers.complete_counts(digest, chunks)
+        if await self.store.leases.release(digest, chunks):
+            await self.fill_slots()
+        for chunk, count in zip(chunks, counts, strict=True):
+            if count == 1:
+                handout = await self.store.peers.handout(digest, chunk, "", "", 1)
+                if handout:
+                    await self._assign_fanout(digest, chunk, handout[0].node_id)
+            elif count == 2:
+                await self.store.blobs.set_fanout(digest, chunk, {})
+            if count <= 2:
+                self.notices.changed(digest, chunk)
 
-    def _changed_blob(self, digest: str, chunk: int) -> None:
-        blob = self.blobs.get(digest)
-        if blob is not None:
-            self._changed(blob, chunk)
+    async def lost(self, digest: str, chunks: Sequence[int]) -> None:
+        """A node no longer holds these chunks complete."""
+        counts = await self.store.peers.complete_counts(digest, chunks)
+        cold = False
+        for chunk, count in zip(chunks, counts, strict=True):
+            if count == 0:
+                await self.store.blobs.set_fanout(digest, chunk, {})
+                cold = True
+            if count <= 1:
+                self.notices.changed(digest, chunk)
+        if cold:
+            await self.fill_slots()
 
-    def gained(self, blob: Blob, chunk: int) -> None:
-        """A node now holds the chunk complete."""
-        count = self.store.complete_count(blob.digest, chunk)
-        if self.leases.release(blob.digest, chunk) is not None:
-            self.fill_slots()
-        if count == 1:
-            source = self.store.handout(blob.digest, chunk, "", "", 1)[0].node_id
-            self._assign_fanout(blob, chunk, source)
-        elif count == 2:
-            blob.fanout.pop(chunk, None)
-        if count <= 2:
-            self._changed(blob, chunk)
-
-    def lost(self, blob: Blob, chunk: int) -> None:
-        """A node no longer holds the chunk complete."""
-        count = self.store.complete_count(blob.digest, chunk)
-        if count == 0:
-            blob.fanout.pop(chunk, None)
-            self.fill_slots()
-        if count <= 1:
-            self._changed(blob, chunk)
-
-    def forget_if_complete(self, blob: Blob, node_id: str) -> None:
-        complete, _ = self.store.masks(node_id, blob.digest)
-        if complete == (1 << blob.chunk_count) - 1 and node_id in blob.requesters:
-            self._forget_requester(blob, node_id)
-
-    def _forget_requester(self, blob: Blob, node_id: str) -> None:
-        del blob.requesters[node_id]
-        node = self.nodes.get(node_id)
-        if node is not None:
-            node.requested.discard(blob.digest)
+    async def forget_if_complete(self, digest: str, chunk_count: int, node_id: str) -> None:
+        complete, _ = await self.store.peers.masks(node_id, digest)
+        if complete == (1 << chunk_count) - 1:
+            await self.store.blobs.forget_requester(digest, node_id)
 
     # ---- departures and expiry ----
 
-    def node_gone(self, node: Node, lost: dict[str, int], keep_leases: bool) -> None:
-        """Undo a departed node's part: its watches, requests, leases and lost chunks. `node` is
-        no longer among the members; `lost` are the chunks it held complete, by digest."""
-        self.silent.discard(node.id)
-        released = [] if keep_leases else self.leases.held_by(node.id)
-        for lease in released:
-            self.leases.release(lease.digest, lease.chunk)
-        for watcher in list(node.watchers):
-            self.unwatch(watcher)
-        for digest in node.requested:
-            blob = self.blobs.get(digest)
-            if blob is not None:
-                blob.requesters.pop(node.id, None)
+    async def node_gone(self, node_id: str, lost: dict[str, int], keep_leases: bool) -> None:
+        """Undo a departed node's part: its watches, requests, leases and lost chunks. The node
+        is no longer a member (or is one anew); `lost` are the chunks it held complete."""
+        released = [] if keep_leases else await self.store.leases.release_holder(node_id)
+        asked = await self.store.blobs.forget_node(node_id)
         for digest, mask in lost.items():
-            blob = self.blobs.get(digest)
-            if blob is not None:
-                for chunk in indices_of(mask):
-                    self.lost(blob, chunk)
+            await self.lost(digest, indices_of(mask))
         for lease in released:
-            self._changed_blob(lease.digest, lease.chunk)
-        self.fill_slots(exclude=node.id)
-        for digest in {*node.requested, *lost, *(lease.digest for lease in released)}:
-            blob = self.blobs.get(digest)
-            if blob is not None:
-                self.drop_if_idle(blob)
+            self.notices.changed(lease.digest, lease.chunk)
+        await self.fill_slots(exclude=node_id)
+        await self.drop_if_idle({*asked, *lost, *(lease.digest for lease in released)})
 
-    def prune(self, now: float) -> None:
+    async def prune(self, now: float) -> None:
         """Forget requesters that neither watch nor asked lately, and blobs left with nothing."""
-        for blob in list(self.blobs.values()):
-            watching = {w.node_id for w in blob.watchers}
-            for node_id, asked in list(blob.requesters.items()):
-                if node_id not in watching and now - asked > REQUESTER_TTL:
-                    self._forget_requester(blob, node_id)
-            self.drop_if_idle(blob)
+        for digest in await self.store.blobs.shapes():
+            watching = set(await self.store.blobs.watchers(digest))
+            for node_id in await self.store.blobs.stale_requesters(digest, now - REQUESTER_TTL):
+                if node_id not in watching:
+                    await self.store.blobs.forget_requester(digest, node_id)
+            await self.store.drop_if_idle(digest)
+
+
+def _same_shape(digest: str, known: tuple[int, int] | None, size: int, chunk_count: int) -> None:
+    if known is not None and known != (size, chunk_count):
+        raise FailedPrecondition(
+            f"{digest} is known as {known[0]} bytes in {known[1]} chunks,"
+            f" not {size} in {chunk_count}"
+        )

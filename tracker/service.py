@@ -17,6 +17,7 @@ import grpc
 from tracker.cluster import ChunkView, Cluster, Directive, Holding, Load
 from tracker.errors import ERROR_KEY, TrackerError
 from tracker.metrics import TrackerMetrics
+from tracker.store import Store
 from tracker.tasks import Order, PreheatJob, PreheatOrder, TaskState
 from tracker.v1 import tracker_pb2 as pb
 from tracker.v1 import tracker_pb2_grpc
@@ -42,14 +43,14 @@ async def abort(context: grpc.aio.ServicerContext, error: TrackerError) -> None:
 
 
 def unary(
-    method: Callable[[TrackerService, Any], Any],
+    method: Callable[[TrackerService, Any], Awaitable[Any]],
 ) -> Callable[[TrackerService, Any, grpc.aio.ServicerContext], Awaitable[Any]]:
-    """Run a synchronous domain call; map its domain error to a status."""
+    """Run a domain call; map its domain error to a status."""
 
     @functools.wraps(method)
     async def wrapper(self: TrackerService, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
-            return method(self, request)
+            return await method(self, request)
         except TrackerError as error:
             self.metrics.count_error(method.__name__, error.code)
             await abort(context, error)
@@ -84,10 +85,12 @@ def load_message(load: Load) -> pb.Load:
     )
 
 
-def placement_message(
+async def placement_message(
     cluster: Cluster, digest: str, chunk_count: int, views: Sequence[ChunkView]
 ) -> pb.Placement:
-    """Views as one message in which each peer is written once and chunks refer to it."""
+    """Views as one message in which each peer is written once and chunks refer to it. A peer
+    that left since the views were made is left out."""
+    nodes = await cluster.store.members.many({c.node_id for v in views for c in v.peers})
     index: dict[str, int] = {}
     peers: list[pb.Peer] = []
     chunks = []
@@ -96,7 +99,9 @@ def placement_message(
         for candidate in view.peers:
             i = index.get(candidate.node_id)
             if i is None:
-                node = cluster.nodes[candidate.node_id]
+                node = nodes.get(candidate.node_id)
+                if node is None:
+                    continue
                 i = index[candidate.node_id] = len(peers)
                 peers.append(
                     pb.Peer(node_id=node.id, registry=node.registry, peer=node.peer, zone=node.zone)
@@ -145,9 +150,9 @@ class TrackerService(tracker_pb2_grpc.TrackerServicer):
     # ---- membership ----
 
     @unary
-    def Join(self, request: pb.JoinRequest) -> pb.JoinResponse:
+    async def Join(self, request: pb.JoinRequest) -> pb.JoinResponse:
         node = request.node
-        session = self.cluster.join(
+        session = await self.cluster.join(
             node.node_id, node.registry, node.peer, node.zone, request.instance
         )
         log.info("node joined", extra={"node": node.node_id, "zone": node.zone})
@@ -159,32 +164,32 @@ class TrackerService(tracker_pb2_grpc.TrackerServicer):
         )
 
     @unary
-    def Heartbeat(self, request: pb.HeartbeatRequest) -> pb.HeartbeatResponse:
-        self.cluster.heartbeat(request.node_id, load_of(request.load))
+    async def Heartbeat(self, request: pb.HeartbeatRequest) -> pb.HeartbeatResponse:
+        await self.cluster.heartbeat(request.node_id, load_of(request.load))
         return pb.HeartbeatResponse()
 
     @unary
-    def Leave(self, request: pb.LeaveRequest) -> pb.LeaveResponse:
-        self.cluster.leave(request.node_id)
+    async def Leave(self, request: pb.LeaveRequest) -> pb.LeaveResponse:
+        await self.cluster.leave(request.node_id)
         log.info("node left", extra={"node": request.node_id})
         return pb.LeaveResponse()
 
     # ---- inventory ----
 
     @unary
-    def Announce(self, request: pb.AnnounceRequest) -> pb.AnnounceResponse:
+    async def Announce(self, request: pb.AnnounceRequest) -> pb.AnnounceResponse:
         holdings = [
             Holding(b.digest, b.size, b.chunk_count, tuple(b.complete), tuple(b.partial))
             for b in request.blobs
         ]
         refs = [(r.ref, r.digest) for r in request.refs]
-        self.cluster.announce(request.node_id, holdings, refs)
+        await self.cluster.announce(request.node_id, holdings, refs)
         return pb.AnnounceResponse()
 
     @unary
-    def Withdraw(self, request: pb.WithdrawRequest) -> pb.WithdrawResponse:
+    async def Withdraw(self, request: pb.WithdrawRequest) -> pb.WithdrawResponse:
         refs = [(r.ref, r.digest) for r in request.refs]
-        self.cluster.withdraw(request.node_id, list(request.digests), refs, request.corrupt)
+        await self.cluster.withdraw(request.node_id, list(request.digests), refs, request.corrupt)
         if request.corrupt:
             log.warning(
                 "blobs failed their digest check; their metainfo is forgotten",
@@ -195,8 +200,8 @@ class TrackerService(tracker_pb2_grpc.TrackerServicer):
     # ---- placement ----
 
     @unary
-    def Locate(self, request: pb.LocateRequest) -> pb.LocateResponse:
-        views = self.cluster.locate(
+    async def Locate(self, request: pb.LocateRequest) -> pb.LocateResponse:
+        views = await self.cluster.locate(
             request.node_id,
             request.digest,
             request.size,
@@ -205,19 +210,21 @@ class TrackerService(tracker_pb2_grpc.TrackerServicer):
             request.max_leases,
             with_metainfo=not request.omit_metainfo,
         )
-        placement = placement_message(self.cluster, request.digest, request.chunk_count, views)
+        placement = await placement_message(
+            self.cluster, request.digest, request.chunk_count, views
+        )
         return pb.LocateResponse(placement=placement)
 
     @unary
-    def RenewLease(self, request: pb.RenewLeaseRequest) -> pb.RenewLeaseResponse:
-        left = self.cluster.renew(
+    async def RenewLease(self, request: pb.RenewLeaseRequest) -> pb.RenewLeaseResponse:
+        left = await self.cluster.renew(
             request.node_id, request.digest, request.chunk, request.progress_bytes, request.fetched
         )
         return pb.RenewLeaseResponse(held=left is not None, lease_seconds=left or 0.0)
 
     @unary
-    def ReleaseLease(self, request: pb.ReleaseLeaseRequest) -> pb.ReleaseLeaseResponse:
-        self.cluster.release(request.node_id, request.digest, request.chunk)
+    async def ReleaseLease(self, request: pb.ReleaseLeaseRequest) -> pb.ReleaseLeaseResponse:
+        await self.cluster.release(request.node_id, request.digest, request.chunk)
         log.info(
             "lease released",
             extra={"node": request.node_id, "digest": request.digest, "chunk": request.chunk},
@@ -225,8 +232,8 @@ class TrackerService(tracker_pb2_grpc.TrackerServicer):
         return pb.ReleaseLeaseResponse()
 
     @unary
-    def Publish(self, request: pb.PublishRequest) -> pb.PublishResponse:
-        self.cluster.publish(
+    async def Publish(self, request: pb.PublishRequest) -> pb.PublishResponse:
+        await self.cluster.publish(
             request.node_id,
             request.digest,
             request.size,
@@ -240,7 +247,7 @@ class TrackerService(tracker_pb2_grpc.TrackerServicer):
         self, request: pb.WatchRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.WatchEvent]:
         try:
-            watcher = self.cluster.watch(
+            watcher = await self.cluster.watch(
                 request.node_id, request.digest, request.size, request.chunk_count
             )
         except TrackerError as error:
@@ -250,25 +257,24 @@ class TrackerService(tracker_pb2_grpc.TrackerServicer):
             yield pb.WatchEvent(subscribed=True)
             while (changed := await watcher.changes()) is not None:
                 try:
-                    views = self.cluster.view(request.node_id, request.digest, changed)
+                    views = await self.cluster.view(request.node_id, request.digest, changed)
                 except TrackerError as error:
                     await abort(context, error)
                     return
                 if views:
-                    placement = placement_message(
+                    placement = await placement_message(
                         self.cluster, request.digest, request.chunk_count, views
                     )
                     yield pb.WatchEvent(placement=placement)
         finally:
-            self.cluster.unwatch(watcher)
+            await self.cluster.unwatch(watcher)
 
     # ---- seeded references ----
 
     @unary
-    def Resolve(self, request: pb.ResolveRequest) -> pb.ResolveResponse:
+    async def Resolve(self, request: pb.ResolveRequest) -> pb.ResolveResponse:
         resolutions = []
-        for digest, holders, ranked in self.cluster.resolve(request.ref, request.node_id):
-            nodes = [self.cluster.nodes[c.node_id] for c in ranked]
+        for digest, holders, nodes in await self.cluster.resolve(request.ref, request.node_id):
             peers = [
                 pb.Peer(node_id=n.id, registry=n.registry, peer=n.peer, zone=n.zone) for n in nodes
             ]
@@ -278,89 +284,104 @@ class TrackerService(tracker_pb2_grpc.TrackerServicer):
     # ---- preheat ----
 
     @unary
-    def Preheat(self, request: pb.PreheatRequest) -> pb.PreheatResponse:
-        job = self.cluster.preheat(
+    async def Preheat(self, request: pb.PreheatRequest) -> pb.PreheatResponse:
+        job = await self.cluster.preheat(
             request.image, request.count, request.zone, request.timeout_seconds
         )
         log.info("preheat", extra={"task": job.id, "image": job.image, "targets": len(job.targets)})
         return pb.PreheatResponse(task_id=job.id, targets=list(job.targets))
 
     @unary
-    def PreheatStatus(self, request: pb.PreheatStatusRequest) -> pb.PreheatStatusResponse:
-        return job_message(self.cluster.board.get(request.task_id))
+    async def PreheatStatus(self, request: pb.PreheatStatusRequest) -> pb.PreheatStatusResponse:
+        return job_message(await self.cluster.preheat_status(request.task_id))
 
     async def Tasks(
         self, request: pb.TasksRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.Task]:
         try:
-            mailbox = self.cluster.mailbox(request.node_id)
+            inbox = await self.cluster.open_inbox(request.node_id)
         except TrackerError as error:
             await abort(context, error)
             return
-        while (order := await mailbox.get()) is not None:
-            self.cluster.delivered(request.node_id, order)
-            yield task_message(order)
+        try:
+            while (order := await self.cluster.next_order(inbox)) is not None:
+                yield task_message(order)
+        finally:
+            self.cluster.close_inbox(inbox)
 
     @unary
-    def ReportTask(self, request: pb.ReportTaskRequest) -> pb.ReportTaskResponse:
-        self.cluster.report(request.node_id, request.task_id, request.ok, request.message)
+    async def ReportTask(self, request: pb.ReportTaskRequest) -> pb.ReportTaskResponse:
+        await self.cluster.report(request.node_id, request.task_id, request.ok, request.message)
         return pb.ReportTaskResponse()
 
     # ---- status ----
 
     @unary
-    def Status(self, request: pb.StatusRequest) -> pb.StatusResponse:
-        return status_message(self.cluster, request.include_blobs, request.max_blobs)
+    async def Status(self, request: pb.StatusRequest) -> pb.StatusResponse:
+        return await status_message(self.cluster, request.include_blobs, request.max_blobs)
 
 
-def status_message(cluster: Cluster, include_blobs: bool, max_blobs: int) -> pb.StatusResponse:
+async def status_message(
+    cluster: Cluster, include_blobs: bool, max_blobs: int
+) -> pb.StatusResponse:
+    store = cluster.store
     now = cluster.clock()
+    leases = await store.leases.all()
+    held: dict[str, int] = {}
+    for lease in leases:
+        held[lease.holder] = held.get(lease.holder, 0) + 1
     nodes = []
-    for node in sorted(cluster.nodes.values(), key=lambda n: n.id):
-        held = cluster.store.holdings(node.id).values()
+    for node in sorted(await store.members.all(), key=lambda n: n.id):
+        holdings = (await store.peers.holdings(node.id)).values()
         nodes.append(
             pb.NodeStatus(
                 node_id=node.id,
                 registry=node.registry,
                 peer=node.peer,
                 zone=node.zone,
-                blobs=len(held),
-                chunks=sum(c.bit_count() for c, _ in held),
-                partial_chunks=sum(p.bit_count() for _, p in held),
-                leases=len(cluster.leases.held_by(node.id)),
+                blobs=len(holdings),
+                chunks=sum(c.bit_count() for c, _ in holdings),
+                partial_chunks=sum(p.bit_count() for _, p in holdings),
+                leases=held.get(node.id, 0),
                 seconds_since_heartbeat=now - node.last_seen,
                 seconds_since_join=now - node.joined_at,
                 load=load_message(node.load),
             )
         )
     bound = max_blobs or DEFAULT_STATUS_BLOBS
-    blobs = sorted(cluster.blobs.values(), key=lambda b: b.digest)
-    shown = blobs[:bound] if include_blobs else []
+    shapes = await store.blobs.shapes()
+    digests = sorted(shapes)
+    shown = digests[:bound] if include_blobs else []
+    leased: dict[str, int] = {}
+    for lease in leases:
+        leased[lease.digest] = leased.get(lease.digest, 0) + 1
     return pb.StatusResponse(
-        tracker_instance=cluster.instance,
+        tracker_instance=await store.cluster_id(),
         uptime_seconds=now - cluster.started_at,
         nodes=nodes,
-        blobs=[blob_message(cluster, b.digest) for b in shown],
-        blobs_truncated=include_blobs and len(blobs) > bound,
-        blob_count=len(blobs),
-        chunk_count=sum(cluster.store.chunks_held(b.digest) for b in blobs),
-        lease_count=len(cluster.leases),
-        preheat_tasks=len(cluster.board),
+        blobs=[await blob_message(store, d, shapes[d], leased.get(d, 0)) for d in shown],
+        blobs_truncated=include_blobs and len(digests) > bound,
+        blob_count=len(digests),
+        chunk_count=sum([await store.peers.chunks_held(d) for d in digests]),
+        lease_count=len(leases),
+        preheat_tasks=await store.tasks.count(),
     )
 
 
-def blob_message(cluster: Cluster, digest: str) -> pb.BlobStatus:
-    blob = cluster.blobs[digest]
-    full = (1 << blob.chunk_count) - 1
-    holders = cluster.store.holders(digest)
-    swarm = [cluster.store.complete_count(digest, c) for c in range(blob.chunk_count)]
+async def blob_message(
+    store: Store, digest: str, shape: tuple[int, int], leases: int
+) -> pb.BlobStatus:
+    size, chunk_count = shape
+    full = (1 << chunk_count) - 1
+    holders = await store.peers.holders(digest)
+    swarm = await store.peers.complete_counts(digest, range(chunk_count))
     return pb.BlobStatus(
         digest=digest,
-        size=blob.size,
-        chunk_count=blob.chunk_count,
-        published=len(blob.metainfo),
+        size=size,
+        chunk_count=chunk_count,
+        published=len(await store.blobs.published(digest)),
         holders=sum(1 for complete, _ in holders.values() if complete == full),
         min_swarm=min(swarm),
         max_swarm=max(swarm),
-        leases=sum(1 for c in range(blob.chunk_count) if cluster.leases.get(digest, c)),
+        leases=leases,
     )

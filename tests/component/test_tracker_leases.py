@@ -52,6 +52,11 @@ async def join_all(clients: list[TrackerClient], count: int) -> list[tuple[str, 
     return nodes
 
 
+async def lease_holder(tracker: TrackerServer, chunk: int) -> str | None:
+    lease = await tracker.cluster.store.leases.get(D, chunk)
+    return None if lease is None else lease.holder
+
+
 def fetchers(placements: list[tuple[str, Placement]]) -> dict[int, list[str]]:
     granted: dict[int, list[str]] = {}
     for node_id, placement in placements:
@@ -98,10 +103,11 @@ async def test_concurrent_requesters_never_share_a_lease(
         steady = [h for h in holders if h not in churned]
         assert len(steady) <= 1, (chunk, holders)
         if steady:
-            assert tracker.cluster.leases.get(D, chunk).holder == steady[0]  # type: ignore[union-attr]
-    leases = list(tracker.cluster.leases)
+            assert await lease_holder(tracker, chunk) == steady[0]
+    leases = await tracker.cluster.store.leases.all()
     assert len({lease.key for lease in leases}) == len(leases)
-    assert all(lease.holder in tracker.cluster.nodes for lease in leases)
+    members = {node.id for node in await tracker.cluster.store.members.all()}
+    assert all(lease.holder in members for lease in leases)
 
 
 async def renew_until_cancelled(client: TrackerClient, node_id: str, chunk: int) -> None:
@@ -129,7 +135,7 @@ async def test_a_killed_holders_lease_moves_within_the_lease_ttl(
     renewing = asyncio.create_task(renew_until_cancelled(holder_client, holder, 0))
     async with waiter_client.watch(waiter, D, SIZE, CHUNKS) as events:
         await asyncio.sleep(LEASE_TTL * 1.5)  # longer than a lease: renewals keep it
-        assert tracker.cluster.leases.get(D, 0).holder == holder  # type: ignore[union-attr]
+        assert await lease_holder(tracker, 0) == holder
         renewing.cancel()  # the holder dies: no more renewals, no leave
         killed = time.monotonic()
         with contextlib.suppress(asyncio.CancelledError):
@@ -139,7 +145,7 @@ async def test_a_killed_holders_lease_moves_within_the_lease_ttl(
     # scheduling slack on a busy machine), and not before the lease ran out.
     assert moved - killed <= LEASE_TTL + 1.5
     assert moved - killed >= LEASE_TTL * 0.5
-    assert tracker.cluster.leases.get(D, 0).holder == waiter  # type: ignore[union-attr]
+    assert await lease_holder(tracker, 0) == waiter
     assert not await holder_client.renew_lease(holder, D, 0, 1 << 40)
 
 
@@ -156,7 +162,7 @@ async def test_a_stalling_holder_loses_its_lease(
             stalled.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await stalled
-    assert tracker.cluster.leases.get(D, 0).holder == waiter  # type: ignore[union-attr]
+    assert await lease_holder(tracker, 0) == waiter
 
 
 async def stall(client: TrackerClient, node_id: str) -> None:

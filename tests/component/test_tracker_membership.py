@@ -189,7 +189,8 @@ async def test_announce_reaches_the_tracker(tracker: TrackerServer) -> None:
         async with running([node]):
             await eventually(lambda: has_nodes(client, 1))
             await node.membership.announce(HeldBlob(E, 100, 1, (0,)))
-            assert tracker.cluster.store.masks(node.membership.node_id, E) == (1, 0)
+            masks = await tracker.cluster.store.peers.masks(node.membership.node_id, E)
+            assert masks == (1, 0)
     finally:
         await client.close()
 

@@ -45,7 +45,7 @@ async def test_calls_without_the_token_are_refused(guarded: TrackerServer) -> No
                 await anext(client.tasks("n1"))
         finally:
             await client.close()
-    assert guarded.cluster.nodes == {}
+    assert await guarded.cluster.store.members.count() == 0
 
 
 async def test_calls_with_the_token_pass(guarded: TrackerServer) -> None:

@@ -183,7 +183,7 @@ async def test_oversized_lists_are_refused_without_harm(tracker: TrackerServer) 
         with pytest.raises(grpc.aio.AioRpcError) as too_big:
             await stub.Publish(huge)
         assert too_big.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert len(tracker.cluster.blobs) == 0
+    assert await tracker.cluster.store.blobs.count() == 0
 
 
 async def test_health_metrics_and_healthz(tracker: TrackerServer, client: TrackerClient) -> None:
@@ -211,6 +211,8 @@ async def test_two_trackers_in_one_process_keep_their_own_metrics() -> None:
         client = TrackerClient(first.address)
         await client.join(node("n1"), "i")
         await client.close()
+        for server in (first, second):
+            await server.refresh_metrics()
         assert first.metrics.registry.get_sample_value("distributed_images_tracker_nodes") == 1
         assert second.metrics.registry.get_sample_value("distributed_images_tracker_nodes") == 0
 

@@ -1,0 +1,665 @@
+"""The tracker's rules on its state alone (no gRPC), with a clock the tests move by hand."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tracker.cluster import ChunkView, Cluster, Directive, Holding, Load, Policy
+from tracker.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    MetainfoConflict,
+    NodeUnknown,
+    NoTargets,
+    TaskUnknown,
+)
+from tracker.hub import Watcher
+from tracker.tasks import Order, PreheatOrder, RepublishOrder, TaskState
+
+D = "sha256:" + "d" * 64
+E = "sha256:" + "e" * 64
+SIZE, CHUNKS = 40 << 20, 4  # a 40 MiB blob in four chunks
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def cluster(clock: Clock) -> AsyncIterator[Cluster]:
+    policy = Policy(
+        heartbeat_interval=1, node_ttl=3, lease_ttl=2, max_peers=5, blob_leases=8, upstream_leases=8
+    )
+    cluster = Cluster(policy, clock=clock, rng=random.Random(3))
+    await cluster.start()
+    yield cluster
+    await cluster.close()
+
+
+async def join(cluster: Cluster, node_id: str, zone: str = "", instance: str = "i1") -> None:
+    await cluster.join(node_id, f"{node_id}:8080", f"{node_id}:6881", zone, instance)
+
+
+async def hold(cluster: Cluster, node_id: str, digest: str = D, *chunks: int) -> None:
+    complete = chunks or tuple(range(CHUNKS))
+    await cluster.announce(node_id, [Holding(digest, SIZE, CHUNKS, complete)], [])
+
+
+async def locate(
+    cluster: Cluster, node_id: str, max_leases: int = 0, digest: str = D
+) -> list[ChunkView]:
+    return await cluster.locate(node_id, digest, SIZE, CHUNKS, max_leases=max_leases)
+
+
+async def members(cluster: Cluster) -> set[str]:
+    return {node.id for node in await cluster.store.members.all()}
+
+
+async def holder(cluster: Cluster, digest: str, chunk: int) -> str | None:
+    lease = await cluster.store.leases.get(digest, chunk)
+    return None if lease is None else lease.holder
+
+
+async def orders(cluster: Cluster, node_id: str) -> list[Order]:
+    """Take the orders queued for the node's Tasks stream."""
+    taken = []
+    while (order := await cluster.store.tasks.pop(node_id)) is not None:
+        taken.append(order)
+    return taken
+
+
+async def marked(watcher: Watcher, chunk: int) -> bool:
+    """Whether the watcher hears of a change of the chunk (through Redis: a moment later)."""
+    for _ in range(100):
+        if chunk in watcher._dirty:
+            return True
+        await asyncio.sleep(0.02)
+    return False
+
+
+def directives(views: list[ChunkView]) -> list[Directive]:
+    return [v.directive for v in views]
+
+
+def peer_ids(view: ChunkView) -> set[str]:
+    return {p.node_id for p in view.peers}
+
+
+# ---- membership ----
+
+
+async def test_a_silent_node_is_forgotten_after_its_ttl(cluster: Cluster, clock: Clock) -> None:
+    await join(cluster, "a")
+    await join(cluster, "b")
+    await hold(cluster, "a")
+    for _ in range(5):
+        clock.advance(1)
+        await cluster.heartbeat("b", Load(uploads=1))
+        await cluster.sweep()
+    assert await members(cluster) == {"b"}
+    with pytest.raises(NodeUnknown):
+        await cluster.heartbeat("a", Load())
+    assert all(v.directive is Directive.WAIT for v in await locate(cluster, "b"))
+
+
+async def test_unknown_nodes_are_told_to_join(cluster: Cluster) -> None:
+    with pytest.raises(NodeUnknown):
+        await cluster.heartbeat("ghost", Load())
+    with pytest.raises(NodeUnknown):
+        await locate(cluster, "ghost")
+    with pytest.raises(NodeUnknown):
+        await hold(cluster, "ghost")
+
+
+async def test_joining_again_replaces_the_inventory(cluster: Cluster) -> None:
+    await join(cluster, "a")
+    await hold(cluster, "a")
+    await join(cluster, "a")
+    assert await cluster.store.peers.holdings("a") == {}
+
+
+async def test_everything_is_forgotten_once_nodes_leave(cluster: Cluster) -> None:
+    await join(cluster, "a")
+    await join(cluster, "b")
+    await hold(cluster, "a")
+    await locate(cluster, "b", max_leases=2, digest=E)
+    await cluster.leave("a")
+    await cluster.leave("b")
+    assert await cluster.store.blobs.count() == 0
+    assert await cluster.store.leases.total() == 0 and await members(cluster) == set()
+
+
+# ---- leases ----
+
+
+async def test_cold_chunks_are_leased_to_one_requester_each(cluster: Cluster) -> None:
+    await join(cluster, "a")
+    await join(cluster, "b")
+    first = await locate(cluster, "a", max_leases=2)
+    assert directives(first) == [Directive.FETCH] * 2 + [Directive.WAIT] * 2
+    second = await locate(cluster, "b", max_leases=4)
+    assert directives(second) == [Directive.WAIT] * 2 + [Directive.FETCH] * 2
+    assert [v.lease_holder for v in second] == ["a", "a", "b", "b"]
+    assert all(v.lease_seconds > 0 for v in second)
+
+
+async def test_the_lease_budget_is_capped_by_the_tracker(cluster: Cluster) -> None:
+    cluster.policy.max_leases = 1
+    await join(cluster, "a")
+    assert directives(await locate(cluster, "a", max_leases=4)).count(Directive.FETCH) == 1
+    assert directives(await locate(cluster, "a", max_leases=4)).count(Directive.FETCH) == 1
+
+
+async def test_few_chunks_of_a_blob_are_leased_at_once_cluster_wide(cluster: Cluster) -> None:
+    cluster.policy.blob_leases = 3
+    for node_id in "abc":
+        await join(cluster, node_id)
+    assert directives(await locate(cluster, "a", max_leases=2)).count(Directive.FETCH) == 2
+    assert directives(await locate(cluster, "b", max_leases=2)).count(Directive.FETCH) == 1
+    assert directives(await locate(cluster, "c", max_leases=2)).count(Directive.FETCH) == 0
+    await cluster.publish("a", D, SIZE, CHUNKS, 0, b"meta0")  # chunk 0 done: its lease frees up
+    assert [
+        v.index for v in await locate(cluster, "c", max_leases=2) if v.directive is Directive.FETCH
+    ] == [3]
+
+
+async def test_freed_upstream_slots_go_to_the_longest_watched_blob_in_chunk_order(
+    cluster: Cluster,
+) -> None:
+    cluster.policy.upstream_leases = 2
+    for node_id in "ab":
+        await join(cluster, node_id)
+    assert (
+        directives(await locate(cluster, "a", max_leases=2))
+        == [Directive.FETCH] * 2 + [Directive.WAIT] * 2
+    )
+    await cluster.watch("b", D, SIZE, CHUNKS)  # D is the longest watched blob
+    watchers = {node_id: await cluster.watch(node_id, E, SIZE, CHUNKS) for node_id in "ab"}
+    # The cluster's two slots are taken: the younger blob gets none, nobody polls for one.
+    assert directives(await locate(cluster, "b", max_leases=2, digest=E)) == [Directive.WAIT] * 4
+    # Chunk 0 is in and being published: its slot goes to the older blob's next chunk, 2, and
+    # to b, the watcher fetching least; the lease on 0 lasts until it is published.
+    assert await cluster.renew("a", D, 0, 1000, fetched=True) is not None
+    assert (await holder(cluster, D, 2), await holder(cluster, D, 0)) == ("b", "a")
+    await cluster.publish("a", D, SIZE, CHUNKS, 1, b"meta1")  # 1 is done: 3 is next, then E
+    assert await holder(cluster, D, 3) is not None and await holder(cluster, E, 0) is None
+    await cluster.publish("a", D, SIZE, CHUNKS, 0, b"meta0")
+    await cluster.publish("b", D, SIZE, CHUNKS, 2, b"meta2")
+    assert await holder(cluster, E, 0) is not None  # D has no cold chunk left unleased
+    assert all([await marked(watcher, 0) for watcher in watchers.values()])
+
+
+@pytest.fixture
+async def abc(cluster: Cluster) -> Cluster:
+    """Nodes a, b and c; one missing heartbeats for 1.5 s is silent."""
+    cluster.policy.silent_after = 1.5
+    for node_id in "abc":
+        await join(cluster, node_id)
+    return cluster
+
+
+async def test_a_lapsed_lease_goes_to_a_watcher_that_still_heartbeats(
+    abc: Cluster, clock: Clock
+) -> None:
+    cluster = abc
+    await cluster.locate("a", D, SIZE, CHUNKS, chunks=[1], max_leases=1)
+    for node_id in "bc":
+        await cluster.watch(node_id, D, SIZE, CHUNKS)
+    # c died: it holds no lease, so it looks the least busy, and chunk 1 would rotate to it.
+    for _ in range(2):
+        clock.advance(1.0)
+        for node_id in "ab":
+            await cluster.heartbeat(node_id, Load())
+    await cluster.sweep()
+    assert await holder(cluster, D, 1) == "b"
+
+
+async def test_a_lease_is_kept_while_the_fetch_progresses(cluster: Cluster, clock: Clock) -> None:
+    await join(cluster, "a")
+    await join(cluster, "b")
+    await locate(cluster, "a", max_leases=1)
+    for progress in range(1, 10):
+        clock.advance(1)
+        for node_id in "ab":
+            await cluster.heartbeat(node_id, Load())
+        assert await cluster.renew("a", D, 0, progress * 1000) is not None
+        await cluster.sweep()
+    assert (await locate(cluster, "b", max_leases=4))[0].lease_holder == "a"
+
+
+async def test_a_stalled_lease_moves_to_a_watcher(cluster: Cluster, clock: Clock) -> None:
+    await join(cluster, "a")
+    await join(cluster, "b")
+    await locate(cluster, "a", max_leases=1)
+    watcher = await cluster.watch("b", D, SIZE, CHUNKS)
+    await cluster.renew("a", D, 0, 500)
+    clock.advance(1.5)
+    assert await cluster.renew("a", D, 0, 500) is not None  # alive, but no progress
+    clock.advance(1.0)
+    await cluster.sweep()
+    assert await cluster.renew("a", D, 0, 600) is None
+    assert await holder(cluster, D, 0) == "b"
+    assert await marked(watcher, 0)
+    assert (await cluster.view("b", D, [0]))[0].directive is Directive.FETCH
+
+
+async def test_a_leaving_holder_hands_its_lease_on_at_once(cluster: Cluster) -> None:
+    await join(cluster, "a")
+    await join(cluster, "b")
+    await locate(cluster, "a", max_leases=2)
+    await cluster.watch("b", D, SIZE, CHUNKS)
+    await cluster.leave("a")
+    assert {await holder(cluster, D, c) for c in (0, 1)} == {"b"}
+
+
+async def test_a_released_lease_goes_to_another_requester(cluster: Cluster) -> None:
+    await join(cluster, "a")
+    await join(cluster, "b")
+    await locate(cluster, "a", max_leases=1)
+    await cluster.watch("a", D, SIZE, CHUNKS)
+    await cluster.watch("b", D, SIZE, CHUNKS)
+    await cluster.release("a", D, 0)
+    assert await holder(cluster, D, 0) == "b"
+
+
+async def test_a_restarted_node_loses_its_leases_but_a_rejoin_keeps_them(cluster: Cluster) -> None:
+    await join(cluster, "a", instance="one")
+    await locate(cluster, "a", max_leases=2)
+    await join(cluster, "a", instance="one")
+    assert len(await cluster.store.leases.held_by("a")) == 2
+    await join(cluster, "a", instance="two")
+    assert await cluster.store.leases.held_by("a") == []
+
+
+async def test_leases_stay_exclusive_under_random_operations(
+    cluster: Cluster, clock: Clock
+) -> None:
+    cluster.policy.max_peers, cluster.policy.blob_leases, cluster.policy.upstream_leases = 20, 3, 3
+    rng = random.Random(11)
+    names = [f"n{i}" for i in range(8)]
+    for step in range(3000):
+        node_id = rng.choice(names)
+        action = rng.random()
+        if node_id not in await members(cluster):
+            await join(cluster, node_id)
+        elif action < 0.4:
+            views = await locate(cluster, node_id, max_leases=rng.randint(0, 4))
+            for view in views:
+                lease = await cluster.store.leases.get(D, view.index)
+                assert (view.directive is Directive.FETCH) == (
+                    lease is not None and lease.holder == node_id
+                )
+        elif action < 0.6:
+            await cluster.renew(node_id, D, rng.randrange(CHUNKS), step)
+        elif action < 0.7:
+            chunk = rng.randrange(CHUNKS)
+            await cluster.publish(node_id, D, SIZE, CHUNKS, chunk, b"meta%d" % chunk)
+        elif action < 0.75:
+            await cluster.leave(node_id)
+        elif action < 0.8:
+            await cluster.withdraw(node_id, [D], [])
+        elif action < 0.85:
+            await cluster.watch(node_id, D, SIZE, CHUNKS)
+        else:
+            clock.advance(rng.random())
+            await cluster.heartbeat(node_id, Load())
+            await cluster.sweep()
+        await check_lease_invariants(cluster)
+
+
+async def check_lease_invariants(cluster: Cluster) -> None:
+    store = cluster.store
+    nodes = await members(cluster)
+    by_holder = {
+        (lease.digest, lease.chunk): lease.holder
+        for node_id in nodes
+        for lease in await store.leases.held_by(node_id)
+    }
+    leases = await store.leases.all()
+    silent = await store.members.silent()
+    for lease in leases:
+        assert lease.holder in nodes, "a lease held by a node that is gone"
+        assert by_holder[(lease.digest, lease.chunk)] == lease.holder
+        # Warm: held whole by a member that is not silent (silent ones may be dead).
+        (state,) = await store.chunk_states(lease.digest, [lease.chunk], "", "", 0, silent, False)
+        assert state.sources == 0, "a lease on a warm chunk"
+        assert await store.leases.count(lease.holder, lease.digest) <= cluster.policy.max_leases
+    assert len(by_holder) == len(leases)
+
+
+# ---- sources, metainfo and fan-out ----
+
+
+async def test_publishing_ends_the_lease_and_the_others_swarm(cluster: Cluster) -> None:
+    await join(cluster, "a")
+    await join(cluster, "b")
+    await locate(cluster, "a", max_leases=1)
+    await cluster.publish("a", D, SIZE, CHUNKS, 0, b"meta0")
+    assert await holder(cluster, D, 0) is None
+    view = (await locate(cluster, "b"))[0]
+    assert view.directive is Directive.SWARM
+    assert view.metainfo == b"meta0"
+    assert [(p.node_id, p.complete) for p in view.peers] == [("a", True)]
+    assert (await locate(cluster, "b"))[0].metainfo == b"meta0"
+    assert (await cluster.locate("b", D, SIZE, CHUNKS, with_metainfo=False))[0].metainfo is None
+
+
+async def test_a_chunk_cannot_be_published_with_other_metainfo(cluster: Cluster) -> None:
+    await join(cluster, "a")
+    await join(cluster, "b")
+    await cluster.publish("a", D, SIZE, CHUNKS, 0, b"meta0")
+    await cluster.publish("b", D, SIZE, CHUNKS, 0, b"meta0")
+    with pytest.raises(MetainfoConflict):
+        await cluster.publish("b", D, SIZE, CHUNKS, 0, b"other")
+
+
+async def test_a_single_source_is_handed_to_two_requesters_only(cluster: Cluster) -> None:
+    await join(cluster, "src")
+    requesters = [f"r{i}" for i in range(6)]
+    for r in requesters:
+        await join(cluster, r)
+        await locate(cluster, r)
+    await hold(cluster, "src", D, 0, 1, 2, 3)
+    relays_by_chunk = []
+    for chunk in range(CHUNKS):
+        given_source = {
+            r for r in requesters if "src" in peer_ids((await locate(cluster, r))[chunk])
+        }
+        assert len(given_source) == 2
+        for r in set(requesters) - given_source:
+            view = (await locate(cluster, r))[chunk]
+            assert peer_ids(view) == given_source
+            assert all(not p.complete for p in view.peers)
+        relays_by_chunk.append(frozenset(given_source))
+    assert len(set(relays_by_chunk)) > 1, "the same two requesters relay every chunk"
+
+
+async def test_fan_out_ends_once_a_second_node_holds_the_chunk(cluster: Cluster) -> None:
+    await join(cluster, "src")
+    for r in ("r0", "r1", "r2", "r3"):
+        await join(cluster, r)
+        await locate(cluster, r)
+    await hold(cluster, "src", D, 0)
+    relays = [
+        r for r in ("r0", "r1", "r2", "r3") if "src" in peer_ids((await locate(cluster, r))[0])
+    ]
+    await hold(cluster, relays[0], D, 0)
+    for r in ("r0", "r1", "r2", "r3"):
+        if r != relays[0]:
+            view = (await locate(cluster, r))[0]
+            assert {p.node_id for p in view.peers if p.complete} == {"src", relays[0]}
+
+
+async def test_a_relay_that_never_starts_is_replaced(cluster: Cluster, clock: Clock) -> None:
+    await join(cluster, "src")
+    for r in ("r0", "r1", "r2"):
+        await join(cluster, r)
+        await locate(cluster, r)
+    await hold(cluster, "src", D, 0)
+    relays = {r for r in ("r0", "r1", "r2") if "src" in peer_ids((await locate(cluster, r))[0])}
+    (other,) = {"r0", "r1", "r2"} - relays
+    clock.advance(cluster.policy.lease_ttl + 0.5)
+    assert "src" in peer_ids((await locate(cluster, other))[0])
+
+
+async def test_a_relay_that_goes_silent_is_replaced_at_once(abc: Cluster, clock: Clock) -> None:
+    """A relay that died mid-chunk would leave the requesters it was to serve waiting on it until
+    it expires; once silent, it is no relay."""
+    cluster = abc
+    for r in ("r0", "r1"):
+        await join(cluster, r)
+    for r in ("r0", "r1", "b", "c"):
+        await locate(cluster, r)
+    await hold(cluster, "a", D, 0)
+    relays = {r for r in ("r0", "r1", "b", "c") if "a" in peer_ids((await locate(cluster, r))[0])}
+    (dead, alive) = sorted(relays)
+    await cluster.announce(dead, [Holding(D, SIZE, CHUNKS, (), (0,))], [])  # it had started
+    others = {"r0", "r1", "b", "c"} - relays
+    assert all(["a" not in peer_ids((await locate(cluster, r))[0]) for r in others])
+    clock.advance(1.6)
+    for node_id in ("a", alive, *others):
+        await cluster.heartbeat(node_id, Load())
+    await cluster.sweep()
+    assert dead in await members(cluster) and dead in await cluster.store.members.silent()
+    for r in others:
+        assert "a" in peer_ids((await locate(cluster, r))[0]) or alive in peer_ids(
+            (await locate(cluster, r))[0]
+        )
+        assert dead not in peer_ids((await locate(cluster, r))[0])
+
+
+async def test_a_holder_is_asked_to_republish_missing_metainfo(cluster: Cluster) -> None:
+    await join(cluster, "a")
+    await join(cluster, "b")
+    await hold(cluster, "a", D, 0, 1)
+    await locate(cluster, "b")
+    await locate(cluster, "b")  # asked once per lease_ttl, not on every locate
+    (order,) = await orders(cluster, "a")
+    assert isinstance(order, RepublishOrder)
+    assert (order.digest, order.size, order.chunk_count, order.chunks) == (D, SIZE, CHUNKS, (0, 1))
+
+
+async def test_a_chunk_whose_last_holder_withdraws_is_leased_again(cluster: Cluster) -> None:
+    await join(cluster, "a")
+    await join(cluster, "b")
+    await hold(cluster, "a", D, 0)
+    await cluster.watch("b", D, SIZE, CHUNKS)
+    await cluster.withdraw("a", [D], [])
+    assert await holder(cluster, D, 0) == "b"
+
+
+async def test_peers_in_the_same_zone_come_first(cluster: Cluster) -> None:
+    for node_id, zone in (("far1", "z2"), ("near", "z1"), ("far2", "z2"), ("me", "z1")):
+        await join(cluster, node_id, zone)
+    for node_id in ("far1", "near", "far2"):
+        await hold(cluster, node_id)
+    assert (await locate(cluster, "me"))[0].peers[0].node_id == "near"
+
+
+# ---- malformed requests ----
+
+
+@pytest.mark.parametrize(
+    "digest, size, chunk_count",
+    [
+        ("sha256:" + "D" * 64 + "!", SIZE, CHUNKS),
+        ("no-digest", SIZE, CHUNKS),
+        ("sha256:" + "d" * 300, SIZE, CHUNKS),
+        (D, SIZE, 0),
+        (D, SIZE, 1 << 20),
+        (D, 2, 4),
+    ],
+)
+async def test_malformed_blobs_are_invalid_arguments(
+    cluster: Cluster, digest: str, size: int, chunk_count: int
+) -> None:
+    await join(cluster, "a")
+    with pytest.raises(InvalidArgument):
+        await cluster.locate("a", digest, size, chunk_count)
+    with pytest.raises(InvalidArgument):
+        await cluster.announce("a", [Holding(digest, size, chunk_count, (0,))], [])
+
+
+async def test_out_of_range_and_oversized_requests_are_invalid(cluster: Cluster) -> None:
+    await join(cluster, "a")
+    with pytest.raises(InvalidArgument):
+        await cluster.locate("a", D, SIZE, CHUNKS, chunks=[CHUNKS])
+    with pytest.raises(InvalidArgument):
+        await cluster.announce("a", [Holding(D, SIZE, CHUNKS, (7,))], [])
+    too_many = [Holding(f"sha256:{i:064x}", SIZE, CHUNKS, (0,)) for i in range(10_001)]
+    with pytest.raises(InvalidArgument):
+        await cluster.announce("a", too_many, [])
+    with pytest.raises(InvalidArgument):
+        await cluster.publish("a", D, SIZE, CHUNKS, 0, b"x" * (1 << 20))
+    with pytest.raises(InvalidArgument):
+        await cluster.join("b", "no-port", "b:6881", "", "i")
+    with pytest.raises(InvalidArgument):
+        await cluster.join("bad id", "b:1", "b:6881", "", "i")
+    assert await cluster.store.peers.holdings("a") == {}, "a rejected announcement left a trace"
+
+
+async def test_a_blob_keeps_the_shape_it_was_first_seen_with(cluster: Cluster) -> None:
+    await join(cluster, "a")
+    await locate(cluster, "a")
+    with pytest.raises(FailedPrecondition):
+        await cluster.locate("a", D, SIZE + 1, CHUNKS)
+
+
+# ---- seeded refs ----
+
+
+async def test_resolve_names_the_digest_and_its_holders(cluster: Cluster) -> None:
+    for node_id, zone in (("a", "z1"), ("b", "z2"), ("c", "z2"), ("me", "z2")):
+        await join(cluster, node_id, zone)
+    for node_id in "abc":
+        await cluster.announce(node_id, [], [("docker.io/library/app:1", D)])
+    await cluster.announce("c", [], [("docker.io/library/app:1", E)])
+    ((digest, holders, ranked), (other, _, _)) = await cluster.resolve(
+        "docker.io/library/app:1", "me"
+    )
+    assert (digest, holders, other) == (D, 3, E)
+    assert {n.id for n in ranked[:2]} == {"b", "c"}
+    await cluster.leave("b")
+    await cluster.withdraw(
+        "c", [], [("docker.io/library/app:1", D), ("docker.io/library/app:1", E)]
+    )
+    assert [(d, n) for d, n, _ in await cluster.resolve("docker.io/library/app:1")] == [(D, 1)]
+    assert await cluster.resolve("docker.io/library/none:1") == []
+
+
+# ---- preheat ----
+
+
+async def test_preheat_targets_a_count_a_zone_or_all(cluster: Cluster) -> None:
+    for i in range(6):
+        await join(cluster, f"n{i}", "z1" if i < 2 else "z2")
+    assert len((await cluster.preheat("img:1", 0, "", 0)).targets) == 6
+    assert set((await cluster.preheat("img:1", 0, "z1", 0)).targets) == {"n0", "n1"}
+    three = await cluster.preheat("img:1", 3, "", 0)
+    assert len(three.targets) == 3
+    assert list((await cluster.preheat("img:1", 3, "", 0)).targets) == list(three.targets)
+    with pytest.raises(NoTargets):
+        await cluster.preheat("img:1", 0, "nowhere", 0)
+
+
+async def test_preheat_is_tracked_to_done_or_failed(cluster: Cluster, clock: Clock) -> None:
+    for node_id in ("a", "b", "c"):
+        await join(cluster, node_id)
+    job = await cluster.preheat("img:1", 0, "", 10)
+    inbox = await cluster.open_inbox("a")
+    order = await cluster.next_order(inbox)
+    assert order == PreheatOrder(job.id, "img:1")
+    job = await cluster.preheat_status(job.id)
+    assert job.targets["a"].state is TaskState.DELIVERED
+    await cluster.report("a", job.id, True, "")
+    await cluster.leave("b")
+    job = await cluster.preheat_status(job.id)
+    assert job.targets["b"].state is TaskState.FAILED
+    assert not job.finished
+    clock.advance(11)
+    await cluster.heartbeat("c", Load())
+    await cluster.sweep()
+    job = await cluster.preheat_status(job.id)
+    assert job.targets["c"].state is TaskState.FAILED and job.targets["c"].message == "timed out"
+    assert job.finished and job.targets["a"].state is TaskState.DONE
+    with pytest.raises(TaskUnknown):
+        await cluster.report("c", "preheat-999", True, "")
+
+
+async def test_a_rejoining_node_gets_its_unfinished_preheat_again(cluster: Cluster) -> None:
+    await join(cluster, "a", instance="one")
+    job = await cluster.preheat("img:1", 0, "", 0)
+    await cluster.next_order(await cluster.open_inbox("a"))
+    await join(cluster, "a", instance="two")
+    assert await orders(cluster, "a") == [PreheatOrder(job.id, "img:1")]
+    job = await cluster.preheat_status(job.id)
+    assert job.targets["a"].state is TaskState.PENDING
+
+
+# ---- bounds ----
+
+
+async def test_a_node_may_ask_about_so_many_blobs(
+    cluster: Cluster, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("tracker.placement.MAX_REQUESTED_PER_NODE", 3)
+    await join(cluster, "a")
+    digests = [f"sha256:{i:064x}" for i in range(4)]
+    for digest in digests[:3]:
+        await cluster.locate("a", digest, SIZE, CHUNKS)
+    with pytest.raises(InvalidArgument):
+        await cluster.locate("a", digests[3], SIZE, CHUNKS)
+    assert await cluster.store.blobs.shape(digests[3]) is None
+    clock.advance(3600)
+    await cluster.heartbeat("a", Load())
+    await cluster.sweep()  # requests this old are forgotten, and the blobs nobody holds with them
+    assert await cluster.store.blobs.count() == 0
+    await cluster.locate("a", digests[3], SIZE, CHUNKS)
+
+
+async def test_the_cluster_has_a_size_limit(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("tracker.cluster.MAX_NODES", 2)
+    await join(cluster, "a")
+    await join(cluster, "b")
+    with pytest.raises(FailedPrecondition):
+        await join(cluster, "c")
+    await join(cluster, "b")  # joining again is always possible
+
+
+async def test_a_corrupt_withdrawal_forgets_the_metainfo_nobody_holds_whole(
+    cluster: Cluster,
+) -> None:
+    for node_id in "abc":
+        await join(cluster, node_id)
+    await cluster.publish("a", D, SIZE, CHUNKS, 0, b"meta0")
+    await cluster.publish("b", D, SIZE, CHUNKS, 1, b"bad1")
+    await cluster.withdraw("b", [D], [], corrupt=True)
+    assert [v.metainfo for v in await cluster.view("c", D, [0, 1])] == [b"meta0", None]
+    await cluster.publish("c", D, SIZE, CHUNKS, 1, b"good1")  # no conflict with what was forgotten
+    assert [v.metainfo for v in await cluster.view("a", D, [1])] == [b"good1"]
+    await cluster.withdraw("c", [D], [])  # a plain withdrawal keeps the metainfo
+    assert [v.metainfo for v in await cluster.view("a", D, [1])] == [b"good1"]
+
+
+async def test_a_silent_source_is_passed_over_until_it_is_heard_again(
+    abc: Cluster, clock: Clock
+) -> None:
+    cluster = abc
+    await hold(cluster, "a", D, 0)
+    await cluster.locate("a", D, SIZE, CHUNKS, chunks=[1], max_leases=1)
+    await cluster.watch("b", D, SIZE, CHUNKS)
+    assert "a" in peer_ids((await cluster.view("c", D, [0]))[0])
+    # a misses its heartbeats (it died, most likely): long before it expires, chunk 0 has no
+    # source, so it is fetched anew, and nobody is sent to a.
+    clock.advance(1.6)
+    for node_id in "bc":
+        await cluster.heartbeat(node_id, Load())
+    await cluster.sweep()
+    assert "a" in await members(cluster)
+    assert await holder(cluster, D, 0) == "b"
+    assert await holder(cluster, D, 1) == "b"
+    (view,) = await cluster.view("c", D, [0])
+    assert view.directive is Directive.WAIT and peer_ids(view) == set()
+    # It was only slow: heard again, it is the source, and the fetch it made needless ends.
+    await cluster.heartbeat("a", Load())
+    assert await holder(cluster, D, 0) is None
+    (view,) = await cluster.view("c", D, [0])
+    assert view.directive is Directive.SWARM and "a" in peer_ids(view)

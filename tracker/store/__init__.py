@@ -1,0 +1,392 @@
+"""The tracker's state behind one interface (DESIGN section 11).
+
+Two implementations pass one conformance suite: `tracker.store.memory.MemoryStore` keeps the state
+in this process (the default: `make run`, the embedded mode, one tracker) and
+`tracker.store.redisstore.RedisStore` keeps it in Redis, so that any number of tracker replicas
+serve one cluster as one tracker.
+
+Invariant: each method is one atomic step on the state. The decisions that must hold cluster-wide
+are made inside the store, never from a read followed by a write: `Leases.grant` leases a chunk
+only if it has no lease, no source that is not silent, and the holder is a member under its caps;
+`Blobs.publish` keeps the first metainfo of a chunk; `Members.expire` and `Members.silence` act
+once however many replicas sweep; `Leases.expire` lapses each lease once. Between two calls the
+state may change (another replica, or a concurrent RPC of this one); the placement code is written
+for that. In memory, no method suspends, so each call runs whole before the next begins.
+
+Time is the caller's: every method that needs the time takes `now`, so tests drive expiry by hand
+and replicas agree as far as their clocks do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from tracker.handout import Candidate
+from tracker.hub import Event, Hub
+from tracker.leases import Lease
+from tracker.nodes import Load, Node
+from tracker.peerstore import Masks
+from tracker.refs import Resolution
+from tracker.tasks import Order, PreheatJob
+
+
+@dataclass(frozen=True)
+class Caps:
+    """How many leases a grant may bring about: on the blob held by the holder, and fetching from
+    upstream on the blob and on all blobs (cluster-wide)."""
+
+    per_node: int
+    per_blob: int
+    total: int
+
+
+@dataclass(frozen=True)
+class ChunkState:
+    """What a Locate or a Watch event shows of one chunk to one requester."""
+
+    index: int
+    sources: int  # complete holders, the silent ones aside
+    peers: list[Candidate]  # ranked handout for the requester
+    lease: Lease | None
+    published: bool
+    metainfo: bytes | None  # when published and asked for
+
+
+@dataclass(frozen=True)
+class Candidacy:
+    """A blob's watcher as a candidate lease holder."""
+
+    leases_on_blob: int
+    leases: int
+    complete: int  # mask of the blob's chunks it holds whole
+
+
+@dataclass(frozen=True)
+class Replica:
+    instance: str
+    address: str
+    last_seen: float
+    started_at: float
+
+
+class Members(Protocol):
+    async def join(self, node: Node, max_nodes: int) -> tuple[Node, Node | None]:
+        """Add or replace the member; returns it (with its new epoch) and the record it replaced.
+        Raises FailedPrecondition when the cluster is full and the node is new."""
+        ...
+
+    async def get(self, node_id: str) -> Node | None: ...
+
+    async def many(self, node_ids: Collection[str]) -> dict[str, Node]: ...
+
+    async def all(self) -> list[Node]: ...
+
+    async def count(self) -> int: ...
+
+    async def heartbeat(self, node_id: str, now: float, load: Load) -> bool | None:
+        """None when the node is unknown; else whether it was silent (and is now heard)."""
+        ...
+
+    async def remove(self, node_id: str) -> Node | None:
+        """Forget the member (not its holdings); returns what was forgotten."""
+        ...
+
+    async def expire(self, before: float) -> list[Node]:
+        """Forget the members last seen before `before`; each is returned to one caller only."""
+        ...
+
+    async def silence(self, before: float) -> list[str]:
+        """Mark silent the members last seen before `before` and not silent yet; returns them."""
+        ...
+
+    async def silent(self) -> frozenset[str]: ...
+
+
+class Peers(Protocol):
+    """Who holds which chunk (see `tracker.peerstore` for the rules and the in-memory twins)."""
+
+    async def add_node(self, node_id: str, zone: str) -> None: ...
+
+    async def remove_node(self, node_id: str) -> dict[str, int]: ...
+
+    async def hold(self, node_id: str, digest: str, complete: int, partial: int) -> int: ...
+
+    async def drop(self, node_id: str, digest: str) -> int: ...
+
+    async def holdings(self, node_id: str) -> dict[str, Masks]: ...
+
+    async def masks(self, node_id: str, digest: str) -> Masks: ...
+
+    async def masks_of(self, digest: str, node_ids: Collection[str]) -> dict[str, Masks]: ...
+
+    async def blob_count(self, node_id: str) -> int: ...
+
+    async def holders(self, digest: str) -> dict[str, Masks]: ...
+
+    async def has_blob(self, digest: str) -> bool: ...
+
+    async def complete_counts(self, digest: str, chunks: Sequence[int]) -> list[int]: ...
+
+    async def chunks_held(self, digest: str) -> int: ...
+
+    async def handout(
+        self,
+        digest: str,
+        chunk: int,
+        requester: str,
+        zone: str,
+        bound: int,
+        exclude: Collection[str] = (),
+    ) -> list[Candidate]: ...
+
+
+class Leases(Protocol):
+    """Leases on cold chunks (see `tracker.leases` for the rules)."""
+
+    async def grant(
+        self, holder: str, digest: str, chunks: Sequence[int], now: float, caps: Caps
+    ) -> list[int]:
+        """Lease to `holder`, in order, each chunk that has no lease and no source that is not
+        silent and that the holder does not hold whole, while `caps` allow; the holder must be
+        a member. Returns the chunks leased."""
+        ...
+
+    async def get(self, digest: str, chunk: int) -> Lease | None: ...
+
+    async def renew(
+        self, holder: str, digest: str, chunk: int, progress: int, now: float
+    ) -> Lease | None: ...
+
+    async def fetched(self, digest: str, chunk: int) -> bool: ...
+
+    async def release(self, digest: str, chunks: Sequence[int], holder: str = "") -> list[Lease]:
+        """End the leases on these chunks (only those of `holder`, when given)."""
+        ...
+
+    async def release_holder(self, holder: str) -> list[Lease]: ...
+
+    async def expire(self, now: float) -> list[Lease]: ...
+
+    async def fetching(self, digest: str = "") -> int:
+        """Leases whose range is still coming in: on the blob, or on any when no digest."""
+        ...
+
+    async def leased(self, digest: str) -> bool: ...
+
+    async def held_by(self, holder: str) -> list[Lease]: ...
+
+    async def count(self, holder: str, digest: str) -> int: ...
+
+    async def all(self) -> list[Lease]: ...
+
+    async def total(self) -> int: ...
+
+
+class Blobs(Protocol):
+    """Blobs the cluster asks about: shape, metainfo, requesters, fan-out, watches."""
+
+    async def shape(self, digest: str) -> tuple[int, int] | None: ...
+
+    async def ensure(self, digest: str, size: int, chunk_count: int) -> tuple[int, int]:
+        """The blob's shape, recorded as given unless it was known already."""
+        ...
+
+    async def shapes(self) -> dict[str, tuple[int, int]]: ...
+
+    async def count(self) -> int: ...
+
+    async def metainfo(self, digest: str, chunk: int) -> bytes | None: ...
+
+    async def publish(self, digest: str, chunk: int, metainfo: bytes) -> bytes | None:
+        """Record the chunk's metainfo unless some is known; returns what was known."""
+        ...
+
+    async def published(self, digest: str) -> list[int]: ...
+
+    async def forget_metainfo(self, digest: str, chunks: Sequence[int]) -> None: ...
+
+    async def note_requester(self, digest: str, node_id: str, now: float) -> None: ...
+
+    async def may_request(self, node_id: str, digest: str, bound: int) -> bool:
+        """Whether the node asks about this blob already or about fewer than `bound` blobs."""
+        ...
+
+    async def requesters(self, digest: str) -> list[str]:
+        """In the order they first asked."""
+        ...
+
+    async def stale_requesters(self, digest: str, before: float) -> list[str]: ...
+
+    async def forget_requester(self, digest: str, node_id: str) -> None: ...
+
+    async def fanout(self, digest: str, chunk: int) -> dict[str, float]: ...
+
+    async def set_fanout(self, digest: str, chunk: int, members: dict[str, float]) -> None: ...
+
+    async def join_fanout(self, digest: str, chunk: int, node_id: str, now: float, k: int) -> bool:
+        """Make the node a fan-out member unless `k` members are there; True if it is one."""
+        ...
+
+    async def leave_fanout(self, digest: str, chunk: int, node_ids: Collection[str]) -> None: ...
+
+    async def ask_republish(self, digest: str, chunk: int, now: float, interval: float) -> bool:
+        """True (and noted) unless a republish of the chunk was asked less than `interval` ago."""
+        ...
+
+    async def clear_republish(self, digest: str, chunk: int) -> None: ...
+
+    async def add_watch(self, digest: str, node_id: str, watch: str) -> None:
+        """A Watch stream of the node on the blob opened; `watch` names it: `<replica>:<n>`."""
+        ...
+
+    async def remove_watch(self, digest: str, node_id: str, watch: str) -> None: ...
+
+    async def watchers(self, digest: str) -> list[str]:
+        """Nodes that watch the blob through a live replica."""
+        ...
+
+    async def watched(self) -> list[str]:
+        """Blobs someone watches, the longest watched first."""
+        ...
+
+    async def forget_node(self, node_id: str) -> set[str]:
+        """Forget the node's requests and watches; returns the blobs they were on."""
+        ...
+
+
+class Refs(Protocol):
+    """Seeded image references (see `tracker.refs`)."""
+
+    async def add(self, node_id: str, ref: str, digest: str) -> None: ...
+
+    async def remove(self, node_id: str, ref: str, digest: str) -> None: ...
+
+    async def count(self, node_id: str) -> int: ...
+
+    async def drop_node(self, node_id: str) -> None: ...
+
+    async def resolve(self, ref: str) -> list[Resolution]: ...
+
+
+class Tasks(Protocol):
+    """Preheat jobs (see `tracker.tasks`) and each node's queue of work orders."""
+
+    async def next_id(self, prefix: str) -> str: ...
+
+    async def create(
+        self, image: str, targets: list[str], now: float, timeout: float
+    ) -> PreheatJob: ...
+
+    async def get(self, task_id: str) -> PreheatJob: ...
+
+    async def unfinished_for(self, node_id: str) -> list[PreheatJob]: ...
+
+    async def delivered(self, node_id: str, task_id: str) -> None: ...
+
+    async def pending(self, node_id: str, task_id: str) -> None:
+        """The order is to be sent again (the node restarted)."""
+        ...
+
+    async def report(
+        self, node_id: str, task_id: str, ok: bool, message: str, now: float
+    ) -> None: ...
+
+    async def node_gone(self, node_id: str, reason: str, now: float) -> None: ...
+
+    async def expire(self, now: float) -> None: ...
+
+    async def count(self) -> int: ...
+
+    async def push(self, node_id: str, order: Order, bound: int) -> bool:
+        """Queue an order for the node's Tasks stream; False when its queue is full."""
+        ...
+
+    async def pop(self, node_id: str) -> Order | None: ...
+
+    async def clear(self, node_id: str) -> None: ...
+
+
+class Replicas(Protocol):
+    async def beat(self, replica: Replica, ttl: float) -> None: ...
+
+    async def live(self) -> list[Replica]:
+        """The replicas that beat within their `ttl` (by the store's clock, when shared)."""
+        ...
+
+    async def sweeper(self, instance: str, ttl: float) -> bool:
+        """Whether this replica sweeps (expiry, lapses, pruning) now: one at a time."""
+        ...
+
+
+class Store(Protocol):
+    @property
+    def members(self) -> Members: ...
+
+    @property
+    def peers(self) -> Peers: ...
+
+    @property
+    def leases(self) -> Leases: ...
+
+    @property
+    def blobs(self) -> Blobs: ...
+
+    @property
+    def refs(self) -> Refs: ...
+
+    @property
+    def tasks(self) -> Tasks: ...
+
+    @property
+    def replicas(self) -> Replicas: ...
+
+    @property
+    def shared(self) -> bool:
+        """Whether other processes share this state."""
+        ...
+
+    async def start(self, hub: Hub) -> None:
+        """Deliver notifications to `hub` from now on (from every replica, when shared)."""
+        ...
+
+    async def close(self) -> None: ...
+
+    async def notify(self, events: Sequence[Event]) -> None:
+        """Send notifications to the hub of every replica (this one included)."""
+        ...
+
+    async def cluster_id(self) -> str:
+        """Names the state: it changes when the state starts afresh."""
+        ...
+
+    async def healthy(self) -> bool: ...
+
+    async def chunk_states(
+        self,
+        digest: str,
+        chunks: Sequence[int],
+        requester: str,
+        zone: str,
+        bound: int,
+        exclude: Collection[str],
+        with_metainfo: bool,
+    ) -> list[ChunkState]:
+        """Each chunk as `requester` (in `zone`) would be shown it; `exclude`d nodes (the silent
+        ones) are no source and nobody's peer."""
+        ...
+
+    async def cold_chunks(
+        self, digest: str, chunk_count: int, exclude: Collection[str]
+    ) -> list[int]:
+        """The blob's chunks, in order, without lease and without a source outside `exclude`."""
+        ...
+
+    async def candidacies(self, digest: str, node_ids: Collection[str]) -> dict[str, Candidacy]:
+        """The members among `node_ids`, each with its leases and what it holds of the blob."""
+        ...
+
+    async def drop_if_idle(self, digest: str) -> bool:
+        """Forget the blob if nobody watches, asks about, holds or leases it."""
+        ...
