@@ -300,7 +300,7 @@ class ContentStore:
         for record in self._meta.blobs():
             if record.digest not in on_disk:
                 log.warning("dropping a blob whose files are gone", extra={"digest": record.digest})
-                self._meta.remove_blob(record.digest)
+                self.delete(record.digest)
             elif not self._backend.complete(record.digest, record.size):
                 short.add(record.digest)
             on_disk.discard(record.digest)
