@@ -10,11 +10,13 @@ from pathlib import Path
 import pytest
 
 from node.store.chunking import chunk_count, chunk_name
+from tests.integration.test_seed_node import LAYERS, _node
 from tests.support import powerloss, skopeo
-from tests.support.images import TestImages
+from tests.support.images import TestImages, build_image
 from tests.support.node import Node
 from tests.support.process import wait_until
 from tests.support.registry import Registry
+from tests.unit.test_seed_import import layout_files, pack
 
 pytestmark = pytest.mark.integration
 
@@ -122,3 +124,44 @@ def test_the_scrub_finds_a_damaged_blob_and_fetches_it_again(
     out = skopeo.pull(node.host, f"{TestImages.APP}@{image.digest}", workdir / "after")
     assert skopeo.verify_dir(out) == image.blobs
     assert [e for e in upstream.entries(since=mark)[served:] if e.is_blob()] == []
+
+
+def test_a_damaged_seeded_blob_is_imported_again_from_its_archive(
+    node_command: None, workdir: Path
+) -> None:
+    image = build_image(workdir / "src", "docker.io/test/seeded:1", LAYERS, seed="seeded")
+    images_dir = workdir / "images"
+    pack(layout_files(image.layout), images_dir / "seeded.tar")
+    node = _node(
+        workdir / "node", images_dir, None, "--scrub-rate", "64MiB", "--scrub-interval", "1"
+    )
+    node.start()
+    try:
+        layer = max(image.image().layers, key=lambda blob: blob.size)
+        chunk = _blob_dir(node, layer.digest) / chunk_name(layer.digest, 0)
+        with chunk.open("r+b") as f:  # one byte goes bad on disk
+            f.seek(100)
+            byte = f.read(1)
+            f.seek(100)
+            f.write(bytes([byte[0] ^ 0x01]))
+        wait_until(
+            lambda: (
+                node.metric(REFETCHES, result="archive") == 1
+                and _blob_dir(node, layer.digest).exists()
+            ),
+            60,
+            "the archive imported again",
+            on_timeout=node.log_tail,
+        )
+        assert node.metric(DAMAGED, found_by="scrub") == 1
+        wait_until(
+            lambda: _stored(node, layer.digest, layer.size) == image.read_blob(layer.digest),
+            30,
+            "the layer whole again",
+            on_timeout=node.log_tail,
+        )
+        # No upstream at all: the node serves the image whole from what it imported again.
+        out = skopeo.pull(node.host, "test/seeded:1", workdir / "out")
+        assert skopeo.verify_dir(out) == image.image().blobs
+    finally:
+        node.stop()
