@@ -139,10 +139,10 @@ async def test_power_loss_after_a_crash_never_serves_lost_bytes(
     await asyncio.wait_for(client, 30)
     assert fake_upstream.bytes_sent(in_flight_digest) < SIZE, "finished before the kill"
 
-    lost = powerloss.lose_unsynced(node.data_dir, mode)
-    assert any(in_flight_digest.removeprefix("sha256:") in p.name for p in lost), (
-        "the blob being written had pages not yet on disk: the power loss must take them"
-    )
+    # What the kernel had not written back is lost. (It may have written back more than this
+    # test's own pages on its own, when the machine's dirty memory runs high: a power loss then
+    # takes less, and the node must do just as well.)
+    powerloss.lose_unsynced(node.data_dir, mode)
     fake_upstream.set_rate(in_flight_digest, None)
     gets = {d: len(fake_upstream.blob_gets(d)) for d in (stored_digest, in_flight_digest)}
     node.start()
