@@ -1,6 +1,8 @@
-"""The chart: each scenario's pull times as points over a box of p50-p90, with the bound drawn in.
+"""The charts: each scenario's pull times as points over a box of p50-p90, with the bound drawn
+in (`draw`); and for a sweep over N, each scenario's p50 and p99 against N, as ratios to its own
+bound (`draw_sweep`).
 
-matplotlib draws it (Agg, no display needed); the figure is built on an explicit `Figure`, so
+matplotlib draws them (Agg, no display needed); each figure is built on an explicit `Figure`, so
 nothing global of pyplot's is touched.
 """
 
@@ -18,6 +20,7 @@ from bench.results import percentile
 BOUND_COLOR = "#c0392b"
 POINT_COLOR = "#1f4e79"
 BOX_COLOR = "#a9c6e8"
+SERIES_COLORS = ("#1f4e79", "#c0392b", "#27ae60", "#8e44ad", "#d35400", "#16a085", "#7f8c8d")
 
 
 def draw(document: dict[str, Any], path: Path) -> None:
@@ -56,5 +59,37 @@ def draw(document: dict[str, Any], path: Path) -> None:
         fontsize=10,
     )
     axes.grid(axis="x", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path)
+
+
+def draw_sweep(sweep: dict[str, Any], path: Path) -> None:
+    params = sweep["params"]
+    figure = Figure(figsize=(8, 5), dpi=110)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    for index, (name, points) in enumerate(sweep["scenarios"].items()):
+        measured = [p for p in points if p.get("p50_lb") is not None]
+        if not measured:
+            continue
+        color = SERIES_COLORS[index % len(SERIES_COLORS)]
+        counts = [p["nodes"] for p in measured]
+        bound = measured[0].get("bound", "LB")
+        axes.plot(counts, [p["p50_lb"] for p in measured], "o-", color=color,
+                  label=f"{name} p50 (/{bound})")  # fmt: skip
+        axes.plot(counts, [p["p99_lb"] for p in measured], "s--", color=color, alpha=0.7,
+                  label=f"{name} p99")  # fmt: skip
+    axes.axhline(1.0, color=BOUND_COLOR, linestyle=":", linewidth=1.2)
+    axes.set_xticks(params["nodes"])
+    axes.set_xlabel("nodes N")
+    axes.set_ylabel("pull time / the scenario's own bound")
+    axes.set_ylim(bottom=0)
+    axes.set_title(
+        f"{params['image_bytes'] / (1 << 20):.0f} MiB image, B = {params['node_mbit']:g} Mbit/s, "
+        f"U = {params['upstream_mbit']:g} Mbit/s: p50 (solid) and p99 (dashed) against N",
+        fontsize=10,
+    )
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=7, ncol=2)
     figure.tight_layout()
     figure.savefig(path)

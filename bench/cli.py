@@ -6,6 +6,11 @@ and runs the scenarios side by side, interleaved across repeats, so that drift o
 machine hits them all alike. It writes `results.json`, `results.md` and `results.png` under
 `--out` (and the daemons' logs under `--out/logs`). Needs root.
 
+With several node counts (`--nodes 4,8,12,16`) it runs a sweep: one network with the largest N,
+the image pushed once, the scenarios run on the first N node hosts for each N in turn; each N's
+results go under `--out/nodes-<N>/`, and `sweep.json`, `sweep.md` and `sweep.png` beside them
+show p50 and p99 against N for each scenario (`bench.sweep`).
+
 Everything it starts is stopped and every namespace removed when it ends: normally, on an error,
 on Ctrl-C and on SIGTERM. Namespaces left by a harness that was SIGKILLed are removed by the
 next run.
@@ -26,12 +31,12 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench import image, results
+from bench import image, results, sweep
 from bench.cluster import Cluster, Links
 from bench.measurement import Measurement
 from bench.netns import Network, remove_stale
@@ -42,8 +47,16 @@ from distributed_images.settings import parse_size
 HELP = "benchmark a cluster in network namespaces: direct, pull-through cache and peer-to-peer"
 TOOLS = ("ip", "tc", "skopeo", "docker-registry")
 MiB = 1 << 20
+MAX_NODES = 200
 
 log = logging.getLogger("bench")
+
+
+def _node_count(text: str) -> int:
+    count = int(text)
+    if not 1 <= count <= MAX_NODES:
+        raise ValueError(f"a node count is between 1 and {MAX_NODES} (one /24 holds the run)")
+    return count
 
 
 def _scenario_names(text: str) -> str:
@@ -54,7 +67,14 @@ def _scenario_names(text: str) -> str:
 
 @dataclass
 class Config:
-    nodes: int = field(default=8, metadata={"help": "node hosts (8)", "metavar": "N"})
+    nodes: list[int] = field(
+        default_factory=lambda: [8],
+        metadata={
+            "help": "node hosts (8); several, comma-separated, run a sweep over N",
+            "metavar": "N,...",
+            "parse": _node_count,
+        },
+    )
     image_size: int = field(
         default=256 * MiB,
         metadata={"help": "image size S (256MiB)", "parse": parse_size, "metavar": "SIZE"},
@@ -120,19 +140,29 @@ def main(config: Config) -> int:
     if config.workdir is not None:
         config.workdir.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="di-bench-", dir=config.workdir))
-    with _signals_interrupt():
+    with signals_interrupt():
         try:
-            document = _run(config, workdir, progress)
+            documents = _run(config, workdir, progress)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-    _write(document, config.out)
-    progress.line(f"wrote {config.out}/results.json, results.md, results.png")
-    print(results.markdown(document), end="")
-    return 0 if _clean(document) else 1
+    if len(documents) == 1:
+        (document,) = documents.values()
+        _write(document, config.out)
+        progress.line(f"wrote {config.out}/results.json, results.md, results.png")
+        print(results.markdown(document), end="")
+    else:
+        for nodes, document in documents.items():
+            _write(document, config.out / sweep.directory(nodes))
+        swept = sweep.document(_sweep_params(config, documents), documents)
+        _write_sweep(swept, config.out)
+        progress.line(f"wrote {config.out}/sweep.json, sweep.md, sweep.png and nodes-N/")
+        print(sweep.markdown(swept), end="")
+    return 0 if all(_clean(d) for d in documents.values()) else 1
 
 
-def _run(config: Config, workdir: Path, progress: Progress) -> dict[str, Any]:
-    links = Links(config.nodes, config.node_mbit, config.upstream_mbit, config.mtu)
+def _run(config: Config, workdir: Path, progress: Progress) -> dict[int, dict[str, Any]]:
+    """Each node count's results document."""
+    links = Links(max(config.nodes), config.node_mbit, config.upstream_mbit, config.mtu)
     network = Network.create()
     progress.line(f"network {network.prefix}-*: {network.subnet}.0/24")
     cluster: Cluster | None = None
@@ -140,7 +170,7 @@ def _run(config: Config, workdir: Path, progress: Progress) -> dict[str, Any]:
         cluster = Cluster(network, links, workdir, config.out / "logs")
         return _measure(config, cluster, progress)
     finally:
-        with _signals_ignored():
+        with signals_ignored():
             progress.line("tearing down")
             if cluster is not None:
                 cluster.close()
@@ -150,7 +180,7 @@ def _run(config: Config, workdir: Path, progress: Progress) -> dict[str, Any]:
                 log.error("namespaces left behind", extra={"namespaces": " ".join(left)})
 
 
-def _measure(config: Config, cluster: Cluster, progress: Progress) -> dict[str, Any]:
+def _measure(config: Config, cluster: Cluster, progress: Progress) -> dict[int, dict[str, Any]]:
     progress.line(f"starting the upstream registry on {cluster.upstream_registry}")
     cluster.start_upstream()
     progress.line(f"building a {config.image_size / MiB:.1f} MiB image in {config.layers} layers")
@@ -163,14 +193,25 @@ def _measure(config: Config, cluster: Cluster, progress: Progress) -> dict[str, 
     slow = config.slow_upstream_mbit or config.upstream_mbit / 8
     bench = Bench(cluster, built, progress, lb, config.pull_timeout, slow)
     progress.line(f"S = {size / MiB:.1f} MiB, LB = {lb:.2f} s")
-    params = _params(config, cluster, size, lb)
+    documents = {}
+    for nodes in config.nodes:
+        cluster.use_nodes(nodes)
+        swept = f"N = {nodes}: " if len(config.nodes) > 1 else ""
+        documents[nodes] = _scenarios(replace(config, nodes=[nodes]), bench, swept)
+    return documents
+
+
+def _scenarios(config: Config, bench: Bench, prefix: str) -> dict[str, Any]:
+    """Every scenario of the run, on the cluster's nodes as they are; `prefix` labels them."""
+    progress, size, lb = bench.progress, bench.image.blob_bytes, bench.lb_seconds
+    params = _params(config, bench.cluster, size, lb)
     runs: dict[str, list[Measurement]] = {name: [] for name in config.scenarios}  # deduplicated
     outcome: dict[str, dict[str, Any]] = {}
     for repeat in range(config.repeat):
         for name in runs:
             if name in outcome:  # skipped, or failed: not tried again
                 continue
-            label = name if config.repeat == 1 else f"{name} #{repeat + 1}"
+            label = prefix + (name if config.repeat == 1 else f"{name} #{repeat + 1}")
             progress.line(f"{label}: starting")
             try:
                 runs[name].append(SCENARIOS[name](bench, label))
@@ -188,7 +229,7 @@ def _measure(config: Config, cluster: Cluster, progress: Progress) -> dict[str, 
 
 def _params(config: Config, cluster: Cluster, size: int, lb: float) -> dict[str, Any]:
     return {
-        "nodes": config.nodes,
+        "nodes": len(cluster.nodes),
         "image_bytes": size,
         "layers": config.layers,
         "node_mbit": config.node_mbit,
@@ -211,6 +252,13 @@ def _params(config: Config, cluster: Cluster, size: int, lb: float) -> dict[str,
     }
 
 
+def _sweep_params(config: Config, documents: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """What every N's run shared, and the sweep's own command."""
+    first = next(iter(documents.values()))["params"]
+    shared = {k: v for k, v in first.items() if k not in ("nodes", "command", "load_average_1m")}
+    return shared | {"nodes": list(documents), "command": command_line(config)}
+
+
 def command_line(config: Config) -> str:
     """The command that reproduces this run's profile (scratch and output paths left out)."""
     defaults = Config()
@@ -222,7 +270,7 @@ def command_line(config: Config) -> str:
         if f.name == "image_size":
             value = f"{value // MiB}MiB" if value % MiB == 0 else str(value)
         elif isinstance(value, list):
-            value = ",".join(value)
+            value = ",".join(str(v) for v in value)
         elif isinstance(value, float) and value.is_integer():
             value = int(value)
         words += ["--" + f.name.replace("_", "-"), str(value)]
@@ -242,9 +290,18 @@ def _write(document: dict[str, Any], out: Path) -> None:
     # module for every command, the node's included.
     from bench import chart
 
+    out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(document, indent=2) + "\n")
     (out / "results.md").write_text(results.markdown(document))
     chart.draw(document, out / "results.png")
+
+
+def _write_sweep(swept: dict[str, Any], out: Path) -> None:
+    from bench import chart  # as in `_write`
+
+    (out / "sweep.json").write_text(json.dumps(swept, indent=2) + "\n")
+    (out / "sweep.md").write_text(sweep.markdown(swept))
+    chart.draw_sweep(swept, out / "sweep.png")
 
 
 def _clean(document: dict[str, Any]) -> bool:
@@ -263,10 +320,10 @@ def _check(config: Config) -> str | None:
         return f"missing tools: {', '.join(missing)} (make install-debian installs them)"
     if importlib.util.find_spec("matplotlib") is None:
         return "the chart needs matplotlib: pip install 'distributed-images[bench]'"
-    if config.nodes < 1 or config.layers < 1 or config.repeat < 1:
+    if not config.nodes or config.layers < 1 or config.repeat < 1:
         return "--nodes, --layers and --repeat must be at least 1"
-    if config.nodes > 200:
-        return "--nodes is at most 200 (one /24 holds the run)"
+    if len(set(config.nodes)) != len(config.nodes) or config.nodes != sorted(config.nodes):
+        return "--nodes of a sweep are distinct and in increasing order, e.g. 4,8,12,16"
     if config.image_size < config.layers * 1024:
         return "--image-size is too small for that many layers"
     if not 576 <= config.mtu <= 65535:
@@ -277,7 +334,7 @@ def _check(config: Config) -> str | None:
 
 
 @contextmanager
-def _signals_interrupt() -> Iterator[None]:
+def signals_interrupt() -> Iterator[None]:
     """SIGTERM and SIGHUP end the run the way Ctrl-C does, so the same teardown runs. SIGINT is
     set too: a process started in the background by a shell inherits it ignored."""
 
@@ -294,7 +351,7 @@ def _signals_interrupt() -> Iterator[None]:
 
 
 @contextmanager
-def _signals_ignored() -> Iterator[None]:
+def signals_ignored() -> Iterator[None]:
     """A second Ctrl-C must not cut the teardown short."""
     signums = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     previous = {s: signal.signal(s, signal.SIG_IGN) for s in signums}

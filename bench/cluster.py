@@ -67,6 +67,35 @@ class Agent:
         return samples
 
 
+def registry_daemon(
+    name: str,
+    host: Host,
+    listen: str,
+    data: Path,
+    workdir: Path,
+    logs: Path,
+    env: dict[str, str],
+    remote: str | None = None,
+) -> Daemon:
+    """Debian's `docker-registry` in `host` on `listen`, storing under `data`; a pull-through
+    cache of `remote` when given. Its config goes in `workdir`."""
+    config: dict[str, object] = {
+        "version": 0.1,
+        "log": {"level": "info", "fields": {"service": name}},
+        "storage": {
+            "cache": {"blobdescriptor": "inmemory"},
+            "filesystem": {"rootdirectory": str(data)},
+            "delete": {"enabled": True},
+        },
+        "http": {"addr": listen, "secret": "bench-only-secret"},
+    }
+    if remote:
+        config["proxy"] = {"remoteurl": remote}
+    path = workdir / f"{name}.yml"
+    path.write_text(json.dumps(config, indent=2))  # JSON is YAML
+    return Daemon(name, host, ["docker-registry", "serve", str(path)], logs, env)
+
+
 def slug(run: str) -> str:
     """A run's label as a file name: `churn #2` -> `churn-2`."""
     return "-".join("".join(c if c.isalnum() or c in "-_." else " " for c in run).split())
@@ -82,12 +111,20 @@ class Cluster:
         self.upstream = network.add_host("upstream", links.upstream_mbit, links.mtu)
         self.proxy_host = network.add_host("proxy", links.node_mbit, links.mtu)
         self.tracker_host = network.add_host("tracker", links.node_mbit, links.mtu)
-        self.nodes = [
+        self.node_hosts = [
             network.add_host(f"node{i}", links.node_mbit, links.mtu) for i in range(links.nodes)
         ]
+        self.nodes = list(self.node_hosts)  # the hosts scenarios run on: see `use_nodes`
         self._daemons: list[Daemon] = []
         self._auth_file = workdir / "no-auth.json"
         self._auth_file.write_text(json.dumps({"auths": {}}))
+
+    def use_nodes(self, count: int) -> None:
+        """Run the next scenarios on the first `count` node hosts only (a sweep over N); the
+        others stay idle, with nothing running in them."""
+        if not 1 <= count <= len(self.node_hosts):
+            raise ValueError(f"{count} nodes asked of a network of {len(self.node_hosts)}")
+        self.nodes = self.node_hosts[:count]
 
     # Addresses.
 
@@ -202,21 +239,8 @@ class Cluster:
         return Daemon(f"{slug(run)}-{host.name}", host, argv, self.logs, self.env)
 
     def _registry(self, name: str, host: Host, data: Path, remote: str | None) -> Daemon:
-        config: dict[str, object] = {
-            "version": 0.1,
-            "log": {"level": "info", "fields": {"service": name}},
-            "storage": {
-                "cache": {"blobdescriptor": "inmemory"},
-                "filesystem": {"rootdirectory": str(data)},
-                "delete": {"enabled": True},
-            },
-            "http": {"addr": f"{host.ip}:{REGISTRY_PORT}", "secret": "bench-only-secret"},
-        }
-        if remote:
-            config["proxy"] = {"remoteurl": remote}
-        path = self.workdir / f"{name}.yml"
-        path.write_text(json.dumps(config, indent=2))  # JSON is YAML
-        return Daemon(name, host, ["docker-registry", "serve", str(path)], self.logs, self.env)
+        listen = f"{host.ip}:{REGISTRY_PORT}"
+        return registry_daemon(name, host, listen, data, self.workdir, self.logs, self.env, remote)
 
     def _keep_metrics(self, daemon: Daemon, url: str) -> None:
         """Save what a daemon's /metrics says as it stops, beside its log, for a look later."""

@@ -70,6 +70,13 @@ class Daemon:
             )
 
     @property
+    def pid(self) -> int:
+        """The process's id (`ip netns exec` execs the command: it is the command's)."""
+        if self._process is None:
+            raise RuntimeError(f"{self.name} was never started")
+        return self._process.pid
+
+    @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
@@ -95,6 +102,19 @@ class Daemon:
             return 0.0
         fields = stat.rpartition(")")[2].split()  # the command name may hold spaces
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def peak_rss_bytes(self) -> int | None:
+        """The most resident memory the process has had so far (VmHWM); None once it is gone."""
+        if self._process is None:
+            return None
+        try:
+            status = Path(f"/proc/{self._process.pid}/status").read_text()
+        except OSError:
+            return None
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+        return None
 
     def stop(self, timeout: float = 10.0) -> None:
         process = self._process

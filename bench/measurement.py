@@ -9,6 +9,9 @@ ends, so nothing before the window (agents starting, a warm-up pull) is counted.
   the node hosts' own interface counters (`node_tx_bytes`) as a cross-check.
 - How busy the machine's CPUs were (from /proc/stat) and the agents' CPU time: a run on a
   shared or CPU-bound machine says so in its results.
+- What the agents cost: their CPU seconds per GiB they delivered to clients (every source
+  counted: cache, peer, upstream, seed), and the largest peak RSS (VmHWM) among them when the
+  window closes.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ PEER_DOWNLOAD = 'distributed_images_peer_bytes_total{direction="download"}'
 UPSTREAM_BYTES = "distributed_images_upstream_bytes_total"
 FALLBACKS = "distributed_images_fallbacks_total{reason="
 BLOB_BYTES = "distributed_images_blob_bytes_total{source="
+GiB = 1 << 30
 
 
 @dataclass
@@ -38,6 +42,7 @@ class Measurement:
     node_tx_bytes: int
     details: dict[str, object] = field(default_factory=dict)
     bound_seconds: float | None = None  # the scenario's own bound, when it is not the run's LB
+    bound: str = "LB"  # what the bound is: LB (a cold pull), S/B (the cluster holds the image)
 
 
 @dataclass(frozen=True)
@@ -54,7 +59,7 @@ class Counters:
     @classmethod
     def read(cls, cluster: Cluster, agents: Sequence[Agent]) -> Counters:
         nodes = sum(h.tx_bytes() for h in cluster.nodes)
-        busy, total = _cpu_ticks()
+        busy, total = cpu_ticks()
         samples = {}
         for agent in agents:
             try:
@@ -79,13 +84,16 @@ class Window:
 
     def close(self, pulls: Pulls, **details: object) -> Measurement:
         """The run's figures; agents that are gone by now (churn) are left out of them."""
-        end = Counters.read(self.cluster, [a for a in self.agents if a.daemon.running])
+        alive = [a for a in self.agents if a.daemon.running]
+        end = Counters.read(self.cluster, alive)
         start = self.start
         if self.proxy:
             details["proxy_tx_bytes"] = end.proxy - start.proxy
         peer_bytes: int | None = 0
         if self.agents:
             peer_bytes = _agent_figures(start.agents, end.agents, details)
+            peaks = [p for p in (a.daemon.peak_rss_bytes() for a in alive) if p is not None]
+            details["agents_peak_rss_bytes"] = max(peaks, default=None)
         # The machine may be shared: how busy its CPUs were says how far times can be trusted.
         ticks = end.cpu_total - start.cpu_total
         details["machine_cpu_busy"] = round((end.cpu_busy - start.cpu_busy) / max(ticks, 1), 3)
@@ -111,7 +119,12 @@ def _agent_figures(
         for key, value in totals.items()
         if key.startswith(BLOB_BYTES)
     }
-    details["agents_cpu_seconds"] = round(totals.get("cpu_seconds", 0.0), 2)
+    cpu_seconds = totals.get("cpu_seconds", 0.0)
+    delivered = sum(by_source.values())
+    details["agents_cpu_seconds"] = round(cpu_seconds, 2)
+    details["agents_cpu_seconds_per_gib"] = (
+        round(cpu_seconds / (delivered / GiB), 2) if delivered else None
+    )
     details["agent_upstream_bytes"] = int(totals.get(UPSTREAM_BYTES, 0.0))
     details["agent_blob_bytes_by_source"] = by_source
     details["agent_fallbacks"] = {
@@ -125,7 +138,7 @@ def _agent_figures(
     return int(totals[PEER_DOWNLOAD]) if PEER_DOWNLOAD in totals else None
 
 
-def _cpu_ticks() -> tuple[int, int]:
+def cpu_ticks() -> tuple[int, int]:
     """(busy, total) clock ticks of all CPUs since boot, from /proc/stat."""
     values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     idle = values[3] + values[4]  # idle and iowait

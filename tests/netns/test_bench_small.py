@@ -170,11 +170,47 @@ def test_scenarios_through_nodes_measure_or_say_why(small_run: Run) -> None:
         assert len(churn["pull_seconds"]) + churn["failed_pulls"] == NODES - 1
 
 
+@pytest.mark.parametrize("name", ["p2p-cold", "p2p-warm", "preheat"])
+def test_p2p_scenarios_run_and_move_bytes_between_peers(small_run: Run, name: str) -> None:
+    # Every node but a lease holder gets each chunk from a peer: in a cold pull from the one
+    # that fetched it, in a warm one from node0, after a preheat from whoever placed it.
+    entry = small_run.results["scenarios"][name]
+    assert "error" not in entry and "skipped" not in entry, entry.get("error", entry.get("skipped"))
+    assert entry["failed_pulls"] == 0, entry["failures"]
+    assert len(entry["pull_seconds"]) == (NODES - 1 if name == "p2p-warm" else NODES)
+    for run in entry["runs"]:
+        assert run["peer_bytes"] > 0
+        assert run["agent_blob_bytes_by_source"].get("peer", 0) > 0, run
+        delivered = sum(run["agent_blob_bytes_by_source"].values())
+        assert delivered >= len(run["pull_seconds"]) * small_run.results["params"]["image_bytes"]
+        assert run["agents_cpu_seconds_per_gib"] > 0
+        assert run["agents_peak_rss_bytes"] > 10 << 20  # a Python process with libtorrent in it
+        assert 0 < run["machine_cpu_busy"] <= 1
+
+
+def test_each_scenario_is_judged_against_its_own_bound(small_run: Run) -> None:
+    params = small_run.results["params"]
+    held = params["image_bytes"] * 8 / (params["node_mbit"] * 1e6)  # S/B: the upstream is idle
+    for name, entry in small_run.results["scenarios"].items():
+        if "bound" not in entry:
+            continue
+        expected = "S/B" if name in ("p2p-warm", "preheat") else "LB"
+        assert entry["bound"] == expected, name
+        if name in ("p2p-warm", "preheat"):
+            assert entry["bound_seconds"] == pytest.approx(held, abs=0.001)
+        elif name != "p2p-cold-slow":
+            assert entry["bound_seconds"] == params["lb_seconds"]
+        assert entry["p50_lb"] == pytest.approx(entry["p50_seconds"] / entry["bound_seconds"], 0.01)
+    preheat = small_run.results["scenarios"]["preheat"]
+    assert preheat["runs"][0]["preheat_seconds"] >= 0.9 * params["lb_seconds"]
+
+
 def test_writes_markdown_and_chart(small_run: Run) -> None:
     markdown = (small_run.out / "results.md").read_text()
     assert "distributed-images bench --nodes 3 --image-size 32MiB" in markdown
     for name in SCENARIOS:
         assert f"| {name} |" in markdown
+    assert "| failed |" in markdown and "| agents' CPU s/GiB | agents' RSS MiB |" in markdown
     assert (small_run.out / "results.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
 
 
@@ -182,6 +218,31 @@ def test_leaves_no_namespace_and_no_process(small_run: Run) -> None:
     assert namespaces_of(small_run.pid) == []
     assert processes_using(small_run.workdir) == []
     assert list(small_run.workdir.iterdir()) == []  # its scratch directory is gone too
+
+
+def test_a_sweep_writes_each_n_and_a_table_and_plot_against_n(tmp_path: Path) -> None:
+    out, workdir = tmp_path / "out", tmp_path / "work"
+    process = bench(out, workdir, "--nodes", "1,2", "--image-size", "4MiB",
+                    "--scenarios", "direct,p2p-cold")  # fmt: skip
+    _, stderr = process.communicate(timeout=SMALL_TIMEOUT)
+    assert process.returncode == 0, stderr[-4000:]
+    for nodes in (1, 2):
+        document = json.loads((out / f"nodes-{nodes}" / "results.json").read_text())
+        assert document["params"]["nodes"] == nodes
+        direct = document["scenarios"]["direct"]
+        assert len(direct["pull_seconds"]) == nodes
+        # The image was pushed once; each pull of N took a copy from the upstream.
+        size = document["params"]["image_bytes"]
+        assert nodes * size <= direct["upstream_egress_bytes"] <= 1.1 * nodes * size
+        assert (out / f"nodes-{nodes}" / "results.md").is_file()
+    swept = json.loads((out / "sweep.json").read_text())
+    assert swept["params"]["nodes"] == [1, 2]
+    assert "--nodes 1,2" in swept["params"]["command"]
+    cold = swept["scenarios"]["p2p-cold"]
+    assert [p["nodes"] for p in cold] == [1, 2] and all(p["p50_lb"] > 0 for p in cold)
+    assert "| p2p-cold | LB |" in (out / "sweep.md").read_text()
+    assert (out / "sweep.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert namespaces_of(process.pid) == []
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
