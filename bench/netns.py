@@ -121,7 +121,8 @@ class Network:
             raise
         return network
 
-    def add_host(self, name: str, mbit: float, mtu: int = 1500) -> Host:
+    def add_host(self, name: str, mbit: float | None, mtu: int = 1500) -> Host:
+        """A host on the bridge, its link shaped to `mbit` both ways (None: as fast as a veth)."""
         index = len(self.hosts)
         host = Host(name, f"{self.prefix}-{name}", f"{self.subnet}.{index + 10}", f"v{index}")
         self.hosts.append(host)  # before the first command: destroy() then removes it
@@ -132,8 +133,9 @@ class Network:
         ip("-n", host.netns, "addr", "add", f"{host.ip}/24", "dev", "eth0")
         ip("-n", host.netns, "link", "set", "eth0", "up")
         ip("-n", host.netns, "link", "set", "lo", "up")
-        self._shape(host.netns, "eth0", mbit)
-        self._shape(self.bridge, host.bridge_port, mbit)
+        if mbit is not None:
+            self._shape(host.netns, "eth0", mbit)
+            self._shape(self.bridge, host.bridge_port, mbit)
         return host
 
     def reshape(self, host: Host, mbit: float) -> None:
