@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from distributed_images import startup
@@ -104,7 +105,11 @@ async def compose(config: Config) -> AsyncIterator[Node]:
         startup.readable_dir(config.images_dir, "images dir", "--images-dir")
     metrics.store_bytes.set_function(store.usage)
     store.on_trouble = lambda kind: metrics.store_errors.labels(kind).inc()
-    registries = Registries(config.upstream.registry, config.upstream.default_registry)
+    registries = Registries(
+        config.upstream.registry,
+        config.upstream.default_registry,
+        config.upstream.public_registries,
+    )
     credentials = Credentials.load(Path(config.upstream.auth_file))
     downloads = Downloads(store)
     sizes = Sizes()
@@ -114,6 +119,8 @@ async def compose(config: Config) -> AsyncIterator[Node]:
         metrics,
         timeout=config.upstream.upstream_timeout,
         retries=config.upstream.upstream_retries,
+        connections=config.upstream.upstream_connections,
+        private_networks=tuple(config.upstream.private_upstream_networks),
     )
     peer_host, peer_port = address.split(config.cluster.peer_listen)
     session = PeerSession(
@@ -130,9 +137,9 @@ async def compose(config: Config) -> AsyncIterator[Node]:
         swarm = Swarm(store, session, metrics, pulls, refs=seeds.refs if seeds else list)
         if seeds is not None:
             seeds.on_change = lambda: _spawn(swarm.images_changed(), "images changed")
-        async with upstream:
+        async with upstream, aiohttp.ClientSession() as peer_http:
             node: Node
-            peers = PeerManifests(swarm, lambda: upstream.session)
+            peers = PeerManifests(swarm, lambda: peer_http)
             manifests = Manifests(
                 store, upstream, metrics, sizes, seeds, peers, config.seed.seed_first
             )

@@ -9,6 +9,8 @@ from pathlib import Path
 from distributed_images.settings import parse_size
 from node.scrub import ScrubConfig
 from node.seed.config import SeedConfig
+from node.upstream.reach import Network, parse_network
+from node.upstream.registries import PUBLIC_REGISTRIES, parse_namespace
 
 
 def _default_auth_file() -> str:
@@ -53,6 +55,31 @@ class UpstreamConfig:
     default_registry: str = field(
         default="docker.io",
         metadata={"help": "namespace of requests without ?ns=", "metavar": "NS"},
+    )
+    public_registries: list[str] = field(
+        default_factory=lambda: list(PUBLIC_REGISTRIES),
+        metadata={
+            "parse": parse_namespace,
+            "help": "public registries mirrored without a --registry entry (repeatable, or"
+            " comma-separated; an empty value: none); any other ns is answered 404",
+            "metavar": "NS",
+        },
+    )
+    private_upstream_networks: list[Network] = field(
+        default_factory=list,
+        metadata={
+            "parse": parse_network,
+            "help": "non-public networks (CIDR) that configured registries and their redirects"
+            " may reach beyond their own address, e.g. a private registry's blob storage",
+            "metavar": "CIDR",
+        },
+    )
+    upstream_connections: int = field(
+        default=64,
+        metadata={
+            "help": "connections open at once to the public registries, and to each configured one",
+            "metavar": "N",
+        },
     )
     auth_file: str = field(
         default_factory=_default_auth_file,

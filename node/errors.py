@@ -11,7 +11,8 @@
     │   └── Unsupported           push and other operations a mirror does not offer
     ├── NotFound
     │   ├── BlobUnknown
-    │   └── ManifestUnknown
+    │   ├── ManifestUnknown
+    │   └── RegistryNotMirrored   an `ns` this node is not configured for
     ├── ContentInvalid            bytes that do not match their digest or size: never stored
     ├── StoreFull                 the local store cannot take a blob now (its disk is full):
     │                             the blob is streamed to the client without being stored
@@ -19,7 +20,8 @@
         ├── UpstreamUnauthorized  401: missing or wrong credentials
         ├── UpstreamDenied        403
         ├── UpstreamRateLimited   429, with the upstream's Retry-After
-        └── UpstreamUnavailable   unreachable, timed out, or 5xx after retries
+        ├── UpstreamUnavailable   unreachable, timed out, or 5xx after retries
+        └── UpstreamRefused       sent us to an address this node does not connect to
 """
 
 from __future__ import annotations
@@ -76,6 +78,10 @@ class ManifestUnknown(NotFound):
     pass
 
 
+class RegistryNotMirrored(NotFound):
+    pass
+
+
 class ContentInvalid(NodeError):
     pass
 
@@ -103,4 +109,8 @@ class UpstreamRateLimited(UpstreamError):
 
 
 class UpstreamUnavailable(UpstreamError):
+    pass
+
+
+class UpstreamRefused(UpstreamError):
     pass

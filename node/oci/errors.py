@@ -23,6 +23,7 @@ WIRE: list[tuple[type[errors.NodeError], int, str]] = [
     (errors.InvalidRequest, 400, "UNSUPPORTED"),
     (errors.BlobUnknown, 404, "BLOB_UNKNOWN"),
     (errors.ManifestUnknown, 404, "MANIFEST_UNKNOWN"),
+    (errors.RegistryNotMirrored, 404, "NAME_UNKNOWN"),
     (errors.NotFound, 404, "NAME_UNKNOWN"),
     (errors.ContentInvalid, 502, "DIGEST_INVALID"),
     (errors.StoreFull, 503, "UNAVAILABLE"),  # streamed through instead: should never be seen
@@ -30,6 +31,7 @@ WIRE: list[tuple[type[errors.NodeError], int, str]] = [
     (errors.UpstreamDenied, 403, "DENIED"),
     (errors.UpstreamRateLimited, 429, "TOOMANYREQUESTS"),
     (errors.UpstreamUnavailable, 503, "UNAVAILABLE"),
+    (errors.UpstreamRefused, 502, "UNAVAILABLE"),
     (errors.NodeError, 500, "UNKNOWN"),
 ]
 

@@ -3,7 +3,7 @@
 Docker's rules: `nginx:1.25` is `docker.io/library/nginx:1.25`, `user/app` is
 `docker.io/user/app:latest`, and a first component with a `.` or a `:` (or `localhost`) is a
 registry host, so `ghcr.io/x/y:1` stays as it is. The registry and repository are then put in
-the form the node's request path produces (`Registries.resolve`, `Upstream.repository`), so a
+the form the node's request path produces (`registries.canonical`, `registries.repository`), so a
 seeded tag is found under the same key a pull asks for.
 """
 
@@ -12,10 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from node.errors import ReferenceInvalid
-from node.oci.reference import TAG, validate_name
-from node.upstream.registries import DOCKER_HUB, Registries
-
-_HUB_RULES = Registries([], DOCKER_HUB)
+from node.oci.reference import TAG, validate_name, validate_namespace
+from node.upstream.registries import DOCKER_HUB, canonical, repository
 
 
 @dataclass(frozen=True, order=True)
@@ -51,8 +49,8 @@ def normalize(text: str) -> ImageRef | None:
     host, slash, path = name.partition("/")
     if not slash or not _is_host(host):
         host, path = DOCKER_HUB, name
-    upstream = _HUB_RULES.resolve(host.lower())
-    return ImageRef(upstream.ns, validate_name(upstream.repository(path)), tag)
+    ns = canonical(validate_namespace(host))
+    return ImageRef(ns, validate_name(repository(ns, path)), tag)
 
 
 def _is_host(component: str) -> bool:

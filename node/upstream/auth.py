@@ -21,7 +21,8 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from node.errors import UpstreamUnauthorized, UpstreamUnavailable
+from node.errors import UpstreamRefused, UpstreamUnauthorized, UpstreamUnavailable
+from node.upstream.reach import refusal
 from node.upstream.registries import DOCKER_HUB, Upstream
 
 log = logging.getLogger(__name__)
@@ -158,6 +159,8 @@ class Authenticator:
                     )
                 document = await response.json(content_type=None)
         except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+            if (reason := refusal(e)) is not None:
+                raise UpstreamRefused(reason, {"registry": upstream.ns}) from None
             raise UpstreamUnavailable(
                 f"token service failed: {e}", {"registry": upstream.ns}
             ) from None

@@ -4,6 +4,10 @@ Every request goes through `_open`, which answers auth challenges, retries conne
 5xx responses with backoff, follows redirects to blob storage (aiohttp drops the Authorization
 header when a redirect leaves the registry's origin), and turns upstream statuses into the
 node's domain errors, so a 401/403/404/429 upstream never reaches a client as a 500.
+
+Connections go only where `node.upstream.reach` allows: public addresses, and for a registry the
+operator configured, its own addresses and the networks allowed with it. The public registries
+share one pool; each configured registry has its own, of at most `connections` each.
 """
 
 from __future__ import annotations
@@ -25,12 +29,14 @@ from node.errors import (
     UpstreamDenied,
     UpstreamError,
     UpstreamRateLimited,
+    UpstreamRefused,
     UpstreamUnauthorized,
     UpstreamUnavailable,
 )
 from node.metrics import NodeMetrics
 from node.oci.reference import TAG
 from node.upstream.auth import Authenticator
+from node.upstream.reach import AllowingResolver, Network, Reach, refusal
 from node.upstream.registries import Upstream
 
 log = logging.getLogger(__name__)
@@ -88,34 +94,52 @@ class UpstreamClient:
         metrics: NodeMetrics,
         timeout: float = 30.0,
         retries: int = 3,
+        connections: int = 64,
+        private_networks: tuple[Network, ...] = (),
     ) -> None:
         self._auth = authenticator
         self._metrics = metrics
         self._retries = retries
+        self._connections = connections
+        self._private_networks = private_networks
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=timeout, sock_connect=timeout, sock_read=timeout
         )
-        self._session: aiohttp.ClientSession | None = None
+        # "" is the pool of the public registries; a configured registry's is under its ns.
+        self._sessions: dict[str, aiohttp.ClientSession] = {}
 
     async def __aenter__(self) -> UpstreamClient:
-        self._session = aiohttp.ClientSession(
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        sessions = list(self._sessions.values())
+        self._sessions.clear()
+        for session in sessions:
+            await session.close()
+
+    def _session(self, upstream: Upstream) -> aiohttp.ClientSession:
+        key = upstream.ns if upstream.configured else ""
+        session = self._sessions.get(key)
+        if session is None:
+            reach = Reach.for_url(upstream.base_url, self._private_networks) if key else Reach()
+            session = self._sessions[key] = self._new_session(reach)
+        return session
+
+    def _new_session(self, reach: Reach) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(
+            limit=self._connections,
+            ttl_dns_cache=60,
+            resolver=AllowingResolver(reach),
+            socket_factory=reach.socket_factory,
+        )
+        return aiohttp.ClientSession(
             timeout=self._timeout,
             auto_decompress=False,
             read_bufsize=4 << 20,  # the 64 KiB default pauses the socket every 128 KiB
             # Digests are over the bytes as stored: never let a server re-encode them.
             headers={"Accept-Encoding": "identity"},
-            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=60),
+            connector=connector,
         )
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._session:
-            await self._session.close()
-
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        assert self._session is not None, "use the client inside `async with`"
-        return self._session
 
     async def manifest(
         self, upstream: Upstream, repo: str, reference: str, accept: list[str], head: bool = False
@@ -215,18 +239,21 @@ class UpstreamClient:
     ) -> aiohttp.ClientResponse:
         scope = f"repository:{upstream.repository(repo)}:pull"
         url = upstream.base_url + path
+        session = self._session(upstream)
         answered: str | None = None
         failure = "no attempt made"
         attempt = 0
         while attempt <= self._retries:
-            authorization = answered or await self._auth.prefetch(self.session, upstream, scope)
+            authorization = answered or await self._auth.prefetch(session, upstream, scope)
             request_headers = dict(headers)
             if authorization:
                 request_headers["Authorization"] = authorization
             try:
-                response = await self.session.request(method, url, headers=request_headers)
+                response = await session.request(method, url, headers=request_headers)
             except (aiohttp.ClientError, TimeoutError) as e:
                 self._metrics.upstream_requests.labels(upstream.ns, "error").inc()
+                if (reason := refusal(e)) is not None:
+                    raise UpstreamRefused(reason, {"registry": upstream.ns}) from None
                 failure = f"{type(e).__name__}: {e}"
             else:
                 self._metrics.upstream_requests.labels(upstream.ns, str(response.status)).inc()
@@ -235,7 +262,7 @@ class UpstreamClient:
                 challenge = response.headers.get("WWW-Authenticate", "")
                 response.release()
                 if response.status == 401 and challenge and answered is None:
-                    answered = await self._auth.answer(self.session, upstream, scope, challenge)
+                    answered = await self._auth.answer(session, upstream, scope, challenge)
                     if answered:
                         continue  # the answered retry is not an attempt of its own
                 if response.status < 500:
