@@ -91,6 +91,7 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
     config.images_dir = images
     config.cluster.peer_listen = "127.0.0.1:0"
     config.upstream.auth_file = str(tmp_path / "no-auth.json")
+    config.upstream.registry = [f"{ns}=http://{ns}"]
     config.upstream.upstream_retries = 0
     config.upstream.upstream_timeout = 5
     async with compose(config) as node:
@@ -192,9 +193,17 @@ async def test_the_catalog_lists_the_seeded_repositories_in_pages(harness: Harne
 async def test_the_catalog_of_a_namespace_nothing_is_seeded_from_is_empty(
     harness: Harness,
 ) -> None:
-    response = await harness.http.get(f"{harness.base}/v2/_catalog", params={"ns": "example.com"})
+    response = await harness.http.get(f"{harness.base}/v2/_catalog", params={"ns": "ghcr.io"})
     assert response.status == 200
     assert json.loads(await response.read()) == {"repositories": []}
+
+
+async def test_the_catalog_of_a_namespace_the_node_does_not_mirror_is_name_unknown(
+    harness: Harness,
+) -> None:
+    response = await harness.http.get(f"{harness.base}/v2/_catalog", params={"ns": "example.com"})
+    assert response.status == 404
+    assert await error_codes(response) == ["NAME_UNKNOWN"]
 
 
 async def test_head_answers_the_tags_list_without_a_body(harness: Harness) -> None:

@@ -103,6 +103,7 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
     config.store.data_dir = tmp_path / "data"
     config.cluster.peer_listen = "127.0.0.1:0"
     config.upstream.auth_file = str(tmp_path / "no-auth.json")
+    config.upstream.registry = [f"{ns}=http://{ns}"]
     config.upstream.upstream_retries = 1
     config.upstream.upstream_timeout = 5
     async with compose(config) as node:
@@ -292,12 +293,13 @@ async def test_redirects_to_blob_storage_drop_credentials(harness: Harness) -> N
         return web.Response(body=layer)
 
     storage.router.add_get("/bucket", serve)
-    server = TestServer(storage, host="127.0.0.2")
+    # Another origin on the registry's own address (one the node may reach: `node.upstream.reach`).
+    server = TestServer(storage, host="127.0.0.1")
     await server.start_server()
     path = f"/v2/test/app/blobs/{digest_of(layer)}"
 
     async def redirect(request: web.Request) -> web.Response:
-        raise web.HTTPTemporaryRedirect(f"http://127.0.0.2:{server.port}/bucket")
+        raise web.HTTPTemporaryRedirect(f"http://127.0.0.1:{server.port}/bucket")
 
     harness.upstream.script[path] = redirect
     try:

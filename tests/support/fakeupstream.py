@@ -1,23 +1,30 @@
-"""A fake upstream registry that misbehaves on purpose: wrong bytes, short bodies, slow bodies.
+"""A fake upstream registry that misbehaves on purpose: wrong bytes, short bodies, slow bodies,
+redirects to wherever a test says, manifests of any shape and size, auth challenges naming any
+token service.
 
-It serves blobs only (`GET`/`HEAD /v2/<name>/blobs/<digest>`, with `Range`), the way a broken
-CDN or a registry with a corrupted store would, and records every request, so a test can see
-whether the node came back for a blob or kept what it got.
+It serves blobs (`GET`/`HEAD /v2/<name>/blobs/<digest>`, with `Range`) the way a broken CDN or a
+registry with a corrupted store would, manifests as a test wrote them (bytes and Content-Type
+as given, or a body streamed without end), and records every request, so a test can see whether
+the node came back for a blob, followed a redirect or asked a token service.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import threading
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
 
 from aiohttp import web
 
 from tests.support.httpserver import BackgroundServer
+from tests.support.process import LOOPBACK
 
 PIECE = 64 * 1024
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class Fault(Enum):
@@ -44,21 +51,36 @@ class FakeBlob:
 
 
 @dataclass(frozen=True)
+class FakeManifest:
+    body: bytes
+    media_type: str
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + hashlib.sha256(self.body).hexdigest()
+
+
+@dataclass(frozen=True)
 class FakeRequest:
     method: str
     path: str
     range: str | None
+    authorization: str | None = None
 
 
 class FakeUpstream:
-    def __init__(self) -> None:
+    def __init__(self, host: str = LOOPBACK) -> None:
         self._blobs: dict[str, FakeBlob] = {}
+        self._manifests: dict[str, FakeManifest] = {}  # by "repo:reference"
+        self._endless: set[str] = set()  # "repo:reference" answered with a body without end
+        self._redirects: dict[str, str] = {}  # blob digest -> Location
+        self._realm: str | None = None  # a Bearer challenge naming this token service
         self._lock = threading.Lock()
         self._requests: list[FakeRequest] = []
         self._sent: dict[str, int] = {}
         # Per blob, owned by the server's loop: concurrent (ranged) responses share the rate.
         self._pace: dict[str, asyncio.Lock] = {}
-        self._server = BackgroundServer(self._application)
+        self._server = BackgroundServer(self._application, host)
 
     def start(self) -> None:
         self._server.start()
@@ -79,6 +101,28 @@ class FakeUpstream:
             self._blobs[blob.digest] = blob
         return blob.digest
 
+    def add_manifest(self, repo: str, tag: str, manifest: FakeManifest) -> str:
+        """Serve the manifest under the tag and its digest, as given, whatever it holds."""
+        with self._lock:
+            self._manifests[f"{repo}:{tag}"] = manifest
+            self._manifests[f"{repo}:{manifest.digest}"] = manifest
+        return manifest.digest
+
+    def add_endless_manifest(self, repo: str, tag: str) -> None:
+        """Answer the tag with a JSON body that never ends (and no Content-Length)."""
+        with self._lock:
+            self._endless.add(f"{repo}:{tag}")
+
+    def redirect(self, digest: str, location: str) -> None:
+        """Answer GETs of the blob with 307 to `location` (blob storage, as registries do)."""
+        with self._lock:
+            self._redirects[digest] = location
+
+    def challenge(self, realm: str) -> None:
+        """Answer every request without credentials 401 with a Bearer challenge to `realm`."""
+        with self._lock:
+            self._realm = realm
+
     def set_rate(self, digest: str, rate: float | None) -> None:
         with self._lock:
             self._blobs[digest].rate = rate
@@ -96,24 +140,60 @@ class FakeUpstream:
             return self._sent.get(digest, 0)
 
     def _application(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(middlewares=[self._record])
         app.router.add_get("/v2/", self._base, allow_head=True)
+        app.router.add_get("/v2/{name:.+}/manifests/{reference}", self._manifest, allow_head=True)
         app.router.add_get("/v2/{name:.+}/blobs/{digest}", self._blob, allow_head=True)
+        app.router.add_route("*", "/{tail:.*}", self._anything)
         return app
+
+    @web.middleware
+    async def _record(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        authorization = request.headers.get("Authorization")
+        with self._lock:
+            self._requests.append(
+                FakeRequest(
+                    request.method, request.path, request.headers.get("Range"), authorization
+                )
+            )
+            realm = self._realm
+        if realm is not None and authorization is None and request.path.startswith("/v2/"):
+            challenge = f'Bearer realm="{realm}",service="fake",scope="repository:x:pull"'
+            return _error(401, "UNAUTHORIZED", "authentication required", challenge)
+        return await handler(request)
 
     async def _base(self, request: web.Request) -> web.Response:
         return web.json_response({})
 
+    async def _anything(self, request: web.Request) -> web.Response:
+        """Any other path: what a service that is no registry answers (a token service, a
+        metadata endpoint)."""
+        return web.json_response({"token": "secret-of-the-service", "path": request.path})
+
+    async def _manifest(self, request: web.Request) -> web.StreamResponse:
+        key = f"{request.match_info['name']}:{request.match_info['reference']}"
+        with self._lock:
+            manifest = self._manifests.get(key)
+            endless = key in self._endless
+        if endless:
+            return await _endless(request)
+        if manifest is None:
+            return _error(404, "MANIFEST_UNKNOWN", "manifest unknown")
+        headers = {"Content-Type": manifest.media_type, "Docker-Content-Digest": manifest.digest}
+        if request.method == "HEAD":
+            headers["Content-Length"] = str(len(manifest.body))
+            return web.Response(headers=headers)
+        return web.Response(body=manifest.body, headers=headers)
+
     async def _blob(self, request: web.Request) -> web.StreamResponse:
         digest = request.match_info["digest"]
         with self._lock:
-            self._requests.append(
-                FakeRequest(request.method, request.path, request.headers.get("Range"))
-            )
             blob = self._blobs.get(digest)
+            location = self._redirects.get(digest)
+        if location is not None and request.method == "GET":
+            return web.Response(status=307, headers={"Location": location})
         if blob is None:
-            error = {"code": "BLOB_UNKNOWN", "message": "blob unknown", "detail": digest}
-            return web.json_response({"errors": [error]}, status=404)
+            return _error(404, "BLOB_UNKNOWN", "blob unknown")
         body = blob.served_bytes()
         start, end, status = _range(request.headers.get("Range"), len(body))
         headers = {
@@ -166,3 +246,24 @@ def _range(header: str | None, size: int) -> tuple[int, int, int]:
     start = int(first) if first else max(0, size - int(last))
     end = size if (not first or not last) else min(size, int(last) + 1)
     return start, end, 206
+
+
+def _error(status: int, code: str, message: str, challenge: str | None = None) -> web.Response:
+    response = web.json_response({"errors": [{"code": code, "message": message}]}, status=status)
+    if challenge is not None:
+        response.headers["WWW-Authenticate"] = challenge
+    return response
+
+
+async def _endless(request: web.Request) -> web.StreamResponse:
+    """A JSON document that never ends, until the client goes away."""
+    response = web.StreamResponse(
+        headers={"Content-Type": "application/vnd.oci.image.index.v1+json"}
+    )
+    await response.prepare(request)
+    await response.write(b'{"schemaVersion": 2, "manifests": [')
+    entry = b'{"mediaType": "x", "digest": "sha256:' + b"0" * 64 + b'", "size": 1},'
+    with contextlib.suppress(ConnectionError):
+        while True:
+            await response.write(entry * 1024)
+    return response

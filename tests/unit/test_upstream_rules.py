@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from node.errors import NameInvalid, RegistryNotMirrored
 from node.upstream.auth import Challenge, Credentials
 from node.upstream.registries import Registries, Upstream, is_loopback_host, parse_mapping
 
@@ -21,9 +22,29 @@ def test_docker_hub_official_images_live_under_library() -> None:
 def test_namespace_mapping_and_defaults() -> None:
     registries = Registries(["myreg.internal=http://127.0.0.1:5999/"], "myreg.internal")
     assert registries.resolve(None).base_url == "http://127.0.0.1:5999"
+    assert registries.resolve("myreg.internal").configured is True
     assert registries.resolve("ghcr.io").base_url == "https://ghcr.io"
-    assert registries.resolve("127.0.0.1:5000").base_url == "http://127.0.0.1:5000"
+    assert registries.resolve("ghcr.io").configured is False
     assert registries.resolve("index.docker.io").ns == "docker.io"
+    assert registries.resolve("Quay.IO").ns == "quay.io"
+
+
+def test_a_registry_the_node_is_not_configured_for_is_not_mirrored() -> None:
+    registries = Registries(["myreg.internal=http://127.0.0.1:5999"], "docker.io", ["ghcr.io"])
+    for ns in ("127.0.0.1:5000", "169.254.169.254", "quay.io", "myreg.internal:5000"):
+        with pytest.raises(RegistryNotMirrored):
+            registries.resolve(ns)
+    with pytest.raises(NameInvalid):
+        registries.resolve("a" * 30 + "!")
+    mirrored = {u.ns for u in registries.upstreams()}
+    assert mirrored == {"myreg.internal", "docker.io", "ghcr.io"}
+
+
+def test_a_default_registry_without_a_url_is_reached_at_its_name() -> None:
+    registries = Registries([], "127.0.0.1:5000", [])
+    assert registries.resolve(None) == Upstream("127.0.0.1:5000", "http://127.0.0.1:5000", True)
+    assert registries.resolve("127.0.0.1:5000").configured is True
+    assert Registries([], "docker.io").resolve(None).configured is False
 
 
 @pytest.mark.parametrize("text", ["nourl", "ns=ftp://x", "=http://x"])
