@@ -16,6 +16,7 @@
     ├── ContentInvalid            bytes that do not match their digest or size: never stored
     ├── StoreFull                 the local store cannot take a blob now (its disk is full):
     │                             the blob is streamed to the client without being stored
+    ├── CredentialsRequired       the repository needs credentials that the request lacks
     └── UpstreamError             the upstream registry failed us
         ├── UpstreamUnauthorized  401: missing or wrong credentials
         ├── UpstreamDenied        403
@@ -87,6 +88,10 @@ class ContentInvalid(NodeError):
 
 
 class StoreFull(NodeError):
+    pass
+
+
+class CredentialsRequired(NodeError):
     pass
 
 

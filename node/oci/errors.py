@@ -12,6 +12,10 @@ from node import errors
 
 log = logging.getLogger(__name__)
 
+# Every 401 says how to authenticate: containerd, Docker and containers/image answer a Basic
+# challenge with the credentials they hold for this host (see node.access).
+CHALLENGE = 'Basic realm="distributed-images"'
+
 # Most specific first: the first class an error is an instance of decides.
 WIRE: list[tuple[type[errors.NodeError], int, str]] = [
     (errors.NameInvalid, 400, "NAME_INVALID"),
@@ -27,6 +31,7 @@ WIRE: list[tuple[type[errors.NodeError], int, str]] = [
     (errors.NotFound, 404, "NAME_UNKNOWN"),
     (errors.ContentInvalid, 502, "DIGEST_INVALID"),
     (errors.StoreFull, 503, "UNAVAILABLE"),  # streamed through instead: should never be seen
+    (errors.CredentialsRequired, 401, "UNAUTHORIZED"),
     (errors.UpstreamUnauthorized, 401, "UNAUTHORIZED"),
     (errors.UpstreamDenied, 403, "DENIED"),
     (errors.UpstreamRateLimited, 429, "TOOMANYREQUESTS"),
@@ -55,6 +60,8 @@ def error_response(error: errors.NodeError) -> web.Response:
     )
     if isinstance(error, errors.UpstreamRateLimited) and error.retry_after:
         response.headers["Retry-After"] = error.retry_after
+    if status == 401:
+        response.headers["WWW-Authenticate"] = CHALLENGE
     if isinstance(error, errors.RangeInvalid):
         response.headers["Content-Range"] = f"bytes */{error.size}"
     return response

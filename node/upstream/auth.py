@@ -3,8 +3,15 @@
 The token flow (distribution's token spec): a request answered 401 carries a challenge
 `Bearer realm=...,service=...,scope=...`; the token service at `realm` (with Basic credentials
 when we have some for this registry) returns a token valid for `expires_in` seconds. Tokens are
-cached per registry and scope until shortly before they expire, and a registry's realm is
-remembered, so later requests get their token before the first try.
+cached per registry, scope and credential until shortly before they expire, and a registry's
+realm is remembered, so later requests get their token before the first try.
+
+Whose credentials answer a challenge is the request's `Upstream.credential`: the node's own (from
+`--auth-file`, never for a `--requester-only` registry), a client's (node.access binds it for that
+client's request), or none. A client's Bearer token goes to the registry as it is, never to a
+token service; user and password go to the token service the registry names only over https or
+on the registry's own host, and a redirect to another origin never carries them (aiohttp drops the
+Authorization header when a redirect leaves the registry's origin).
 """
 
 from __future__ import annotations
@@ -22,8 +29,10 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from node.errors import UpstreamRefused, UpstreamUnauthorized, UpstreamUnavailable
+from node.recent import Recent
+from node.upstream.credential import NodeCredential, RequesterBasic, RequesterBearer
 from node.upstream.reach import refusal
-from node.upstream.registries import DOCKER_HUB, Upstream
+from node.upstream.registries import DOCKER_HUB, Upstream, is_loopback_host
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +41,7 @@ log = logging.getLogger(__name__)
 _PARAM = re.compile(r'(?<!\w)(\w++)=(?:"((?:[^"\\]++|\\.)*+)"|([^\s,]++))')
 DEFAULT_TOKEN_SECONDS = 60
 EXPIRY_MARGIN = 10.0
+MAX_TOKENS = 10_000  # (registry, scope, credential) entries: clients choose scopes and credentials
 
 
 @dataclass(frozen=True)
@@ -91,6 +101,11 @@ class Credentials:
         return self._by_registry.get(upstream.ns) or self._by_registry.get(_registry_key(host))
 
 
+def pull_scope(upstream: Upstream, repo: str) -> str:
+    """The token scope of pulling from a repository."""
+    return f"repository:{upstream.repository(repo)}:pull"
+
+
 def _basic(pair: tuple[str, str]) -> str:
     return "Basic " + base64.b64encode(f"{pair[0]}:{pair[1]}".encode()).decode()
 
@@ -98,16 +113,44 @@ def _basic(pair: tuple[str, str]) -> str:
 class Authenticator:
     def __init__(self, credentials: Credentials) -> None:
         self._credentials = credentials
-        self._tokens: dict[tuple[str, str], tuple[str, float]] = {}
+        self._tokens: Recent[tuple[str, str, str], tuple[str, float]] = Recent(MAX_TOKENS)
         self._realms: dict[str, Challenge] = {}
         self._basic_only: set[str] = set()
 
+    def has_own(self, upstream: Upstream) -> bool:
+        """Whether the node's own credentials may serve clients of this upstream."""
+        return not upstream.requester_only and self._credentials.for_upstream(upstream) is not None
+
+    def _pair(self, upstream: Upstream) -> tuple[str, str] | None:
+        """User and password to present for this request, if any."""
+        credential = upstream.credential
+        if isinstance(credential, RequesterBasic):
+            return credential.pair
+        if isinstance(credential, NodeCredential) and not upstream.requester_only:
+            return self._credentials.for_upstream(upstream)
+        return None
+
+    def _token_key(self, upstream: Upstream, scope: str) -> tuple[str, str, str]:
+        """Whose token: a client's, the node's, or anybody's (the node without credentials for
+        this registry asks anonymously, and shares anonymous tokens with the access checks)."""
+        credential = upstream.credential
+        if isinstance(credential, (RequesterBasic, RequesterBearer)):
+            return (upstream.ns, scope, credential.key)
+        return (upstream.ns, scope, "node" if self._pair(upstream) else "anonymous")
+
+    def forget(self, upstream: Upstream, scope: str) -> None:
+        """Drop the cached token of this request's credential, so the next one asks the token
+        service again (an access check must see a revocation, not a token issued before it)."""
+        self._tokens.pop(self._token_key(upstream, scope))
+
     def cached(self, upstream: Upstream, scope: str) -> str | None:
         """An Authorization value known to be needed, if any is at hand without a request."""
+        if isinstance(upstream.credential, RequesterBearer):
+            return upstream.credential.authorization
         if upstream.ns in self._basic_only:
-            pair = self._credentials.for_upstream(upstream)
+            pair = self._pair(upstream)
             return _basic(pair) if pair else None
-        token = self._tokens.get((upstream.ns, scope))
+        token = self._tokens.get(self._token_key(upstream, scope))
         if token and token[1] > time.monotonic():
             return token[0]
         return None
@@ -125,10 +168,12 @@ class Authenticator:
         self, session: aiohttp.ClientSession, upstream: Upstream, scope: str, header: str
     ) -> str | None:
         """The Authorization value that answers a 401 challenge, or None when none can."""
+        if isinstance(upstream.credential, RequesterBearer):
+            return None  # the client's token was refused: only the client can get another
         challenge = Challenge.parse(header)
         if challenge.scheme == "basic":
             self._basic_only.add(upstream.ns)
-            pair = self._credentials.for_upstream(upstream)
+            pair = self._pair(upstream)
             return _basic(pair) if pair else None
         if challenge.scheme != "bearer" or "realm" not in challenge.params:
             return None
@@ -142,10 +187,16 @@ class Authenticator:
         if "service" in challenge.params:
             params["service"] = challenge.params["service"]
         headers = {}
-        pair = self._credentials.for_upstream(upstream)
+        pair = self._pair(upstream)
+        realm = challenge.params["realm"]
+        if pair and not _may_carry_credentials(realm, upstream):
+            raise UpstreamUnavailable(
+                "the registry's token service is neither https nor on the registry's own host:"
+                " credentials are not sent there",
+                {"registry": upstream.ns},
+            )
         if pair:
             headers["Authorization"] = _basic(pair)
-        realm = challenge.params["realm"]
         try:
             async with session.get(realm, params=params, headers=headers) as response:
                 if response.status in (401, 403):
@@ -171,5 +222,16 @@ class Authenticator:
             float(document.get("expires_in") or DEFAULT_TOKEN_SECONDS), DEFAULT_TOKEN_SECONDS
         )
         value = "Bearer " + token
-        self._tokens[(upstream.ns, scope)] = (value, time.monotonic() + lifetime - EXPIRY_MARGIN)
+        expiry = time.monotonic() + lifetime - EXPIRY_MARGIN
+        self._tokens.remember(self._token_key(upstream, scope), (value, expiry))
         return value
+
+
+def _may_carry_credentials(realm: str, upstream: Upstream) -> bool:
+    """Credentials travel to a token service over https, or in the clear only to the registry's
+    own host (a registry and its token service on one machine) or to loopback."""
+    parts = urlsplit(realm)
+    if parts.scheme == "https":
+        return True
+    registry = urlsplit(upstream.base_url)
+    return parts.hostname == registry.hostname or is_loopback_host(parts.netloc)

@@ -35,7 +35,7 @@ from node.errors import (
 )
 from node.metrics import NodeMetrics
 from node.oci.reference import TAG
-from node.upstream.auth import Authenticator
+from node.upstream.auth import Authenticator, pull_scope
 from node.upstream.reach import AllowingResolver, Network, Reach, refusal
 from node.upstream.registries import Upstream
 
@@ -237,7 +237,7 @@ class UpstreamClient:
         headers: dict[str, str],
         not_found: type[NotFound],
     ) -> aiohttp.ClientResponse:
-        scope = f"repository:{upstream.repository(repo)}:pull"
+        scope = pull_scope(upstream, repo)
         url = upstream.base_url + path
         session = self._session(upstream)
         answered: str | None = None

@@ -8,12 +8,14 @@ from that registry themselves, and the node never connects to a host a client ch
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from node.errors import NameInvalid, RegistryNotMirrored
 from node.oci.reference import validate_namespace
+from node.upstream.credential import NODE, Credential
 
 DOCKER_HUB = "docker.io"
 _DOCKER_HUB_ALIASES = {"docker.io", "index.docker.io", "registry-1.docker.io"}
@@ -40,6 +42,13 @@ class Upstream:
     # The operator named this registry's URL (--registry, --default-registry): it may sit on a
     # private network, which its connections may then reach (`node.upstream.reach`).
     configured: bool = False
+    # Whose credentials requests to this upstream carry (node.access binds a client's), and
+    # whether the node's own (--auth-file) may never serve clients here (--requester-only).
+    credential: Credential = field(default=NODE, compare=False, repr=False)
+    requester_only: bool = False
+
+    def with_credential(self, credential: Credential) -> Upstream:
+        return dataclasses.replace(self, credential=credential)
 
     @property
     def is_docker_hub(self) -> bool:
@@ -108,7 +117,9 @@ class Registries:
         mappings: list[str],
         default_ns: str,
         public: Iterable[str] = PUBLIC_REGISTRIES,
+        requester_only: Iterable[str] = (),
     ) -> None:
+        only = {n if n == "*" else canonical(validate_namespace(n)) for n in requester_only}
         self._upstreams: dict[str, Upstream] = {}
         for ns in public:
             ns = canonical(validate_namespace(ns))
@@ -121,6 +132,9 @@ class Registries:
             configured = self.default_ns not in PUBLIC_REGISTRIES
             url = default_url(self.default_ns)
             self._upstreams[self.default_ns] = Upstream(self.default_ns, url, configured)
+        for ns, upstream in self._upstreams.items():
+            if "*" in only or ns in only:
+                self._upstreams[ns] = dataclasses.replace(upstream, requester_only=True)
 
     def resolve(self, ns: str | None) -> Upstream:
         """The upstream of `ns` (None: the default registry); RegistryNotMirrored for one this
