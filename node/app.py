@@ -19,6 +19,7 @@ import aiohttp
 from aiohttp import web
 
 from distributed_images import startup
+from node.access import Access
 from node.blobs import Blobs
 from node.config import Config
 from node.downloads import Downloads
@@ -109,13 +110,15 @@ async def compose(config: Config) -> AsyncIterator[Node]:
         config.upstream.registry,
         config.upstream.default_registry,
         config.upstream.public_registries,
+        config.access.requester_only,
     )
     credentials = Credentials.load(Path(config.upstream.auth_file))
     downloads = Downloads(store)
     sizes = Sizes()
     seeds = Seeds(config.images_dir, store, config.seed) if config.images_dir else None
+    authenticator = Authenticator(credentials)
     upstream = UpstreamClient(
-        Authenticator(credentials),
+        authenticator,
         metrics,
         timeout=config.upstream.upstream_timeout,
         retries=config.upstream.upstream_retries,
@@ -145,11 +148,20 @@ async def compose(config: Config) -> AsyncIterator[Node]:
             )
             blobs = Blobs(store, downloads, upstream, metrics, sizes, swarm)
             prefetcher = Prefetcher(blobs, config.prefetch)
+            access = Access(
+                upstream,
+                authenticator,
+                metrics,
+                config.access,
+                config.store.data_dir,
+                seeded=store.pinned,
+            )
             listing = Listing(
                 registries,
                 upstream,
                 seeds.tags_of if seeds else lambda ns, repo: [],
                 seeds.repositories if seeds else lambda ns: [],
+                access,
             )
             api = RegistryAPI(
                 registries,
@@ -159,8 +171,9 @@ async def compose(config: Config) -> AsyncIterator[Node]:
                 lambda: node.readiness(),
                 prefetcher,
                 listing,
+                access,
             )
-            preheater = Preheater(registries, manifests, blobs)
+            preheater = Preheater(registries, manifests, blobs, access)
             repair = Repair(
                 swarm,
                 metrics,

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from distributed_images.settings import parse_size
+from node.access.config import AccessConfig
 from node.scrub import ScrubConfig
 from node.seed.config import SeedConfig
 from node.upstream.reach import Network, parse_network
@@ -169,3 +170,4 @@ class Config:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     seed: SeedConfig = field(default_factory=SeedConfig)
     scrub: ScrubConfig = field(default_factory=ScrubConfig)
+    access: AccessConfig = field(default_factory=AccessConfig)

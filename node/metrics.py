@@ -123,6 +123,19 @@ class NodeMetrics:
             ["kind"],
             registry=r,
         )
+        self.access_checks = Counter(
+            "distributed_images_access_checks",
+            "Upstream requests made to decide who may read what: whether a repository is public,"
+            " whether a credential may read it, whether a digest belongs to it",
+            ["kind", "result"],
+            registry=r,
+        )
+        self.access_refused = Counter(
+            "distributed_images_access_refused",
+            "Requests refused by the access checks, by why",
+            ["reason"],
+            registry=r,
+        )
         self.last_peer_success: float | None = None  # monotonic time a chunk last came from peers
         self.since_peer_success = Gauge(
             "distributed_images_seconds_since_peer_success",

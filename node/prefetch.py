@@ -8,7 +8,9 @@ need. Skopeo asks for the config only after the last layer: cold, it would cost 
 the swarm at the very end of the pull. The first layer request is the sign of a pull: a manifest
 (and config) alone is what inspecting tools and policy checks read, and brings nothing in. A
 blob already stored or on its way is left alone; one the client asks for while it still waits
-here starts at once on the client's request, and prefetch then only follows it.
+here starts at once on the client's request, and prefetch then only follows it. An image served
+with a client's own credentials is not prefetched: those credentials serve that client's requests
+only, and are not kept for later fetches (node.access).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from node.manifests import Manifest
 from node.oci import mediatypes
 from node.oci.descriptors import image_blobs, layers
 from node.recent import Recent
+from node.upstream.credential import Requester
 from node.upstream.registries import Upstream
 
 log = logging.getLogger(__name__)
@@ -45,6 +48,8 @@ class Prefetcher:
         An index names manifests, not layers: the client picks its platform's, and that one
         counts."""
         if not self._parallel or manifest.body is None:
+            return
+        if isinstance(upstream.credential, Requester):
             return
         if manifest.media_type in mediatypes.INDEX_TYPES:
             return

@@ -3,6 +3,8 @@
 The image's manifest (and, for an index, every child manifest) is resolved and each blob is
 pulled into the store exactly as a client's pull would be, through the swarm when the cluster
 has one, so a preheated node then serves the image from its cache and seeds it to the others.
+A node preheats only what it may read itself: a private image needs the node's own credentials,
+which the upstream checks first (node.access), as it would for a client of the node.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from node.access import Access, Target
 from node.blobs import Blobs
 from node.manifests import Manifests
 from node.oci import mediatypes
@@ -22,10 +25,17 @@ log = logging.getLogger(__name__)
 
 
 class Preheater:
-    def __init__(self, registries: Registries, manifests: Manifests, blobs: Blobs) -> None:
+    def __init__(
+        self,
+        registries: Registries,
+        manifests: Manifests,
+        blobs: Blobs,
+        access: Access | None = None,
+    ) -> None:
         self._registries = registries
         self._manifests = manifests
         self._blobs = blobs
+        self._access = access
 
     async def preheat(self, image: str) -> None:
         name, _, digest = image.partition("@")
@@ -34,6 +44,9 @@ class Preheater:
             raise ValueError(f"cannot preheat {image!r}: no repository")
         upstream = self._registries.resolve(ref.ns)
         reference = Reference.parse(digest or ref.tag)
+        if self._access is not None:
+            target = Target.manifest(reference.value)
+            upstream = await self._access.authorize(upstream, ref.repo, None, target)
         log.info("preheating", extra={"image": image})
         blobs = await self._manifest_blobs(upstream, ref.repo, reference)
         await asyncio.gather(*(self._blobs.fetch(upstream, ref.repo, d) for d in blobs))

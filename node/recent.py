@@ -27,6 +27,10 @@ class Recent(Generic[K, V]):
     def pop(self, key: K) -> V | None:
         return self._entries.pop(key, None)
 
+    def keys(self) -> list[K]:
+        """Oldest first."""
+        return list(self._entries)
+
     def __contains__(self, key: object) -> bool:
         return key in self._entries
 

@@ -5,6 +5,8 @@ images directory; the seeded tags alone when the upstream cannot be reached, has
 repository, or will not list it (Docker Hub answers 401 for a repository it does not have), so
 `skopeo inspect` and `skopeo list-tags` work for a seeded image in an air-gapped cluster. The
 catalog is the repositories the node seeds: the upstream's catalog is not the node's to list.
+A repository's tags are listed under the same access rule as its manifests (node.access): a
+private repository's only to a client the upstream accepts for it, and asked with its credentials.
 
 Both lists are sorted and paginated the way the distribution spec says: at most `n` entries,
 those after `last`, and a `Link: <...>; rel="next"` header when more follow.
@@ -17,6 +19,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from node.access import Access, Target
 from node.errors import (
     NotFound,
     PaginationInvalid,
@@ -43,16 +46,21 @@ class Listing:
         upstream: UpstreamClient,
         seeded_tags: SeededTags,
         seeded_repositories: SeededRepositories,
+        access: Access | None = None,
     ) -> None:
         self._registries = registries
         self._upstream = upstream
         self._seeded_tags = seeded_tags
         self._seeded_repositories = seeded_repositories
+        self._access = access
 
     async def tags(self, request: web.Request) -> web.Response:
         name = validate_name(request.match_info["name"])
         n, last = page_query(request)
         upstream = self._registries.resolve(request.query.get("ns"))
+        if self._access is not None:
+            authorization = request.headers.get("Authorization")
+            upstream = await self._access.for_request(upstream, name, authorization, Target.tags())
         tags = await self.all_tags(upstream, name)
         page, more = paginate(tags, n, last)
         return _answer(request, {"name": name, "tags": page}, page, n, more)

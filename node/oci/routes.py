@@ -11,12 +11,13 @@ from collections.abc import Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from node.access import Access, Target
 from node.blobs import BlobHandle, Blobs
-from node.errors import NodeError, Unsupported
+from node.errors import NodeError, Unsupported, UpstreamDenied, UpstreamUnauthorized
 from node.manifests import Manifests
 from node.metrics import NodeMetrics
 from node.oci import mediatypes
-from node.oci.errors import Handler, oci_errors
+from node.oci.errors import CHALLENGE, Handler, oci_errors
 from node.oci.listing import Listing
 from node.oci.ranges import parse_range
 from node.oci.reference import Reference, validate_digest, validate_name
@@ -41,6 +42,7 @@ class RegistryAPI:
         readiness: Callable[[], Readiness],
         prefetcher: Prefetcher | None = None,
         listing: Listing | None = None,
+        access: Access | None = None,
     ) -> None:
         self._registries = registries
         self._manifests = manifests
@@ -49,6 +51,7 @@ class RegistryAPI:
         self._readiness = readiness
         self._prefetcher = prefetcher
         self._listing = listing
+        self._access = access
 
     def application(self) -> web.Application:
         app = web.Application(middlewares=[self._observe, oci_errors])
@@ -104,16 +107,33 @@ class RegistryAPI:
     def _upstream(self, request: web.Request) -> Upstream:
         return self._registries.resolve(request.query.get("ns"))
 
+    async def _authorized(self, request: web.Request, name: str, target: Target) -> Upstream:
+        """The request's upstream, bound to the credentials that may read the target for it."""
+        upstream = self._upstream(request)
+        if self._access is None:
+            return upstream
+        authorization = request.headers.get("Authorization")
+        return await self._access.for_request(upstream, name, authorization, target)
+
     async def base(self, request: web.Request) -> web.Response:
-        return web.json_response({})
+        # A challenge on the 200: containers/image (podman, skopeo) reads it from this ping and
+        # then sends the credentials it holds for this host; others meet it on a 401.
+        return web.json_response({}, headers={"WWW-Authenticate": CHALLENGE})
 
     async def manifest(self, request: web.Request) -> web.Response:
         name = validate_name(request.match_info["name"])
         reference = Reference.parse(request.match_info["reference"])
-        upstream = self._upstream(request)
+        upstream = await self._authorized(request, name, Target.manifest(reference.value))
         accept = mediatypes.accepted(request.headers.getall("Accept", []))
         head = request.method == "HEAD"
-        manifest = await self._manifests.get(upstream, name, reference, accept, head)
+        try:
+            manifest = await self._manifests.get(upstream, name, reference, accept, head)
+        except (UpstreamUnauthorized, UpstreamDenied):
+            if self._access is not None:
+                self._access.refused(upstream, name)
+            raise
+        if self._access is not None:
+            self._access.seen(upstream, name, manifest.digest, manifest.body)
         if self._prefetcher is not None:
             self._prefetcher.served(upstream, name, manifest)
         headers = {
@@ -127,7 +147,7 @@ class RegistryAPI:
     async def blob(self, request: web.Request) -> web.StreamResponse:
         name = validate_name(request.match_info["name"])
         digest = validate_digest(request.match_info["digest"])
-        upstream = self._upstream(request)
+        upstream = await self._authorized(request, name, Target.blob(digest))
         headers = {
             "Content-Type": "application/octet-stream",
             "Docker-Content-Digest": digest,

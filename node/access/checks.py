@@ -1,0 +1,266 @@
+"""Who may read what: every request for a repository's manifest or blob passes here first.
+
+    public repository   (the upstream serves it anonymously)  ->  served to anyone
+    private repository  (the upstream refuses anonymous reads) ->  served only to a request whose
+                        credentials the upstream accepts for that repository now: the client's
+                        own, else the node's (`--auth-file`, unless the registry is
+                        `--requester-only`); with neither, a 401 challenge
+    content by digest   ->  also only if it belongs to that repository: named by a manifest this
+                        node served there (`Contents`), seeded here, or confirmed by the upstream
+
+Each answer is one cheap upstream request (a HEAD of what the client asked for, with the
+credentials in question, after a fresh token) and is trusted for `--access-ttl`: a rollout costs
+one check per credential and repository, not one per blob. Whether a repository is public is
+asked anonymously and re-learnt each TTL. While the upstream cannot be asked, a repository last
+seen public stays public and a private one stays closed to everyone without a fresh verdict
+(`PrivateMarks` keeps the private ones across restarts).
+
+The swarm carries content by digest between nodes; a node pulls a blob through it only for a
+request that passed here, so a peer never opens private content to another node's client.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from node.access.config import AccessConfig
+from node.access.contents import Contents
+from node.access.marks import FILE_NAME, PrivateMarks
+from node.access.verdicts import Verdicts
+from node.errors import (
+    BlobUnknown,
+    CredentialsRequired,
+    ManifestUnknown,
+    NotFound,
+    UpstreamDenied,
+    UpstreamRateLimited,
+    UpstreamUnauthorized,
+    UpstreamUnavailable,
+)
+from node.metrics import NodeMetrics
+from node.oci import mediatypes
+from node.oci.reference import is_digest
+from node.upstream.auth import Authenticator, pull_scope
+from node.upstream.client import UpstreamClient
+from node.upstream.credential import ANONYMOUS, NODE, Credential, Requester, from_authorization
+from node.upstream.registries import Upstream
+
+log = logging.getLogger(__name__)
+
+
+class Outcome(enum.Enum):
+    """What the upstream answered to one check."""
+
+    ALLOWED = "allowed"  # 2xx: readable, and the object is there
+    UNAUTHORIZED = "unauthorized"  # 401
+    FORBIDDEN = "forbidden"  # 403
+    MISSING = "missing"  # 404: says nothing about who may read the repository
+
+    @property
+    def decisive(self) -> bool:
+        """A verdict on who may read the repository, worth remembering for the TTL."""
+        return self is not Outcome.MISSING
+
+
+def _decisive(outcome: Outcome) -> bool:
+    return outcome.decisive
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a request asks of a repository: a manifest by tag or digest, or a blob."""
+
+    kind: str  # "manifest", "blob", or "tags" (the repository's tag list)
+    reference: str  # a tag or a digest; empty for the tag list
+
+    @classmethod
+    def manifest(cls, reference: str) -> Target:
+        return cls("manifest", reference)
+
+    @classmethod
+    def blob(cls, digest: str) -> Target:
+        return cls("blob", digest)
+
+    @classmethod
+    def tags(cls) -> Target:
+        return cls("tags", "")
+
+    @property
+    def is_content(self) -> bool:
+        """Addressed by digest: it opens nothing unless it belongs to the repository."""
+        return is_digest(self.reference)
+
+    def unknown(self, where: str) -> NotFound:
+        kind = BlobUnknown if self.kind == "blob" else ManifestUnknown
+        return kind(f"{self.reference} is not known in {where}")
+
+
+class Access:
+    def __init__(
+        self,
+        client: UpstreamClient,
+        authenticator: Authenticator,
+        metrics: NodeMetrics,
+        config: AccessConfig,
+        data_dir: Path | None = None,
+        seeded: Callable[[str], bool] = lambda _: False,
+    ) -> None:
+        self._client = client
+        self._auth = authenticator
+        self._metrics = metrics
+        self._seeded = seeded  # content pinned by an images directory: the operator's, open
+        self._public: Verdicts[Outcome] = Verdicts(config.access_ttl, _decisive)
+        self._verdicts: Verdicts[Outcome] = Verdicts(config.access_ttl, _decisive)
+        self._contents = Contents()
+        self._marks = PrivateMarks(data_dir / FILE_NAME if data_dir else None)
+
+    async def for_request(
+        self, upstream: Upstream, repo: str, authorization: str | None, target: Target
+    ) -> Upstream:
+        """`authorize` for a client request with this Authorization header (or none)."""
+        return await self.authorize(upstream, repo, from_authorization(authorization), target)
+
+    async def authorize(
+        self, upstream: Upstream, repo: str, requester: Requester | None, target: Target
+    ) -> Upstream:
+        """The upstream to serve this request from, bound to the credentials its fetches carry;
+        raises when the request may not read the target."""
+        visibility = await self._visibility(upstream, repo, target)
+        if visibility is Outcome.ALLOWED:
+            bound = upstream
+        else:
+            bound = await self._private(upstream, repo, requester, target, visibility)
+        if target.is_content:
+            await self._belongs(bound, repo, target)
+        return bound
+
+    def seen(self, upstream: Upstream, repo: str, digest: str, body: bytes | None) -> None:
+        """A manifest was served under the repository: what it names belongs there."""
+        self._contents.saw(upstream.ns, upstream.repository(repo), digest, body)
+
+    def refused(self, upstream: Upstream, repo: str) -> None:
+        """The upstream refused a fetch made with these credentials: ask again next time."""
+        key = (upstream.credential.key, upstream.ns, upstream.repository(repo))
+        self._verdicts.forget(key)
+
+    async def _visibility(self, upstream: Upstream, repo: str, target: Target) -> Outcome:
+        """ALLOWED for a public repository; UNAUTHORIZED or FORBIDDEN, as the upstream answered
+        an anonymous request, for a private one."""
+        name = f"{upstream.ns}/{upstream.repository(repo)}"
+        anonymous = upstream.with_credential(ANONYMOUS)
+
+        async def ask() -> Outcome:
+            outcome = await self._check(anonymous, repo, target, "visibility")
+            if outcome is Outcome.ALLOWED:
+                self._marks.unmark(name)
+            elif outcome.decisive:
+                self._marks.mark(name)
+            return outcome
+
+        try:
+            outcome = await self._public.get(name, ask)
+        except (UpstreamUnavailable, UpstreamRateLimited) as e:
+            log.info(
+                "cannot ask whether a repository is public",
+                extra={"repo": name, "error": e.message},
+            )
+            outcome = Outcome.MISSING
+        if outcome.decisive:
+            return outcome
+        last = self._public.last(name)
+        if last is not None:
+            return last.value
+        return Outcome.UNAUTHORIZED if name in self._marks else Outcome.ALLOWED
+
+    async def _private(
+        self,
+        upstream: Upstream,
+        repo: str,
+        requester: Requester | None,
+        target: Target,
+        visibility: Outcome,
+    ) -> Upstream:
+        name = f"{upstream.ns}/{upstream.repository(repo)}"
+        credential: Credential | None = requester
+        if credential is None and self._auth.has_own(upstream):
+            credential = NODE
+        if credential is None and visibility is Outcome.FORBIDDEN:
+            self._metrics.access_refused.labels("denied").inc()
+            raise UpstreamDenied(f"the upstream denies anonymous access to {name}")
+        if credential is None:
+            self._metrics.access_refused.labels("credentials_required").inc()
+            raise CredentialsRequired(f"{name} needs credentials: log in to this node")
+        bound = upstream.with_credential(credential)
+
+        async def ask() -> Outcome:
+            return await self._check(bound, repo, target, "credential")
+
+        outcome = await self._verdicts.get((credential.key, upstream.ns, name), ask)
+        if outcome is Outcome.UNAUTHORIZED:
+            self._metrics.access_refused.labels("unauthorized").inc()
+            raise UpstreamUnauthorized(f"the upstream does not accept these credentials for {name}")
+        if outcome is Outcome.FORBIDDEN:
+            self._metrics.access_refused.labels("denied").inc()
+            raise UpstreamDenied(f"the upstream denies these credentials access to {name}")
+        if outcome is Outcome.MISSING and target.is_content:
+            # Not a verdict on the repository: a digest the upstream lacks opens nothing here.
+            self._metrics.access_refused.labels("unknown").inc()
+            raise target.unknown(name)
+        return bound
+
+    async def _belongs(self, bound: Upstream, repo: str, target: Target) -> None:
+        repository = bound.repository(repo)
+        digest = target.reference
+        if self._contents.holds(bound.ns, repository, digest) or self._seeded(digest):
+            return
+        outcome = await self._check(bound, repo, target, "membership")
+        if outcome is Outcome.ALLOWED:
+            return
+        self._metrics.access_refused.labels("unknown").inc()
+        if outcome is Outcome.UNAUTHORIZED:
+            raise UpstreamUnauthorized(f"the upstream refused {digest} in {repository}")
+        if outcome is Outcome.FORBIDDEN:
+            raise UpstreamDenied(f"the upstream denied {digest} in {repository}")
+        raise target.unknown(f"{bound.ns}/{repository}")
+
+    async def _check(self, upstream: Upstream, repo: str, target: Target, kind: str) -> Outcome:
+        """One upstream request for the target with the upstream's credentials, after a fresh
+        token: a token issued before a revocation must not answer for the credentials now."""
+        self._auth.forget(upstream, pull_scope(upstream, repo))
+        try:
+            if target.kind == "blob":
+                await self._client.blob_size(upstream, repo, target.reference)
+            elif target.kind == "tags":
+                await self._client.tags(upstream, repo)
+            else:
+                accept = list(mediatypes.MANIFEST_TYPES)
+                await self._client.manifest(upstream, repo, target.reference, accept, head=True)
+            outcome = Outcome.ALLOWED
+        except UpstreamUnauthorized:
+            outcome = Outcome.UNAUTHORIZED
+        except UpstreamDenied:
+            outcome = Outcome.FORBIDDEN
+        except NotFound:
+            outcome = Outcome.MISSING
+        except (UpstreamUnavailable, UpstreamRateLimited):
+            self._metrics.access_checks.labels(kind, "unavailable").inc()
+            raise
+        if outcome is Outcome.ALLOWED and target.is_content:
+            self._contents.confirmed(upstream.ns, upstream.repository(repo), target.reference)
+        self._metrics.access_checks.labels(kind, outcome.value).inc()
+        log.debug(
+            "access checked",
+            extra={
+                "registry": upstream.ns,
+                "repo": repo,
+                "check": kind,
+                "credential": upstream.credential.kind,
+                "target": target.reference,
+                "result": outcome.value,
+            },
+        )
+        return outcome
