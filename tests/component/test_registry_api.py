@@ -27,7 +27,8 @@ def digest_of(data: bytes) -> str:
 
 @dataclass
 class FakeUpstream:
-    """Serves `blobs` and `manifests`; `script` overrides a path's answer; `hits` counts paths."""
+    """Serves `blobs` and `manifests`; `script` overrides a path's answer; `hits` counts the GETs
+    of each path, `heads` its HEADs (a node's access checks and size questions)."""
 
     blobs: dict[str, bytes] = field(default_factory=dict)
     manifests: dict[str, tuple[bytes, str]] = field(default_factory=dict)
@@ -35,12 +36,16 @@ class FakeUpstream:
         default_factory=dict
     )
     hits: Counter[str] = field(default_factory=Counter)
+    heads: Counter[str] = field(default_factory=Counter)
     down: bool = False
     auth_headers: list[str | None] = field(default_factory=list)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        self.hits[request.path] += 1
-        self.auth_headers.append(request.headers.get("Authorization"))
+        if request.method == "HEAD":
+            self.heads[request.path] += 1
+        else:
+            self.hits[request.path] += 1
+            self.auth_headers.append(request.headers.get("Authorization"))
         if self.down:
             return web.Response(status=503)
         if request.path in self.script:
@@ -216,6 +221,8 @@ async def test_concurrent_cold_requests_share_one_upstream_fetch(harness: Harnes
     async def slow(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Length": str(len(layer))})
         await response.prepare(request)
+        if request.method == "HEAD":
+            return response
         await response.write(layer[: 1 << 20])
         await release.wait()
         await response.write(layer[1 << 20 :])
@@ -245,6 +252,8 @@ async def test_first_bytes_arrive_before_the_blob_is_complete(harness: Harness) 
     async def slow(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Length": str(len(layer))})
         await response.prepare(request)
+        if request.method == "HEAD":
+            return response
         await response.write(layer[: 2 << 20])
         await release.wait()
         await response.write(layer[2 << 20 :])
@@ -299,6 +308,8 @@ async def test_redirects_to_blob_storage_drop_credentials(harness: Harness) -> N
     path = f"/v2/test/app/blobs/{digest_of(layer)}"
 
     async def redirect(request: web.Request) -> web.Response:
+        if request.method == "HEAD":
+            return web.Response(headers={"Content-Length": str(len(layer))})
         raise web.HTTPTemporaryRedirect(f"http://127.0.0.1:{server.port}/bucket")
 
     harness.upstream.script[path] = redirect

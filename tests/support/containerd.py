@@ -35,23 +35,35 @@ def write_hosts_toml(hosts_dir: Path, registry: str, server: str, mirror: str | 
 
 
 class Containerd:
-    def __init__(self, workdir: Path) -> None:
+    """containerd with its CRI plugin off, or, given `cri_hosts_dir`, on and reading its
+    registries' hosts.toml from there (the kubelet's path: `tests.support.cri`)."""
+
+    def __init__(self, workdir: Path, cri_hosts_dir: Path | None = None) -> None:
         self.workdir = workdir
         # A unix socket path has at most 104 bytes here: the socket gets a short directory.
         self._socket_dir = Path(tempfile.mkdtemp(prefix="di-ctrd-"))
         self.socket = self._socket_dir / "containerd.sock"
         workdir.mkdir(parents=True, exist_ok=True)
         config = workdir / "config.toml"
+        top, tables = 'disabled_plugins = ["io.containerd.grpc.v1.cri"]', ""
+        if cri_hosts_dir is not None:
+            # The sandbox image is never pulled: pulls alone need no pod.
+            top = ""
+            tables = f"""[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "127.0.0.1:9/pause:none"
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "{cri_hosts_dir}"
+"""
         config.write_text(
             f"""version = 2
 root = "{workdir / "root"}"
 state = "{workdir / "state"}"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
+{top}
 [grpc]
   address = "{self.socket}"
 [ttrpc]
   address = "{self.socket}.ttrpc"
-"""
+{tables}"""
         )
         self._daemon = Daemon("containerd", ["containerd", "--config", str(config)], workdir)
 
@@ -83,9 +95,11 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         *,
         namespace: str = NAMESPACE,
         platform: str | None = None,
+        user: str | None = None,
         timeout: float = 180.0,
     ) -> None:
-        """`ctr images pull --plain-http --hosts-dir hosts_dir reference` (unpacks too)."""
+        """`ctr images pull --plain-http --hosts-dir hosts_dir [--user user:password] reference`
+        (unpacks too). ctr answers any host's challenge with `--user`, mirror included."""
         registry = reference.split("/", 1)[0]
         assert (hosts_dir / registry / "hosts.toml").is_file(), (
             f"no hosts.toml for {registry}: containerd would resolve it in DNS"
@@ -93,6 +107,8 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         args = ["images", "pull", "--plain-http", "--hosts-dir", str(hosts_dir)]
         if platform:
             args += ["--platform", platform]
+        if user:
+            args += ["--user", user]
         run(self._ctr(*args, reference, namespace=namespace), timeout=timeout)
 
     def image_digest(self, reference: str, namespace: str = NAMESPACE) -> str:

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import tempfile
+from base64 import b64encode
 from pathlib import Path
 
 from tests.support.process import run
@@ -53,6 +54,17 @@ class Podman:
             text += f'[[registry.mirror]]\nlocation = "{mirror}"\ninsecure = true\n'
         self._registries_conf.write_text(text)
 
+    def allow_plain_http(self, host: str) -> None:
+        """Let images be pulled from `host` itself (not as a mirror) over plain HTTP."""
+        block = f'[[registry]]\nlocation = "{host}"\ninsecure = true\n'
+        self._registries_conf.write_text(self._registries_conf.read_text() + block)
+
+    def log_in(self, host: str, user: str, password: str) -> None:
+        """An auth.json entry for `host`, as `podman login host` writes it."""
+        auths = json.loads(self._auth_file.read_text())["auths"]
+        auths[host] = {"auth": b64encode(f"{user}:{password}".encode()).decode()}
+        self._auth_file.write_text(json.dumps({"auths": auths}))
+
     def _env(self) -> dict[str, str]:
         return {
             **os.environ,
@@ -79,9 +91,19 @@ class Podman:
             *args,
         ]
 
-    def pull(self, name: str, timeout: float = 180.0) -> None:
-        """`podman pull myreg.internal/<name>`; `name` is `repo:tag` or `repo@digest`."""
-        run(self._podman("pull", "--quiet", f"{PREFIX}/{name}"), env=self._env(), timeout=timeout)
+    def pull(
+        self,
+        name: str,
+        timeout: float = 180.0,
+        *,
+        registry: str = PREFIX,
+        creds: str | None = None,
+    ) -> None:
+        """`podman pull [--creds user:password] <registry>/<name>`; `name` is `repo:tag` or
+        `repo@digest`, `registry` is `myreg.internal` unless given."""
+        options = ["--creds", creds] if creds else []
+        argv = self._podman("pull", "--quiet", *options, f"{registry}/{name}")
+        run(argv, env=self._env(), timeout=timeout)
 
     def inspect(self, name: str) -> dict[str, object]:
         out = run(self._podman("image", "inspect", f"{PREFIX}/{name}"), env=self._env()).stdout

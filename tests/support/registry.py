@@ -144,6 +144,16 @@ class Registry:
                 found.append(entry)
         return found[since:]
 
+    def denied(self) -> list[AccessLogEntry]:
+        """Requests refused for want of authorization, in order (as status 401). The registry
+        logs them apart: an "error authorizing context" line, never a "response completed" one,
+        so `entries` does not list them."""
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            return []
+        return [e for e in map(_parse_denied, lines) if e is not None]
+
     def mark(self) -> int:
         """A position in the access log; pass it as `since` to see only later requests."""
         return len(self.entries())
@@ -189,5 +199,21 @@ def _parse(line: str) -> AccessLogEntry | None:
         uri=record.get("http.request.uri", ""),
         status=int(record.get("http.response.status", 0)),
         written=int(record.get("http.response.written", 0)),
+        user_agent=record.get("http.request.useragent", ""),
+    )
+
+
+def _parse_denied(line: str) -> AccessLogEntry | None:
+    if "error authorizing context" not in line or not line.startswith("{"):
+        return None
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return AccessLogEntry(
+        method=record.get("http.request.method", ""),
+        uri=record.get("http.request.uri", ""),
+        status=401,
+        written=0,
         user_agent=record.get("http.request.useragent", ""),
     )

@@ -4,7 +4,9 @@
 `{"token", "access_token", "expires_in", "issued_at"}`: a JWT signed RS256 by a self-signed
 certificate's key, with the certificate in the header's `x5c` (the registry trusts it through
 `rootcertbundle`). Policy: anyone may pull a public repository; a known user may pull and push
-everything; wrong credentials are refused with 401, as Docker Hub's token service does.
+everything, unless `grants` names the repositories it may pull (and then it may push nothing);
+wrong credentials are refused with 401, as Docker Hub's token service does. `revoke` takes a
+user's grants away while the server runs.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class TokenRequest:
 class TokenPolicy:
     users: dict[str, str]  # user -> password
     public: set[str]  # repositories anyone may pull
+    grants: dict[str, set[str]] = field(default_factory=dict)  # user -> repositories it may pull
 
 
 @dataclass
@@ -116,6 +119,11 @@ class TokenServer:
         with self._lock:
             return list(self.requests)
 
+    def revoke(self, user: str) -> None:
+        """From now on the user may pull nothing but public repositories."""
+        with self._lock:
+            self.policy.grants[user] = set()
+
     def _application(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/token", self._token)
@@ -169,7 +177,11 @@ class TokenServer:
         if kind != "repository" or not name:
             return None
         wanted = set(actions.split(","))
-        if account is not None:
+        with self._lock:
+            granted = self.policy.grants.get(account or "")
+        if granted is not None:
+            allowed = wanted & {"pull"} if name in granted | self.policy.public else set()
+        elif account is not None:
             allowed = wanted & {"pull", "push"}
         elif name in self.policy.public:
             allowed = wanted & {"pull"}
