@@ -19,7 +19,7 @@ import aiohttp
 from aiohttp import web
 
 from distributed_images import startup
-from node.access import Access
+from node.access import Access, SeededContent
 from node.blobs import Blobs
 from node.config import Config
 from node.downloads import Downloads
@@ -154,7 +154,7 @@ async def compose(config: Config) -> AsyncIterator[Node]:
                 metrics,
                 config.access,
                 config.store.data_dir,
-                seeded=store.pinned,
+                SeededContent(store, swarm, seeds),
             )
             listing = Listing(
                 registries,

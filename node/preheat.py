@@ -46,7 +46,8 @@ class Preheater:
         reference = Reference.parse(digest or ref.tag)
         if self._access is not None:
             target = Target.manifest(reference.value)
-            upstream = await self._access.authorize(upstream, ref.repo, None, target)
+            grant = await self._access.authorize(upstream, ref.repo, None, target)
+            upstream = grant.upstream
         log.info("preheating", extra={"image": image})
         blobs = await self._manifest_blobs(upstream, ref.repo, reference)
         await asyncio.gather(*(self._blobs.fetch(upstream, ref.repo, d) for d in blobs))

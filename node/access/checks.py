@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from node.access.config import AccessConfig
 from node.access.contents import Contents
 from node.access.marks import FILE_NAME, PrivateMarks
+from node.access.seeded import SeededContent
 from node.access.verdicts import Verdicts
 from node.errors import (
     BlobUnknown,
@@ -37,6 +37,7 @@ from node.errors import (
     ManifestUnknown,
     NotFound,
     UpstreamDenied,
+    UpstreamError,
     UpstreamRateLimited,
     UpstreamUnauthorized,
     UpstreamUnavailable,
@@ -74,8 +75,8 @@ def _decisive(outcome: Outcome) -> bool:
 class Target:
     """What a request asks of a repository: a manifest by tag or digest, or a blob."""
 
-    kind: str  # "manifest", "blob", or "tags" (the repository's tag list)
-    reference: str  # a tag or a digest; empty for the tag list
+    kind: str  # "manifest" or "blob"
+    reference: str  # a tag or a digest
 
     @classmethod
     def manifest(cls, reference: str) -> Target:
@@ -84,10 +85,6 @@ class Target:
     @classmethod
     def blob(cls, digest: str) -> Target:
         return cls("blob", digest)
-
-    @classmethod
-    def tags(cls) -> Target:
-        return cls("tags", "")
 
     @property
     def is_content(self) -> bool:
@@ -99,6 +96,15 @@ class Target:
         return kind(f"{self.reference} is not known in {where}")
 
 
+@dataclass(frozen=True)
+class Grant:
+    """May read: from `upstream`, bound to the credentials its fetches carry. `seeded`: let
+    through as seeded content (the operator's), which the manifest then served opens too."""
+
+    upstream: Upstream
+    seeded: bool = False
+
+
 class Access:
     def __init__(
         self,
@@ -107,12 +113,12 @@ class Access:
         metrics: NodeMetrics,
         config: AccessConfig,
         data_dir: Path | None = None,
-        seeded: Callable[[str], bool] = lambda _: False,
+        seeded: SeededContent | None = None,
     ) -> None:
         self._client = client
         self._auth = authenticator
         self._metrics = metrics
-        self._seeded = seeded  # content pinned by an images directory: the operator's, open
+        self._seeded = seeded
         self._public: Verdicts[Outcome] = Verdicts(config.access_ttl, _decisive)
         self._verdicts: Verdicts[Outcome] = Verdicts(config.access_ttl, _decisive)
         self._contents = Contents()
@@ -120,27 +126,49 @@ class Access:
 
     async def for_request(
         self, upstream: Upstream, repo: str, authorization: str | None, target: Target
-    ) -> Upstream:
+    ) -> Grant:
         """`authorize` for a client request with this Authorization header (or none)."""
         return await self.authorize(upstream, repo, from_authorization(authorization), target)
 
+    def live(self, upstream: Upstream, authorization: str | None) -> Upstream:
+        """For what the upstream answers live, with nothing cached (a tag list): the client's
+        credentials if it sent some, else the node's; the upstream's answer is the check."""
+        requester = from_authorization(authorization)
+        return upstream.with_credential(requester) if requester else upstream
+
     async def authorize(
         self, upstream: Upstream, repo: str, requester: Requester | None, target: Target
-    ) -> Upstream:
-        """The upstream to serve this request from, bound to the credentials its fetches carry;
-        raises when the request may not read the target."""
+    ) -> Grant:
+        """How this request may read the target; raises when it may not."""
         visibility = await self._visibility(upstream, repo, target)
         if visibility is Outcome.ALLOWED:
             bound = upstream
         else:
-            bound = await self._private(upstream, repo, requester, target, visibility)
+            try:
+                bound = await self._private(upstream, repo, requester, target, visibility)
+            except (CredentialsRequired, UpstreamError, NotFound):
+                if await self._is_seeded(upstream, repo, target):
+                    return Grant(upstream, seeded=True)
+                raise
         if target.is_content:
             await self._belongs(bound, repo, target)
-        return bound
+        return Grant(bound)
 
-    def seen(self, upstream: Upstream, repo: str, digest: str, body: bytes | None) -> None:
-        """A manifest was served under the repository: what it names belongs there."""
-        self._contents.saw(upstream.ns, upstream.repository(repo), digest, body)
+    def seen(self, grant: Grant, repo: str, digest: str, body: bytes | None) -> None:
+        """A manifest was served under the repository: what it names belongs there (and is
+        open to every client, if it was served as seeded content)."""
+        upstream = grant.upstream
+        self._contents.saw(upstream.ns, upstream.repository(repo), digest, body, grant.seeded)
+
+    async def _is_seeded(self, upstream: Upstream, repo: str, target: Target) -> bool:
+        if self._seeded is None:
+            return False
+        repository = upstream.repository(repo)
+        if not target.is_content:
+            return await self._seeded.tag(upstream, repository, target.reference)
+        digest = target.reference
+        opened = self._contents.opened(upstream.ns, repository, digest)
+        return opened or self._seeded.content(digest)
 
     def refused(self, upstream: Upstream, repo: str) -> None:
         """The upstream refused a fetch made with these credentials: ask again next time."""
@@ -215,7 +243,9 @@ class Access:
     async def _belongs(self, bound: Upstream, repo: str, target: Target) -> None:
         repository = bound.repository(repo)
         digest = target.reference
-        if self._contents.holds(bound.ns, repository, digest) or self._seeded(digest):
+        if self._contents.holds(bound.ns, repository, digest):
+            return
+        if self._seeded is not None and self._seeded.content(digest):
             return
         outcome = await self._check(bound, repo, target, "membership")
         if outcome is Outcome.ALLOWED:
@@ -234,8 +264,6 @@ class Access:
         try:
             if target.kind == "blob":
                 await self._client.blob_size(upstream, repo, target.reference)
-            elif target.kind == "tags":
-                await self._client.tags(upstream, repo)
             else:
                 accept = list(mediatypes.MANIFEST_TYPES)
                 await self._client.manifest(upstream, repo, target.reference, accept, head=True)

@@ -5,8 +5,8 @@ images directory; the seeded tags alone when the upstream cannot be reached, has
 repository, or will not list it (Docker Hub answers 401 for a repository it does not have), so
 `skopeo inspect` and `skopeo list-tags` work for a seeded image in an air-gapped cluster. The
 catalog is the repositories the node seeds: the upstream's catalog is not the node's to list.
-A repository's tags are listed under the same access rule as its manifests (node.access): a
-private repository's only to a client the upstream accepts for it, and asked with its credentials.
+The upstream's list is asked with the client's credentials if it sent some (node.access), so
+the upstream decides, each time, whom it lists a private repository's tags to.
 
 Both lists are sorted and paginated the way the distribution spec says: at most `n` entries,
 those after `last`, and a `Link: <...>; rel="next"` header when more follow.
@@ -19,7 +19,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from node.access import Access, Target
+from node.access import Access
 from node.errors import (
     NotFound,
     PaginationInvalid,
@@ -59,8 +59,7 @@ class Listing:
         n, last = page_query(request)
         upstream = self._registries.resolve(request.query.get("ns"))
         if self._access is not None:
-            authorization = request.headers.get("Authorization")
-            upstream = await self._access.for_request(upstream, name, authorization, Target.tags())
+            upstream = self._access.live(upstream, request.headers.get("Authorization"))
         tags = await self.all_tags(upstream, name)
         page, more = paginate(tags, n, last)
         return _answer(request, {"name": name, "tags": page}, page, n, more)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from node.access import Access, Target
+from node.access import Access, Grant, Target
 from node.blobs import BlobHandle, Blobs
 from node.errors import NodeError, Unsupported, UpstreamDenied, UpstreamUnauthorized
 from node.manifests import Manifests
@@ -107,11 +107,11 @@ class RegistryAPI:
     def _upstream(self, request: web.Request) -> Upstream:
         return self._registries.resolve(request.query.get("ns"))
 
-    async def _authorized(self, request: web.Request, name: str, target: Target) -> Upstream:
-        """The request's upstream, bound to the credentials that may read the target for it."""
+    async def _authorized(self, request: web.Request, name: str, target: Target) -> Grant:
+        """How the request may read the target: from which upstream, with whose credentials."""
         upstream = self._upstream(request)
         if self._access is None:
-            return upstream
+            return Grant(upstream)
         authorization = request.headers.get("Authorization")
         return await self._access.for_request(upstream, name, authorization, target)
 
@@ -123,7 +123,8 @@ class RegistryAPI:
     async def manifest(self, request: web.Request) -> web.Response:
         name = validate_name(request.match_info["name"])
         reference = Reference.parse(request.match_info["reference"])
-        upstream = await self._authorized(request, name, Target.manifest(reference.value))
+        grant = await self._authorized(request, name, Target.manifest(reference.value))
+        upstream = grant.upstream
         accept = mediatypes.accepted(request.headers.getall("Accept", []))
         head = request.method == "HEAD"
         try:
@@ -133,7 +134,7 @@ class RegistryAPI:
                 self._access.refused(upstream, name)
             raise
         if self._access is not None:
-            self._access.seen(upstream, name, manifest.digest, manifest.body)
+            self._access.seen(grant, name, manifest.digest, manifest.body)
         if self._prefetcher is not None:
             self._prefetcher.served(upstream, name, manifest)
         headers = {
@@ -147,7 +148,7 @@ class RegistryAPI:
     async def blob(self, request: web.Request) -> web.StreamResponse:
         name = validate_name(request.match_info["name"])
         digest = validate_digest(request.match_info["digest"])
-        upstream = await self._authorized(request, name, Target.blob(digest))
+        upstream = (await self._authorized(request, name, Target.blob(digest))).upstream
         headers = {
             "Content-Type": "application/octet-stream",
             "Docker-Content-Digest": digest,

@@ -203,6 +203,43 @@ async def test_a_digest_alone_opens_nothing(
     assert status == 404 and b"MANIFEST_UNKNOWN" in body, (status, body[:200])
 
 
+async def test_a_private_repositorys_tags_are_listed_only_to_clients_that_may_read_it(
+    start_node: Callable[..., Node],
+) -> None:
+    node = start_node()
+    path = f"/v2/{ALICE_REPO}/tags/list"
+    status, _, body = await get(node, path, ALICE)
+    assert (status, json.loads(body)) == (200, {"name": ALICE_REPO, "tags": ["1"]})
+    for user in (BOB, None):
+        status, headers, body = await get(node, path, user)
+        assert status == 401 and b"UNAUTHORIZED" in body, (user, status, body[:200])
+        assert headers.get("WWW-Authenticate") == CHALLENGE
+    status, _, body = await get(node, f"/v2/{PUBLIC_REPO}/tags/list")
+    assert (status, json.loads(body)) == (200, {"name": PUBLIC_REPO, "tags": ["1"]})
+
+
+def test_a_seeded_image_is_served_to_every_client_where_the_upstream_refuses_anonymous_reads(
+    node_factory: Callable[..., Node], upstream: PrivateUpstream, workdir: Path
+) -> None:
+    """An images directory is the operator's: its images are served without credentials, even
+    under a repository the upstream will not show anonymously (Docker Hub answers 401 for one
+    it does not have, as for a private one)."""
+    registry = upstream.registry
+    seeded = images.build_image(
+        workdir / "images" / "ghost",
+        f"{registry.host}/ghost/app:1",
+        [LayerSpec(300 * KiB)],
+        seed="ghost",
+    )
+    node = node_factory(
+        {registry.host: registry.url},
+        registry.host,
+        extra_args=["--images-dir", str(workdir / "images")],
+    )
+    assert_pulled(skopeo.pull(node.host, "ghost/app:1", workdir / "anonymous"), seeded)
+    assert "unauthorized" in refused(node, ALICE_REPO, workdir / "alice-anonymous").lower()
+
+
 def test_one_access_check_per_credential_and_repository(
     start_node: Callable[..., Node], upstream: PrivateUpstream, workdir: Path
 ) -> None:
