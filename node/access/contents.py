@@ -14,36 +14,29 @@ from __future__ import annotations
 from node.oci.descriptors import descriptors
 from node.recent import Recent
 
-MAX_REPOSITORIES = 4096
-MAX_DIGESTS = 4096  # per repository
+MAX_ENTRIES = 200_000  # (registry, repository, digest) triples: about 40 MB at most
 
 
 class Contents:
-    def __init__(self, repositories: int = MAX_REPOSITORIES, digests: int = MAX_DIGESTS) -> None:
-        # digest -> whether it is open to every client (named by a seeded image's manifest)
-        self._held: Recent[tuple[str, str], Recent[str, bool]] = Recent(repositories)
-        self._digests = digests
+    def __init__(self, limit: int = MAX_ENTRIES) -> None:
+        # -> whether the digest is open to every client (named by a seeded image's manifest)
+        self._held: Recent[tuple[str, str, str], bool] = Recent(limit)
 
     def saw(
         self, ns: str, repository: str, digest: str, body: bytes | None, seeded: bool = False
     ) -> None:
         """A manifest served under the repository: it and what it names belong there."""
-        held = self._held.get((ns, repository))
-        if held is None:
-            held = Recent(self._digests)
-        self._held.remember((ns, repository), held)
         for named in [digest, *(d for d, _ in (descriptors(body) if body else []))]:
-            held.remember(named, seeded or bool(held.get(named)))
+            key = (ns, repository, named)
+            self._held.remember(key, seeded or bool(self._held.get(key)))
 
     def confirmed(self, ns: str, repository: str, digest: str) -> None:
         """The upstream answered for this digest in that repository."""
         self.saw(ns, repository, digest, None)
 
     def holds(self, ns: str, repository: str, digest: str) -> bool:
-        held = self._held.get((ns, repository))
-        return held is not None and digest in held
+        return (ns, repository, digest) in self._held
 
     def opened(self, ns: str, repository: str, digest: str) -> bool:
         """Named by a seeded image of the repository served here."""
-        held = self._held.get((ns, repository))
-        return held is not None and bool(held.get(digest))
+        return bool(self._held.get((ns, repository, digest)))
