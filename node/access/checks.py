@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,12 +46,16 @@ from node.errors import (
 from node.metrics import NodeMetrics
 from node.oci import mediatypes
 from node.oci.reference import is_digest
+from node.recent import Recent
 from node.upstream.auth import Authenticator, pull_scope
 from node.upstream.client import UpstreamClient
 from node.upstream.credential import ANONYMOUS, NODE, Credential, Requester, from_authorization
 from node.upstream.registries import Upstream
 
 log = logging.getLogger(__name__)
+
+RETRY_AFTER = 10.0  # seconds before an upstream that could not answer is asked again
+MAX_UNANSWERED = 10_000
 
 
 class Outcome(enum.Enum):
@@ -122,6 +127,9 @@ class Access:
         self._public: Verdicts[Outcome] = Verdicts(config.access_ttl, _decisive)
         self._verdicts: Verdicts[Outcome] = Verdicts(config.access_ttl, _decisive)
         self._contents = Contents()
+        # Repositories whose upstream could not say lately: asked again after `_retry_after`.
+        self._unanswered: Recent[str, float] = Recent(MAX_UNANSWERED)
+        self._retry_after = min(config.access_ttl, RETRY_AFTER)
         self._marks = PrivateMarks(data_dir / FILE_NAME if data_dir else None)
 
     async def for_request(
@@ -140,6 +148,8 @@ class Access:
         self, upstream: Upstream, repo: str, requester: Requester | None, target: Target
     ) -> Grant:
         """How this request may read the target; raises when it may not."""
+        if self._seeded_here(upstream, repo, target):
+            return Grant(upstream, seeded=True)  # the upstream is not even asked: seed-first
         visibility = await self._visibility(upstream, repo, target)
         if visibility is Outcome.ALLOWED:
             bound = upstream
@@ -147,7 +157,7 @@ class Access:
             try:
                 bound = await self._private(upstream, repo, requester, target, visibility)
             except (CredentialsRequired, UpstreamError, NotFound):
-                if await self._is_seeded(upstream, repo, target):
+                if await self._seeded_in_cluster(upstream, repo, target):
                     return Grant(upstream, seeded=True)
                 raise
         if target.is_content:
@@ -160,20 +170,28 @@ class Access:
         upstream = grant.upstream
         self._contents.saw(upstream.ns, upstream.repository(repo), digest, body, grant.seeded)
 
-    async def _is_seeded(self, upstream: Upstream, repo: str, target: Target) -> bool:
-        if self._seeded is None:
-            return False
-        repository = upstream.repository(repo)
-        if not target.is_content:
-            return await self._seeded.tag(upstream, repository, target.reference)
-        digest = target.reference
-        opened = self._contents.opened(upstream.ns, repository, digest)
-        return opened or self._seeded.content(digest)
-
     def refused(self, upstream: Upstream, repo: str) -> None:
         """The upstream refused a fetch made with these credentials: ask again next time."""
         key = (upstream.credential.key, upstream.ns, upstream.repository(repo))
         self._verdicts.forget(key)
+
+    def _seeded_here(self, upstream: Upstream, repo: str, target: Target) -> bool:
+        """A tag this node seeds, content an archive pins here, or content a seeded image
+        served under this repository named."""
+        if self._seeded is None:
+            return False
+        repository = upstream.repository(repo)
+        if not target.is_content:
+            return self._seeded.tag_here(upstream, repository, target.reference)
+        digest = target.reference
+        opened = self._contents.opened(upstream.ns, repository, digest)
+        return opened or self._seeded.content(digest)
+
+    async def _seeded_in_cluster(self, upstream: Upstream, repo: str, target: Target) -> bool:
+        """A tag another node seeds (asked of the tracker only before a refusal)."""
+        if self._seeded is None or target.is_content:
+            return False
+        return await self._seeded.tag(upstream, upstream.repository(repo), target.reference)
 
     async def _visibility(self, upstream: Upstream, repo: str, target: Target) -> Outcome:
         """ALLOWED for a public repository; UNAUTHORIZED or FORBIDDEN, as the upstream answered
@@ -189,14 +207,19 @@ class Access:
                 self._marks.mark(name)
             return outcome
 
-        try:
-            outcome = await self._public.get(name, ask)
-        except (UpstreamUnavailable, UpstreamRateLimited) as e:
-            log.info(
-                "cannot ask whether a repository is public",
-                extra={"repo": name, "error": e.message},
-            )
-            outcome = Outcome.MISSING
+        quiet_until = self._unanswered.get(name)
+        if quiet_until is not None and quiet_until > time.monotonic():
+            outcome = Outcome.MISSING  # asked lately in vain: not again on every request
+        else:
+            try:
+                outcome = await self._public.get(name, ask)
+            except (UpstreamUnavailable, UpstreamRateLimited) as e:
+                log.info(
+                    "cannot ask whether a repository is public",
+                    extra={"repo": name, "error": e.message},
+                )
+                self._unanswered.remember(name, time.monotonic() + self._retry_after)
+                outcome = Outcome.MISSING
         if outcome.decisive:
             return outcome
         last = self._public.last(name)

@@ -21,9 +21,13 @@ class SeededContent:
         self._swarm = swarm
         self._seeds = seeds
 
+    def tag_here(self, upstream: Upstream, repository: str, tag: str) -> bool:
+        """Whether this node seeds the tag."""
+        return self._seeds is not None and bool(self._seeds.lookup(upstream.ns, repository, tag))
+
     async def tag(self, upstream: Upstream, repository: str, tag: str) -> bool:
         """Whether the tag is seeded here or on another node of the cluster."""
-        if self._seeds is not None and self._seeds.lookup(upstream.ns, repository, tag):
+        if self.tag_here(upstream, repository, tag):
             return True
         cluster = self._swarm.cluster()
         if cluster is None:

@@ -240,6 +240,45 @@ def test_a_seeded_image_is_served_to_every_client_where_the_upstream_refuses_ano
     assert "unauthorized" in refused(node, ALICE_REPO, workdir / "alice-anonymous").lower()
 
 
+async def test_while_the_upstream_is_down_public_stays_public_and_private_stays_closed(
+    node_factory: Callable[..., Node], test_images: images.TestImages, workdir: Path
+) -> None:
+    """Cached content of a public repository is served through an outage, across a restart
+    too; a private repository's only under a verdict within its TTL, then to nobody."""
+    tokens = TokenServer(TokenPolicy(dict([ADMIN, ALICE]), {PUBLIC_REPO}, {}), workdir / "t")
+    tokens.start()
+    registry = Registry(workdir / "doomed", name="doomed", token_auth=tokens.registry_auth())
+    try:
+        registry.start()
+        for repository in (ALICE_REPO, PUBLIC_REPO):
+            images.push(test_images.app, registry.host, f"{repository}:1", creds=creds(ADMIN))
+        ttl = 2.0
+        node = node_factory(
+            {registry.host: registry.url}, registry.host, extra_args=["--access-ttl", str(ttl)]
+        )
+        image = test_images.app.image()
+        for attempt in ("online", "within-ttl", "after-ttl", "restarted"):
+            if attempt == "within-ttl":
+                registry.stop()
+            if attempt == "after-ttl":
+                time.sleep(ttl + 0.5)
+            if attempt == "restarted":
+                node.restart()
+            # A pull starts with the tag: served from the cache while the upstream is down.
+            status, _, _ = await get(node, f"/v2/{PUBLIC_REPO}/manifests/1")
+            assert status == 200, attempt
+            status, _, _ = await get(node, f"/v2/{PUBLIC_REPO}/blobs/{image.layers[0].digest}")
+            assert status == 200, attempt
+            status, _, _ = await get(node, f"/v2/{ALICE_REPO}/blobs/{image.layers[0].digest}")
+            assert status == 401, attempt
+            status, _, _ = await get(node, f"/v2/{ALICE_REPO}/manifests/1", ALICE)
+            assert status == (200 if attempt in ("online", "within-ttl") else 503), attempt
+        assert (node.data_dir / "private-repositories.json").is_file()
+    finally:
+        registry.stop()
+        tokens.stop()
+
+
 def test_one_access_check_per_credential_and_repository(
     start_node: Callable[..., Node], upstream: PrivateUpstream, workdir: Path
 ) -> None:
