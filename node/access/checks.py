@@ -7,6 +7,8 @@
                         `--requester-only`); with neither, a 401 challenge
     content by digest   ->  also only if it belongs to that repository: named by a manifest this
                         node served there (`Contents`), seeded here, or confirmed by the upstream
+    seeded content      (an images directory's, here or a tag seeded on another node)  ->  the
+                        operator's: served to anyone, and the upstream is not asked
 
 Each answer is one cheap upstream request (a HEAD of what the client asked for, with the
 credentials in question, after a fresh token) and is trusted for `--access-ttl`: a rollout costs
