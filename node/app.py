@@ -155,6 +155,7 @@ async def compose(config: Config) -> AsyncIterator[Node]:
                 config.access,
                 config.store.data_dir,
                 SeededContent(store, swarm, seeds),
+                store,
             )
             listing = Listing(
                 registries,

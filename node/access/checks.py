@@ -47,8 +47,10 @@ from node.errors import (
 )
 from node.metrics import NodeMetrics
 from node.oci import mediatypes
+from node.oci.descriptors import descriptors
 from node.oci.reference import is_digest
 from node.recent import Recent
+from node.store.contentstore import ContentStore
 from node.upstream.auth import Authenticator, pull_scope
 from node.upstream.client import UpstreamClient
 from node.upstream.credential import ANONYMOUS, NODE, Credential, Requester, from_authorization
@@ -121,11 +123,13 @@ class Access:
         config: AccessConfig,
         data_dir: Path | None = None,
         seeded: SeededContent | None = None,
+        store: ContentStore | None = None,
     ) -> None:
         self._client = client
         self._auth = authenticator
         self._metrics = metrics
         self._seeded = seeded
+        self._store = store
         self._public: Verdicts[Outcome] = Verdicts(config.access_ttl, _decisive)
         self._verdicts: Verdicts[Outcome] = Verdicts(config.access_ttl, _decisive)
         self._contents = Contents()
@@ -272,7 +276,12 @@ class Access:
             return
         if self._seeded is not None and self._seeded.content(digest):
             return
-        outcome = await self._check(bound, repo, target, "membership")
+        try:
+            outcome = await self._check(bound, repo, target, "membership")
+        except (UpstreamUnavailable, UpstreamRateLimited):
+            if await self._stored_outside_private(bound.ns, digest):
+                return  # a restarted node, its upstream down: what it holds of no private repo
+            raise
         if outcome is Outcome.ALLOWED:
             return
         self._metrics.access_refused.labels("unknown").inc()
@@ -281,6 +290,22 @@ class Access:
         if outcome is Outcome.FORBIDDEN:
             raise UpstreamDenied(f"the upstream denied {digest} in {repository}")
         raise target.unknown(f"{bound.ns}/{repository}")
+
+    async def _stored_outside_private(self, ns: str, digest: str) -> bool:
+        """Held here, and fetched from no repository known to be private: a blob by the
+        repository it came from, a manifest by its config's. What this node fetched of a private
+        repository, it saw private (`PrivateMarks`), so it never opens that while it cannot ask."""
+        if self._store is None or self._store.stat(digest) is None:
+            return False
+        origin = self._store.origin(digest)
+        if origin is None:
+            config = descriptors(await self._store.read_all(digest))[:1]
+            origin = self._store.origin(config[0][0]) if config else None
+        if origin is None:
+            return False
+        registry, repository = origin
+        names = {f"{registry}/{repository}", f"{registry}/library/{repository}"}
+        return not any(name in self._marks for name in names)
 
     async def _check(self, upstream: Upstream, repo: str, target: Target, kind: str) -> Outcome:
         """One upstream request for the target with the upstream's credentials, after a fresh

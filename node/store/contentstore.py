@@ -518,6 +518,10 @@ class ContentStore:
         if self._meta.blob(digest) is not None:
             self._meta.set_origin(digest, ns, repo)
 
+    def origin(self, digest: str) -> tuple[str, str] | None:
+        """(registry, repository as the client named it) a stored blob was fetched from."""
+        return self._meta.origin(digest)
+
     # -- integrity
 
     def suspects(self) -> list[str]:
