@@ -100,6 +100,7 @@ async def test_a_network_the_operator_allows_is_reached(
     )
     blob = _blob("allowed")
     digest = service.add(blob)
+    hostile.add(blob)  # the registry knows the blob (a HEAD answers); a GET goes to its storage
     hostile.redirect(digest, f"{service.url}/v2/{REPO}/blobs/{digest}")
     url = f"{node.url}/v2/{REPO}/blobs/{digest}"
     async with aiohttp.ClientSession() as session, session.get(url) as response:
