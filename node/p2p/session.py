@@ -4,7 +4,10 @@ Settings are the measured ones of reference/libtorrent.md: no DHT, LSD, UPnP or 
 contact outside hosts), TCP only, fixed unchoke slots, no auto-management, many connections.
 libtorrent reports through alerts; one thread waits for them, copies what matters out of each
 (alert objects die at the next pop) and hands the events to the event loop, which owns all the
-state here.
+state here. Nothing on the event loop waits on libtorrent's own thread: a torrent's progress
+comes with the once-a-second state updates, and an alert's torrent is found by its handle in a
+table rather than by asking the torrent (each such question is a round trip to libtorrent's
+network thread, and the answer a wait).
 """
 
 from __future__ import annotations
@@ -103,6 +106,7 @@ class _Torrent:
     handle: lt.torrent_handle
     seeding: bool
     save_path: Path
+    size: int
     done: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -127,6 +131,10 @@ class PeerSession:
         self._on_corrupt = on_corrupt  # (infohash) a seeded file failed its piece hash
         self._torrents: dict[str, _Torrent] = {}
         self._starting: dict[str, _Starting] = {}
+        # Written by the thread that adds a torrent, read by the alert thread: hash(handle) is
+        # the torrent's identity within the session.
+        self._infohashes: dict[int, str] = {}
+        self._progress: dict[str, int] = {}  # bytes done, as the latest state update said
         self._session: lt.session | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -198,8 +206,9 @@ class PeerSession:
         params.flags = flags
         starting = self._starting[torrent.infohash] = _Starting()
         try:
-            handle = await asyncio.to_thread(self._start, params, list(peers))
-            self._torrents[torrent.infohash] = _Torrent(handle, seed, save_path)
+            handle = await asyncio.to_thread(self._start, torrent.infohash, params, list(peers))
+            size = params.ti.total_size() if params.ti is not None else 0
+            self._torrents[torrent.infohash] = _Torrent(handle, seed, save_path, size)
             if seed:
                 self._torrents[torrent.infohash].done.set_result(None)
             try:
@@ -219,10 +228,13 @@ class PeerSession:
         if torrent is not None:
             torrent.handle.resume()
 
-    def _start(self, params: lt.add_torrent_params, peers: list[PeerAddress]) -> lt.torrent_handle:
+    def _start(
+        self, infohash: str, params: lt.add_torrent_params, peers: list[PeerAddress]
+    ) -> lt.torrent_handle:
         """Add paused and give it its peers (on a worker thread: the event loop may be busy)."""
         assert self._session is not None
         handle = self._session.add_torrent(params)
+        self._infohashes[hash(handle)] = infohash
         for peer in peers:
             handle.connect_peer(peer)
         return handle
@@ -239,9 +251,9 @@ class PeerSession:
         await asyncio.shield(self._torrents[infohash].done)
 
     def progress(self, infohash: str) -> int:
-        """Bytes of the torrent downloaded and verified so far."""
-        torrent = self._torrents.get(infohash)
-        return int(torrent.handle.status().total_wanted_done) if torrent else 0
+        """Bytes of the torrent downloaded and verified, as of the last state update (at most
+        STATS_INTERVAL old)."""
+        return self._progress.get(infohash, 0) if infohash in self._torrents else 0
 
     def move(self, infohash: str, save_path: Path) -> None:
         """Seed the torrent, complete, from `save_path` from now on. Nothing moves when the old
@@ -258,8 +270,10 @@ class PeerSession:
 
     def remove(self, infohash: str) -> None:
         torrent = self._torrents.pop(infohash, None)
+        self._progress.pop(infohash, None)
         if torrent is None or self._session is None:
             return
+        self._infohashes.pop(hash(torrent.handle), None)
         self._session.remove_torrent(torrent.handle)
         if not torrent.done.done():
             torrent.done.set_exception(TorrentFailed("removed"))
@@ -276,12 +290,40 @@ class PeerSession:
         while not self._stopping.is_set():
             if time.monotonic() >= next_stats:
                 self._session.post_session_stats()
+                self._session.post_torrent_updates()
                 next_stats = time.monotonic() + STATS_INTERVAL
             if self._session.wait_for_alert(250) is None:
                 continue
-            events = [event for a in self._session.pop_alerts() if (event := _event(a))]
+            events = [event for a in self._session.pop_alerts() if (event := self._event(a))]
             if events:
                 self._loop.call_soon_threadsafe(self._dispatch, events)
+
+    def _event(self, alert: lt.alert) -> tuple[str, str, object] | None:
+        """What the event loop needs of an alert, copied out of it (alerts die at the next
+        pop)."""
+        if isinstance(alert, lt.session_stats_alert):
+            values = alert.values
+            payload = (values["net.sent_payload_bytes"], values["net.recv_payload_bytes"])
+            return "stats", "", (*payload, values["peer.num_peers_connected"])
+        if isinstance(alert, lt.state_update_alert):
+            done = [(self._infohash(s.handle), int(s.total_wanted_done)) for s in alert.status]
+            return "progress", "", done
+        if isinstance(alert, lt.state_changed_alert):
+            if alert.state == lt.torrent_status.states.checking_files:
+                return "checking", self._infohash(alert.handle), None
+            return None
+        for kind, name in _TORRENT_EVENTS:
+            if isinstance(alert, kind):
+                return name, self._infohash(alert.handle), alert.message()
+        if isinstance(alert, lt.listen_failed_alert):
+            log.error("peer listener failed", extra={"detail": alert.message()})
+        return None
+
+    def _infohash(self, handle: lt.torrent_handle) -> str:
+        """The torrent's infohash, from the table; asked of libtorrent only for a torrent whose
+        alert came before `_start` could note it."""
+        known = self._infohashes.get(hash(handle))
+        return known if known is not None else str(handle.info_hashes().v1)
 
     # -- events, on the event loop
 
@@ -289,6 +331,11 @@ class PeerSession:
         for kind, infohash, value in events:
             if kind == "stats":
                 self._stats(value)  # type: ignore[arg-type]
+                continue
+            if kind == "progress":
+                for updated, done in value:  # type: ignore[attr-defined]
+                    if updated in self._torrents:
+                        self._progress[updated] = done
                 continue
             if kind in ("checking", "checked", "resumed"):
                 starting = self._starting.get(infohash)
@@ -303,6 +350,7 @@ class PeerSession:
                 torrent.finished = True
                 torrent.handle.flush_cache()
             elif kind == "flushed" and torrent.finished and not torrent.done.done():
+                self._progress[infohash] = torrent.size
                 torrent.done.set_result(None)
             elif kind == "error":
                 log.warning("chunk torrent failed", extra={"infohash": infohash, "error": value})
@@ -367,21 +415,3 @@ _TORRENT_EVENTS: tuple[tuple[type[lt.torrent_alert], str], ...] = (
     (lt.torrent_checked_alert, "checked"),
     (lt.torrent_resumed_alert, "resumed"),
 )
-
-
-def _event(alert: lt.alert) -> tuple[str, str, object] | None:
-    """What the event loop needs of an alert, copied out of it (alerts die at the next pop)."""
-    if isinstance(alert, lt.session_stats_alert):
-        values = alert.values
-        payload = (values["net.sent_payload_bytes"], values["net.recv_payload_bytes"])
-        return "stats", "", (*payload, values["peer.num_peers_connected"])
-    if isinstance(alert, lt.state_changed_alert):
-        if alert.state == lt.torrent_status.states.checking_files:
-            return "checking", str(alert.handle.info_hashes().v1), None
-        return None
-    for kind, name in _TORRENT_EVENTS:
-        if isinstance(alert, kind):
-            return name, str(alert.handle.info_hashes().v1), alert.message()
-    if isinstance(alert, lt.listen_failed_alert):
-        log.error("peer listener failed", extra={"detail": alert.message()})
-    return None
