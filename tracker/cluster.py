@@ -211,7 +211,7 @@ class Cluster:
             await placement.blob(holding.digest, holding.size, holding.chunk_count)
             newly = await self.store.peers.hold(node.id, holding.digest, complete, partial)
             if newly:
-                await placement.gained(holding.digest, indices_of(newly))
+                await placement.gained(holding.digest, indices_of(newly), node.id)
             await placement.forget_if_complete(holding.digest, holding.chunk_count, node.id)
         for ref, digest in refs:
             await self.store.refs.add(node.id, ref, digest)

@@ -8,6 +8,10 @@ Per chunk, in order:
 - one complete holder (the fetcher that published it, or a seeder): SWARM, but only `fanout`
   requesters (chosen rotating by chunk) are told about that single source; the others are given
   those requesters, so the source's egress feeds K streams, not N.
+- one complete holder that holds the whole blob (a seed, as in a warm rollout): its egress is
+  the rollout's bound, so it sends each chunk once, to one requester that relays it. Each
+  requester relays one chunk of the blob at a time (SEED_WINDOW) and is given the next once it
+  holds the last, so relaying is shared by all; a chunk with no relay yet WAITs for one.
 - more complete holders: SWARM from a ranked handout.
 
 The state is the store's, which other replicas change too: what this code reads may be stale by
@@ -37,6 +41,10 @@ from tracker.tasks import Order, RepublishOrder
 MAX_REQUESTED_PER_NODE = 100_000  # blobs one node asked about in the last REQUESTER_TTL
 REQUESTER_TTL = 600.0  # a requester that neither watches nor asks for this long is forgotten
 MAILBOX_BOUND = 4096  # orders queued for one node
+# Chunks of a blob one requester relays from the blob's seed at once. With 4, the requesters
+# that asked first relayed every chunk and the others none (a warm rollout of 8 nodes at 2.1 S/B;
+# 1.5 with one, against 2.6 when the first two requesters relayed everything).
+SEED_WINDOW = 1
 
 
 class Directive(enum.Enum):
@@ -191,7 +199,7 @@ class Placement:
             raise MetainfoConflict(f"{digest} chunk {chunk} was published with other metainfo")
         await self.store.blobs.clear_republish(digest, chunk)
         if await self.store.peers.hold(node.id, digest, 1 << chunk, 0):
-            await self.gained(digest, [chunk])
+            await self.gained(digest, [chunk], node.id)
             await self.forget_if_complete(digest, chunk_count, node.id)
         elif known is None:
             self.notices.changed(digest, chunk)
@@ -314,8 +322,66 @@ class Placement:
             left = max(0.0, lease.expires_at - self.clock())
             return ChunkView(chunk, directive, metainfo, peers, lease.holder, left)
         if state.sources == 1 and peers and peers[0].complete:
+            if await self._holds_all(digest, peers[0].node_id):
+                return await self._from_seed(digest, chunk, node, peers, metainfo)
             peers = await self._fan_out(digest, chunk, node, peers)
         return ChunkView(chunk, Directive.SWARM, metainfo, peers)
+
+    async def _holds_all(self, digest: str, node_id: str) -> bool:
+        shape = await self.store.blobs.shape(digest)
+        complete, _ = await self.store.peers.masks(node_id, digest)
+        return shape is not None and complete == (1 << shape[1]) - 1
+
+    async def _from_seed(
+        self, digest: str, chunk: int, node: Node, peers: list[Candidate], metainfo: bytes | None
+    ) -> ChunkView:
+        """The chunk's only source is a seed of the whole blob: one requester, its relay, gets
+        it from the seed, and the others from the relay. A requester becomes the relay of a
+        chunk that has none while it relays fewer than SEED_WINDOW chunks of the blob; until
+        a chunk has its relay, the others WAIT, and hear of the relay on their watch streams."""
+        members = await self._fanout_members(digest, chunk)
+        if not members:
+            holds, _ = await self.store.peers.masks(node.id, digest)
+            now = self.clock()
+            if await self.store.blobs.join_relay(digest, chunk, node.id, now, SEED_WINDOW, holds):
+                members = {node.id: now}
+                self.notices.changed(digest, chunk)
+        if node.id in members:
+            return ChunkView(
+                chunk,
+                Directive.SWARM,
+                metainfo,
+                await self._relayed(digest, chunk, node, peers, members),
+            )
+        if not members:
+            return ChunkView(chunk, Directive.WAIT, metainfo, [])
+        partial = [p for p in peers[1:] if not p.complete]
+        relays = await self._candidates(list(members))
+        handout = rank(node.id, node.zone, [*partial, *relays], self.policy.max_peers, self.rng)
+        return ChunkView(chunk, Directive.SWARM, metainfo, handout)
+
+    async def _next_relay(self, digest: str, after: int, node_id: str) -> None:
+        """A relay got the chunk it relayed from a seed: make it the relay of the next chunk of
+        the blob that has none and that it lacks, so its window stays full."""
+        shape = await self.store.blobs.shape(digest)
+        if shape is None:
+            return
+        count = shape[1]
+        holds, _ = await self.store.peers.masks(node_id, digest)
+        for step in range(1, count):
+            chunk = (after + step) % count
+            if holds >> chunk & 1 or await self.store.blobs.fanout(digest, chunk):
+                continue
+            (sources,) = await self.store.peers.complete_counts(digest, [chunk])
+            if sources != 1:
+                continue
+            handout = await self.store.peers.handout(digest, chunk, "", "", 1)
+            if not handout or not await self._holds_all(digest, handout[0].node_id):
+                continue
+            now = self.clock()
+            if await self.store.blobs.join_relay(digest, chunk, node_id, now, SEED_WINDOW, holds):
+                self.notices.changed(digest, chunk)
+            return
 
     async def _fan_out(
         self, digest: str, chunk: int, node: Node, peers: list[Candidate]
@@ -334,13 +400,26 @@ class Placement:
             len(members) < k
             and await self.store.blobs.join_fanout(digest, chunk, node.id, self.clock(), k)
         ):
-            known = {p.node_id for p in peers} | members.keys() | {node.id}
-            waiting = [r for r in await self._waiting(digest, chunk, source) if r not in known]
-            relayed = await self._candidates(waiting[: self.policy.max_peers])
-            return [*peers, *relayed][: self.policy.max_peers]
+            return await self._relayed(digest, chunk, node, peers, members)
         partial = [p for p in peers if p.node_id != source]
         relays = await self._candidates([m for m in members if m != node.id])
         return rank(node.id, node.zone, [*partial, *relays], self.policy.max_peers, self.rng)
+
+    async def _relayed(
+        self,
+        digest: str,
+        chunk: int,
+        node: Node,
+        peers: list[Candidate],
+        members: dict[str, float],
+    ) -> list[Candidate]:
+        """A fan-out member's handout: the source, and the requesters it relays to."""
+        known = {p.node_id for p in peers} | members.keys() | {node.id}
+        waiting = [
+            r for r in await self._waiting(digest, chunk, peers[0].node_id) if r not in known
+        ]
+        relayed = await self._candidates(waiting[: self.policy.max_peers])
+        return [*peers, *relayed][: self.policy.max_peers]
 
     async def _candidates(self, node_ids: list[str]) -> list[Candidate]:
         """Members as peers that do not hold the chunk whole yet, in the order given."""
@@ -424,8 +503,8 @@ class Placement:
 
     # ---- chunk events ----
 
-    async def gained(self, digest: str, chunks: Sequence[int]) -> None:
-        """A node now holds these chunks complete."""
+    async def gained(self, digest: str, chunks: Sequence[int], holder: str) -> None:
+        """`holder` now holds these chunks complete."""
         counts = await self.store.peers.complete_counts(digest, chunks)
         if await self.store.leases.release(digest, chunks):
             await self.fill_slots()
@@ -435,7 +514,10 @@ class Placement:
                 if handout:
                     await self._assign_fanout(digest, chunk, handout[0].node_id)
             elif count == 2:
+                relayed = await self.store.blobs.fanout(digest, chunk)
                 await self.store.blobs.set_fanout(digest, chunk, {})
+                if list(relayed) == [holder]:
+                    await self._next_relay(digest, chunk, holder)
             if count <= 2:
                 self.notices.changed(digest, chunk)
 

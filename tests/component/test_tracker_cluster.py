@@ -18,6 +18,7 @@ from tracker.errors import (
     TaskUnknown,
 )
 from tracker.hub import Watcher
+from tracker.placement import SEED_WINDOW
 from tracker.tasks import Order, PreheatOrder, RepublishOrder, TaskState
 
 D = "sha256:" + "d" * 64
@@ -388,6 +389,61 @@ async def test_a_single_source_is_handed_to_two_requesters_only(cluster: Cluster
             assert all(not p.complete for p in view.peers)
         relays_by_chunk.append(frozenset(given_source))
     assert len(set(relays_by_chunk)) > 1, "the same two requesters relay every chunk"
+
+
+W, WIDE = "sha256:" + "f" * 64, 16  # a blob of 16 chunks: more than one requester relays at once
+
+
+async def seed_and_request(cluster: Cluster, requesters: list[str]) -> dict[str, list[ChunkView]]:
+    """A seed holds all of W before anyone asks (a warm rollout); then each requester asks."""
+    await join(cluster, "seed")
+    await cluster.announce("seed", [Holding(W, SIZE, WIDE, tuple(range(WIDE)))], [])
+    views = {}
+    for r in requesters:
+        await join(cluster, r)
+        views[r] = await cluster.locate(r, W, SIZE, WIDE)
+    return views
+
+
+async def test_a_seed_sends_each_chunk_to_one_relay_and_the_requesters_take_turns(
+    cluster: Cluster,
+) -> None:
+    """The seed's egress bounds a warm rollout: it sends each chunk once, to one requester that
+    relays it, and no requester relays more than SEED_WINDOW chunks at once, however early it
+    asked; the chunks nobody relays yet wait for a relay."""
+    requesters = [f"r{i}" for i in range(6)]
+    views = await seed_and_request(cluster, requesters)
+    relays: dict[int, list[str]] = {}
+    for r, chunk_views in views.items():
+        for view in chunk_views:
+            if "seed" in peer_ids(view):
+                relays.setdefault(view.index, []).append(r)
+    assert all(len(given) == 1 for given in relays.values()), relays
+    per_requester = [sum(r in given for given in relays.values()) for r in requesters]
+    assert max(per_requester) == SEED_WINDOW
+    assert len(relays) == len(requesters) * SEED_WINDOW < WIDE
+    for r in requesters:  # what each is shown now that everyone asked
+        for view in await cluster.locate(r, W, SIZE, WIDE):
+            if view.index not in relays:
+                assert view.directive is Directive.WAIT, (r, view.index)
+            elif "seed" not in peer_ids(view):
+                assert view.directive is Directive.SWARM
+                assert relays[view.index][0] in peer_ids(view), (r, view.index)
+
+
+async def test_a_relay_that_got_its_chunk_relays_the_next_one(cluster: Cluster) -> None:
+    views = await seed_and_request(cluster, ["r0", "r1"])
+    waiting = [v.index for v in views["r1"] if v.directive is Directive.WAIT]
+    (relayed,) = [v.index for v in views["r0"] if "seed" in peer_ids(v)]
+    watcher = await cluster.watch("r1", W, SIZE, WIDE)
+    await cluster.announce("r0", [Holding(W, SIZE, WIDE, (relayed,))], [])
+    assert any([await marked(watcher, chunk) for chunk in waiting])
+    after = await cluster.locate("r0", W, SIZE, WIDE)
+    taken = [v.index for v in after if "seed" in peer_ids(v) and v.index in waiting]
+    assert len(taken) == SEED_WINDOW
+    for v in await cluster.locate("r1", W, SIZE, WIDE):
+        if v.index == taken[0]:
+            assert peer_ids(v) >= {"r0"} and "seed" not in peer_ids(v)
 
 
 async def test_fan_out_ends_once_a_second_node_holds_the_chunk(cluster: Cluster) -> None:

@@ -231,6 +231,14 @@ class Blobs(Protocol):
 
     async def leave_fanout(self, digest: str, chunk: int, node_ids: Collection[str]) -> None: ...
 
+    async def join_relay(
+        self, digest: str, chunk: int, node_id: str, now: float, window: int, holds: int
+    ) -> bool:
+        """Make the node the chunk's one fan-out member (its relay from a seed) unless the chunk
+        has members, or the node is a member of `window` chunks of the blob that it does not
+        hold whole (`holds`: its mask of complete chunks). True if it is the chunk's relay."""
+        ...
+
     async def ask_republish(self, digest: str, chunk: int, now: float, interval: float) -> bool:
         """True (and noted) unless a republish of the chunk was asked less than `interval` ago."""
         ...

@@ -314,6 +314,19 @@ class MemoryBlobs:
         members.setdefault(node_id, now)
         return True
 
+    async def join_relay(
+        self, digest: str, chunk: int, node_id: str, now: float, window: int, holds: int
+    ) -> bool:
+        chunks = self.fanouts.setdefault(digest, {})
+        members = chunks.get(chunk)
+        if members:
+            return node_id in members
+        relaying = sum(1 for c, m in chunks.items() if node_id in m and not holds >> c & 1)
+        if relaying >= window:
+            return False
+        chunks[chunk] = {node_id: now}
+        return True
+
     async def leave_fanout(self, digest: str, chunk: int, node_ids: Collection[str]) -> None:
         members = self.fanouts.get(digest, {}).get(chunk)
         if members is not None:
