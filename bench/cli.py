@@ -42,6 +42,7 @@ from bench.measurement import Measurement
 from bench.netns import Network, remove_stale
 from bench.progress import Progress
 from bench.scenarios import SCENARIOS, Bench, ScenarioError, Skip
+from bench.security import IDENTITY, parse_mode
 from distributed_images.settings import parse_size
 
 HELP = "benchmark a cluster in network namespaces: direct, pull-through cache and peer-to-peer"
@@ -124,6 +125,15 @@ class Config:
             "metavar": "MBIT",
         },
     )
+    tracker_security: str = field(
+        default=IDENTITY,
+        metadata={
+            "help": "open (no credentials), identity (each node its credential) or tls"
+            " (identity, over TLS) (identity)",
+            "parse": parse_mode,
+            "metavar": "MODE",
+        },
+    )
     log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
 
 
@@ -167,7 +177,8 @@ def _run(config: Config, workdir: Path, progress: Progress) -> dict[int, dict[st
     progress.line(f"network {network.prefix}-*: {network.subnet}.0/24")
     cluster: Cluster | None = None
     try:
-        cluster = Cluster(network, links, workdir, config.out / "logs")
+        logs = config.out / "logs"
+        cluster = Cluster(network, links, workdir, logs, config.tracker_security)
         return _measure(config, cluster, progress)
     finally:
         with signals_ignored():
@@ -239,6 +250,7 @@ def _params(config: Config, cluster: Cluster, size: int, lb: float) -> dict[str,
         "repeat": config.repeat,
         "scenarios": list(dict.fromkeys(config.scenarios)),
         "mtu": config.mtu,
+        "tracker_security": config.tracker_security,
         "shaping": "tbf on every host's link, both directions",
         "client": _version(["skopeo", "--version"]),
         "upstream": _version(["docker-registry", "--version"]),

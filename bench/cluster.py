@@ -23,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench.daemon import Daemon, child_environment, http_text
 from bench.image import Image, push_argv
 from bench.netns import Host, Network
+from bench.security import IDENTITY, TrackerSecurity
 
 REPOSITORY = "bench/app"
 TAG = "1"
@@ -102,7 +103,14 @@ def slug(run: str) -> str:
 
 
 class Cluster:
-    def __init__(self, network: Network, links: Links, workdir: Path, logs: Path) -> None:
+    def __init__(
+        self,
+        network: Network,
+        links: Links,
+        workdir: Path,
+        logs: Path,
+        tracker_security: str = IDENTITY,
+    ) -> None:
         self.network = network
         self.links = links
         self.workdir = workdir
@@ -118,6 +126,9 @@ class Cluster:
         self._daemons: list[Daemon] = []
         self._auth_file = workdir / "no-auth.json"
         self._auth_file.write_text(json.dumps({"auths": {}}))
+        self.security = TrackerSecurity(
+            tracker_security, workdir / "security", self.tracker_host.ip
+        )
 
     def use_nodes(self, count: int) -> None:
         """Run the next scenarios on the first `count` node hosts only (a sweep over N); the
@@ -144,6 +155,10 @@ class Cluster:
     def image_name(self) -> str:
         """The image's full name; the nodes map the upstream's host:port to its URL."""
         return f"{self.upstream_registry}/{REPOSITORY}:{TAG}"
+
+    def operator_args(self) -> list[str]:
+        """How `status` and `preheat` reach the tracker."""
+        return ["--tracker", self.tracker_address, *self.security.operator_args()]
 
     @staticmethod
     def reference(registry: str) -> str:
@@ -198,6 +213,7 @@ class Cluster:
         host = self.tracker_host
         argv = [*CLI, "tracker", "--listen", self.tracker_address]
         argv += ["--http-listen", f"{host.ip}:{TRACKER_HTTP_PORT}", "--log-level", "info"]
+        argv += self.security.tracker_args()
         daemon = Daemon(f"{slug(run)}-tracker", host, argv, self.logs, self.env)
         try:
             self._start(daemon, f"http://{host.ip}:{TRACKER_HTTP_PORT}/healthz")
@@ -235,6 +251,7 @@ class Cluster:
             "--tracker", self.tracker_address,
             "--auth-file", str(self._auth_file),
             "--log-level", "info",
+            *self.security.node_args(host.name),
         ]  # fmt: skip
         return Daemon(f"{slug(run)}-{host.name}", host, argv, self.logs, self.env)
 

@@ -267,7 +267,7 @@ def _preheat(bench: Bench) -> tuple[float, int]:
     A preheat that fails as a whole ends the scenario: pulls after it would be cold pulls under
     another name."""
     cluster = bench.cluster
-    argv = [*CLI, "preheat", "--tracker", cluster.tracker_address, cluster.image_name, "--wait"]
+    argv = [*CLI, "preheat", *cluster.operator_args(), cluster.image_name, "--wait"]
     started = time.monotonic()
     result = subprocess.run(
         cluster.tracker_host.exec_argv(argv),

@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tracker": ("tracker.app", "run the tracker that coordinates a cluster's nodes"),
     "status": ("tracker.status", "show a tracker's nodes, blobs and leases"),
     "preheat": ("tracker.preheat", "pull an image onto chosen nodes ahead of a rollout"),
+    "credential": ("tracker.issue", "make the cluster secret, issue node and operator credentials"),
     "bench": ("bench.cli", "load-test the cluster against direct and proxy pulls"),
     "containerd-config": ("node.hostsconfig", "write containerd hosts.toml files for a node"),
     "doctor": ("node.doctor", "check that containerd on this host pulls through the node"),

@@ -45,6 +45,7 @@ from node.upstream.auth import Authenticator, Credentials
 from node.upstream.client import UpstreamClient
 from node.upstream.registries import Registries
 from tracker import address
+from tracker.credentials import CredentialError
 
 __all__ = ["HELP", "Config", "Node", "compose", "main", "run"]
 
@@ -92,7 +93,10 @@ class Node:
 
 
 def main(config: Config) -> int:
-    asyncio.run(run(config))
+    try:
+        asyncio.run(run(config))
+    except CredentialError as e:
+        raise startup.StartupError(f"cannot join the cluster: {e}") from None
     return 0
 
 

@@ -103,8 +103,20 @@ class ClusterConfig:
             "metavar": "HOST:PORT",
         },
     )
-    token: str | None = field(
-        default=None, metadata={"help": "shared token the tracker requires", "metavar": "TOKEN"}
+    node_id: str | None = field(
+        default=None,
+        metadata={
+            "help": "this node's id in the cluster (default: the credential's, else the"
+            " registry address)",
+            "metavar": "ID",
+        },
+    )
+    credential_file: Path | None = field(
+        default=None,
+        metadata={
+            "help": "this node's credential for the tracker (distributed-images credential)",
+            "metavar": "FILE",
+        },
     )
     tracker_tls_ca: Path | None = field(
         default=None,

@@ -7,7 +7,11 @@ unreachable, the node joins again and re-announces everything: the tracker's sta
 the nodes rebuild it. While the tracker is unreachable the node keeps serving; membership only
 retries with backoff. Cancelling `run()` leaves the cluster cleanly.
 
-Without `--tracker` the node runs a tracker in-process on 127.0.0.1 (the embedded default).
+Without `--tracker` the node runs a tracker in-process on 127.0.0.1 (the embedded default),
+with a secret made at start and known only to this process.
+
+The node's id is `--node-id`, else the one its credential (`--credential-file`) names, else its
+registry address.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from node.config import ClusterConfig
-from tracker import address
+from tracker import address, credentials
 from tracker.app import Config as TrackerConfig
 from tracker.app import TrackerServer
 from tracker.backoff import Backoff
@@ -36,7 +40,7 @@ from tracker.client import (
     Session,
     TrackerClient,
 )
-from tracker.errors import NodeUnknown, TrackerError
+from tracker.errors import NodeUnknown, PermissionDenied, TrackerError
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +66,15 @@ class Membership:
         tls_ca: Path | None = None,
     ) -> None:
         self.config = config
+        credential = _credential(config)
+        claimed = credentials.parse(credential).name if credential else None
+        node_id = node_id or config.node_id or claimed or registry_address
+        if claimed is not None and claimed != node_id:
+            raise credentials.CredentialError(
+                f"the credential is node {claimed!r}'s, but this node's id is {node_id!r}"
+            )
         self.node = NodeAddress(
-            node_id=node_id or registry_address,
+            node_id=node_id,
             registry=registry_address,
             peer=_peer_address(config, registry_address),
             zone=config.zone,
@@ -74,13 +85,16 @@ class Membership:
         self._preheat = preheat
         self._metainfo = metainfo
         self._reservation: socket.socket | None = None
+        self._embedded_secret: bytes | None = None
         if config.tracker is None:
             self._reservation = _reserve_loopback_port()
             port = self._reservation.getsockname()[1]
             self.tracker_address = f"127.0.0.1:{port}"
+            self._embedded_secret = credentials.new_secret()
+            credential = credentials.issue(self._embedded_secret, credentials.Role.NODE, node_id)
         else:
             self.tracker_address = config.tracker
-        self.client = TrackerClient(self.tracker_address, token=config.token, tls_ca=tls_ca)
+        self.client = TrackerClient(self.tracker_address, credential=credential, tls_ca=tls_ca)
         self.session: Session | None = None
         self.joins = 0  # how many times this node joined (a restarted tracker makes it rejoin)
         self._resync = False
@@ -129,10 +143,8 @@ class Membership:
             self._resync = True
 
     async def _start_embedded(self) -> TrackerServer:
-        config = TrackerConfig(
-            listen=self.tracker_address, http_listen=None, token=self.config.token
-        )
-        server = TrackerServer(config, reuse_port=True)
+        config = TrackerConfig(listen=self.tracker_address, http_listen=None, seeder=[self.node_id])
+        server = TrackerServer(config, reuse_port=True, secret=self._embedded_secret)
         await server.start()
         log.info("embedded tracker started", extra={"tracker": self.tracker_address})
         return server
@@ -173,7 +185,17 @@ class Membership:
 
     async def _announce_all(self) -> None:
         inventory = await self._inventory()
-        await self.client.announce(self.node_id, inventory.blobs, inventory.refs)
+        await self.client.announce(self.node_id, inventory.blobs)
+        if not inventory.refs:
+            return
+        try:
+            await self.client.announce(self.node_id, [], inventory.refs)
+        except PermissionDenied as e:
+            log.warning(
+                "the tracker does not let this node seed tags to the cluster; its images"
+                " directory serves this host only",
+                extra={"node": self.node_id, "error": e.message},
+            )
 
     async def _heartbeat(self, session: Session) -> None:
         """Heartbeat until the tracker forgets this node or cannot be reached (both raise)."""
@@ -257,6 +279,12 @@ class Membership:
             log.info("left the cluster", extra={"node": self.node_id})
         except (TrackerError, TimeoutError) as e:
             log.info("could not leave the cluster cleanly", extra={"error": str(e)})
+
+
+def _credential(config: ClusterConfig) -> str | None:
+    if config.credential_file is None:
+        return None
+    return credentials.read_credential(config.credential_file)
 
 
 def _peer_address(config: ClusterConfig, registry_address: str) -> str:

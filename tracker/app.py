@@ -21,7 +21,7 @@ from aiohttp import web
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from distributed_images import startup
-from tracker import address, auth, httpapi, limits
+from tracker import address, auth, credentials, httpapi, limits
 from tracker.cluster import Cluster, Policy
 from tracker.metrics import TimingInterceptor, TrackerMetrics
 from tracker.service import TrackerService
@@ -45,8 +45,20 @@ class Config:
         default="0.0.0.0:7071",
         metadata={"help": "/metrics and /healthz address (empty: off)", "metavar": "HOST:PORT"},
     )
-    token: str | None = field(
-        default=None, metadata={"help": "shared token every RPC must carry", "metavar": "TOKEN"}
+    secret_file: Path | None = field(
+        default=None,
+        metadata={
+            "help": "the cluster secret (a file): every call must carry a node or operator"
+            " credential derived from it (none: open to whoever reaches the port)",
+            "metavar": "FILE",
+        },
+    )
+    seeder: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "a node id that may announce seeded tags to the cluster (repeatable)",
+            "metavar": "NODE_ID",
+        },
     )
     tls_cert: Path | None = field(
         default=None, metadata={"help": "PEM certificate: serve gRPC over TLS", "metavar": "FILE"}
@@ -75,7 +87,9 @@ def _server_options(reuse_port: bool) -> list[tuple[str, int]]:
 class TrackerServer:
     """Start with `await start()` (or `async with`); `port` and `http_port` are then bound."""
 
-    def __init__(self, config: Config, *, reuse_port: bool = False) -> None:
+    def __init__(
+        self, config: Config, *, reuse_port: bool = False, secret: bytes | None = None
+    ) -> None:
         policy = config.policy
         if (
             policy.node_ttl <= policy.heartbeat_interval
@@ -85,6 +99,7 @@ class TrackerServer:
         if (config.tls_cert is None) != (config.tls_key is None):
             raise ValueError("--tls-cert and --tls-key go together")
         self.config = config
+        self.secret = secret if secret is not None else _secret(config)
         self.cluster = Cluster(policy)
         self.metrics = TrackerMetrics()
         self.health = health.aio.HealthServicer()
@@ -103,10 +118,12 @@ class TrackerServer:
         return address.join(reachable, self.port)
 
     async def start(self) -> None:
-        interceptors: list[grpc.aio.ServerInterceptor] = []
-        if self.config.token:
-            interceptors.append(auth.TokenInterceptor(self.config.token))
-        interceptors.append(TimingInterceptor(self.metrics, f"/{SERVICE}/"))
+        verifier = credentials.Verifier(self.secret) if self.secret else None
+        gate = auth.Gate(verifier, self.config.seeder)
+        interceptors = [
+            auth.AuthInterceptor(gate, f"/{SERVICE}/"),
+            TimingInterceptor(self.metrics, f"/{SERVICE}/"),
+        ]
         server = grpc.aio.server(
             interceptors=interceptors, options=_server_options(self._reuse_port)
         )
@@ -187,6 +204,10 @@ class TrackerServer:
             log.exception("reading the metrics from the store failed")
 
 
+def _secret(config: Config) -> bytes | None:
+    return credentials.read_secret(config.secret_file) if config.secret_file else None
+
+
 def tune_garbage_collector() -> None:
     """Keep full collections rare and short in the tracker process (not in a node that embeds
     one): freeze what start-up made (modules, classes: never garbage) and collect the young
@@ -203,11 +224,21 @@ async def serve(config: Config) -> int:
     startup.check_port_free(config.listen, "--listen")
     if config.http_listen:
         startup.check_port_free(config.http_listen, "--http-listen")
-    server = TrackerServer(config)
+    try:
+        server = TrackerServer(config)
+    except credentials.CredentialError as e:
+        raise startup.StartupError(f"cannot start the tracker: {e}") from None
     await server.start()
     log.info(
         "tracker ready",
-        extra={"grpc": config.listen, "port": server.port, "http_port": server.http_port},
+        extra={
+            "grpc": config.listen,
+            "port": server.port,
+            "http_port": server.http_port,
+            "tls": config.tls_cert is not None,
+            "credentials": "required" if server.secret else "none: open to anyone",
+            "seeders": ",".join(config.seeder),
+        },
     )
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -17,7 +17,7 @@ from typing import Any
 
 import grpc
 
-from tracker import auth, errors, limits
+from tracker import auth, credentials, errors, limits
 from tracker.cluster import Session
 from tracker.nodes import Load
 from tracker.placement import Directive
@@ -193,13 +193,18 @@ _TASK_STATES = {
 
 @dataclass
 class Connection:
-    """How a command reaches the tracker: its flags `--tracker`, `--token`, `--tls`, `--tls-ca`."""
+    """How a command reaches the tracker: its flags `--tracker`, `--credential-file`, `--tls`,
+    `--tls-ca`."""
 
     tracker: str | None = field(
         default=None, metadata={"help": "tracker address (required)", "metavar": "HOST:PORT"}
     )
-    token: str | None = field(
-        default=None, metadata={"help": "the tracker's shared token", "metavar": "TOKEN"}
+    credential_file: Path | None = field(
+        default=None,
+        metadata={
+            "help": "an operator credential (distributed-images credential --operator)",
+            "metavar": "FILE",
+        },
     )
     tls: bool = field(default=False, metadata={"help": "talk TLS (system trust roots)"})
     tls_ca: Path | None = field(
@@ -212,8 +217,18 @@ class Connection:
     def client(self) -> TrackerClient:
         if not self.tracker:
             raise errors.InvalidArgument("--tracker HOST:PORT is required")
+        credential = None
+        if self.credential_file is not None:
+            try:
+                credential = credentials.read_credential(self.credential_file)
+            except credentials.CredentialError as e:
+                raise errors.InvalidArgument(str(e)) from None
         return TrackerClient(
-            self.tracker, token=self.token, tls=self.tls, tls_ca=self.tls_ca, timeout=self.timeout
+            self.tracker,
+            credential=credential,
+            tls=self.tls,
+            tls_ca=self.tls_ca,
+            timeout=self.timeout,
         )
 
 
@@ -254,14 +269,14 @@ class TrackerClient:
         self,
         address: str,
         *,
-        token: str | None = None,
+        credential: str | None = None,
         tls: bool = False,
         tls_ca: Path | None = None,
         timeout: float = 5.0,
     ) -> None:
         self.address = address
         self.timeout = timeout
-        self._metadata = auth.bearer(token) if token else ()
+        self._metadata = auth.bearer(credential) if credential else ()
         self._credentials = auth.channel_credentials(tls_ca) if tls or tls_ca else None
         self._channel: grpc.aio.Channel | None = None
         self._stub: Any = None

@@ -11,8 +11,12 @@ the same exception, so node code catches `NodeUnknown`, never a gRPC status code
     │   └── TaskUnknown
     ├── FailedPrecondition                                               FAILED_PRECONDITION
     │   ├── MetainfoConflict   a chunk published with different metainfo
+    │   ├── MetainfoUnconfirmed  metainfo from a node without the chunk's lease,
+    │   │                      not (yet) published alike by a second node
     │   └── NoTargets          a preheat that matches no node
-    ├── Unauthenticated        missing or wrong token                    UNAUTHENTICATED
+    ├── Unauthenticated        missing or wrong credential               UNAUTHENTICATED
+    ├── PermissionDenied       a caller acting for another node, or      PERMISSION_DENIED
+    │                          beyond its role (operator, seeder)
     └── TrackerUnavailable     (client side) unreachable or timed out    UNAVAILABLE
 """
 
@@ -59,6 +63,10 @@ class MetainfoConflict(FailedPrecondition):
     kind = "metainfo-conflict"
 
 
+class MetainfoUnconfirmed(FailedPrecondition):
+    kind = "metainfo-unconfirmed"
+
+
 class NoTargets(FailedPrecondition):
     kind = "no-targets"
 
@@ -66,6 +74,11 @@ class NoTargets(FailedPrecondition):
 class Unauthenticated(TrackerError):
     kind = "unauthenticated"
     code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(TrackerError):
+    kind = "permission-denied"
+    code = grpc.StatusCode.PERMISSION_DENIED
 
 
 class TrackerUnavailable(TrackerError):
@@ -84,8 +97,10 @@ _BY_KIND: dict[str, type[TrackerError]] = {
         TaskUnknown,
         FailedPrecondition,
         MetainfoConflict,
+        MetainfoUnconfirmed,
         NoTargets,
         Unauthenticated,
+        PermissionDenied,
         TrackerUnavailable,
     )
 }
@@ -96,7 +111,7 @@ _BY_CODE: dict[grpc.StatusCode, type[TrackerError]] = {
     grpc.StatusCode.NOT_FOUND: NotFound,
     grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
     grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
-    grpc.StatusCode.PERMISSION_DENIED: Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
     grpc.StatusCode.UNAVAILABLE: TrackerUnavailable,
     grpc.StatusCode.DEADLINE_EXCEEDED: TrackerUnavailable,
     grpc.StatusCode.CANCELLED: TrackerUnavailable,

@@ -476,18 +476,20 @@ class Placement:
         states: Sequence[ChunkState],
         views: Sequence[ChunkView],
     ) -> None:
-        """Chunks with sources but no metainfo (the state started afresh): ask a holder to
-        publish."""
+        """Chunks with sources but no metainfo (the state started afresh): ask two holders to
+        publish, since the metainfo of a node without the lease is taken once a second one
+        publishes the same (`tracker.witnesses`)."""
         asks: dict[str, list[int]] = {}
         for state, view in zip(states, views, strict=True):
             if view.directive is not Directive.SWARM or state.published:
                 continue
-            holder = next((p.node_id for p in view.peers if p.complete), None)
-            if holder is None or not await self.store.blobs.ask_republish(
+            holders = [p.node_id for p in view.peers if p.complete][:2]
+            if not holders or not await self.store.blobs.ask_republish(
                 digest, view.index, self.clock(), self.policy.lease_ttl
             ):
                 continue
-            asks.setdefault(holder, []).append(view.index)
+            for holder in holders:
+                asks.setdefault(holder, []).append(view.index)
         for holder, chunks in asks.items():
             task_id = await self.store.tasks.next_id("republish")
             await self.order(

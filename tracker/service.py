@@ -14,13 +14,15 @@ from typing import Any
 
 import grpc
 
+from tracker import auth, limits
 from tracker.cluster import ChunkView, Cluster, Directive, Holding, Load
-from tracker.errors import ERROR_KEY, TrackerError
+from tracker.errors import ERROR_KEY, MetainfoUnconfirmed, TrackerError
 from tracker.metrics import TrackerMetrics
 from tracker.store import Store
 from tracker.tasks import Order, PreheatJob, PreheatOrder, TaskState
 from tracker.v1 import tracker_pb2 as pb
 from tracker.v1 import tracker_pb2_grpc
+from tracker.witnesses import Witnesses
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +148,7 @@ class TrackerService(tracker_pb2_grpc.TrackerServicer):
     def __init__(self, cluster: Cluster, metrics: TrackerMetrics) -> None:
         self.cluster = cluster
         self.metrics = metrics
+        self.witnesses = Witnesses()
 
     # ---- membership ----
 
@@ -233,6 +236,11 @@ class TrackerService(tracker_pb2_grpc.TrackerServicer):
 
     @unary
     async def Publish(self, request: pb.PublishRequest) -> pb.PublishResponse:
+        if not await self._vouched_for(request):
+            raise MetainfoUnconfirmed(
+                "metainfo from a node without the chunk's lease is taken once a second node"
+                " publishes the same"
+            )
         await self.cluster.publish(
             request.node_id,
             request.digest,
@@ -242,6 +250,22 @@ class TrackerService(tracker_pb2_grpc.TrackerServicer):
             request.metainfo,
         )
         return pb.PublishResponse()
+
+    async def _vouched_for(self, request: pb.PublishRequest) -> bool:
+        """Whether the caller may set the chunk's metainfo (`tracker.witnesses`). Metainfo
+        already known is vouched for: the same again is a no-op, another is a conflict."""
+        limits.digest(request.digest)
+        limits.metainfo(request.metainfo)
+        store = self.cluster.store
+        lease = await store.leases.get(request.digest, request.chunk)
+        return (
+            (lease is not None and lease.holder == request.node_id)
+            or auth.caller().seeder
+            or await store.blobs.metainfo(request.digest, request.chunk) is not None
+            or self.witnesses.confirm(
+                request.digest, request.chunk, request.metainfo, request.node_id
+            )
+        )
 
     async def Watch(
         self, request: pb.WatchRequest, context: grpc.aio.ServicerContext

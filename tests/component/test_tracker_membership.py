@@ -25,15 +25,18 @@ from tracker.client import (
     TrackerClient,
 )
 from tracker.cluster import Policy
-from tracker.errors import TrackerUnavailable
+from tracker.errors import TrackerUnavailable, Unauthenticated
 
 D = "sha256:" + "d" * 64
 E = "sha256:" + "e" * 64
 POLICY = Policy(heartbeat_interval=0.1, node_ttl=5.0, lease_ttl=1.0)
 
 
+SEEDERS = [f"127.0.0.1:{8100 + i}" for i in range(8)]  # every FakeNode's id
+
+
 def tracker_config(port: int = 0) -> Config:
-    return Config(listen=f"127.0.0.1:{port}", http_listen=None, policy=POLICY)
+    return Config(listen=f"127.0.0.1:{port}", http_listen=None, seeder=SEEDERS, policy=POLICY)
 
 
 class FakeNode:
@@ -99,22 +102,24 @@ async def tracker() -> AsyncIterator[TrackerServer]:
 async def test_a_node_without_a_tracker_runs_one_itself() -> None:
     node = FakeNode(1, None, [HeldBlob(D, 100, 1, (0,))])
     membership = node.membership
-    client = TrackerClient(membership.tracker_address)
+    outsider = TrackerClient(membership.tracker_address)
     try:
         async with running([node]):
 
             async def joined() -> bool:
-                status = await status_of(client)
-                return status is not None and [(n.id, n.blobs) for n in status.nodes] == [
-                    ("127.0.0.1:8101", 1)
-                ]
+                if not membership.joined:
+                    return False
+                resolutions = await membership.client.resolve("app:1", membership.node_id)
+                return [r.holders for r in resolutions] == [1]
 
             await eventually(joined)
             assert membership.tracker_address.startswith("127.0.0.1:")
+            with pytest.raises(Unauthenticated):
+                await outsider.status()  # only the node itself holds a credential
         with pytest.raises(TrackerUnavailable):
-            await client.status()  # the embedded tracker stopped with the node
+            await outsider.status()  # the embedded tracker stopped with the node
     finally:
-        await client.close()
+        await outsider.close()
 
 
 async def test_nodes_rejoin_and_reannounce_after_a_tracker_restart() -> None:

@@ -40,7 +40,8 @@ SIZE, CHUNKS = 40 << 20, 4
 @pytest.fixture
 async def tracker() -> AsyncIterator[TrackerServer]:
     policy = Policy(heartbeat_interval=0.2, node_ttl=30.0, lease_ttl=10.0)
-    server = TrackerServer(Config(listen="127.0.0.1:0", http_listen="127.0.0.1:0", policy=policy))
+    config = Config(listen="127.0.0.1:0", http_listen="127.0.0.1:0", seeder=["n1"], policy=policy)
+    server = TrackerServer(config)
     await server.start()
     yield server
     await server.stop(grace=0)

@@ -67,9 +67,10 @@ def p2p_upstream(workspace: Path, p2p_images: P2PImages) -> Iterator[Registry]:
 def start_cluster(
     workdir: Path, p2p_upstream: Registry, request: pytest.FixtureRequest
 ) -> Iterator[Callable[..., Cluster]]:
-    """`start_cluster(size=4, node_args={i: [flags]}, tracker_args=[flags], upstream_url=URL)`:
-    a tracker and `size` nodes, all joined, whose default registry is `p2p_upstream` (reached at
-    `upstream_url`, its own URL unless given). Stopped at teardown; logs printed on failure."""
+    """`start_cluster(size=4, node_args={i: [flags]}, tracker_args=[flags], upstream_url=URL,
+    seeders=[i])`: a tracker and `size` nodes, all joined, whose default registry is
+    `p2p_upstream` (reached at `upstream_url`, its own URL unless given), nodes `seeders` with the
+    seeder role. Stopped at teardown; logs printed on failure."""
     started: list[Cluster] = []
 
     def start(
@@ -77,6 +78,7 @@ def start_cluster(
         node_args: Mapping[int, Sequence[str]] | None = None,
         tracker_args: Sequence[str] = (),
         upstream_url: str | None = None,
+        seeders: Sequence[int] = (),
     ) -> Cluster:
         upstream = p2p_upstream
         cluster = Cluster(
@@ -86,6 +88,7 @@ def start_cluster(
             size=size,
             node_args=node_args,
             tracker_args=tracker_args,
+            seeders=seeders,
         )
         started.append(cluster)
         cluster.start()

@@ -13,7 +13,7 @@ import pytest
 from tests.integration.test_tracker_process import TrackerProcess
 from tests.support.node import Node
 from tracker.client import ClusterStatus, TrackerClient
-from tracker.errors import TrackerError
+from tracker.errors import TrackerError, Unauthenticated
 
 pytestmark = pytest.mark.integration
 
@@ -91,11 +91,24 @@ def test_nodes_join_a_tracker_and_rejoin_after_it_restarts(
     wait_for_nodes(tracker_process.address, registries - {nodes[0].host}, timeout=1.5)
 
 
-def test_a_node_without_a_tracker_embeds_one(start_node: Callable[..., Node]) -> None:
+def test_a_node_without_a_tracker_embeds_one_that_only_it_may_call(
+    start_node: Callable[..., Node],
+) -> None:
     node = start_node()
     pattern = re.compile(r"embedded tracker started\" tracker=(127\.0\.0\.1:\d+)")
     deadline = time.monotonic() + 10
-    while not (found := pattern.search(node.log_tail(200))):
-        assert time.monotonic() < deadline, "the node never said it embeds a tracker"
+    while not (found := pattern.search(node.log_tail(200))) or "joined the cluster" not in (
+        node.log_tail(200)
+    ):
+        assert time.monotonic() < deadline, "the node never joined an embedded tracker"
         time.sleep(0.05)
-    wait_for_nodes(found.group(1), {node.host})
+
+    async def outsider_asks() -> None:
+        client = TrackerClient(found.group(1), timeout=2)
+        try:
+            await client.status()
+        finally:
+            await client.close()
+
+    with pytest.raises(Unauthenticated):
+        asyncio.run(outsider_asks())

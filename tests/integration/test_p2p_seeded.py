@@ -39,7 +39,9 @@ async def test_a_tag_seeded_on_one_node_pulls_on_another_without_any_upstream(
     )  # fmt: skip
     offline = ["--registry", f"{p2p_upstream.host}={DEAD_UPSTREAM}"]
     cluster = start_cluster(
-        size=2, node_args={0: [*offline, "--images-dir", str(images_dir)], 1: offline}
+        size=2,
+        node_args={0: [*offline, "--images-dir", str(images_dir)], 1: offline},
+        seeders=[0],
     )
     seeder, other = cluster.nodes
     repository, _, tag = P2PImages.SMALL.rpartition(":")

@@ -25,7 +25,8 @@ from tests.support import skopeo
 from tests.support.cluster import Cluster, Received, chunk_file, pull_image, receiving
 from tests.support.images import MiB, OciImage
 from tests.support.registry import Registry, upstream_blob_bytes
-from tracker.client import NodeAddress, TrackerClient
+from tracker.client import Directive, NodeAddress, TrackerClient
+from tracker.credentials import Role
 
 pytestmark = pytest.mark.integration
 
@@ -222,11 +223,13 @@ async def test_a_corrupted_chunk_on_one_node_never_reaches_a_client(
 async def rogue_peer(
     cluster: Cluster, workdir: Path, digest: str, size: int, chunk: int
 ) -> AsyncIterator[None]:
-    """A node that seeds wrong bytes for one chunk of a blob, under metainfo made from those
-    bytes, published to the tracker: every piece checks out, only the blob's digest does not."""
+    """A node that takes the lease of one chunk of a blob (as any node may) and seeds wrong bytes
+    for it, under metainfo made from those bytes, published to the tracker as the lease holder:
+    every piece checks out, only the blob's digest does not."""
     session = PeerSession("127.0.0.20", 0)
     await session.start()
-    tracker = TrackerClient(cluster.tracker.address)
+    credential = cluster.tracker.credential(Role.NODE, "rogue")
+    tracker = TrackerClient(cluster.tracker.address, credential=credential)
     directory = workdir / "rogue"
     directory.mkdir()
     start, end = chunk_range(size, chunk)
@@ -244,7 +247,10 @@ async def rogue_peer(
         await tracker.join(NodeAddress("rogue", "127.0.0.20:1", f"127.0.0.20:{session.port}"), "i")
         beating = asyncio.create_task(heartbeat())
         await session.add(torrent, directory, seed=True)
-        await tracker.publish("rogue", digest, size, chunk_count(size), chunk, torrent.metainfo)
+        count = chunk_count(size)
+        placement = await tracker.locate("rogue", digest, size, count, [chunk], max_leases=1)
+        assert placement.chunks[0].directive is Directive.FETCH
+        await tracker.publish("rogue", digest, size, count, chunk, torrent.metainfo)
         yield
     finally:
         if beating is not None:

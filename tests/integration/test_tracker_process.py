@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import sys
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
@@ -16,6 +15,7 @@ import pytest
 
 from node.config import ClusterConfig
 from node.membership import Membership
+from tests.support.cluster import process_environment
 from tests.support.process import Daemon, free_port, http_status
 from tracker.client import HeldBlob, Inventory, SeededRef, TrackerClient
 from tracker.errors import TrackerUnavailable
@@ -24,11 +24,11 @@ pytestmark = pytest.mark.integration
 
 D = "sha256:" + "d" * 64
 CLI = [sys.executable, "-m", "distributed_images.cli"]
-CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("DI_")}
+CLEAN_ENV = process_environment()  # this checkout first on the path, no DI_* of the machine
 
 
 class TrackerProcess:
-    def __init__(self, workdir: Path, token: str | None = None) -> None:
+    def __init__(self, workdir: Path, secret_file: Path | None = None) -> None:
         self.port = free_port()
         self.http_port = free_port()
         self.address = f"127.0.0.1:{self.port}"
@@ -46,7 +46,7 @@ class TrackerProcess:
             "--log-level",
             "debug",
         ]
-        env = dict(CLEAN_ENV, DI_TOKEN=token) if token else CLEAN_ENV
+        env = dict(CLEAN_ENV, DI_SECRET_FILE=str(secret_file)) if secret_file else CLEAN_ENV
         self.daemon = Daemon("tracker", argv, workdir, env=env, cwd=workdir)
 
     async def start(self) -> None:
@@ -68,7 +68,7 @@ def tracker_process(workdir: Path) -> Iterator[TrackerProcess]:
 
 
 def member(
-    i: int, tracker: str, token: str | None = None, preheated: list[str] | None = None
+    i: int, tracker: str, credential: Path | None = None, preheated: list[str] | None = None
 ) -> Membership:
     async def inventory() -> Inventory:
         return Inventory((HeldBlob(D, 100, 1, (0,)),), (SeededRef("app:1", D),))
@@ -80,7 +80,7 @@ def member(
             preheated.append(image)
 
     config = ClusterConfig(
-        tracker=tracker, token=token, peer_listen=f"127.0.0.1:{7200 + i}", zone="z1"
+        tracker=tracker, credential_file=credential, peer_listen=f"127.0.0.1:{7200 + i}", zone="z1"
     )
     return Membership(config, f"127.0.0.1:{8200 + i}", inventory, preheat=preheat)
 
@@ -123,9 +123,9 @@ async def status_nodes(
     return nodes
 
 
-async def until_nodes(tracker: str, count: int, token: str | None = None) -> None:
+async def until_nodes(tracker: str, count: int, credential: str | None = None) -> None:
     """Poll in-process (each CLI run costs a second of start-up) until `count` nodes hold a blob."""
-    client = TrackerClient(tracker, token=token)
+    client = TrackerClient(tracker, credential=credential)
     try:
         for _ in range(100):
             with contextlib.suppress(TrackerUnavailable):
@@ -173,20 +173,40 @@ async def test_status_fails_clearly_when_the_tracker_is_down() -> None:
     assert code == 1 and "status:" in err
 
 
-async def test_the_token_is_enforced_when_set(workdir: Path) -> None:
-    tracker = TrackerProcess(workdir, token="t0ken")
+async def test_credentials_are_enforced_when_the_tracker_has_a_secret(workdir: Path) -> None:
+    secret, node, operator = workdir / "secret", workdir / "node.cred", workdir / "ops.cred"
+    assert (await cli("credential", "--secret-file", str(secret), "--new-secret"))[0] == 0
+    assert secret.stat().st_mode & 0o777 == 0o600
+    issue = ("credential", "--secret-file", str(secret))
+    assert (await cli(*issue, "--node", "127.0.0.1:8201", "--out", str(node)))[0] == 0
+    assert (await cli(*issue, "--operator", "ops", "--out", str(operator)))[0] == 0
+    code, _, err = await cli(*issue, "--node", "127.0.0.1:8201", "--out", str(node))
+    assert code == 2 and "cannot create" in err, "an existing credential is never replaced"
+    tracker = TrackerProcess(workdir, secret_file=secret)
     try:
         await tracker.start()
-        async with members([member(1, tracker.address, token="t0ken")]):
+        async with members([member(1, tracker.address, credential=node)]):
             code, _, err = await cli("status", "--tracker", tracker.address)
-            assert code == 1 and "token" in err
-            code, _, _ = await cli("status", "--tracker", tracker.address, "--token", "wrong")
-            assert code == 1
-            await until_nodes(tracker.address, 1, token="t0ken")
-            nodes = await status_nodes(tracker.address, env=dict(CLEAN_ENV, DI_TOKEN="t0ken"))
+            assert code == 1 and "credential" in err
+            code, _, err = await cli("status", "--tracker", tracker.address, "--credential-file",
+                                     str(node))  # fmt: skip
+            assert code == 1 and "operator" in err, "a node may not ask for the status"
+            await until_nodes(tracker.address, 1, credential=operator.read_text().strip())
+            env = dict(CLEAN_ENV, DI_CREDENTIAL_FILE=str(operator))
+            nodes = await status_nodes(tracker.address, env=env)
             assert [n["id"] for n in nodes] == ["127.0.0.1:8201"]
     finally:
         tracker.daemon.stop()
+    assert secret.read_text().strip() not in tracker.daemon.log_tail(1000)
+
+
+async def test_a_tracker_with_an_unusable_secret_says_so_in_one_line(workdir: Path) -> None:
+    short = workdir / "short"
+    short.write_text("too short\n")
+    for secret in (short, workdir / "missing"):
+        code, out, err = await cli("tracker", "--secret-file", str(secret), "--http-listen", "")
+        assert code == 1, out + err
+        assert "Traceback" not in err and "secret" in err and "too short" not in err
 
 
 async def test_preheat_waits_until_the_nodes_are_done(tracker_process: TrackerProcess) -> None:

@@ -8,7 +8,9 @@ on distinct loopback addresses (127.0.0.11, .12, ...), each with its own data di
     cluster.stop()             # every process, SIGTERM then SIGKILL; safe to call twice
 
 The tracker runs with short heartbeats and a short node TTL, so a killed node is forgotten within
-seconds rather than the production default's quarter of a minute.
+seconds rather than the production default's quarter of a minute. As in production, it holds a
+cluster secret, each node its own credential (node i is `node<i>`), and the nodes listed in
+`seeders` may announce seeded tags.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from tests.support.process import (
     run,
     wait_until,
 )
+from tracker.credentials import Role, issue, new_secret
 
 CLI = [sys.executable, "-m", "distributed_images.cli"]
 # The checkout these tests belong to: the tracker imports it first, whatever copy of the package
@@ -55,8 +58,16 @@ def process_environment() -> dict[str, str]:
     return env
 
 
+def write_secret(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    path.chmod(0o600)
+    return path
+
+
 class Tracker:
-    """A `distributed-images tracker` process on free ports of 127.0.0.1."""
+    """A `distributed-images tracker` process on free ports of 127.0.0.1 that requires
+    credentials derived from `secret`; `credential(role, name)` issues them."""
 
     def __init__(
         self,
@@ -66,6 +77,12 @@ class Tracker:
         node_ttl: float = NODE_TTL,
         extra_args: Sequence[str] = (),
     ) -> None:
+        self.workdir = workdir
+        self.secret = new_secret()
+        secret_file = write_secret(workdir / "secret", self.secret)
+        self.operator_file = write_secret(
+            workdir / "operator.cred", self.credential(Role.OPERATOR, "tests").encode()
+        )
         self.port = free_port()
         self.http_port = free_port()
         self.address = f"{LOOPBACK}:{self.port}"
@@ -83,9 +100,20 @@ class Tracker:
             str(node_ttl),
             "--log-level",
             "debug",
+            "--secret-file",
+            str(secret_file),
             *extra_args,
         ]
         self._daemon = Daemon("tracker", argv, workdir, env=process_environment(), cwd=workdir)
+
+    def credential(self, role: Role, name: str) -> str:
+        return issue(self.secret, role, name)
+
+    def credential_file(self, node_id: str) -> Path:
+        """A file holding node `node_id`'s credential, as an operator hands it to that node."""
+        return write_secret(
+            self.workdir / f"{node_id}.cred", self.credential(Role.NODE, node_id).encode()
+        )
 
     def start(self, timeout: float = START_TIMEOUT) -> None:
         self._daemon.start()
@@ -119,15 +147,16 @@ class Tracker:
 
     def status(self) -> dict[str, object]:
         """What `distributed-images status --tracker ... --json` prints."""
-        result = run(
-            [*CLI, "status", "--tracker", self.address, "--json"], env=process_environment()
-        )
+        argv = [*CLI, "status", "--tracker", self.address, "--json"]
+        argv += ["--credential-file", str(self.operator_file)]
+        result = run(argv, env=process_environment())
         status: dict[str, object] = json.loads(result.stdout)
         return status
 
 
 class Cluster:
-    """A tracker and `size` nodes, node i on NODE_HOSTS[i]; `node_args[i]` adds flags to node i."""
+    """A tracker and `size` nodes, node i on NODE_HOSTS[i] with id `node<i>`; `node_args[i]` adds
+    flags to node i; the nodes of `seeders` (indices) may announce seeded tags."""
 
     def __init__(
         self,
@@ -138,17 +167,25 @@ class Cluster:
         size: int = 4,
         node_args: Mapping[int, Sequence[str]] | None = None,
         tracker_args: Sequence[str] = (),
+        seeders: Sequence[int] = (),
     ) -> None:
         assert size <= len(NODE_HOSTS)
         self.workdir = workdir
-        self.tracker = Tracker(workdir / "tracker", extra_args=tracker_args)
+        seeding = [arg for i in seeders for arg in ("--seeder", f"node{i}")]
+        self.tracker = Tracker(workdir / "tracker", extra_args=[*seeding, *tracker_args])
         node_args = node_args or {}
         self.nodes = [
             Node(
                 workdir / f"node{i}",
                 registries,
                 default,
-                extra_args=["--tracker", self.tracker.address, *node_args.get(i, ())],
+                extra_args=[
+                    "--tracker",
+                    self.tracker.address,
+                    "--credential-file",
+                    str(self.tracker.credential_file(f"node{i}")),
+                    *node_args.get(i, ()),
+                ],
                 name=f"node{i}",
                 host=host,
             )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import pytest
 
@@ -70,9 +71,9 @@ def test_preheat_rejects_bad_node_counts(text: str) -> None:
 def test_preheat_flags_and_environment() -> None:
     parser, _ = build_parser()
     args = parser.parse_args(["preheat", "--tracker", "t:7070", "img:1", "--nodes", "2", "--wait"])
-    config = load(preheat.Config, args, {"DI_TOKEN": "tok", "DI_ZONE": "z1"})
+    config = load(preheat.Config, args, {"DI_CREDENTIAL_FILE": "/c", "DI_ZONE": "z1"})
     assert (config.image, config.nodes, config.wait, config.zone) == ("img:1", "2", True, "z1")
-    assert (config.connection.tracker, config.connection.token) == ("t:7070", "tok")
+    assert (config.connection.tracker, config.connection.credential_file) == ("t:7070", Path("/c"))
 
 
 def test_a_command_without_tracker_says_so(capsys: pytest.CaptureFixture[str]) -> None:
