@@ -37,13 +37,17 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 
-{{- define "di.tokenSecret" -}}
-{{- default (printf "%s-token" (include "di.fullname" .)) .Values.token.existingSecret }}
+{{- define "di.clusterSecret" -}}
+{{- default (printf "%s-cluster-secret" (include "di.fullname" .)) .Values.clusterSecret.existingSecret }}
 {{- end }}
 
-{{/* Pods read the token from the environment at start: a new token value restarts them. */}}
-{{- define "di.tokenChecksum" -}}
-checksum/token: {{ printf "%s/%s" .Values.token.value .Values.token.existingSecret | sha256sum | trunc 16 | quote }}
+{{/* The tracker reads its secret at start: a new secret value restarts it. */}}
+{{- define "di.secretChecksum" -}}
+checksum/cluster-secret: {{ printf "%s/%s" .Values.clusterSecret.value .Values.clusterSecret.existingSecret | sha256sum | trunc 16 | quote }}
+{{- end }}
+
+{{- define "di.trackerTLSSecret" -}}
+{{- default (printf "%s-tracker-tls" (include "di.fullname" .)) .Values.tracker.tls.existingSecret }}
 {{- end }}
 
 {{- define "di.trackerAddress" -}}

@@ -31,7 +31,7 @@ CHART = ROOT / "helm"
 HELM = ROOT / ".tools" / "bin" / "helm"
 KUBERNETES_VERSIONS = ("1.29", "1.33")
 NODE_IP = "127.0.0.1"
-CRDS = {"ServiceMonitor"}  # kinds outside Kubernetes' own schemas
+CRDS = {"ServiceMonitor", "Certificate"}  # kinds outside Kubernetes' own schemas
 
 pytestmark = pytest.mark.integration
 
@@ -47,8 +47,13 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "everything": {
         "image": {"repository": "registry.example/di", "tag": "1.2.3", "pullPolicy": "Always"},
         "imagePullSecrets": [{"name": "pull"}],
-        "token": {"existingSecret": "tracker-token", "secretKey": "t"},
-        "tracker": {"nodeSelector": {"role": "infra"}, "extraArgs": ["--fanout=3"]},
+        "clusterSecret": {"existingSecret": "tracker-secret", "secretKey": "s"},
+        "tracker": {
+            "nodeSelector": {"role": "infra"},
+            "extraArgs": ["--fanout=3"],
+            "seeders": ["worker-1", "worker-2"],
+            "tls": {"enabled": True, "existingSecret": "tracker-tls", "caConfigMap": "cluster-ca"},
+        },
         "node": {
             "registries": ["docker.io", "registry.internal:5000=http://10.0.0.9:5000"],
             "cacheMaxBytes": "50GiB",
@@ -68,6 +73,15 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "enabled": True,
             "trackerFrom": [{"ipBlock": {"cidr": "10.0.0.0/16"}}],
             "metricsFrom": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}],
+        },
+    },
+    "tls-by-cert-manager": {
+        "tracker": {
+            "tls": {
+                "enabled": True,
+                "certManager": {"issuerRef": {"name": "cluster-ca", "kind": "ClusterIssuer"}},
+                "caConfigMap": "cluster-ca",
+            }
         },
     },
     "standalone": {
@@ -213,7 +227,7 @@ def defaults(helm: Callable[..., Any], tmp_path_factory: pytest.TempPathFactory)
     return render(helm, tmp_path_factory.mktemp("defaults"), {})
 
 
-def test_the_default_install_is_a_tracker_a_node_daemonset_a_token_and_the_uninstall_hook(
+def test_the_default_install_is_a_tracker_a_node_daemonset_a_secret_and_the_uninstall_hook(
     defaults: list[Manifest],
 ) -> None:
     assert kinds(defaults) == [
@@ -221,7 +235,7 @@ def test_the_default_install_is_a_tracker_a_node_daemonset_a_token_and_the_unins
         "DaemonSet/di-distributed-images-node",
         "Deployment/di-distributed-images-tracker",
         "Pod/di-distributed-images-cleanup-wait",
-        "Secret/di-distributed-images-token",
+        "Secret/di-distributed-images-cluster-secret",
         "Service/di-distributed-images-cleanup",
         "Service/di-distributed-images-node",
         "Service/di-distributed-images-tracker",
@@ -250,6 +264,7 @@ def test_the_node_daemonset_is_a_node_critical_host_service(defaults: list[Manif
     assert host_paths == {
         "data": "/var/lib/distributed-images/data",
         "images": "/var/lib/distributed-images/images",
+        "credential": "/etc/distributed-images",
         "containerd-hosts": "/etc/containerd/certs.d",
         "containerd-config": "/etc/containerd",
     }
@@ -279,8 +294,67 @@ def test_the_tracker_args_mean_what_the_chart_says(defaults: list[Manifest]) -> 
     config = load_config("tracker", tracker["args"], env_of(tracker))
     assert config.listen == "0.0.0.0:7070"
     assert config.http_listen == "0.0.0.0:7071"
-    [token] = [e for e in tracker["env"] if e["name"] == "DI_TOKEN"]
-    assert token["valueFrom"]["secretKeyRef"]["name"] == "di-distributed-images-token"
+    # The cluster secret is a file from its Secret, which only the tracker mounts.
+    assert str(config.secret_file) == "/etc/distributed-images/secret/secret"
+    assert config.tls_cert is None and config.seeder == []
+    spec = deployment["spec"]["template"]["spec"]
+    [volume] = [v for v in spec["volumes"] if v["name"] == "cluster-secret"]
+    assert volume["secret"]["secretName"] == "di-distributed-images-cluster-secret"
+    assert not any("secret" in str(e).lower() for e in tracker.get("env", []))
+
+
+def test_no_node_pod_mounts_the_cluster_secret_or_the_trackers_key(
+    helm: Callable[..., Any], tmp_path: Path
+) -> None:
+    for name in ("defaults", "everything", "tls-by-cert-manager"):
+        manifests = render(helm, tmp_path, VALUE_SETS[name])
+        spec = find(manifests, "DaemonSet", "-node")["spec"]["template"]["spec"]
+        secrets = {v["secret"]["secretName"] for v in spec["volumes"] if "secret" in v}
+        assert secrets <= {"upstream-creds"}, name
+        assert "secretKeyRef" not in json.dumps(spec), name
+
+
+def test_the_node_proves_its_identity_with_its_hosts_credential(defaults: list[Manifest]) -> None:
+    spec = find(defaults, "DaemonSet", "-node")["spec"]["template"]["spec"]
+    node = container(spec, "node")
+    env = env_of(node)
+    config = load_config("node", [expand(a, env) for a in node["args"]], env)
+    assert config.cluster.node_id == "secret-or-field"  # spec.nodeName, as env_of stands it in
+    assert str(config.cluster.credential_file) == "/etc/distributed-images/credential/credential"
+    [volume] = [v for v in spec["volumes"] if v["name"] == "credential"]
+    assert volume["hostPath"]["path"] == "/etc/distributed-images"
+
+
+def test_tls_to_the_tracker_from_a_secret_or_cert_manager(
+    helm: Callable[..., Any], tmp_path: Path
+) -> None:
+    for name, tls_secret in (("everything", "tracker-tls"), ("tls-by-cert-manager", None)):
+        manifests = render(helm, tmp_path, VALUE_SETS[name])
+        tracker = find(manifests, "Deployment", "-tracker")["spec"]["template"]["spec"]
+        config = load_config("tracker", container(tracker, "tracker")["args"], {})
+        assert str(config.tls_cert) == "/etc/distributed-images/tls/tls.crt"
+        [volume] = [v for v in tracker["volumes"] if v["name"] == "tls"]
+        secret_name = volume["secret"]["secretName"]
+        if tls_secret is None:
+            certificate = find(manifests, "Certificate", "-tracker")
+            assert certificate["spec"]["secretName"] == secret_name
+            assert "di-distributed-images-tracker.images.svc" in certificate["spec"]["dnsNames"]
+        else:
+            assert secret_name == tls_secret
+        node = container(find(manifests, "DaemonSet", "-node")["spec"]["template"]["spec"], "node")
+        env = env_of(node)
+        node_config = load_config("node", [expand(a, env) for a in node["args"]], env)
+        assert (
+            str(node_config.cluster.tracker_tls_ca) == "/etc/distributed-images/tracker-ca/ca.crt"
+        )
+
+
+def test_tls_without_a_ca_for_the_nodes_is_refused(
+    helm: Callable[..., Any], tmp_path: Path
+) -> None:
+    values = {"tracker": {"tls": {"enabled": True, "existingSecret": "t"}}}
+    result = helm("template", "di", str(CHART), "-f", values_file(tmp_path, values), check=False)
+    assert result.returncode != 0 and "caConfigMap" in result.stderr
 
 
 def test_init_container_writes_hosts_toml_and_the_uninstall_hook_restores_the_originals(
@@ -416,7 +490,8 @@ def test_standalone_nodes_run_without_a_tracker_or_containerd_changes(
     spec = find(manifests, "DaemonSet", "-node")["spec"]["template"]["spec"]
     assert [c["name"] for c in spec["initContainers"]] == ["prepare-cache"]
     node = container(spec, "node")
-    assert not any(e["name"] in ("DI_TRACKER", "DI_TOKEN") for e in node["env"])
+    assert not any(e["name"] == "DI_TRACKER" for e in node["env"])
+    assert not any(a.startswith("--credential-file") for a in node["args"])
     assert not any(a.startswith("--images-dir") for a in node["args"])
 
 
