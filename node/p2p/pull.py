@@ -380,8 +380,10 @@ class SwarmPull:
                 torrent = await hashing
             chunk.torrent = torrent
             await self._session.add(torrent, self._directory, seed=True, hashed=True)
-            self._chunk_done(chunk, "upstream")
+            # Published while the lease is still held: the tracker takes a chunk's metainfo
+            # from its lease holder, and the lease ends once the blob is announced complete.
             await self._publish(torrent)
+            self._chunk_done(chunk, "upstream")
         except BaseException:
             if chunk.leased:
                 await self._release(chunk)
