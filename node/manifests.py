@@ -1,8 +1,16 @@
-"""Manifests by tag or digest. Tags move, so a tag is asked of the upstream each time and
-served from the cache only when the upstream fails (stale-if-error); a digest never changes,
-so a stored manifest is served as it is. Seeded tags (from an images directory here or on
-another node) come first or last by the seed precedence. Every manifest's digest is checked
-before it is stored or served."""
+"""Manifests by tag or digest. A digest never changes, so a stored manifest is served as it is;
+every manifest's digest is checked before it is stored or served.
+
+What a tag means comes from its upstream or, on the node holding the archive, from the local
+images directory (DESIGN section 10):
+1. this node's images directory, when the seed precedence is seed-first;
+2. the upstream, asked each time (tags move); its answer is remembered as the tag's value;
+3. when the upstream fails: this node's images directory (upstream-first), then, when the
+   upstream is unreachable, the tag's remembered value (stale-if-error), then, when the upstream
+   is unreachable or has no such tag, a seeder elsewhere in the cluster (the tracker takes tags
+   only from the nodes the operator named seeders). A seeder's answer is never remembered as the
+   tag's value: the next request asks the upstream again.
+An upstream that refuses the client (401, 403) is an answer: nothing else is tried."""
 
 from __future__ import annotations
 
@@ -85,14 +93,10 @@ class Manifests:
     async def _by_tag_anywhere(
         self, upstream: Upstream, repo: str, tag: str, accept: list[str], head: bool
     ) -> Manifest:
-        """Seeded tags (here, then elsewhere in the cluster), the upstream, and the cache of
-        this tag when the upstream fails, in the order the seed precedence says."""
+        """The tag from the sources above, in their order."""
 
-        async def seeded() -> Manifest | None:
+        async def local_seed() -> Manifest | None:
             return await self._seeded(upstream, repo, tag, head)
-
-        async def clustered() -> Manifest | None:
-            return await self._clustered(upstream, repo, tag)
 
         async def cached() -> Manifest | None:
             stale = self._store.tag(upstream.ns, upstream.repository(repo), tag)
@@ -101,20 +105,24 @@ class Manifests:
                 self._metrics.stale_manifests.inc()
             return manifest
 
-        if self._seed_first:
-            for source in (seeded, clustered):
-                if found := await source():
-                    return found
+        async def cluster_seed() -> Manifest | None:
+            return await self._clustered(upstream, repo, tag)
+
+        if self._seed_first and (found := await local_seed()):
+            return found
         try:
             return await self._by_tag(upstream, repo, tag, accept, head)
         except NodeError as e:
-            fallbacks = [] if self._seed_first else [seeded]
-            if isinstance(e, (UpstreamUnavailable, UpstreamRateLimited)):
-                fallbacks += [cached] if self._seed_first else [clustered, cached]
+            unreachable = isinstance(e, (UpstreamUnavailable, UpstreamRateLimited))
+            fallbacks = [] if self._seed_first else [local_seed]
+            if unreachable:
+                fallbacks.append(cached)
+            if unreachable or isinstance(e, NotFound):
+                fallbacks.append(cluster_seed)
             for source in fallbacks:
                 if found := await source():
                     log.warning(
-                        "upstream failed, serving the tag from elsewhere",
+                        "upstream did not answer for the tag, serving it from elsewhere",
                         extra={
                             "registry": upstream.ns,
                             "repo": repo,
@@ -134,11 +142,7 @@ class Manifests:
 
     async def _clustered(self, upstream: Upstream, repo: str, tag: str) -> Manifest | None:
         found = await self._peers.by_tag(upstream, repo, tag) if self._peers else None
-        if found is None:
-            return None
-        manifest = await self._keep(*found)
-        self._remember(upstream, repo, tag, manifest)
-        return manifest
+        return await self._keep(*found) if found else None
 
     async def _keep(self, digest: str, body: bytes) -> Manifest:
         """Store a manifest got from a peer (the store checks its digest)."""

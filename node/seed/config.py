@@ -21,8 +21,9 @@ class SeedConfig:
     seed_precedence: str = field(
         default=SEED_FIRST,
         metadata={
-            "help": "who answers a seeded tag: seed-first (never asks the upstream) or "
-            "upstream-first (the seed only when the upstream fails)",
+            "help": "who answers a tag of this node's images directory: seed-first (the"
+            " archive, never the upstream) or upstream-first (the archive only when the upstream"
+            " fails); tags seeded by other nodes always come after the upstream",
             "parse": parse_precedence,
             "metavar": "ORDER",
         },
