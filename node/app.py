@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
 from distributed_images import startup
@@ -144,13 +143,13 @@ async def compose(config: Config) -> AsyncIterator[Node]:
         swarm = Swarm(store, session, metrics, pulls, refs=seeds.refs if seeds else list)
         if seeds is not None:
             seeds.on_change = lambda: _spawn(swarm.images_changed(), "images changed")
-        async with upstream, aiohttp.ClientSession() as peer_http:
+        async with upstream:
             node: Node
-            peers = PeerManifests(swarm, lambda: peer_http)
+            blobs = Blobs(store, downloads, upstream, metrics, sizes, swarm)
+            peers = PeerManifests(swarm, blobs, store)
             manifests = Manifests(
                 store, upstream, metrics, sizes, seeds, peers, config.seed.seed_first
             )
-            blobs = Blobs(store, downloads, upstream, metrics, sizes, swarm)
             prefetcher = Prefetcher(blobs, config.prefetch)
             access = Access(
                 upstream,

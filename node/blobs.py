@@ -130,7 +130,9 @@ class Blobs:
                 self._metrics.downloads_shared.inc()
         return handle
 
-    async def _open(self, upstream: Upstream, repo: str, digest: str) -> tuple[BlobHandle, bool]:
+    async def _open(
+        self, upstream: Upstream, repo: str, digest: str, size: int | None = None
+    ) -> tuple[BlobHandle, bool]:
         """The blob, and whether this call started its download."""
         cached = await self._cached(digest)
         if cached:
@@ -139,7 +141,7 @@ class Blobs:
         download = self._downloads.get(digest)
         started = False
         if download is None:
-            known = self._sizes.get(digest)
+            known = size or self._sizes.get(digest)
             if known is None and self._through_swarm(digest):  # it needs the size first
                 known = await self._upstream.blob_size(upstream, repo, digest)
             if known is not None and not self._store.room_for(known):
@@ -177,11 +179,14 @@ class Blobs:
         """Whether the blob is stored or on its way."""
         return self._store.stat(digest) is not None or self._downloads.get(digest) is not None
 
-    async def fetch(self, upstream: Upstream, repo: str, digest: str) -> None:
-        """Get the blob into the store as a client's pull would; return once it is stored."""
+    async def fetch(
+        self, upstream: Upstream, repo: str, digest: str, size: int | None = None
+    ) -> None:
+        """Get the blob into the store as a client's pull would; return once it is stored.
+        `size`, when the caller knows it, spares asking the upstream."""
         if self._store.stat(digest) is not None:
             return
-        handle, started = await self._open(upstream, repo, digest)
+        handle, started = await self._open(upstream, repo, digest, size)
         download = handle.download
         if handle.info is None and download is None:
             raise StoreFull("no room in the store", {"digest": digest})

@@ -116,6 +116,7 @@ class Resolution:
     digest: str
     holders: int
     nodes: tuple[Peer, ...]
+    size: int = 0  # the manifest's size as its holders announced it; 0: unknown
 
 
 @dataclass(frozen=True)
@@ -464,6 +465,7 @@ class TrackerClient:
                 r.digest,
                 r.holders,
                 tuple(Peer(p.node_id, p.registry, p.peer, p.zone) for p in r.nodes),
+                r.size,
             )
             for r in response.resolutions
         ]

@@ -302,7 +302,11 @@ class TrackerService(tracker_pb2_grpc.TrackerServicer):
             peers = [
                 pb.Peer(node_id=n.id, registry=n.registry, peer=n.peer, zone=n.zone) for n in nodes
             ]
-            resolutions.append(pb.Resolution(digest=digest, holders=holders, nodes=peers))
+            shape = await self.cluster.store.blobs.shape(digest)
+            size = shape[0] if shape is not None else 0
+            resolutions.append(
+                pb.Resolution(digest=digest, holders=holders, nodes=peers, size=size)
+            )
         return pb.ResolveResponse(resolutions=resolutions)
 
     # ---- preheat ----

@@ -1,41 +1,39 @@
 """Manifests from the other nodes of the cluster, for tags seeded somewhere in the cluster and
 for when the upstream cannot answer.
 
-A seeded tag is resolved by the tracker to a manifest digest and the nodes that hold it; the
-manifest is then fetched from one of those nodes' registry API by digest, and checked against
-that digest, so a node is trusted for nothing. The children of an index fetched this way are
-remembered with the same nodes, so a client's next request (a platform's manifest by digest)
-finds them too. Layers then come through the swarm as usual.
+A seeded tag is resolved by the tracker to a manifest digest, its size and the nodes that hold
+it; the manifest is then pulled through the swarm like any blob (its holders seed it), checked
+against its digest, so a node is trusted for nothing, and no node asks another's registry API
+(which may listen on its host's loopback only). The children of an index pulled this way are
+remembered with their sizes, so a client's next request (a platform's manifest by digest) finds
+them too. Layers then come through the swarm as usual.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import logging
-from collections.abc import Callable
 
-import aiohttp
-
-from node.oci import mediatypes
+from node.blobs import Blobs
+from node.errors import NodeError
 from node.oci.descriptors import descriptors
 from node.p2p.swarm import Swarm
 from node.recent import Recent
+from node.store.contentstore import ContentStore
 from node.upstream.client import MAX_MANIFEST_BYTES
 from node.upstream.registries import Upstream
 from tracker.errors import TrackerError
 
 log = logging.getLogger(__name__)
 
-PEER_TIMEOUT = aiohttp.ClientTimeout(total=10)
 MAX_HINTS = 10_000
 
 
 class PeerManifests:
-    def __init__(self, swarm: Swarm, http: Callable[[], aiohttp.ClientSession]) -> None:
+    def __init__(self, swarm: Swarm, blobs: Blobs, store: ContentStore) -> None:
         self._swarm = swarm
-        self._http = http
-        self._holders: Recent[str, tuple[str, ...]] = Recent(MAX_HINTS)  # digest -> registries
+        self._blobs = blobs
+        self._store = store
+        self._children: Recent[str, int] = Recent(MAX_HINTS)  # digest -> size
 
     async def by_tag(self, upstream: Upstream, repo: str, tag: str) -> tuple[str, bytes] | None:
         """(digest, body) of a tag seeded on another node, or None."""
@@ -50,39 +48,28 @@ class PeerManifests:
             log.debug("resolve failed", extra={"ref": ref, "error": e.message})
             return None
         for resolution in resolutions:
-            registries = tuple(n.registry for n in resolution.nodes if n.node_id != node_id)
-            body = await self._from(registries, upstream, repo, resolution.digest)
+            if not any(n.node_id != node_id for n in resolution.nodes):
+                continue
+            body = await self._pull(upstream, repo, resolution.digest, resolution.size)
             if body is not None:
                 log.info("manifest from a peer", extra={"ref": ref, "digest": resolution.digest})
                 return resolution.digest, body
         return None
 
     async def by_digest(self, upstream: Upstream, repo: str, digest: str) -> bytes | None:
-        """A manifest a peer was seen to hold (a child of an index fetched from it)."""
-        registries = self._holders.get(digest)
-        if not registries:
+        """A manifest a peer was seen to hold (a child of an index pulled from the cluster)."""
+        size = self._children.get(digest)
+        return await self._pull(upstream, repo, digest, size) if size else None
+
+    async def _pull(self, upstream: Upstream, repo: str, digest: str, size: int) -> bytes | None:
+        if not 0 < size <= MAX_MANIFEST_BYTES:
             return None
-        return await self._from(registries, upstream, repo, digest)
-
-    async def _from(
-        self, registries: tuple[str, ...], upstream: Upstream, repo: str, digest: str
-    ) -> bytes | None:
-        for registry in registries:
-            url = f"http://{registry}/v2/{repo}/manifests/{digest}"
-            headers = {"Accept": ", ".join(mediatypes.MANIFEST_TYPES)}
-            body = None
-            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                async with self._http().get(
-                    url, params={"ns": upstream.ns}, headers=headers, timeout=PEER_TIMEOUT
-                ) as response:
-                    if response.status == 200:
-                        body = await response.content.read(MAX_MANIFEST_BYTES + 1)
-            if body is not None and "sha256:" + hashlib.sha256(body).hexdigest() == digest:
-                self._remember_children(body, registries)
-                return body
-            log.debug("peer had no good manifest", extra={"peer": registry, "digest": digest})
-        return None
-
-    def _remember_children(self, body: bytes, registries: tuple[str, ...]) -> None:
-        for child, _ in descriptors(body):
-            self._holders.remember(child, registries)
+        try:
+            await self._blobs.fetch(upstream, repo, digest, size)
+            body = await self._store.read_all(digest)
+        except (NodeError, OSError) as e:
+            log.debug("no manifest from the cluster", extra={"digest": digest, "error": str(e)})
+            return None
+        for child, child_size in descriptors(body):
+            self._children.remember(child, child_size)
+        return body

@@ -17,6 +17,7 @@ from tests.support.process import http_status, run
 from tests.support.registry import Registry
 
 BLOB_BYTES = "distributed_images_blob_bytes_total"
+REQUESTS = "distributed_images_requests_total"
 DEAD_UPSTREAM = "http://127.0.0.1:1"  # nothing listens there: no upstream at all
 SEEDED_WITHIN = 30.0
 
@@ -49,14 +50,19 @@ async def test_a_tag_seeded_on_one_node_pulls_on_another_without_any_upstream(
     # The seeder serves the tag once its archive is imported (it is ready by then), and tells
     # the tracker a moment later, once it seeds the archive's blobs: the other node resolves
     # the tag from then on.
+    asked_of_the_seeder = 0.0
     for node, never in ((seeder, "served its archive's tag"), (other, "learned the tag")):
         manifest_url = f"{node.url}/v2/{repository}/manifests/{tag}"
-        while await asyncio.to_thread(http_status, manifest_url) != 200:
+        # The upstream is asked first, and retried: a request takes a second or so to fail over.
+        while await asyncio.to_thread(http_status, manifest_url, 10.0) != 200:
             assert time.monotonic() < deadline, f"{node.name} never {never}"
             await asyncio.sleep(0.2)
+        asked_of_the_seeder = asked_of_the_seeder or seeder.metric(REQUESTS, endpoint="manifest")
 
     async with aiohttp.ClientSession() as session:
         pulled = await pull_image(session, other, P2PImages.SMALL)
+    # The manifest came through the swarm: nobody asked the seeder's registry API but this test.
+    assert seeder.metric(REQUESTS, endpoint="manifest") == asked_of_the_seeder
 
     image = p2p_images.small.image()
     assert pulled.blobs == {d: Received(200, d, size) for d, size in image.blobs.items()}

@@ -304,14 +304,16 @@ class ResolveRequest(_message.Message):
     def __init__(self, ref: _Optional[str] = ..., node_id: _Optional[str] = ...) -> None: ...
 
 class Resolution(_message.Message):
-    __slots__ = ("digest", "holders", "nodes")
+    __slots__ = ("digest", "holders", "nodes", "size")
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     HOLDERS_FIELD_NUMBER: _ClassVar[int]
     NODES_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
     digest: str
     holders: int
     nodes: _containers.RepeatedCompositeFieldContainer[Peer]
-    def __init__(self, digest: _Optional[str] = ..., holders: _Optional[int] = ..., nodes: _Optional[_Iterable[_Union[Peer, _Mapping]]] = ...) -> None: ...
+    size: int
+    def __init__(self, digest: _Optional[str] = ..., holders: _Optional[int] = ..., nodes: _Optional[_Iterable[_Union[Peer, _Mapping]]] = ..., size: _Optional[int] = ...) -> None: ...
 
 class ResolveResponse(_message.Message):
     __slots__ = ("resolutions",)
