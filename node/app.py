@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import errno
 import logging
@@ -70,6 +71,7 @@ class Node:
     scrubber: Scrubber
     seeds: Seeds | None = None
     ready: bool = False  # serving, with the membership running
+    probes: web.Application | None = None  # /metrics, /healthz, /readyz for --metrics-listen
 
     def serving(self) -> bool:
         """Ready for clients (GET /readyz): up, and the archives found in the images directory
@@ -197,6 +199,7 @@ async def compose(config: Config) -> AsyncIterator[Node]:
                 repair,
                 Scrubber(store, config.scrub),
                 seeds,
+                probes=api.probes_application(),
             )
             try:
                 yield node
@@ -266,17 +269,14 @@ def _peer_stats(metrics: NodeMetrics, sent: int, received: int, peers: int) -> N
 async def run(config: Config, stop: asyncio.Event | None = None) -> None:
     """Serve until `stop` is set (or SIGTERM/SIGINT arrives)."""
     stop = stop or _stop_on_signals()
-    async with compose(config) as node:
-        runner = web.AppRunner(node.app, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE)
-        await runner.setup()
+    async with compose(config) as node, contextlib.AsyncExitStack() as listeners:
+        site = await listeners.enter_async_context(_serving(node.app, config.listen, "--listen"))
+        if config.metrics_listen and (probes := node.probes) is not None:
+            await listeners.enter_async_context(
+                _serving(probes, config.metrics_listen, "--metrics-listen")
+            )
         try:
-            host, port = address.split(config.listen)
-            site = web.TCPSite(runner, host, port, reuse_address=True)
-            try:
-                await site.start()
-            except OSError as e:
-                raise startup.listen_failed(config.listen, "--listen", e) from None
-            membership = _membership(node, _bound_port(site) or port)
+            membership = _membership(node, _bound_port(site) or address.split(config.listen)[1])
             node.swarm.attach(membership)
             node.ready = True
             log.info(
@@ -307,8 +307,24 @@ async def run(config: Config, stop: asyncio.Event | None = None) -> None:
                 members.cancel()
         finally:
             node.ready = False
-            await runner.cleanup()
     log.info("node stopped")
+
+
+@asynccontextmanager
+async def _serving(app: web.Application, listen: str, flag: str) -> AsyncIterator[web.TCPSite]:
+    """`app` on `listen` until the block ends; a port that cannot be bound is a StartupError."""
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE)
+    await runner.setup()
+    try:
+        host, port = address.split(listen)
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as e:
+            raise startup.listen_failed(listen, flag, e) from None
+        yield site
+    finally:
+        await runner.cleanup()
 
 
 def _membership(node: Node, registry_port: int) -> Membership:

@@ -165,6 +165,14 @@ class Config:
         default="0.0.0.0:8080",
         metadata={"help": "registry API listen address", "metavar": "HOST:PORT"},
     )
+    metrics_listen: str | None = field(
+        default=None,
+        metadata={
+            "help": "also serve /metrics, /healthz and /readyz here, for when --listen is the"
+            " host's loopback (default: only on --listen)",
+            "metavar": "HOST:PORT",
+        },
+    )
     images_dir: Path | None = field(
         default=None, metadata={"help": "directory of image archives to seed", "metavar": "DIR"}
     )

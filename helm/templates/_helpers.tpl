@@ -54,9 +54,24 @@ checksum/cluster-secret: {{ printf "%s/%s" .Values.clusterSecret.value .Values.c
 {{- printf "%s-tracker.%s.svc.%s:%d" (include "di.fullname" .) .Release.Namespace .Values.clusterDomain (int .Values.tracker.grpcPort) }}
 {{- end }}
 
-{{/* The mirror URL containerd is given: the node on this host, by the host's IP. */}}
+{{/* Whether the registry API listens on the host's loopback only (hostNetwork). */}}
+{{- define "di.loopback" -}}
+{{- if and .Values.node.hostNetwork .Values.node.registryOnLoopback }}true{{ end }}
+{{- end }}
+
+{{/* The node's registry API as this host reaches it: its loopback, or the host's IP. */}}
+{{- define "di.nodeURL" -}}
+{{- printf "http://%s:%d" (ternary "127.0.0.1" "$(NODE_IP)" (eq (include "di.loopback" .) "true")) (int .Values.node.port) }}
+{{- end }}
+
+{{/* The named container port of /metrics, /healthz and /readyz. */}}
+{{- define "di.probePort" -}}
+{{- if include "di.loopback" . }}metrics{{ else }}registry{{ end }}
+{{- end }}
+
+{{/* The mirror URL containerd is given: the node on this host. */}}
 {{- define "di.mirror" -}}
-{{- default (printf "http://$(NODE_IP):%d" (int .Values.node.port)) .Values.containerd.mirror }}
+{{- default (include "di.nodeURL" .) .Values.containerd.mirror }}
 {{- end }}
 
 {{/* `containerd-config` arguments shared by the init container and the uninstall hook. */}}

@@ -53,9 +53,27 @@ class RegistryAPI:
         self._listing = listing
         self._access = access
 
+    def probes_application(self) -> web.Application:
+        """/metrics, /healthz and /readyz alone, for `--metrics-listen`: what Prometheus and the
+        kubelet reach while the registry API listens on the host's loopback."""
+        app = web.Application(middlewares=[self._observe])
+        for endpoint, path, handler in self._probes():
+            app.router.add_get(path, _named(endpoint, handler), allow_head=endpoint != "metrics")
+        return app
+
+    def _probes(self) -> list[tuple[str, str, Handler]]:
+        return [
+            ("metrics", "/metrics", self.metrics),
+            ("healthz", "/healthz", self.healthz),
+            ("readyz", "/readyz", self.readyz),
+        ]
+
     def application(self) -> web.Application:
         app = web.Application(middlewares=[self._observe, oci_errors])
         app.on_response_prepare.append(_registry_headers)
+        probes = [
+            (e, p, h, ("GET",) if e == "metrics" else ("GET", "HEAD")) for e, p, h in self._probes()
+        ]
         routes = [
             ("base", "/v2/", self.base, ("GET", "HEAD")),
             ("base", "/v2", self.base, ("GET", "HEAD")),
@@ -66,9 +84,7 @@ class RegistryAPI:
             ("push", f"/v2/{NAME}/blobs/{{digest}}", self.unsupported, ("DELETE",)),
             *self._listing_routes(),
             ("other", "/v2/{tail:.*}", self.unsupported, ("*",)),
-            ("metrics", "/metrics", self.metrics, ("GET",)),
-            ("healthz", "/healthz", self.healthz, ("GET", "HEAD")),
-            ("readyz", "/readyz", self.readyz, ("GET", "HEAD")),
+            *probes,
         ]
         for endpoint, path, handler, methods in routes:
             for method in methods:

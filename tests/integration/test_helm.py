@@ -252,12 +252,13 @@ def test_the_node_daemonset_is_a_node_critical_host_service(defaults: list[Manif
     assert spec["priorityClassName"] == "system-node-critical"
     assert spec["hostNetwork"] is True and spec["dnsPolicy"] == "ClusterFirstWithHostNet"
     node = container(spec, "node")
+    # The registry API is on the host's loopback: only the metrics and peer ports are the host's.
     assert {(p["name"], p["containerPort"], p["hostPort"]) for p in node["ports"]} == {
-        ("registry", 8080, 8080),
+        ("metrics", 8081, 8081),
         ("peer", 6881, 6881),
     }
-    assert node["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "registry"}
-    assert node["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "registry"}
+    assert node["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert node["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
     assert node["resources"]["requests"].keys() == {"cpu", "memory"}
     assert node["securityContext"]["runAsNonRoot"] is True
     host_paths = {v["name"]: v["hostPath"]["path"] for v in spec["volumes"] if "hostPath" in v}
@@ -274,7 +275,8 @@ def test_the_node_container_args_mean_what_the_chart_says(defaults: list[Manifes
     node = container(find(defaults, "DaemonSet", "-node")["spec"]["template"]["spec"], "node")
     env = env_of(node)
     config = load_config("node", [expand(a, env) for a in node["args"]], env)
-    assert config.listen == "0.0.0.0:8080"
+    assert config.listen == "127.0.0.1:8080"
+    assert config.metrics_listen == "0.0.0.0:8081"
     assert config.cluster.peer_listen == "0.0.0.0:6881"
     assert config.cluster.advertise_host == NODE_IP
     assert config.cluster.tracker == "di-distributed-images-tracker.images.svc.cluster.local:7070"
@@ -282,7 +284,7 @@ def test_the_node_container_args_mean_what_the_chart_says(defaults: list[Manifes
     assert str(config.images_dir) == "/app/images"
     # `kubectl exec <pod> -- distributed-images doctor` finds everything in the environment.
     doctor = load_config("doctor", ["doctor"], env)
-    assert doctor.node == f"http://{NODE_IP}:8080"
+    assert doctor.node == "http://127.0.0.1:8080"
     assert str(doctor.containerd_config) == "/host/containerd/config.toml"
     assert str(doctor.hosts_dir) == "/etc/containerd/certs.d"
     assert doctor.tracker == config.cluster.tracker
@@ -433,6 +435,9 @@ def test_host_ports_mode_publishes_both_ports_and_guards_them_with_a_policy(
     assert "hostNetwork" not in spec
     ports = {p["hostPort"] for p in container(spec, "node")["ports"]}
     assert ports == {8080, 6881}
+    assert "--listen=0.0.0.0:8080" in container(spec, "node")["args"]
+    init = container(spec, "containerd-config", init=True)
+    assert "--mirror=http://$(NODE_IP):8080" in init["args"]
     policy = find(manifests, "NetworkPolicy", "-node")
     assert {p["port"] for p in policy["spec"]["ingress"][0]["ports"]} == {"registry", "peer"}
 
