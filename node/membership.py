@@ -40,7 +40,7 @@ from tracker.client import (
     Session,
     TrackerClient,
 )
-from tracker.errors import NodeUnknown, PermissionDenied, TrackerError
+from tracker.errors import MetainfoUnconfirmed, NodeUnknown, PermissionDenied, TrackerError
 
 log = logging.getLogger(__name__)
 
@@ -265,9 +265,11 @@ class Membership:
         for chunk in order.chunks:
             metainfo = await self._metainfo(order.digest, chunk)
             if metainfo:
-                await self.client.publish(
-                    self.node_id, order.digest, order.size, order.chunk_count, chunk, metainfo
-                )
+                # Unconfirmed until a second holder publishes the same: expected, not a failure.
+                with contextlib.suppress(MetainfoUnconfirmed):
+                    await self.client.publish(
+                        self.node_id, order.digest, order.size, order.chunk_count, chunk, metainfo
+                    )
 
     async def _leave(self) -> None:
         for task in list(self._orders):

@@ -26,7 +26,7 @@ from node.store import integrity
 from node.store.chunking import chunk_count, chunk_name
 from node.store.contentstore import BlobInfo, ContentStore
 from tracker.client import HeldBlob, Inventory, SeededRef, TrackerClient
-from tracker.errors import TrackerError
+from tracker.errors import MetainfoUnconfirmed, TrackerError
 
 if TYPE_CHECKING:
     from node.membership import Membership
@@ -188,18 +188,27 @@ class Swarm:
         membership = self._membership
         if membership is None or not membership.joined:
             return
+        unconfirmed = 0
         try:
             for torrent in torrents:
-                await membership.client.publish(
-                    membership.node_id,
-                    info.digest,
-                    info.size,
-                    len(torrents),
-                    torrent.index,
-                    torrent.metainfo,
-                )
+                try:
+                    await membership.client.publish(
+                        membership.node_id,
+                        info.digest,
+                        info.size,
+                        len(torrents),
+                        torrent.index,
+                        torrent.metainfo,
+                    )
+                except MetainfoUnconfirmed:
+                    unconfirmed += 1  # no lease: taken once another node publishes the same
         except TrackerError as e:
             log.warning("publish failed", extra={"digest": info.digest, "error": e.message})
+        if unconfirmed:
+            log.debug(
+                "metainfo awaits a second source",
+                extra={"digest": info.digest, "chunks": unconfirmed},
+            )
 
     async def _announce(self, info: BlobInfo) -> None:
         if self._membership is not None:
