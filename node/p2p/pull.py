@@ -31,12 +31,13 @@ from node.downloads import Begin, Resumes, Source, Stream, blocks_between
 from node.errors import ContentInvalid, UpstreamUnavailable
 from node.metrics import NodeMetrics
 from node.p2p import metainfo
+from node.p2p.announcer import Announcer
 from node.p2p.metainfo import ChunkTorrent, MetainfoInvalid
 from node.p2p.session import PeerAddress, PeerSession, TorrentFailed
 from node.store.chunking import chunk_count, chunk_name, chunk_range
 from node.store.contentstore import BlobInfo, BlobWriter
 from tracker import address
-from tracker.client import ChunkPlacement, Directive, HeldBlob, Placement, TrackerClient
+from tracker.client import ChunkPlacement, Directive, Placement, TrackerClient
 from tracker.errors import TrackerError
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,7 @@ class SwarmPull:
         on_complete: Callable[[BlobInfo, list[ChunkTorrent]], Awaitable[None]],
         on_corrupt: Callable[[str], None],
         metrics: NodeMetrics,
+        announcer: Announcer | None = None,
     ) -> None:
         self.digest = digest
         self.size = size
@@ -130,6 +132,7 @@ class SwarmPull:
         self._on_complete = on_complete
         self._on_corrupt = on_corrupt  # (digest) the blob failed its digest check
         self._metrics = metrics
+        self._announcer = announcer or Announcer(client, node_id)
         self._count = chunk_count(size)
         self._chunks: list[_Chunk] = []
         self._directory: Path | None = None
@@ -497,7 +500,7 @@ class SwarmPull:
             peers=_addresses(placed, self._node_id),
             sequential=True,
         )
-        await self._announce(partial=(chunk.index,))
+        self._announce(partial=(chunk.index,))
         try:
             await self._session.finished(torrent.infohash)
         except TorrentFailed:
@@ -505,7 +508,7 @@ class SwarmPull:
             chunk.swarming = False
             raise
         self._chunk_done(chunk, "peer")
-        await self._announce(complete=(chunk.index,))
+        self._announce(complete=(chunk.index,))
 
     def _chunk_done(self, chunk: _Chunk, source: str) -> None:
         if not chunk.done.done():
@@ -522,14 +525,9 @@ class SwarmPull:
                 },
             )
 
-    async def _announce(
-        self, complete: tuple[int, ...] = (), partial: tuple[int, ...] = ()
-    ) -> None:
-        if self._direct:
-            return
-        held = HeldBlob(self.digest, self.size, self._count, complete, partial)
-        with contextlib.suppress(TrackerError):
-            await self._client.announce(self._node_id, [held])
+    def _announce(self, complete: tuple[int, ...] = (), partial: tuple[int, ...] = ()) -> None:
+        if not self._direct:
+            self._announcer.note(self.digest, self.size, self._count, complete, partial)
 
     # -- the end
 
@@ -546,6 +544,7 @@ class SwarmPull:
                 self._session.remove(chunk.torrent.infohash)
         if corrupt:
             self._on_corrupt(self.digest)
+        self._announcer.forget(self.digest)
         if not self._direct:
             with contextlib.suppress(TrackerError):
                 await self._client.withdraw(self._node_id, [self.digest], corrupt=corrupt)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from node.downloads import Source
 from node.metrics import NodeMetrics
 from node.p2p import metainfo
+from node.p2p.announcer import Announcer
 from node.p2p.metainfo import ChunkTorrent, MetainfoInvalid
 from node.p2p.pull import PullConfig, SwarmPull
 from node.p2p.session import PeerSession
@@ -52,6 +53,7 @@ class Swarm:
         self._metrics = metrics
         self._config = config
         self._membership: Membership | None = None
+        self._announcer: Announcer | None = None  # chunk announcements of the pulls, coalesced
         self._seeded: dict[str, list[str]] = {}  # digest -> infohashes
         # Blobs that failed their digest check when pulled through the cluster: the next try
         # goes to the upstream, until one is stored.
@@ -59,6 +61,7 @@ class Swarm:
 
     def attach(self, membership: Membership) -> None:
         self._membership = membership
+        self._announcer = Announcer(membership.client, membership.node_id)
 
     @property
     def available(self) -> bool:
@@ -99,6 +102,7 @@ class Swarm:
             self.completed,
             self.distrust,
             self._metrics,
+            self._announcer,
         )
 
     async def completed(self, info: BlobInfo, torrents: list[ChunkTorrent]) -> None:
