@@ -3,8 +3,9 @@
 One run builds a cluster in network namespaces (N node hosts at B Mbit/s, an upstream registry
 at U, a tracker and a pull-through cache), pushes a synthetic image of S bytes to the upstream,
 and runs the scenarios side by side, interleaved across repeats, so that drift on a shared
-machine hits them all alike. It writes `results.json`, `results.md` and `results.png` under
-`--out` (and the daemons' logs under `--out/logs`). Needs root.
+machine hits them all alike. It writes `results.json`, `results.md` and, when matplotlib (the
+`bench` extra) is installed, `results.png` under `--out` (and the daemons' logs under
+`--out/logs`). Needs root.
 
 With several node counts (`--nodes 4,8,12,16`) it runs a sweep: one network with the largest N,
 the image pushed once, the scenarios run on the first N node hosts for each N in turn; each N's
@@ -33,7 +34,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from types import FrameType
+from types import FrameType, ModuleType
 from typing import Any
 
 from bench import image, results, sweep
@@ -47,6 +48,7 @@ from distributed_images.settings import parse_size
 
 HELP = "benchmark a cluster in network namespaces: direct, pull-through cache and peer-to-peer"
 TOOLS = ("ip", "tc", "skopeo", "docker-registry")
+NO_CHART = "matplotlib, which draws it, is not installed: pip install 'distributed-images[bench]'"
 MiB = 1 << 20
 MAX_NODES = 200
 
@@ -155,18 +157,24 @@ def main(config: Config) -> int:
             documents = _run(config, workdir, progress)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+    charts = _charts()
+    png = ", results.png" if charts else ""
     if len(documents) == 1:
         (document,) = documents.values()
-        _write(document, config.out)
-        progress.line(f"wrote {config.out}/results.json, results.md, results.png")
+        _write(document, config.out, charts)
+        progress.line(f"wrote {config.out}/results.json, results.md{png}")
         print(results.markdown(document), end="")
     else:
         for nodes, document in documents.items():
-            _write(document, config.out / sweep.directory(nodes))
+            _write(document, config.out / sweep.directory(nodes), charts)
         swept = sweep.document(_sweep_params(config, documents), documents)
-        _write_sweep(swept, config.out)
-        progress.line(f"wrote {config.out}/sweep.json, sweep.md, sweep.png and nodes-N/")
+        _write_sweep(swept, config.out, charts)
+        png = ", sweep.png" if charts else ""
+        progress.line(f"wrote {config.out}/sweep.json, sweep.md{png} and nodes-N/")
         print(sweep.markdown(swept), end="")
+    if charts is None:
+        pictures = "results.png" if len(documents) == 1 else "results.png nor sweep.png"
+        progress.line(f"no {pictures}: {NO_CHART}")
     return 0 if all(_clean(d) for d in documents.values()) else 1
 
 
@@ -297,23 +305,29 @@ def _version(argv: list[str]) -> str | None:
     return result.stdout.strip() or None
 
 
-def _write(document: dict[str, Any], out: Path) -> None:
-    # Imported here: matplotlib is the bench extra's, and the console script imports this
-    # module for every command, the node's included.
+def _charts() -> ModuleType | None:
+    """`bench.chart`, or None without matplotlib (the bench extra). Imported only here: the
+    console script imports this module for every command, the node's included."""
+    if importlib.util.find_spec("matplotlib") is None:
+        return None
     from bench import chart
 
+    return chart
+
+
+def _write(document: dict[str, Any], out: Path, charts: ModuleType | None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(document, indent=2) + "\n")
     (out / "results.md").write_text(results.markdown(document))
-    chart.draw(document, out / "results.png")
+    if charts is not None:
+        charts.draw(document, out / "results.png")
 
 
-def _write_sweep(swept: dict[str, Any], out: Path) -> None:
-    from bench import chart  # as in `_write`
-
+def _write_sweep(swept: dict[str, Any], out: Path, charts: ModuleType | None) -> None:
     (out / "sweep.json").write_text(json.dumps(swept, indent=2) + "\n")
     (out / "sweep.md").write_text(sweep.markdown(swept))
-    chart.draw_sweep(swept, out / "sweep.png")
+    if charts is not None:
+        charts.draw_sweep(swept, out / "sweep.png")
 
 
 def _clean(document: dict[str, Any]) -> bool:
@@ -330,8 +344,6 @@ def _check(config: Config) -> str | None:
     missing = [tool for tool in TOOLS if shutil.which(tool) is None]
     if missing:
         return f"missing tools: {', '.join(missing)} (make install-debian installs them)"
-    if importlib.util.find_spec("matplotlib") is None:
-        return "the chart needs matplotlib: pip install 'distributed-images[bench]'"
     if not config.nodes or config.layers < 1 or config.repeat < 1:
         return "--nodes, --layers and --repeat must be at least 1"
     if len(set(config.nodes)) != len(config.nodes) or config.nodes != sorted(config.nodes):

@@ -1,4 +1,5 @@
-"""A long-running process inside one host of the network: a registry, a tracker, a node agent.
+"""A long-running process inside one host of the network (a registry, a tracker, a node agent),
+or on this host's loopback (`bench.local.Loopback`) for the single-node benchmarks.
 
 Its output goes to `<logs>/<name>.log`. It runs in a session of its own, so a Ctrl-C typed at
 the harness reaches only the harness, which then stops everything in order. `stop()` sends
@@ -14,11 +15,24 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 import distributed_images
-from bench.netns import Host
+
+T = TypeVar("T")
+
+
+class Place(Protocol):
+    """Where a daemon runs: a host of the network (`bench.netns.Host`) or `Loopback`."""
+
+    @property
+    def name(self) -> str: ...
+
+    def exec_argv(self, argv: Sequence[str]) -> list[str]: ...
+
+    def call(self, function: Callable[[], T]) -> T: ...
 
 
 class DaemonError(RuntimeError):
@@ -48,7 +62,7 @@ def child_environment() -> dict[str, str]:
 
 class Daemon:
     def __init__(
-        self, name: str, host: Host, argv: Sequence[str], logs: Path, env: Mapping[str, str]
+        self, name: str, host: Place, argv: Sequence[str], logs: Path, env: Mapping[str, str]
     ) -> None:
         self.name = name
         self.host = host

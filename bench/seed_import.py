@@ -34,10 +34,11 @@ from pathlib import Path
 
 import zstandard
 
+from bench import image
+from bench.daemon import Daemon, DaemonError, child_environment
+from bench.local import ADDRESS, Loopback, free_port
 from distributed_images.settings import parse_size
 from node.oci import mediatypes
-from tests.support.images import LayerSpec, OciImage, build_image
-from tests.support.process import Daemon, free_port, http_status, wait_until
 
 REPO = "bench"
 FORMATS = ("legacy", "oci", "layout", "zstd")
@@ -50,11 +51,10 @@ def write_archives(images_dir: Path, scratch: Path, size: int) -> list[str]:
     refs: list[str] = []
     for name in FORMATS:
         tag = f"docker.io/{REPO}/{name}:1"
-        layers = [LayerSpec(share // 2), LayerSpec(share - share // 2)]
         layout = scratch / name if name != "layout" else images_dir / "layout"
-        image = build_image(layout, tag, layers, seed=name)
+        built = image.build(layout, share, 2, tag)
         if name == "legacy":
-            _tar(_legacy_members(image), images_dir / "legacy.tar")
+            _tar(_legacy_members(built), images_dir / "legacy.tar")
         elif name == "oci":
             _tar(_layout_members(layout), images_dir / "oci.tar")
         elif name == "zstd":
@@ -70,19 +70,18 @@ def _layout_members(layout: Path) -> list[tuple[Path, str]]:
     return [(p, p.relative_to(layout).as_posix()) for p in files]
 
 
-def _legacy_members(image: OciImage) -> list[tuple[Path, str]]:
+def _legacy_members(built: image.Image) -> list[tuple[Path, str]]:
     """A legacy `docker save` of an image with uncompressed layers; manifest.json last."""
-    blobs = image.layout / "blobs" / "sha256"
-    manifest = image.image()
+    blobs = built.layout / "blobs" / "sha256"
     members = []
     names = []
-    for i, layer in enumerate(manifest.layers):
+    for i, layer in enumerate(built.layers):
         names.append(f"{i:064x}/layer.tar")
         members.append((blobs / layer.digest.removeprefix("sha256:"), names[-1]))
-    config = manifest.config.digest.removeprefix("sha256:")
+    config = built.config.digest.removeprefix("sha256:")
     members.append((blobs / config, f"{config}.json"))
-    entry = {"Config": f"{config}.json", "RepoTags": [image.tag], "Layers": names}
-    index = image.layout / "manifest.json"
+    entry = {"Config": f"{config}.json", "RepoTags": [built.tag], "Layers": names}
+    index = built.layout / "manifest.json"
     index.write_text(json.dumps([entry]))
     members.append((index, "manifest.json"))
     return members
@@ -168,35 +167,35 @@ def served(url: str, ref: str) -> str | None:
 
 def run_node(images_dir: Path, workdir: Path, refs: list[str], workers: int) -> dict[str, float]:
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    dead = f"http://127.0.0.1:{free_port()}"
+    url = f"http://{ADDRESS}:{port}"
+    dead = f"http://{ADDRESS}:{free_port()}"
     argv = [
         sys.executable, "-m", "distributed_images.cli", "node",
-        "--listen", f"127.0.0.1:{port}",
+        "--listen", f"{ADDRESS}:{port}",
         "--data-dir", str(workdir / "data"),
         "--images-dir", str(images_dir),
         "--registry", f"docker.io={dead}",
-        "--peer-listen", f"127.0.0.1:{free_port()}",
+        "--peer-listen", f"{ADDRESS}:{free_port()}",
         "--upstream-retries", "0",
         "--seed-workers", str(workers),
         "--seed-scan-interval", "0.5",
         "--log-level", "info",
     ]  # fmt: skip
-    daemon = Daemon("node", argv, workdir)
+    daemon = Daemon("node", Loopback(), argv, workdir, child_environment())
     started = time.monotonic()
     daemon.start()
     sampler = RssSampler(daemon.pid)
     try:
-        wait_until(lambda: http_status(f"{url}/healthz") == 200, 60, "node up")
+        daemon.wait_http(f"{url}/healthz", 60)
         rss_at_start = _status_kib(daemon.pid, "VmRSS:") * 1024
         # Ready once the archives found at start are imported.
-        wait_until(lambda: http_status(f"{url}/readyz") == 200, 600, "node ready")
+        daemon.wait_http(f"{url}/readyz", 600)
         ready = time.monotonic() - started
         pending = set(refs)
         while pending:
             pending = {ref for ref in pending if served(url, ref) is None}
             if not daemon.running:
-                raise RuntimeError(daemon.describe_exit())
+                raise DaemonError(f"node exited\n{daemon.log_tail()}")
             time.sleep(0.02)
         seconds = time.monotonic() - started
         return {
