@@ -21,7 +21,7 @@ from distributed_images.startup import StartupError
 COMMANDS: dict[str, tuple[str, str]] = {
     "node": ("node.app", "run a node agent: this host's registry mirror"),
     "tracker": ("tracker.app", "run the tracker that coordinates a cluster's nodes"),
-    "status": ("tracker.status", "show a tracker's nodes, blobs and leases"),
+    "status": ("distributed_images.status", "show a node's state, or a tracker's nodes and blobs"),
     "preheat": ("tracker.preheat", "pull an image onto chosen nodes ahead of a rollout"),
     "credential": ("tracker.issue", "make the cluster secret, issue node and operator credentials"),
     "bench": ("bench.cli", "load-test the cluster against direct and proxy pulls"),

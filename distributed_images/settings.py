@@ -62,6 +62,15 @@ def parse_size(text: str) -> int:
     return int(float(number) * units[unit])
 
 
+def format_size(count: float) -> str:
+    """`512 B`, `1.5 MiB`, `3.2 GiB`: sizes for people (parse_size reads them back)."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(count) < 1024:
+            return f"{count:.0f} B" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count:.1f} TiB"
+
+
 def _leaves(config_type: type, path: tuple[str, ...] = ()) -> Iterator[_Leaf]:
     hints = typing.get_type_hints(config_type)
     for f in dataclasses.fields(config_type):

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from distributed_images import startup
 from node.access import Access, SeededContent
+from node.activity import Activity
 from node.blobs import Blobs
 from node.config import Config
 from node.downloads import Downloads
@@ -29,6 +30,7 @@ from node.metrics import NodeMetrics
 from node.oci.descriptors import Sizes
 from node.oci.listing import Listing
 from node.oci.routes import RegistryAPI
+from node.overview import Overview, Parts
 from node.p2p import metainfo
 from node.p2p.peermanifests import PeerManifests
 from node.p2p.pull import PullConfig
@@ -40,6 +42,7 @@ from node.readiness import Readiness
 from node.repair import Repair
 from node.scrub import Scrubber
 from node.seed import Seeds
+from node.statuspage import StatusPage
 from node.store.contentstore import BlobInfo, ContentStore
 from node.upstream.auth import Authenticator, Credentials
 from node.upstream.client import UpstreamClient
@@ -72,6 +75,7 @@ class Node:
     seeds: Seeds | None = None
     ready: bool = False  # serving, with the membership running
     probes: web.Application | None = None  # /metrics, /healthz, /readyz for --metrics-listen
+    membership: Membership | None = None  # once it listens
 
     def serving(self) -> bool:
         """Ready for clients (GET /readyz): up, and the archives found in the images directory
@@ -162,6 +166,7 @@ async def compose(config: Config) -> AsyncIterator[Node]:
                 SeededContent(store, swarm, seeds),
                 store,
             )
+            activity = Activity()
             listing = Listing(
                 registries,
                 upstream,
@@ -178,6 +183,7 @@ async def compose(config: Config) -> AsyncIterator[Node]:
                 prefetcher,
                 listing,
                 access,
+                activity,
             )
             preheater = Preheater(registries, manifests, blobs, access)
             repair = Repair(
@@ -201,6 +207,18 @@ async def compose(config: Config) -> AsyncIterator[Node]:
                 seeds,
                 probes=api.probes_application(),
             )
+            parts = Parts(
+                node.readiness,
+                metrics,
+                store,
+                config.store.data_dir,
+                config.store.cache_max_bytes,
+                config.store.cache_low_watermark,
+                seeds,
+                activity,
+                lambda: node.membership,
+            )
+            StatusPage(Overview(parts)).add_routes(node.app)
             try:
                 yield node
             finally:
@@ -276,7 +294,8 @@ async def run(config: Config, stop: asyncio.Event | None = None) -> None:
                 _serving(probes, config.metrics_listen, "--metrics-listen")
             )
         try:
-            membership = _membership(node, _bound_port(site) or address.split(config.listen)[1])
+            port = _bound_port(site) or address.split(config.listen)[1]
+            membership = node.membership = _membership(node, port)
             node.swarm.attach(membership)
             node.ready = True
             log.info(

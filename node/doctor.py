@@ -8,12 +8,15 @@ its order, and each failure names the fix:
    hosts.toml without it) and does not also use the deprecated `registry.mirrors`;
 2. each registry's `hosts.toml` exists there, lists a host that may `pull` and `resolve`, with a
    short `dial_timeout`, and that host answers `/v2/`;
-3. the node answers `GET /v2/` and `GET /readyz`; the tracker answers gRPC health checks.
+3. the node answers `GET /v2/` and `GET /readyz`, and has seeded every archive of its images
+   directory (`GET /status` lists those it skipped, with the fix); the tracker answers gRPC
+   health checks.
 """
 
 from __future__ import annotations
 
 import enum
+import json
 import tomllib
 import urllib.error
 import urllib.request
@@ -46,6 +49,7 @@ _CRI_REGISTRY = {
 _V3_DEFAULT_PATH = "/etc/containerd/certs.d:/etc/docker/certs.d"
 _DOCKER_HUB_ALIASES = ("registry-1.docker.io", "index.docker.io")
 _SLOW_DIAL_SECONDS = 5.0
+MAX_JSON_BYTES = 4 << 20
 
 
 @dataclass
@@ -94,6 +98,7 @@ class Finding:
     subject: str
     message: str
     fix: str = ""
+    bypass: bool = True  # a failure that makes containerd pull around the node
 
     def render(self) -> str:
         text = f"{self.level.value:<5} {self.subject}: {self.message}"
@@ -103,6 +108,9 @@ class Finding:
 class Probes(Protocol):
     def http_status(self, url: str) -> int | None:
         """The status of a GET, or None when nothing answers."""
+
+    def http_json(self, url: str) -> Any:
+        """The JSON body of a GET answered 200, or None."""
 
     def grpc_health(self, target: str) -> str:
         """`SERVING`, another serving status, or the gRPC error code that came back."""
@@ -120,6 +128,14 @@ class NetworkProbes:
         except urllib.error.HTTPError as e:
             e.close()
             return int(e.code)
+        except (OSError, ValueError):
+            return None
+
+    def http_json(self, url: str) -> Any:
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # no proxies
+        try:
+            with opener.open(url, timeout=self.timeout) as response:
+                return json.loads(response.read(MAX_JSON_BYTES))
         except (OSError, ValueError):
             return None
 
@@ -143,9 +159,13 @@ class StaticProbes:
 
     http: dict[str, int] = field(default_factory=dict)
     grpc: dict[str, str] = field(default_factory=dict)
+    json: dict[str, Any] = field(default_factory=dict)
 
     def http_status(self, url: str) -> int | None:
         return self.http.get(url)
+
+    def http_json(self, url: str) -> Any:
+        return self.json.get(url)
 
     def grpc_health(self, target: str) -> str:
         return self.grpc.get(target, "UNAVAILABLE")
@@ -155,9 +175,11 @@ def main(config: Config) -> int:
     findings = list(diagnose(config, NetworkProbes(config.timeout)))
     for finding in findings:
         print(finding.render())
-    failures = sum(f.level is Level.FAIL for f in findings)
+    failures = [f for f in findings if f.level is Level.FAIL]
     if failures:
-        print(f"doctor: {failures} problem(s): containerd would pull around the node")
+        bypassed = any(f.bypass for f in failures)
+        consequence = "containerd would pull around the node" if bypassed else "fix them above"
+        print(f"doctor: {len(failures)} problem(s): {consequence}")
         return 1
     print("doctor: containerd pulls through the node")
     return 0
@@ -392,16 +414,35 @@ def _check_node(node: str, probes: Probes) -> Iterator[Finding]:
             Level.FAIL, subject, f"GET /v2/ answered {api}, not 200: is this a node?", start
         )
         return
+    status = probes.http_json(node + "/status")
+    status = status if isinstance(status, dict) else {}
     ready = probes.http_status(node + "/readyz")
     if ready != 200:
+        why = f": {status['why']}" if isinstance(status.get("why"), str) else ""
         yield Finding(
             Level.FAIL,
             subject,
-            f"up but not ready (GET /readyz answered {ready})",
+            f"up but not ready (GET /readyz answered {ready}){why}",
             "read the node's log: it reports what it is waiting for",
         )
         return
     yield Finding(Level.OK, subject, "answers /v2/ and is ready")
+    yield from _check_archives(node, status)
+
+
+def _check_archives(node: str, status: dict[str, Any]) -> Iterator[Finding]:
+    """Archives of the node's images directory that it skipped: their images are not served."""
+    archives = status.get("archives")
+    skipped = archives.get("skipped") if isinstance(archives, dict) else None
+    for entry in skipped if isinstance(skipped, list) else []:
+        if isinstance(entry, dict):
+            yield Finding(
+                Level.FAIL,
+                f"node {node}: archive {entry.get('name')}",
+                f"skipped, its images are not served: {entry.get('reason')}",
+                str(entry.get("fix") or ""),
+                bypass=False,
+            )
 
 
 def _check_tracker(tracker: str | None, probes: Probes) -> Iterator[Finding]:

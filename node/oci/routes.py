@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from node.access import Access, Grant, Target
+from node.activity import Activity
 from node.blobs import BlobHandle, Blobs
 from node.errors import NodeError, Unsupported, UpstreamDenied, UpstreamUnauthorized
 from node.manifests import Manifests
@@ -43,6 +45,7 @@ class RegistryAPI:
         prefetcher: Prefetcher | None = None,
         listing: Listing | None = None,
         access: Access | None = None,
+        activity: Activity | None = None,
     ) -> None:
         self._registries = registries
         self._manifests = manifests
@@ -52,6 +55,7 @@ class RegistryAPI:
         self._prefetcher = prefetcher
         self._listing = listing
         self._access = access
+        self._activity = activity or Activity()
 
     def probes_application(self) -> web.Application:
         """/metrics, /healthz and /readyz alone, for `--metrics-listen`: what Prometheus and the
@@ -151,6 +155,7 @@ class RegistryAPI:
             raise
         if self._access is not None:
             self._access.seen(grant, name, manifest.digest, manifest.body)
+        self._activity.pulls.manifest(request.remote or "-", upstream.ns, name, reference.value)
         if self._prefetcher is not None:
             self._prefetcher.served(upstream, name, manifest)
         headers = {
@@ -184,13 +189,19 @@ class RegistryAPI:
         if span:
             response.headers["Content-Range"] = f"bytes {start}-{end - 1}/{handle.size}"
         await response.prepare(request)
+        delivered: Counter[str] = Counter()
+        complete = False
         try:
-            await self._send(request, response, handle, start, end)
+            await self._send(request, response, handle, start, end, delivered)
+            complete = True
         except (NodeError, OSError) as e:
             # The status line is gone: the only honest signal left is a broken transfer.
             log.warning("blob transfer aborted", extra={"digest": digest, "error": str(e)})
             if request.transport is not None:
                 request.transport.abort()
+        finally:
+            client = request.remote or "-"
+            self._activity.pulls.blob(client, upstream.ns, name, delivered, complete)
         return response
 
     async def _send(
@@ -200,6 +211,7 @@ class RegistryAPI:
         handle: BlobHandle,
         start: int,
         end: int,
+        delivered: Counter[str],
     ) -> None:
         loop = asyncio.get_running_loop()
         position = start
@@ -215,6 +227,8 @@ class RegistryAPI:
                 await response.write(piece)
                 length = len(piece)
             self._metrics.blob_bytes.labels(source).inc(length)
+            self._activity.delivered(source, length)
+            delivered[source] += length
             position += length
         await response.write_eof()
 

@@ -80,6 +80,10 @@ class Seeds:
         self.ready = asyncio.Event()  # set once the archives found at start are dealt with
 
     @property
+    def images_dir(self) -> Path:
+        return self._dir
+
+    @property
     def seed_first(self) -> bool:
         return self._config.seed_first
 

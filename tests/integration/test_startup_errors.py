@@ -2,8 +2,8 @@
 no traceback. An archive it cannot read is reported where a person looks (/readyz's body).
 
 The tests run as root, which may write anything: the processes whose permissions matter run
-with CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH dropped (setpriv), so a directory or archive
-owned by another uid is as closed to them as it is to the container's uid 10001.
+under `tests.support.permissions.NO_DAC`, so a directory or archive owned by another uid is as
+closed to them as it is to the container's uid 10001.
 """
 
 from __future__ import annotations
@@ -18,18 +18,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import skopeo
 from tests.support.images import LayerSpec, build_image
 from tests.support.node import CHECKOUT, Node
-from tests.support.process import LOOPBACK, free_port, http_get, run
+from tests.support.permissions import NO_DAC, OTHER_UID, foreign
+from tests.support.process import LOOPBACK, free_port, http_get
 
 pytestmark = pytest.mark.integration
-
-OTHER_UID = 10001  # the container's user: not this process's
-NO_DAC = [
-    "setpriv",
-    "--inh-caps=-dac_override,-dac_read_search",
-    "--bounding-set=-dac_override,-dac_read_search",
-]
 
 
 def cli(*args: str, wrapper: list[str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -72,13 +67,6 @@ def held_port() -> Iterator[str]:
         s.bind((LOOPBACK, 0))
         s.listen()
         yield f"{LOOPBACK}:{s.getsockname()[1]}"
-
-
-def foreign(path: Path, mode: int) -> Path:
-    """Give `path` to another uid, with `mode`."""
-    os.chown(path, OTHER_UID, OTHER_UID)
-    path.chmod(mode)
-    return path
 
 
 def test_a_node_whose_port_is_in_use_says_so_and_names_the_flag(
@@ -145,7 +133,7 @@ def test_an_archive_the_node_cannot_read_is_in_the_readyz_body_with_the_fix(
     images.mkdir()
     image = build_image(tmp_path / "src", "1", [LayerSpec(20_000)], seed="unreadable")
     archive = images / "saved.tar"
-    run(["skopeo", "copy", "--quiet", f"oci:{image.layout}:1", f"docker-archive:{archive}:x:1"])
+    skopeo.save_archive(image, archive, "x:1")
     foreign(archive, 0o600)
     node = Node(
         tmp_path / "node",

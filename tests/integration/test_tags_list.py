@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import images
-from tests.support.images import LayerSpec, OciImage
+from tests.support import images, skopeo
+from tests.support.images import LayerSpec
 from tests.support.node import Node
 from tests.support.process import http_get, run
 from tests.support.registry import Registry
@@ -24,12 +24,6 @@ def skopeo_json(*args: str) -> dict[str, object]:
     argv = ["skopeo", *args[:1], "--tls-verify=false", "--no-creds", "--retry-times=0", *args[1:]]
     result: dict[str, object] = json.loads(run(argv, timeout=60).stdout)
     return result
-
-
-def archive(image: OciImage, path: Path, reference: str) -> None:
-    """A `docker save`-style archive of `image` tagged `reference`, as skopeo writes one."""
-    destination = f"docker-archive:{path}:{reference}"
-    run(["skopeo", "copy", "--quiet", f"oci:{image.layout}:1", destination])
 
 
 def test_skopeo_lists_and_inspects_upstream_and_seeded_tags_through_a_node(
@@ -44,8 +38,8 @@ def test_skopeo_lists_and_inspects_upstream_and_seeded_tags_through_a_node(
     local = images.build_image(workdir / "local", "1", [LayerSpec(20_000)], seed="tags-local")
     images_dir = workdir / "images"
     images_dir.mkdir()
-    archive(local, images_dir / "app.tar", f"{upstream.host}/test/app:seeded")
-    archive(local, images_dir / "local.tar", f"{upstream.host}/air/gapped:1.0")
+    skopeo.save_archive(local, images_dir / "app.tar", f"{upstream.host}/test/app:seeded")
+    skopeo.save_archive(local, images_dir / "local.tar", f"{upstream.host}/air/gapped:1.0")
     node = node_factory(
         {upstream.host: upstream.url},
         upstream.host,

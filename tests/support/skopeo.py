@@ -6,6 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 
+from tests.support.images import OciImage
 from tests.support.process import run
 
 
@@ -56,3 +57,11 @@ def verify_dir(out: Path) -> dict[str, int]:
 
 def manifest_digest(out: Path) -> str:
     return "sha256:" + hashlib.sha256((out / "manifest.json").read_bytes()).hexdigest()
+
+
+def save_archive(image: OciImage, archive: Path, reference: str) -> Path:
+    """A `docker save`-style archive of `image` tagged `reference`, as skopeo writes one (to
+    seed from an images directory)."""
+    source = f"oci:{image.layout}:{image.tag}"
+    run(["skopeo", "copy", "--quiet", source, f"docker-archive:{archive}:{reference}"])
+    return archive

@@ -218,3 +218,28 @@ def test_a_dead_first_host_is_a_warning_when_a_later_one_answers(healthy: Config
     findings = diagnose(healthy)
     assert failures(findings) == []
     assert any(f.level is Level.WARN and f"tries {dead} first" in f.message for f in findings)
+
+
+def test_an_archive_the_node_skipped_is_a_failure_with_its_reason_and_fix(
+    healthy: Config,
+) -> None:
+    skipped = {"name": "saved.tar", "reason": "cannot read /app/images/saved.tar: permission "
+               "denied", "fix": "make it readable by uid 10001: `chmod a+r ...`"}  # fmt: skip
+    status = {"ready": True, "why": "serving", "archives": {"skipped": [skipped]}}
+    probes = StaticProbes(
+        http=LIVE_NODE, grpc={TRACKER: "SERVING"}, json={f"{NODE}/status": status}
+    )
+    [failure] = failures(list(doctor.diagnose(healthy, probes)))
+    assert f"node {NODE}: archive saved.tar: skipped" in failure
+    assert "permission denied" in failure and "fix: make it readable by uid 10001" in failure
+
+
+def test_a_node_that_is_not_ready_says_why(healthy: Config) -> None:
+    why = "importing the archives found in /app/images at start: 2 left"
+    probes = StaticProbes(
+        http={f"{NODE}/v2/": 200, f"{NODE}/readyz": 503},
+        grpc={TRACKER: "SERVING"},
+        json={f"{NODE}/status": {"ready": False, "why": why}},
+    )
+    [failure] = failures(list(doctor.diagnose(healthy, probes)))
+    assert why in failure
