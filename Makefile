@@ -1,8 +1,8 @@
 # The two commands of the README: `make run` and `make test`. Both install what they need.
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
-DEB_PACKAGES := docker-registry skopeo containerd podman iproute2 zstd
-DEB_BINARIES := docker-registry skopeo containerd ctr podman ip zstd
+DEB_PACKAGES := docker-registry skopeo containerd podman iproute2 zstd chromium
+DEB_BINARIES := docker-registry skopeo containerd ctr podman ip zstd chromium
 PYTEST_ARGS ?=
 
 .PHONY: run test install install-python install-debian install-tools lint proto clean
