@@ -37,9 +37,10 @@ VOLUME ["/var/lib/distributed-images"]
 EXPOSE 8080 6881 7070 7071
 USER 10001:10001
 
-# No curl in slim: Python asks the node's /healthz on the port DI_LISTEN names (no proxy).
+# One image, two servers: the check asks the node's /healthz, or the tracker's, on the port the
+# container's command uses (its flags, DI_* variables and config file are read as it reads them).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import os, sys, urllib.request as u; port = os.environ.get('DI_LISTEN', ':8080').rpartition(':')[2]; sys.exit(u.build_opener(u.ProxyHandler({})).open(f'http://127.0.0.1:{port}/healthz', timeout=4).status != 200)"]
+    CMD ["python", "-m", "distributed_images.healthcheck"]
 
 ENTRYPOINT ["distributed-images"]
 CMD ["node"]

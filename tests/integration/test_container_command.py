@@ -1,5 +1,7 @@
 """The image's command, run as a plain process: no Docker engine is needed to know that
-`docker run distributed_images_image` starts a working node and that its health check works.
+`docker run distributed_images_image` starts a working node and that its health check works,
+for the node and for the tracker the same image runs. (tests/netns/test_container_image.py
+builds and runs the image itself with podman.)
 
 The Dockerfile's final stage is parsed for ENTRYPOINT, CMD, ENV and HEALTHCHECK; the command runs
 with that environment, where only paths and addresses are moved to a temp dir and loopback.
@@ -13,6 +15,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import tomllib
 from collections.abc import Iterator
@@ -98,22 +101,32 @@ class Container:
 
 
 @pytest.fixture
-def container(stage: list[Instruction], tmp_path: Path) -> Iterator[Container]:
-    argv = exec_form(last(stage, "ENTRYPOINT")) + exec_form(last(stage, "CMD"))
+def container(
+    stage: list[Instruction], tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Container]:
+    """The image's command, or (param "tracker") `docker run distributed_images_image tracker`."""
+    tracker = getattr(request, "param", "node") == "tracker"
+    command = ["tracker"] if tracker else exec_form(last(stage, "CMD"))
+    argv = exec_form(last(stage, "ENTRYPOINT")) + command
     assert shutil.which(argv[0]), f"{argv[0]} is not installed (pip install -e .)"
     env = {k: v for k, v in os.environ.items() if not k.startswith("DI_")}
     env |= image_env(stage)
+    # The code under test is this checkout's, whatever copy of the package pip installed.
+    env["PYTHONPATH"] = str(ROOT)
     for name, directory in CONTAINER_PATHS.items():
         (tmp_path / directory).mkdir()
         env[name] = str(tmp_path / directory)
     port = free_port()
     env |= {
         "DI_LISTEN": f"127.0.0.1:{port}",
+        "DI_HTTP_LISTEN": f"127.0.0.1:{port}",  # the tracker's HTTP port; gRPC moves off it
         "DI_PEER_LISTEN": f"127.0.0.1:{free_port()}",
         "DI_ADVERTISE_HOST": "127.0.0.1",
         "DI_AUTH_FILE": str(tmp_path / "no-auth.json"),
         "HOME": str(tmp_path),
     }
+    if tracker:
+        env["DI_LISTEN"] = f"127.0.0.1:{free_port()}"
     daemon = Daemon("container", argv, tmp_path / "logs", env=env, cwd=tmp_path)
     daemon.start()
     try:
@@ -178,21 +191,29 @@ def test_the_container_command_serves_the_registry_api(container: Container) -> 
     wait_for(container, "/readyz")
 
 
-def test_the_health_check_passes_on_a_live_node_and_fails_on_a_dead_one(
+@pytest.mark.parametrize("container", ["node", "tracker"], indirect=True)
+def test_the_health_check_passes_on_a_live_server_and_fails_on_a_frozen_one(
     stage: list[Instruction], container: Container
 ) -> None:
+    """In a container the check reads the command of PID 1; here it is given the command's."""
     argument = last(stage, "HEALTHCHECK")
-    healthcheck = exec_form(argument.partition(" CMD ")[2])
+    healthcheck = [*exec_form(argument.partition(" CMD ")[2]), str(container.daemon.pid)]
     wait_for(container, "/healthz")
 
-    def check() -> int:
+    def check() -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            healthcheck, env=container.env, capture_output=True, timeout=30, check=False
-        ).returncode
+            healthcheck, env=container.env, capture_output=True, text=True, timeout=30, check=False
+        )
 
-    assert check() == 0
-    container.daemon.stop()
-    assert check() != 0
+    passed = check()
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    assert passed.stdout.startswith(f"healthy: {container.url}/healthz answered 200")
+    container.daemon.signal(signal.SIGSTOP)  # alive, and answering nothing
+    try:
+        failed = check()
+    finally:
+        container.daemon.signal(signal.SIGCONT)
+    assert failed.returncode == 1 and failed.stdout.startswith("unhealthy: "), failed.stdout
 
 
 def flags_of(command: str) -> set[str]:
