@@ -1,8 +1,9 @@
 # The two commands of the README: `make run` and `make test`. Both install what they need.
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
-DEB_PACKAGES := docker-registry skopeo containerd podman iproute2 zstd chromium
-DEB_BINARIES := docker-registry skopeo containerd ctr podman ip zstd chromium
+DEB_PACKAGES := docker-registry skopeo containerd podman runc netavark iptables debootstrap iproute2 \
+	zstd chromium
+DEB_BINARIES := docker-registry skopeo containerd ctr podman runc debootstrap ip zstd chromium
 PYTEST_ARGS ?=
 
 .PHONY: run test install install-python install-debian install-tools lint proto clean
