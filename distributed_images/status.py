@@ -101,16 +101,18 @@ def write_node(url: str, doc: dict[str, Any], out: TextIO) -> None:
     tracker = doc.get("tracker", {})
     kind = "embedded tracker" if tracker.get("embedded") else "tracker"
     joined = "joined" if tracker.get("joined") else "NOT joined"
-    count = tracker.get("node_count")
-    others = f", {count - 1} other node(s)" if count else ""
-    error = f" ({tracker['error']})" if tracker.get("error") else ""
-    out.write(f"{kind}: {tracker.get('address')}, {joined}{others}{error}\n")
+    out.write(f"{kind}: {tracker.get('address')}, {joined}\n")
     peers = doc.get("peers", {})
     out.write(
         f"peers: {peers.get('connections', 0)} open connection(s), "
         f"{format_size(peers.get('downloaded_bytes', 0))} downloaded, "
         f"{format_size(peers.get('uploaded_bytes', 0))} uploaded\n"
     )
+    for peer in peers.get("connected", []):
+        out.write(
+            f"  {peer.get('address')}: {format_size(peer.get('downloaded', 0))} received, "
+            f"{format_size(peer.get('uploaded', 0))} sent\n"
+        )
     totals = doc.get("traffic", {}).get("totals", {})
     delivered = ", ".join(f"{source} {format_size(n)}" for source, n in totals.items())
     out.write(f"delivered to clients since start: {delivered}\n")

@@ -217,6 +217,7 @@ async def compose(config: Config) -> AsyncIterator[Node]:
                 seeds,
                 activity,
                 lambda: node.membership,
+                session.connected_peers,
             )
             StatusPage(Overview(parts)).add_routes(node.app)
             try:

@@ -4,40 +4,32 @@ skipped archives, the store against its quota. The status page (`GET /`) draws i
 --node` and `doctor` read it.
 
 Every list in it is bounded: the activity's own bounds, the archives of the images directory,
-at most MAX_PEERS other nodes and MAX_TAGS tags an archive. The tracker is asked at most once
-every TRACKER_CACHE_SECONDS, however often the page is loaded, and never for longer than
-TRACKER_TIMEOUT.
+at most MAX_PEERS peers and MAX_TAGS tags an archive. The peers are those this node has
+connections open to (libtorrent's view): the tracker tells the cluster's membership to operators
+only.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from node.activity import BUCKET_SECONDS, SOURCES, Activity
 from node.metrics import NodeMetrics
+from node.p2p.session import ConnectedPeer
 from node.readiness import Readiness
 from node.seed import Seeds
 from node.store.contentstore import ContentStore
-from tracker.client import ClusterStatus
-from tracker.errors import TrackerError
 
 MAX_PEERS = 30
 MAX_TAGS = 20
-TRACKER_CACHE_SECONDS = 5.0
-TRACKER_TIMEOUT = 2.0
 
 Document = dict[str, Any]
-
-
-class StatusSource(Protocol):
-    async def status(self, include_blobs: bool = False, max_blobs: int = 0) -> ClusterStatus: ...
 
 
 class TrackerView(Protocol):
@@ -45,9 +37,6 @@ class TrackerView(Protocol):
 
     tracker_address: str
     joins: int
-
-    @property
-    def client(self) -> StatusSource: ...
 
     @property
     def node_id(self) -> str: ...
@@ -72,6 +61,7 @@ class Parts:
     seeds: Seeds | None
     activity: Activity
     membership: Callable[[], TrackerView | None]
+    connected_peers: Callable[[], Awaitable[list[ConnectedPeer]]]
 
 
 class Overview:
@@ -79,7 +69,6 @@ class Overview:
         self._parts = parts
         self._clock = clock
         self._started = clock()
-        self._cluster: tuple[float, ClusterStatus | str] | None = None
 
     async def document(self) -> Document:
         parts = self._parts
@@ -89,8 +78,8 @@ class Overview:
             "why": readiness.why,
             "problems": list(readiness.problems),
             "uptime_seconds": round(self._clock() - self._started, 1),
-            "tracker": await self._tracker(),
-            "peers": self._peers(),
+            "tracker": self._tracker(),
+            "peers": await self._peers(),
             "traffic": {
                 "bucket_seconds": BUCKET_SECONDS,
                 "sources": list(SOURCES),
@@ -106,57 +95,26 @@ class Overview:
         value = self._parts.metrics.registry.get_sample_value(f"distributed_images_{name}", labels)
         return int(value or 0)
 
-    async def _tracker(self) -> Document:
+    def _tracker(self) -> Document:
         membership = self._parts.membership()
         if membership is None:
-            return {"address": None, "embedded": None, "joined": False, "joins": 0, "nodes": []}
-        cluster = await self._cluster_status(membership)
-        view: Document = {
+            return {"address": None, "embedded": None, "joined": False, "joins": 0}
+        return {
             "address": membership.tracker_address,
             "embedded": membership.embedded,
             "joined": membership.joined,
             "joins": membership.joins,
             "node_id": membership.node_id,
         }
-        if isinstance(cluster, str):
-            return {**view, "error": cluster, "nodes": [], "node_count": None}
-        others = sorted(
-            (n for n in cluster.nodes if n.id != membership.node_id), key=lambda n: n.id
-        )
-        view["node_count"] = len(cluster.nodes)
-        view["nodes"] = [
-            {
-                "id": n.id,
-                "registry": n.registry,
-                "peer": n.peer,
-                "zone": n.zone,
-                "blobs": n.blobs,
-                "seconds_since_heartbeat": round(n.seconds_since_heartbeat, 1),
-            }
-            for n in others[:MAX_PEERS]
-        ]
-        return view
 
-    async def _cluster_status(self, membership: TrackerView) -> ClusterStatus | str:
-        """The tracker's view of the cluster, or why it could not be had; cached briefly."""
-        now = self._clock()
-        if self._cluster is not None and now - self._cluster[0] < TRACKER_CACHE_SECONDS:
-            return self._cluster[1]
-        answer: ClusterStatus | str
-        try:
-            answer = await asyncio.wait_for(membership.client.status(), TRACKER_TIMEOUT)
-        except TrackerError as e:
-            answer = e.message
-        except TimeoutError:
-            answer = f"no answer within {TRACKER_TIMEOUT:g} s"
-        self._cluster = (now, answer)
-        return answer
-
-    def _peers(self) -> Document:
+    async def _peers(self) -> Document:
+        connected = await self._parts.connected_peers()
         return {
             "connections": self._sample("swarm_peers"),
             "downloaded_bytes": self._sample("peer_bytes_total", direction="download"),
             "uploaded_bytes": self._sample("peer_bytes_total", direction="upload"),
+            "connected": [asdict(peer) for peer in connected[:MAX_PEERS]],
+            "more_connected": max(0, len(connected) - MAX_PEERS),
         }
 
     def _archives(self) -> Document:

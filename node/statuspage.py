@@ -106,27 +106,26 @@ def _tracker(tracker: Document, peers: Document) -> str:
         kind = "embedded tracker (this node stands alone)" if tracker["embedded"] else "tracker"
         joined = "joined" if tracker["joined"] else "not joined: retrying (see the node's log)"
         state = f"{kind} at {address}: {joined}, {tracker['joins']} join(s) since start"
-    if tracker.get("error"):
-        state += f"; its status: {tracker['error']}"
-    nodes = tracker.get("nodes") or []
-    count = tracker.get("node_count")
-    others = f"{count - 1} other node(s) in the cluster" if count else "no cluster status"
     rows = [
-        (n["id"], n["registry"], n["peer"], n["zone"] or "-", n["blobs"],
-         f"{n['seconds_since_heartbeat']:.0f} s ago")
-        for n in nodes
-    ]  # fmt: skip
+        (p["address"], p["torrents"], format_size(p["downloaded"]), format_size(p["uploaded"]))
+        for p in peers["connected"]
+    ]
+    more = (
+        f'<p class="muted">and {peers["more_connected"]} more</p>'
+        if peers["more_connected"]
+        else ""
+    )
     table = _table(
-        ("node", "registry", "peer", "zone", "blobs", "heard"), rows, "peer-nodes", numeric={4}
+        ("peer", "connections", "received", "sent"), rows, "connected-peers", numeric={1, 2, 3}
     )
     return (
         f'<section id="tracker" data-joined="{str(bool(tracker["joined"])).lower()}">'
         f'<h2>Tracker</h2><p class="state">{escape(state)}</p></section>'
         f'<section id="peers" data-connections="{peers["connections"]}"><h2>Peers</h2>'
-        f"<p>{escape(others)}; {peers['connections']} open peer connection(s); "
+        f"<p>{peers['connections']} open peer connection(s) now; since start "
         f"{format_size(peers['downloaded_bytes'])} downloaded from peers, "
         f"{format_size(peers['uploaded_bytes'])} uploaded to them.</p>"
-        + (table if rows else "")
+        + (table + more if rows else "")
         + "</section>"
     )
 

@@ -30,6 +30,7 @@ PeerAddress = tuple[str, int]
 STATS_INTERVAL = 1.0
 READY_TIMEOUT = 1.0  # seconds to wait for a new torrent to accept peers before going on
 MAX_RESTARTS = 3  # of a complete torrent that stopped on an error
+MAX_LISTED_TORRENTS = 500  # asked for their peers when someone looks (the status page)
 RESTART_DELAY = 0.5
 
 
@@ -116,6 +117,16 @@ class _Torrent:
     restart: asyncio.TimerHandle | None = None  # one is due
 
 
+@dataclass(frozen=True)
+class ConnectedPeer:
+    """A peer this node has connections open to, over all its chunk torrents."""
+
+    address: str  # host:port of the remote end
+    downloaded: int  # payload bytes received over those connections
+    uploaded: int
+    torrents: int  # connections: one per torrent
+
+
 class PeerSession:
     def __init__(
         self,
@@ -169,6 +180,12 @@ class PeerSession:
     def port(self) -> int:
         assert self._session is not None
         return int(self._session.listen_port())
+
+    async def connected_peers(self) -> list[ConnectedPeer]:
+        """The peers connected now (over at most MAX_LISTED_TORRENTS torrents), most bytes first.
+        libtorrent is asked for each torrent's peer list, in a thread."""
+        handles = [t.handle for t in list(self._torrents.values())[:MAX_LISTED_TORRENTS]]
+        return await asyncio.to_thread(_connected, handles)
 
     def has(self, infohash: str) -> bool:
         return infohash in self._torrents
@@ -415,3 +432,18 @@ _TORRENT_EVENTS: tuple[tuple[type[lt.torrent_alert], str], ...] = (
     (lt.torrent_checked_alert, "checked"),
     (lt.torrent_resumed_alert, "resumed"),
 )
+
+
+def _connected(handles: list[lt.torrent_handle]) -> list[ConnectedPeer]:
+    totals: dict[str, tuple[int, int, int]] = {}
+    for handle in handles:
+        try:
+            infos = handle.get_peer_info() if handle.is_valid() else []
+        except RuntimeError:  # removed meanwhile
+            continue
+        for peer in infos:
+            address = f"{peer.ip[0]}:{peer.ip[1]}"
+            down, up, count = totals.get(address, (0, 0, 0))
+            totals[address] = (down + peer.total_download, up + peer.total_upload, count + 1)
+    peers = [ConnectedPeer(a, down, up, n) for a, (down, up, n) in totals.items()]
+    return sorted(peers, key=lambda p: (-(p.downloaded + p.uploaded), p.address))

@@ -281,3 +281,34 @@ async def test_a_download_removed_while_it_is_being_added_is_left_alone(
     peers = [("127.0.0.1", seeder.port)]
     await asyncio.wait_for(leecher.add(torrent, tmp_path / "a", seed=False, peers=peers), 30)
     assert not leecher.has(torrent.infohash)
+
+
+async def test_the_connected_peers_are_listed_with_the_bytes_they_exchanged(
+    tmp_path: Path,
+) -> None:
+    """What the status page shows of the swarm: who this node is connected to, and how much
+    moved each way (two seeds part once the download is done: it is watched under way)."""
+    seeder = PeerSession("127.0.0.1", 0)
+    leecher = PeerSession("127.0.0.1", 0, download_limit=MiB)  # 2 MiB take two seconds
+    for session in (seeder, leecher):
+        await session.start()
+    try:
+        assert await leecher.connected_peers() == []
+        data = os.urandom(2 * MiB)
+        torrent = metainfo.from_file(write_chunk(tmp_path / "seed", 1, data), DIGEST, BLOB_SIZE, 1)
+        await seeder.add(torrent, tmp_path / "seed", seed=True)
+        await leecher.add(
+            torrent, tmp_path / "leech", seed=False, peers=[("127.0.0.1", seeder.port)]
+        )
+        deadline = time.monotonic() + 30
+        while not any(p.downloaded >= MiB for p in await leecher.connected_peers()):
+            assert time.monotonic() < deadline, await leecher.connected_peers()
+            await asyncio.sleep(0.1)
+        [peer] = await leecher.connected_peers()
+        assert peer.address == f"127.0.0.1:{seeder.port}"  # it dialled the seeder's listener
+        assert peer.torrents == 1 and peer.uploaded < MiB
+        [other] = await seeder.connected_peers()
+        assert other.uploaded >= MiB and other.downloaded < MiB
+    finally:
+        for session in (seeder, leecher):
+            await session.close()
