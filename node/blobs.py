@@ -80,14 +80,15 @@ class BlobHandle:
         held = b""
         async with self.upstream(start, None if end == self.size else end) as stream:
             async for block in blocks_between(stream, start, end):
-                if hasher is None:
-                    yield block
-                    continue
-                hasher.update(block)
-                held += block
-                if len(held) > HOLDBACK:
-                    yield held[:-HOLDBACK]
-                    held = held[-HOLDBACK:]
+                for piece in block:
+                    if hasher is None:
+                        yield piece
+                        continue
+                    hasher.update(piece)
+                    held += piece
+                    if len(held) > HOLDBACK:
+                        yield held[:-HOLDBACK]
+                        held = held[-HOLDBACK:]
         if hasher is not None and "sha256:" + hasher.hexdigest() != self.digest:
             raise ContentInvalid("upstream blob does not match its digest", {"digest": self.digest})
         if held:

@@ -37,7 +37,9 @@ class Stream(Protocol):
     start: int
     received: int  # bytes read off the connection so far, yielded or not
 
-    def blocks(self) -> AsyncIterator[bytes]: ...
+    def blocks(self) -> AsyncIterator[list[bytes]]:
+        """Runs of the bytes, each a list of the pieces they arrived in (never copied)."""
+        ...
 
 
 class Resumes:
@@ -139,18 +141,22 @@ class UpstreamFill:
         pass
 
 
-async def blocks_between(stream: Stream, start: int, end: int) -> AsyncIterator[bytes]:
-    """The stream's bytes [start, end); a stream that ignored the Range header (it starts
-    before `start`) is skipped forward. Raises if the stream ends early."""
+async def blocks_between(stream: Stream, start: int, end: int) -> AsyncIterator[list[bytes]]:
+    """The stream's bytes [start, end), as its blocks of pieces; a stream that ignored the Range
+    header (it starts before `start`) is skipped forward. Raises if the stream ends early."""
     position = stream.start
     async for block in stream.blocks():
-        if position < start:
-            cut = min(start - position, len(block))
-            block, position = block[cut:], position + cut
-        block = block[: end - position]
-        if block:
-            yield block
-            position += len(block)
+        kept = []
+        for piece in block:
+            if position < start:
+                cut = min(start - position, len(piece))
+                piece, position = piece[cut:], position + cut
+            piece = piece[: end - position]
+            if piece:
+                kept.append(piece)
+                position += len(piece)
+        if kept:
+            yield kept
         if position >= end:
             return
     raise UpstreamUnavailable("upstream closed the transfer early")
@@ -159,7 +165,7 @@ async def blocks_between(stream: Stream, start: int, end: int) -> AsyncIterator[
 async def copy(stream: Stream, writer: BlobWriter, offset: int) -> None:
     """Append the stream's bytes from `offset` to the end of the blob to the writer."""
     async for block in blocks_between(stream, offset, writer.size):
-        await writer.write(block)
+        await writer.write(*block)
 
 
 class Download:

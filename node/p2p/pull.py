@@ -422,8 +422,8 @@ class SwarmPull:
                     async with self._upstream(start, chunk.end) as stream:
                         chunk.stream = stream
                         async for block in blocks_between(stream, start, chunk.end):
-                            await asyncio.to_thread(os.pwrite, fd, block, chunk.fetched)
-                            chunk.fetched += len(block)
+                            await asyncio.to_thread(os.pwritev, fd, block, chunk.fetched)
+                            chunk.fetched += sum(len(piece) for piece in block)
                 except UpstreamUnavailable as e:
                     await resumes.after(e, progressed=chunk.start + chunk.fetched > start)
                     log.info(

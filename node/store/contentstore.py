@@ -102,9 +102,9 @@ class BlobWriter:
         self.written = 0
         self.on_progress: Callable[[], None] | None = None
 
-    async def write(self, data: bytes) -> None:
-        """Append bytes: hashed and written in the writer's thread."""
-        await self._queue(len(data), self._write, data)
+    async def write(self, *parts: bytes) -> None:
+        """Append bytes, in one or more parts: hashed and written in the writer's thread."""
+        await self._queue(sum(len(part) for part in parts), self._write, parts)
 
     async def adopt(self, length: int) -> None:
         """Append `length` bytes that are already in their chunk files (put there by the swarm
@@ -130,12 +130,13 @@ class BlobWriter:
             await asyncio.wait([self._in_flight[0][0]])
         self._raise_failure()
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, parts: tuple[bytes, ...]) -> None:
         if self._aborted:
             return
-        self._hash.update(data)
-        self._pending.write(data)
-        self._settle(len(data))
+        for part in parts:
+            self._hash.update(part)
+            self._pending.write(part)
+        self._settle(sum(len(part) for part in parts))
 
     def _hash_range(self, start: int, end: int) -> None:
         if self._aborted:

@@ -45,6 +45,7 @@ MAX_MANIFEST_BYTES = 4 << 20
 MAX_TAGS = 10_000  # of one repository: more are not listed
 TAG_PAGE = 1000  # asked of the upstream per request
 STREAM_BLOCK = 1 << 20
+MAX_PIECES = 512  # of a block: a writev takes at most IOV_MAX (1024) buffers
 
 
 @dataclass(frozen=True)
@@ -63,28 +64,40 @@ class BlobStream:
     _metrics: NodeMetrics
     received: int = 0  # bytes read off the connection, the block being gathered included
 
-    async def blocks(self) -> AsyncIterator[bytes]:
-        """The body in blocks of about STREAM_BLOCK bytes."""
-        parts: list[bytes] = []
+    async def blocks(self) -> AsyncIterator[list[bytes]]:
+        """The body in blocks of about STREAM_BLOCK bytes (at most MAX_PIECES pieces), each a
+        list of the pieces the connection delivered, kept as they came: nothing is copied."""
+        block: list[bytes] = []
         buffered = 0
-        counter = self._metrics.upstream_bytes
         try:
-            async for data in self._response.content.iter_any():
-                counter.inc(len(data))
-                self.received += len(data)
-                parts.append(data)
+            async for data in self._pieces():
+                block.append(data)
                 buffered += len(data)
-                if buffered >= STREAM_BLOCK:
-                    yield b"".join(parts)
-                    parts.clear()
-                    buffered = 0
+                if buffered >= STREAM_BLOCK or len(block) >= MAX_PIECES:
+                    yield block
+                    block, buffered = [], 0
         except (aiohttp.ClientError, TimeoutError):
             # The bytes that did arrive are good: a resumed transfer starts after them.
-            if parts:
-                yield b"".join(parts)
+            if block:
+                yield block
             raise
-        if parts:
-            yield b"".join(parts)
+        if block:
+            yield block
+
+    async def _pieces(self) -> AsyncIterator[bytes]:
+        """The body as the connection delivered it: `readchunk` hands out each received piece
+        as it is, where `iter_any` would join whatever is buffered into a copy."""
+        content = self._response.content
+        counter = self._metrics.upstream_bytes
+        while True:
+            data, end_of_http_chunk = await content.readchunk()
+            if not data:
+                if end_of_http_chunk:
+                    continue
+                return
+            counter.inc(len(data))
+            self.received += len(data)
+            yield data
 
 
 class UpstreamClient:

@@ -29,13 +29,14 @@ class MemoryStream:
     gate: asyncio.Event
     break_at: int | None = None
 
-    async def blocks(self) -> AsyncIterator[bytes]:
+    async def blocks(self) -> AsyncIterator[list[bytes]]:
         for offset in range(self.start, self.size, self.block):
             if self.break_at is not None and offset >= self.break_at:
                 raise UpstreamUnavailable("connection reset")
             if offset + self.block >= self.size:
                 await self.gate.wait()  # the last block, held by the test
-            yield self.data[offset : offset + self.block]
+            end = offset + self.block
+            yield [self.data[offset : (offset + end) // 2], self.data[(offset + end) // 2 : end]]
             await asyncio.sleep(0)
 
 

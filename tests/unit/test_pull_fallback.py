@@ -45,7 +45,7 @@ class SlowStream:
     break_after: int | None = None  # bytes into this transfer
     received: int = 0
 
-    async def blocks(self) -> AsyncIterator[bytes]:
+    async def blocks(self) -> AsyncIterator[list[bytes]]:
         position, pending = self.start, 0
         while position + pending < self.end:
             await asyncio.sleep(1.0)
@@ -57,7 +57,7 @@ class SlowStream:
             self.received += step
             pending += step
             if broke or pending >= self.block or position + pending == self.end:
-                yield DATA[position : position + pending]
+                yield [DATA[position : position + pending]]
                 position, pending = position + pending, 0
             if broke:
                 raise UpstreamUnavailable("connection reset by peer")
