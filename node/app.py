@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from distributed_images import startup
+from node import allocator
 from node.access import Access, SeededContent
 from node.activity import Activity
 from node.blobs import Blobs
@@ -98,6 +99,7 @@ class Node:
 
 
 def main(config: Config) -> int:
+    allocator.tune()
     try:
         asyncio.run(run(config))
     except CredentialError as e:
