@@ -17,6 +17,7 @@ from tests.support.node import Node
 pytestmark = pytest.mark.integration
 
 SIZE = 6 * 1024 * 1024 + 12345  # two chunks, the second partial
+STALL_TIMEOUT = 3  # seconds: the node's --upstream-timeout where an upstream stalls
 
 
 @pytest.fixture
@@ -76,6 +77,23 @@ async def test_a_body_cut_short_by_upstream_is_resumed_or_fails_but_is_never_cut
         assert status in (200, 502, 503), status
         await _until_no_temporary_files(fake_node, digest)
         assert fake_node.stored_paths(digest) == [], "a partial blob kept in the data dir"
+
+
+async def test_a_body_that_stops_half_way_is_resumed_after_the_upstream_timeout(
+    node_factory: Callable[..., Node], fake_upstream: FakeUpstream
+) -> None:
+    """The first transfer sends half the blob, then nothing, its connection open: the node
+    gives up on it after --upstream-timeout and asks for the rest; the client gets all of it."""
+    node = node_factory(
+        {fake_upstream.host: fake_upstream.url}, fake_upstream.host,
+        extra_args=["--upstream-timeout", str(STALL_TIMEOUT)],
+    )  # fmt: skip
+    data = random.Random("stalled").randbytes(SIZE)
+    digest = fake_upstream.add(FakeBlob(data, fault=Fault.STALLED))
+    status, body, complete = await _get(f"{node.url}/v2/test/bad/blobs/{digest}")
+    assert (status, complete, _sha256(body)) == (200, True, digest)
+    first, second = fake_upstream.blob_gets(digest)
+    assert (first.range, second.range) == (None, f"bytes={SIZE // 2}-")
 
 
 async def test_a_later_good_upstream_answer_is_served_and_stored(

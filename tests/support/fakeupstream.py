@@ -1,6 +1,6 @@
 """A fake upstream registry that misbehaves on purpose: wrong bytes, short bodies, slow bodies,
-redirects to wherever a test says, manifests of any shape and size, auth challenges naming any
-token service.
+bodies that stop half-way and never end, redirects to wherever a test says, manifests of any
+shape and size, auth challenges naming any token service.
 
 It serves blobs (`GET`/`HEAD /v2/<name>/blobs/<digest>`, with `Range`) the way a broken CDN or a
 registry with a corrupted store would, manifests as a test wrote them (bytes and Content-Type
@@ -31,6 +31,7 @@ class Fault(Enum):
     NONE = "none"
     FLIPPED = "flipped"  # right length, one byte changed in the middle
     TRUNCATED = "truncated"  # announces the full length, sends half, then drops the connection
+    STALLED = "stalled"  # the first transfer sends half, then nothing, its connection kept open
 
 
 @dataclass
@@ -220,7 +221,9 @@ class FakeUpstream:
         digest: str,
         body: bytes,
     ) -> None:
-        limit = len(body) // 2 if blob.fault is Fault.TRUNCATED else len(body)
+        limit = len(body) // 2 if blob.fault in (Fault.TRUNCATED, Fault.STALLED) else len(body)
+        if blob.fault is Fault.STALLED:
+            blob.fault = Fault.NONE  # the next transfers are whole
         pace = self._pace.setdefault(digest, asyncio.Lock())
         for offset in range(0, limit, PIECE):
             piece = body[offset : min(offset + PIECE, limit)]
@@ -231,10 +234,12 @@ class FakeUpstream:
                     rate = blob.rate
                 if rate:
                     await asyncio.sleep(len(piece) / rate)
-        if limit < len(body):
+        if limit < len(body) and blob.fault is Fault.TRUNCATED:
             assert request.transport is not None
             request.transport.abort()  # the body ends early: the connection drops
             return
+        if limit < len(body):  # stalled: the connection stays open until the client leaves
+            await asyncio.Event().wait()
         await response.write_eof()
 
 
