@@ -48,6 +48,7 @@ TAG_PAGE = 1000  # asked of the upstream per request
 # sendfile to each client following the download, so fewer, larger blocks cost less per byte.
 STREAM_BLOCK = 4 << 20
 MAX_PIECES = 512  # of a block: a writev takes at most IOV_MAX (1024) buffers
+BLOB_RECEIVE = 1 << 20  # bytes a blob's connection may take per receive (`_read_larger`)
 
 
 @dataclass(frozen=True)
@@ -221,6 +222,7 @@ class UpstreamClient:
             headers["Range"] = f"bytes={start}-{last}"
         async with self._open("GET", upstream, repo, path, headers, BlobUnknown) as response:
             size, first = _extent(response, digest)
+            _read_larger(response)
             yield BlobStream(size, first, response, self._metrics)
 
     @asynccontextmanager
@@ -292,6 +294,16 @@ class UpstreamClient:
         raise UpstreamUnavailable(
             f"upstream {upstream.ns} unavailable: {failure}", {"registry": upstream.ns}
         )
+
+
+def _read_larger(response: aiohttp.ClientResponse) -> None:
+    """Let a blob's connection take up to BLOB_RECEIVE bytes per receive, where the event
+    loop's transport has such a limit (asyncio's selector transport: `max_size`, 256 KiB).
+    Each receive is a trip through the event loop, the HTTP parser and the stream, so fewer,
+    larger ones cost less per byte. The connection keeps it when it goes back to the pool."""
+    transport = response.connection.transport if response.connection else None
+    if transport is not None and getattr(transport, "max_size", BLOB_RECEIVE) < BLOB_RECEIVE:
+        setattr(transport, "max_size", BLOB_RECEIVE)  # noqa: B010 (not in Transport's type)
 
 
 def _status_error(
