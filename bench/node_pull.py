@@ -316,7 +316,7 @@ def markdown(document: dict[str, Any]) -> str:
             ("node_cpu_seconds_per_gib_cold", "{:.2f}"),
         ):  # fmt: skip
             cells.append(_span(figures[key], form))
-        cells.append(", ".join(_span([100 * v for v in busy[k]], "{:.0f}") + "%" for k in busy))
+        cells.append(", ".join(_span([100 * v for v in busy[k]], "{:.0f}%") for k in busy))
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "| target | measured | goal | met |", "|---|---:|---:|---|"]
     for target in document["targets"]:
