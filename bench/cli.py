@@ -62,6 +62,13 @@ def _node_count(text: str) -> int:
     return count
 
 
+def _switch(text: str) -> str:
+    value = text.strip().lower()
+    if value not in ("on", "off"):
+        raise ValueError(f"expected on or off, got {text!r}")
+    return value
+
+
 def _scenario_names(text: str) -> str:
     if text not in SCENARIOS:
         raise ValueError(f"unknown scenario {text!r} (known: {', '.join(SCENARIOS)})")
@@ -136,6 +143,15 @@ class Config:
             "metavar": "MODE",
         },
     )
+    fsync: str = field(
+        default="on",
+        metadata={
+            "help": "the nodes put each blob on disk before it counts as stored (on), or not"
+            " (off), to measure what that costs (on)",
+            "parse": _switch,
+            "metavar": "on|off",
+        },
+    )
     log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
 
 
@@ -186,7 +202,9 @@ def _run(config: Config, workdir: Path, progress: Progress) -> dict[int, dict[st
     cluster: Cluster | None = None
     try:
         logs = config.out / "logs"
-        cluster = Cluster(network, links, workdir, logs, config.tracker_security)
+        cluster = Cluster(
+            network, links, workdir, logs, config.tracker_security, fsync=config.fsync == "on"
+        )
         return _measure(config, cluster, progress)
     finally:
         with signals_ignored():
@@ -259,6 +277,7 @@ def _params(config: Config, cluster: Cluster, size: int, lb: float) -> dict[str,
         "scenarios": list(dict.fromkeys(config.scenarios)),
         "mtu": config.mtu,
         "tracker_security": config.tracker_security,
+        "fsync": config.fsync,
         "shaping": "tbf on every host's link, both directions",
         "client": _version(["skopeo", "--version"]),
         "upstream": _version(["docker-registry", "--version"]),

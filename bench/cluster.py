@@ -110,11 +110,14 @@ class Cluster:
         workdir: Path,
         logs: Path,
         tracker_security: str = IDENTITY,
+        *,
+        fsync: bool = True,
     ) -> None:
         self.network = network
         self.links = links
         self.workdir = workdir
         self.logs = logs
+        self.fsync = fsync
         self.env = child_environment()
         self.upstream = network.add_host("upstream", links.upstream_mbit, links.mtu)
         self.proxy_host = network.add_host("proxy", links.node_mbit, links.mtu)
@@ -252,6 +255,7 @@ class Cluster:
             "--auth-file", str(self._auth_file),
             "--log-level", "info",
             *self.security.node_args(host.name),
+            "--fsync" if self.fsync else "--no-fsync",
         ]  # fmt: skip
         return Daemon(f"{slug(run)}-{host.name}", host, argv, self.logs, self.env)
 

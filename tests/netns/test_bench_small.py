@@ -223,12 +223,12 @@ def test_leaves_no_namespace_and_no_process(small_run: Run) -> None:
 def test_a_sweep_writes_each_n_and_a_table_and_plot_against_n(tmp_path: Path) -> None:
     out, workdir = tmp_path / "out", tmp_path / "work"
     process = bench(out, workdir, "--nodes", "1,2", "--image-size", "4MiB",
-                    "--scenarios", "direct,p2p-cold")  # fmt: skip
+                    "--scenarios", "direct,p2p-cold", "--fsync", "off")  # fmt: skip
     _, stderr = process.communicate(timeout=SMALL_TIMEOUT)
     assert process.returncode == 0, stderr[-4000:]
     for nodes in (1, 2):
         document = json.loads((out / f"nodes-{nodes}" / "results.json").read_text())
-        assert document["params"]["nodes"] == nodes
+        assert document["params"]["nodes"] == nodes and document["params"]["fsync"] == "off"
         direct = document["scenarios"]["direct"]
         assert len(direct["pull_seconds"]) == nodes
         # The image was pushed once; each pull of N took a copy from the upstream.
@@ -237,7 +237,8 @@ def test_a_sweep_writes_each_n_and_a_table_and_plot_against_n(tmp_path: Path) ->
         assert (out / f"nodes-{nodes}" / "results.md").is_file()
     swept = json.loads((out / "sweep.json").read_text())
     assert swept["params"]["nodes"] == [1, 2]
-    assert "--nodes 1,2" in swept["params"]["command"]
+    command = swept["params"]["command"]
+    assert "--nodes 1,2" in command and "--fsync off" in command
     cold = swept["scenarios"]["p2p-cold"]
     assert [p["nodes"] for p in cold] == [1, 2] and all(p["p50_lb"] > 0 for p in cold)
     assert "| p2p-cold | LB |" in (out / "sweep.md").read_text()
