@@ -14,6 +14,7 @@
     │   ├── ManifestUnknown
     │   └── RegistryNotMirrored   an `ns` this node is not configured for
     ├── ContentInvalid            bytes that do not match their digest or size: never stored
+    │   └── ManifestInvalid       a "manifest" that is none (type, shape, size): never stored
     ├── StoreFull                 the local store cannot take a blob now (its disk is full):
     │                             the blob is streamed to the client without being stored
     ├── CredentialsRequired       the repository needs credentials that the request lacks
@@ -84,6 +85,10 @@ class RegistryNotMirrored(NotFound):
 
 
 class ContentInvalid(NodeError):
+    pass
+
+
+class ManifestInvalid(ContentInvalid):
     pass
 
 

@@ -28,6 +28,7 @@ from node.errors import (
 from node.metrics import NodeMetrics
 from node.oci import mediatypes
 from node.oci.descriptors import Sizes
+from node.oci.manifest import check_manifest
 from node.oci.reference import Reference
 from node.p2p.peermanifests import PeerManifests
 from node.seed import Seeds
@@ -146,7 +147,7 @@ class Manifests:
 
     async def _keep(self, digest: str, body: bytes) -> Manifest:
         """Store a manifest got from a peer (the store checks its digest)."""
-        media_type = mediatypes.sniff(body)
+        media_type = check_manifest(body)
         await self._store.keep(digest, body, media_type)
         return Manifest(digest, media_type, len(body), body)
 
@@ -192,8 +193,6 @@ class Manifests:
                 "upstream manifest does not match its digest",
                 {"expected": expected, "actual": digest},
             )
-        media_type = fetched.media_type
-        if media_type not in mediatypes.MANIFEST_TYPES:
-            media_type = mediatypes.sniff(fetched.body)
+        media_type = check_manifest(fetched.body, fetched.media_type)
         await self._store.keep(digest, fetched.body, media_type)
         return Manifest(digest, media_type, len(fetched.body), fetched.body)

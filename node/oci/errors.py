@@ -29,6 +29,7 @@ WIRE: list[tuple[type[errors.NodeError], int, str]] = [
     (errors.ManifestUnknown, 404, "MANIFEST_UNKNOWN"),
     (errors.RegistryNotMirrored, 404, "NAME_UNKNOWN"),
     (errors.NotFound, 404, "NAME_UNKNOWN"),
+    (errors.ManifestInvalid, 502, "MANIFEST_INVALID"),
     (errors.ContentInvalid, 502, "DIGEST_INVALID"),
     (errors.StoreFull, 503, "UNAVAILABLE"),  # streamed through instead: should never be seen
     (errors.CredentialsRequired, 401, "UNAUTHORIZED"),

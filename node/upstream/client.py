@@ -16,7 +16,7 @@ import asyncio
 import json
 import logging
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -24,7 +24,9 @@ import aiohttp
 
 from node.errors import (
     BlobUnknown,
+    ManifestInvalid,
     ManifestUnknown,
+    NodeError,
     NotFound,
     UpstreamDenied,
     UpstreamError,
@@ -166,8 +168,8 @@ class UpstreamClient:
         async with self._open(method, upstream, repo, path, headers, ManifestUnknown) as response:
             size = response.content_length
             if size is not None and size > MAX_MANIFEST_BYTES:
-                raise UpstreamUnavailable("upstream manifest too large", {"bytes": size})
-            body = None if head else await self._read_limited(response)
+                raise ManifestInvalid("upstream manifest too large", {"bytes": size})
+            body = None if head else await self._read_limited(response, ManifestInvalid)
             return FetchedManifest(
                 body=body,
                 digest=response.headers.get("Docker-Content-Digest"),
@@ -183,7 +185,7 @@ class UpstreamClient:
         while path is not None and len(tags) < MAX_TAGS:
             headers = {"Accept": "application/json"}
             async with self._open("GET", upstream, repo, path, headers, NotFound) as response:
-                body = await self._read_limited(response)
+                body = await self._read_limited(response, UpstreamUnavailable)
                 path = _next_page(upstream, response.headers.get("Link", ""))
             try:
                 listed = json.loads(body).get("tags") or []
@@ -194,12 +196,15 @@ class UpstreamClient:
             tags += [t for t in listed if isinstance(t, str) and TAG.fullmatch(t)]
         return tags[:MAX_TAGS]
 
-    async def _read_limited(self, response: aiohttp.ClientResponse) -> bytes:
+    async def _read_limited(
+        self, response: aiohttp.ClientResponse, too_large: Callable[[str, object], NodeError]
+    ) -> bytes:
+        """A document's body, up to MAX_MANIFEST_BYTES; `too_large(message, detail)` past it."""
         body = bytearray()
         async for data in response.content.iter_any():
             body += data
             if len(body) > MAX_MANIFEST_BYTES:
-                raise UpstreamUnavailable("upstream manifest too large", {"bytes": len(body)})
+                raise too_large("upstream answer too large", {"bytes": len(body)})
         return bytes(body)
 
     async def blob_size(self, upstream: Upstream, repo: str, digest: str) -> int:
