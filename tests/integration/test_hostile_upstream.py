@@ -10,14 +10,17 @@ admin API)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import aiohttp
 import pytest
 
 from tests.support import rawhttp
-from tests.support.fakeupstream import FakeBlob, FakeUpstream
+from tests.support.fakeupstream import FakeBlob, FakeManifest, FakeUpstream
+from tests.support.images import OCI_INDEX, OCI_MANIFEST
 from tests.support.node import Node
 
 pytestmark = pytest.mark.integration
@@ -108,3 +111,68 @@ async def test_a_network_the_operator_allows_is_reached(
         body = await response.read()
     assert hashlib.sha256(body).hexdigest() == digest.removeprefix("sha256:")
     assert service.blob_gets(digest)
+
+
+# -- manifests
+
+
+def _manifest(document: object, media_type: str = OCI_MANIFEST) -> FakeManifest:
+    return FakeManifest(json.dumps(document).encode(), media_type)
+
+
+NOT_MANIFESTS = {
+    "an HTML page": FakeManifest(b"<html><body>Service Unavailable</body></html>", "text/html"),
+    "schema 1": _manifest(
+        {"schemaVersion": 1, "name": "x", "fsLayers": []},
+        "application/vnd.docker.distribution.manifest.v1+prettyjws",
+    ),
+    "an index without manifests": _manifest(
+        {"schemaVersion": 2, "mediaType": OCI_INDEX, "layers": []}, OCI_INDEX
+    ),
+    "a bad descriptor": _manifest(
+        {"schemaVersion": 2, "config": {"digest": "../../etc", "size": 1}, "layers": []}
+    ),
+    "JSON nested too deep": FakeManifest(b"[" * 200_000 + b"]" * 200_000, OCI_MANIFEST),
+}
+
+
+@pytest.mark.parametrize("what", sorted(NOT_MANIFESTS))
+async def test_what_is_not_a_manifest_is_neither_served_nor_kept(
+    hostile_node: Node, hostile: FakeUpstream, what: str
+) -> None:
+    manifest = NOT_MANIFESTS[what]
+    hostile.add_manifest(REPO, "1", manifest)
+    for tries in (1, 2):
+        for reference in ("1", manifest.digest):
+            response = await rawhttp.request(
+                hostile_node.host, "GET", f"/v2/{REPO}/manifests/{reference}"
+            )
+            assert response.status == 502, response
+            assert _codes(response) == ["MANIFEST_INVALID"]
+        # Nothing kept: the second try asks the upstream again (a HEAD may come first, to check
+        # access: only the bodies count).
+        gets = [r for r in hostile.requests() if "/manifests/" in r.path and r.method == "GET"]
+        assert len(gets) == 2 * tries
+    assert hostile_node.stored_paths(manifest.digest) == []
+
+
+async def test_a_manifest_without_end_is_cut_at_the_manifest_size_limit(
+    hostile_node: Node, hostile: FakeUpstream
+) -> None:
+    hostile.add_endless_manifest(REPO, "endless")
+    response = await rawhttp.request(hostile_node.host, "GET", f"/v2/{REPO}/manifests/endless")
+    assert response.status == 502, response
+    assert _codes(response) == ["MANIFEST_INVALID"]
+    gets = [r for r in hostile.requests() if r.path.endswith("/endless") and r.method == "GET"]
+    assert len(gets) == 1
+    assert _peak_rss(hostile_node) < 300 << 20
+    alive = await rawhttp.request(hostile_node.host, "GET", "/v2/")
+    assert alive.status == 200
+
+
+def _peak_rss(node: Node) -> int:
+    """The node process's peak resident memory, in bytes (VmHWM)."""
+    for line in Path(f"/proc/{node.pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
