@@ -7,7 +7,6 @@ import contextlib
 import dataclasses
 import errno
 import logging
-import signal
 import socket
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -43,6 +42,7 @@ from node.readiness import Readiness
 from node.repair import Repair
 from node.scrub import Scrubber
 from node.seed import Seeds
+from node.shutdown import Shutdown
 from node.statuspage import StatusPage
 from node.store.contentstore import BlobInfo, ContentStore
 from node.upstream.auth import Authenticator, Credentials
@@ -54,7 +54,7 @@ from tracker.credentials import CredentialError
 __all__ = ["HELP", "Config", "Node", "compose", "main", "run"]
 
 HELP = "run a node agent: this host's registry mirror, fed by peers and upstreams"
-SHUTDOWN_GRACE = 10.0
+SHUTDOWN_GRACE = 10.0  # from SIGTERM to exit, whatever the node is busy with
 
 log = logging.getLogger("node")
 
@@ -124,8 +124,8 @@ async def compose(config: Config) -> AsyncIterator[Node]:
         config.access.requester_only,
     )
     credentials = Credentials.load(Path(config.upstream.auth_file))
-    downloads = Downloads(store)
-    sizes = Sizes()
+    downloads = Downloads(store, config.upstream.max_blob_size)
+    sizes = Sizes(config.upstream.max_blob_size)
     seeds = Seeds(config.images_dir, store, config.seed) if config.images_dir else None
     authenticator = Authenticator(credentials)
     upstream = UpstreamClient(
@@ -289,7 +289,7 @@ def _peer_stats(metrics: NodeMetrics, sent: int, received: int, peers: int) -> N
 
 async def run(config: Config, stop: asyncio.Event | None = None) -> None:
     """Serve until `stop` is set (or SIGTERM/SIGINT arrives)."""
-    stop = stop or _stop_on_signals()
+    stop = stop or Shutdown(SHUTDOWN_GRACE).install()
     async with compose(config) as node, contextlib.AsyncExitStack() as listeners:
         site = await listeners.enter_async_context(_serving(node.app, config.listen, "--listen"))
         if config.metrics_listen and (probes := node.probes) is not None:
@@ -335,7 +335,9 @@ async def run(config: Config, stop: asyncio.Event | None = None) -> None:
 @asynccontextmanager
 async def _serving(app: web.Application, listen: str, flag: str) -> AsyncIterator[web.TCPSite]:
     """`app` on `listen` until the block ends; a port that cannot be bound is a StartupError."""
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE)
+    # A request in flight gets a fifth of the grace period to finish, and as long again to end
+    # once cancelled (aiohttp waits twice); the rest is for leaving the cluster.
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE / 5)
     await runner.setup()
     try:
         host, port = address.split(listen)
@@ -382,11 +384,3 @@ def _bound_port(site: web.TCPSite) -> int | None:
     server = site._server
     sockets = getattr(server, "sockets", None) or []
     return int(sockets[0].getsockname()[1]) if sockets else None
-
-
-def _stop_on_signals() -> asyncio.Event:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    return stop

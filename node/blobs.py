@@ -142,9 +142,9 @@ class Blobs:
         download = self._downloads.get(digest)
         started = False
         if download is None:
-            known = size or self._sizes.get(digest)
+            known = size or self._sizes.get(upstream.ns, upstream.repository(repo), digest)
             if known is None and self._through_swarm(digest):  # it needs the size first
-                known = await self._upstream.blob_size(upstream, repo, digest)
+                known = await self._upstream_size(upstream, repo, digest)
             if known is not None and not self._store.room_for(known):
                 return self._uncached(digest, known, source), False
             fill = await self._fill(upstream, repo, digest, known)
@@ -157,7 +157,7 @@ class Blobs:
         try:
             size = await download.size()
         except StoreFull:
-            size = await self._upstream.blob_size(upstream, repo, digest)
+            size = await self._upstream_size(upstream, repo, digest)
             return self._uncached(digest, size, source), started
         handle = BlobHandle(digest, size, None, download, self._store, upstream=source)
         return handle, started
@@ -211,7 +211,7 @@ class Blobs:
         swarm = self._swarm
         if swarm is not None and self._through_swarm(digest):
             if size is None:
-                size = await self._upstream.blob_size(upstream, repo, digest)
+                size = await self._upstream_size(upstream, repo, digest)
             log.info("pulling blob through the swarm", extra={"digest": digest, "bytes": size})
             return swarm.pull(digest, size, source)
         if swarm is not None and swarm.available:
@@ -237,4 +237,9 @@ class Blobs:
         download = self._downloads.get(digest)
         if download is not None:
             return await download.size()
-        return await self._upstream.blob_size(upstream, repo, digest)
+        return await self._upstream_size(upstream, repo, digest)
+
+    async def _upstream_size(self, upstream: Upstream, repo: str, digest: str) -> int:
+        """The blob's size as the upstream says it, if this node fetches blobs that large."""
+        size = await self._upstream.blob_size(upstream, repo, digest)
+        return self._downloads.check_size(digest, size)

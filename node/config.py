@@ -8,6 +8,7 @@ from pathlib import Path
 
 from distributed_images.settings import parse_size
 from node.access.config import AccessConfig
+from node.downloads import DEFAULT_MAX_SIZE, parse_max_size
 from node.scrub import ScrubConfig
 from node.seed.config import SeedConfig
 from node.upstream.reach import Network, parse_network
@@ -73,6 +74,16 @@ class UpstreamConfig:
             "help": "non-public networks (CIDR) that configured registries and their redirects"
             " may reach beyond their own address, e.g. a private registry's blob storage",
             "metavar": "CIDR",
+        },
+    )
+    max_blob_size: int = field(
+        default=DEFAULT_MAX_SIZE,
+        metadata={
+            "help": "the largest blob this node fetches, whatever a manifest or an upstream"
+            " declares (larger ones are answered 404: clients pull them from the registry);"
+            " at most 1TiB",
+            "parse": parse_max_size,
+            "metavar": "N",
         },
     )
     upstream_connections: int = field(

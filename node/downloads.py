@@ -17,13 +17,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
-from node.errors import ContentInvalid, UpstreamUnavailable
+from distributed_images.settings import parse_size
+from node.errors import BlobTooLarge, ContentInvalid, UpstreamUnavailable
 from node.store.backend import Segment
 from node.store.contentstore import BlobInfo, BlobWriter, ContentStore
 
 log = logging.getLogger(__name__)
 
 HOLDBACK = 64 << 10
+DEFAULT_MAX_SIZE = 64 << 30  # 4096 chunks of 16 MiB: a pull's chunk state is about 2 MB
+LARGEST_MAX_SIZE = 1 << 40  # 65536 chunks, as many as the tracker places for one blob
 READ_BLOCK = 1 << 20
 RESUMES = 3  # transfers in a row that broke before bringing a byte; then the fetch fails
 MAX_RESUMES = 32  # resumes of one transfer in all, so requests per blob stay bounded
@@ -91,6 +94,24 @@ class Fill(Protocol):
     async def failed(self, error: BaseException) -> None:
         """The blob was not stored: `error` is why (bad content, a failure, cancellation)."""
         ...
+
+
+def parse_max_size(text: str) -> int:
+    """`--max-blob-size`: a size from 1 byte to LARGEST_MAX_SIZE."""
+    size = parse_size(text)
+    if not 0 < size <= LARGEST_MAX_SIZE:
+        raise ValueError(f"not between 1 byte and 1TiB (the largest blob a cluster places): {text}")
+    return size
+
+
+def checked_size(digest: str, size: int, max_size: int) -> int:
+    if size > max_size:
+        raise BlobTooLarge(
+            f"a blob of {size} bytes is larger than this node fetches (--max-blob-size"
+            f" {max_size}): pull it from the registry itself",
+            {"digest": digest, "size": size},
+        )
+    return size
 
 
 class UpstreamFill:
@@ -169,10 +190,13 @@ async def copy(stream: Stream, writer: BlobWriter, offset: int) -> None:
 
 
 class Download:
-    def __init__(self, digest: str, store: ContentStore, fill: Fill) -> None:
+    def __init__(
+        self, digest: str, store: ContentStore, fill: Fill, max_size: int = DEFAULT_MAX_SIZE
+    ) -> None:
         self.digest = digest
         self.fill = fill
         self._store = store
+        self._max_size = max_size
         self._writer: BlobWriter | None = None
         self._changed = asyncio.Event()
         self.info: BlobInfo | None = None
@@ -194,7 +218,9 @@ class Download:
     def _begin(self, size: int) -> BlobWriter:
         if self._writer is not None:
             raise RuntimeError("a fill began twice")
-        self._writer = self._store.begin(self.digest, size)
+        self._writer = self._store.begin(
+            self.digest, checked_size(self.digest, size, self._max_size)
+        )
         self._writer.on_progress = self._notify
         self._notify()
         return self._writer
@@ -258,15 +284,20 @@ class Download:
 class Downloads:
     """The downloads in flight, by digest. Owned by the event loop."""
 
-    def __init__(self, store: ContentStore) -> None:
+    def __init__(self, store: ContentStore, max_size: int = DEFAULT_MAX_SIZE) -> None:
         self._store = store
+        self._max_size = max_size
         self._active: dict[str, Download] = {}
 
     def get(self, digest: str) -> Download | None:
         return self._active.get(digest)
 
+    def check_size(self, digest: str, size: int) -> int:
+        """`size`, unless it is beyond the largest blob this node fetches (BlobTooLarge)."""
+        return checked_size(digest, size, self._max_size)
+
     def start(self, digest: str, fill: Fill) -> Download:
-        download = Download(digest, self._store, fill)
+        download = Download(digest, self._store, fill, self._max_size)
         self._active[digest] = download
         download.task = asyncio.create_task(self._run(download), name=f"download {digest}")
         return download

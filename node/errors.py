@@ -11,6 +11,7 @@
     │   └── Unsupported           push and other operations a mirror does not offer
     ├── NotFound
     │   ├── BlobUnknown
+    │   │   └── BlobTooLarge      beyond --max-blob-size: the client gets it from the registry
     │   ├── ManifestUnknown
     │   └── RegistryNotMirrored   an `ns` this node is not configured for
     ├── ContentInvalid            bytes that do not match their digest or size: never stored
@@ -73,6 +74,10 @@ class NotFound(NodeError):
 
 
 class BlobUnknown(NotFound):
+    pass
+
+
+class BlobTooLarge(BlobUnknown):
     pass
 
 

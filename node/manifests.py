@@ -74,7 +74,7 @@ class Manifests:
         else:
             manifest = await self._by_tag_anywhere(upstream, repo, reference.value, accept, head)
         if manifest.body is not None:
-            self._sizes.learn(manifest.body)
+            self._sizes.learn(upstream.ns, upstream.repository(repo), manifest.body)
         return manifest
 
     async def _by_digest(

@@ -53,14 +53,19 @@ def _described(body: bytes, keys: tuple[str, ...]) -> list[tuple[str, int]]:
 
 
 class Sizes:
-    """Blob sizes by digest, as manifests declared them; the oldest are forgotten first."""
+    """Blob sizes as the manifests of a repository declared them, so a cold blob of that
+    repository can be placed in the swarm before the upstream is asked. A size is used only in
+    the repository whose manifest declared it (another repository's manifest cannot set the size
+    of a blob it names), never above `max_size`, and the oldest are forgotten first."""
 
-    def __init__(self, limit: int = MAX_REMEMBERED) -> None:
-        self._sizes: Recent[str, int] = Recent(limit)
+    def __init__(self, max_size: int, limit: int = MAX_REMEMBERED) -> None:
+        self._max_size = max_size
+        self._sizes: Recent[tuple[str, str, str], int] = Recent(limit)
 
-    def learn(self, manifest: bytes) -> None:
+    def learn(self, ns: str, repo: str, manifest: bytes) -> None:
         for digest, size in descriptors(manifest):
-            self._sizes.remember(digest, size)
+            if size <= self._max_size:
+                self._sizes.remember((ns, repo, digest), size)
 
-    def get(self, digest: str) -> int | None:
-        return self._sizes.get(digest)
+    def get(self, ns: str, repo: str, digest: str) -> int | None:
+        return self._sizes.get((ns, repo, digest))

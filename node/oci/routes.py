@@ -7,7 +7,8 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from typing import BinaryIO
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -188,18 +189,25 @@ class RegistryAPI:
         response.content_length = end - start
         if span:
             response.headers["Content-Range"] = f"bytes {start}-{end - 1}/{handle.size}"
-        await response.prepare(request)
+        pieces = _opened(handle.pieces(start, end))
         delivered: Counter[str] = Counter()
         complete = False
         try:
-            await self._send(request, response, handle, start, end, delivered)
-            complete = True
-        except (NodeError, OSError) as e:
-            # The status line is gone: the only honest signal left is a broken transfer.
-            log.warning("blob transfer aborted", extra={"digest": digest, "error": str(e)})
-            if request.transport is not None:
-                request.transport.abort()
+            # The first bytes come before the status line: a download that fails before them
+            # (a size that is not the blob's, bad content, an upstream gone) is answered with
+            # its error, not with a transfer that breaks.
+            first = await anext(pieces, None)
+            await response.prepare(request)
+            try:
+                await self._send(request, response, handle, start, first, pieces, delivered)
+                complete = True
+            except (NodeError, OSError) as e:
+                # The status line is gone: the only honest signal left is a broken transfer.
+                log.warning("blob transfer aborted", extra={"digest": digest, "error": str(e)})
+                if request.transport is not None:
+                    request.transport.abort()
         finally:
+            await pieces.aclose()
             client = request.remote or "-"
             self._activity.pulls.blob(client, upstream.ns, name, delivered, complete)
         return response
@@ -210,26 +218,28 @@ class RegistryAPI:
         response: web.StreamResponse,
         handle: BlobHandle,
         start: int,
-        end: int,
+        piece: _Piece | None,
+        pieces: AsyncIterator[_Piece],
         delivered: Counter[str],
     ) -> None:
         loop = asyncio.get_running_loop()
         position = start
-        async for piece in handle.pieces(start, end):
+        while piece is not None:
             source = handle.source_at(position)
-            if isinstance(piece, Segment) and request.transport is not None:
-                with open(piece.path, "rb") as f:  # before any await: the file may move
-                    await loop.sendfile(request.transport, f, piece.offset, piece.length)
-                length = piece.length
-            elif isinstance(piece, Segment):
-                raise ConnectionResetError("client went away")
-            else:
+            if isinstance(piece, bytes):
                 await response.write(piece)
                 length = len(piece)
+            elif request.transport is not None:
+                file, segment = piece
+                await loop.sendfile(request.transport, file, segment.offset, segment.length)
+                length = segment.length
+            else:
+                raise ConnectionResetError("client went away")
             self._metrics.blob_bytes.labels(source).inc(length)
             self._activity.delivered(source, length)
             delivered[source] += length
             position += length
+            piece = await anext(pieces, None)
         await response.write_eof()
 
     async def unsupported(self, request: web.Request) -> web.Response:
@@ -245,6 +255,22 @@ class RegistryAPI:
     async def readyz(self, request: web.Request) -> web.Response:
         readiness = self._readiness()
         return web.Response(status=200 if readiness.ready else 503, text=readiness.text())
+
+
+# Bytes, or a file segment with its file already open.
+_Piece = bytes | tuple[BinaryIO, Segment]
+
+
+async def _opened(pieces: AsyncIterator[bytes | Segment]) -> AsyncGenerator[_Piece, None]:
+    """The pieces, each segment's file opened as it comes: it must be opened before the next
+    await (the blob's directory moves when it is committed, or is evicted), and stays open
+    until the next piece is asked for."""
+    async for piece in pieces:
+        if isinstance(piece, Segment):
+            with open(piece.path, "rb") as file:
+                yield file, piece
+        else:
+            yield piece
 
 
 def _named(endpoint: str, handler: Handler) -> Handler:

@@ -138,6 +138,11 @@ class SwarmPull:
         self._directory: Path | None = None
         self._relocate = asyncio.Event()
         self._direct = False  # the tracker failed: every chunk left comes from upstream
+        self._next_direct = 0  # the first chunk a direct fetch may not have started yet
+        self._running = 0  # chunk tasks not done
+        self._failure: ContentInvalid | None = None  # the blob is not what it was said to be
+        self._ended = False
+        self._awaited: _Chunk | None = None  # the next chunk in order, which `run` awaits
         self._leases = 0
 
     def source_at(self, offset: int) -> str:
@@ -162,6 +167,7 @@ class SwarmPull:
                         await self._await_chunk(chunk)
                         await writer.adopt(chunk.length)
                 finally:
+                    self._ended = True  # no fetch starts from now on
                     coordinator.cancel()
                     watchdog.cancel()
         except BaseExceptionGroup as failure:
@@ -218,6 +224,8 @@ class SwarmPull:
         self._apply(placement)
 
     def _apply(self, placement: Placement) -> None:
+        if self._failure is not None:
+            return  # the pull is failing: nothing more is started
         for placed in placement.chunks:
             if not 0 <= placed.index < self._count:
                 continue
@@ -251,16 +259,27 @@ class SwarmPull:
         chunk.started_at = _now()
         chunk.task = asyncio.ensure_future(work)
         chunk.task.add_done_callback(lambda task: self._finished(chunk, task))
+        self._running += 1
 
     def _finished(self, chunk: _Chunk, task: asyncio.Future[None]) -> None:
-        if task.cancelled() or task.exception() is None:
+        self._running -= 1
+        error = None if task.cancelled() else task.exception()
+        if isinstance(error, ContentInvalid) and self._failure is None:
+            # The whole pull fails, not this chunk alone: the chunk awaited in order says so.
+            self._failure = error
+            awaited = self._awaited
+            if awaited is not None and not awaited.done.done():
+                awaited.done.set_exception(error)
+        if self._direct:
+            self._fetch_direct()
+        if error is None:
             return
-        error = task.exception()
-        assert error is not None
         log.warning(
             "chunk failed",
             extra={"digest": self.digest, "chunk": chunk.index, "error": repr(error)},
         )
+        if self._failure is not None:
+            return  # `_await_chunk` raises it
         if isinstance(error, (TorrentFailed, MetainfoInvalid)):
             chunk.swarm_failures += 1
             self._relocate.set()  # place it again: other peers, or a lease
@@ -275,7 +294,18 @@ class SwarmPull:
     def _go_direct(self) -> None:
         self._direct = True
         self._metrics.fallbacks.labels("tracker").inc()
-        for chunk in self._chunks:
+        self._fetch_direct()
+
+    def _fetch_direct(self) -> None:
+        """Fetch the chunks left from upstream, in order, `fallback_parallel` at once."""
+        while (
+            not self._ended
+            and self._failure is None
+            and self._running < self._config.fallback_parallel
+            and self._next_direct < self._count
+        ):
+            chunk = self._chunks[self._next_direct]
+            self._next_direct += 1
             if not chunk.busy:
                 self._start(chunk, self._fetch(chunk, leased=False))
 
@@ -283,7 +313,10 @@ class SwarmPull:
         """Wait for the next chunk in order. If even asking the tracker again did not get it
         moving, fetch it from upstream directly: a pull never hangs while upstream works."""
         chunk.excused_at = max(chunk.excused_at, _now())  # its wait starts now
+        self._awaited = chunk
         while not chunk.done.done():
+            if self._failure is not None:
+                raise self._failure
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(chunk.done), timeout=1.0)
                 break
@@ -420,6 +453,11 @@ class SwarmPull:
                 start = chunk.start + chunk.fetched
                 try:
                     async with self._upstream(start, chunk.end) as stream:
+                        if stream.size != self.size:
+                            raise ContentInvalid(
+                                "the upstream's blob is not the size its manifest declares",
+                                {"digest": self.digest, "declared": self.size, "size": stream.size},
+                            )
                         chunk.stream = stream
                         async for block in blocks_between(stream, start, chunk.end):
                             await asyncio.to_thread(os.pwritev, fd, block, chunk.fetched)
