@@ -9,6 +9,7 @@ admin API)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import random
@@ -18,7 +19,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.support import rawhttp
+from tests.support import outcome, rawhttp
+from tests.support.cluster import Cluster
 from tests.support.fakeupstream import FakeBlob, FakeManifest, FakeUpstream
 from tests.support.images import OCI_INDEX, OCI_MANIFEST
 from tests.support.node import Node
@@ -26,6 +28,8 @@ from tests.support.node import Node
 pytestmark = pytest.mark.integration
 
 REPO = "test/hostile"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 
 
 @pytest.fixture
@@ -176,3 +180,160 @@ def _peak_rss(node: Node) -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024
     raise AssertionError("no VmHWM")
+
+
+# -- sizes: what a manifest or an upstream declares
+
+
+LAYER = 6 * 1024 * 1024 + 12345  # two chunks, the second partial
+HUGE = 1 << 44
+
+
+@pytest.fixture
+def hostile_cluster(
+    workdir: Path, hostile: FakeUpstream, request: pytest.FixtureRequest
+) -> Iterator[Cluster]:
+    """A tracker and one node, mirroring the hostile upstream: cold blobs are pulled through
+    the cluster, chunk by chunk, as on any clustered node."""
+    cluster = Cluster(workdir / "cluster", {hostile.host: hostile.url}, hostile.host, size=1)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+        if outcome.failed(request):
+            print(cluster.log_tails(150))
+
+
+def _image(hostile: FakeUpstream, tag: str, layer: FakeBlob, declared: int) -> str:
+    """An image whose manifest declares its layer as `declared` bytes."""
+    config = FakeBlob(b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers"}}')
+    hostile.add(config)
+    hostile.add(layer)
+    descriptor = {"mediaType": OCI_LAYER, "digest": layer.digest, "size": declared}
+    config_descriptor = {"mediaType": OCI_CONFIG, "digest": config.digest, "size": len(config.data)}
+    hostile.add_manifest(
+        REPO,
+        tag,
+        _manifest({"schemaVersion": 2, "config": config_descriptor, "layers": [descriptor]}),
+    )
+    return layer.digest
+
+
+async def _get_watching_memory(node: Node, url: str) -> tuple[int, bytes, bool, int]:
+    """GET `url` from `node`, as a client would, while watching the node's memory: (status,
+    body, whether it came whole, the node's peak RSS). Gives up at once should the node grow
+    past 1 GiB (the attack this guards against took it to gigabytes)."""
+    peak = 0
+
+    async def watch() -> None:
+        nonlocal peak
+        while True:
+            peak = _rss(node)
+            assert peak < 1 << 30, f"the node grew to {peak >> 20} MiB"
+            await asyncio.sleep(0.1)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        timeout = aiohttp.ClientTimeout(total=60)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            get = asyncio.create_task(_get(session, url))
+            done, _ = await asyncio.wait({get, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            if watcher in done:
+                get.cancel()
+                watcher.result()
+            status, body, whole = get.result()
+    finally:
+        watcher.cancel()
+    return status, body, whole, max(peak, _peak_rss(node))
+
+
+async def _get(session: aiohttp.ClientSession, url: str) -> tuple[int, bytes, bool]:
+    async with session.get(url) as response:
+        try:
+            return response.status, await response.read(), True
+        except aiohttp.ClientPayloadError:
+            return response.status, b"", False
+
+
+def _rss(node: Node) -> int:
+    for line in Path(f"/proc/{node.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def _sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+async def test_a_layer_declared_at_16_tib_costs_neither_memory_nor_requests(
+    hostile_cluster: Cluster, hostile: FakeUpstream
+) -> None:
+    """The manifest declares 2^44 bytes for a layer of 6 MiB: the node does not believe it (it
+    is beyond --max-blob-size), asks the upstream for the size, and serves the layer."""
+    node = hostile_cluster.nodes[0]
+    digest = _image(hostile, "huge", _blob("huge-layer", LAYER), declared=HUGE)
+    manifest = await rawhttp.request(node.host, "GET", f"/v2/{REPO}/manifests/huge")
+    assert manifest.status == 200, manifest
+    url = f"{node.url}/v2/{REPO}/blobs/{digest}"
+    status, body, whole, peak = await _get_watching_memory(node, url)
+    assert (status, whole, _sha256(body)) == (200, True, digest)
+    assert len([r for r in hostile.requests() if r.path.endswith(digest)]) <= 4
+    assert peak < 300 << 20, f"peak RSS {peak >> 20} MiB"
+    assert len(node.log_path.read_text().splitlines()) < 2000
+    assert hostile_cluster.nodes[0].stop() == 0  # SIGTERM: stopped within its grace period
+
+
+async def test_a_blob_the_upstream_declares_at_16_tib_is_refused_before_any_byte(
+    hostile_cluster: Cluster, hostile: FakeUpstream
+) -> None:
+    node = hostile_cluster.nodes[0]
+    layer = _blob("lying-upstream", LAYER)
+    layer.declared = HUGE
+    digest = _image(hostile, "lying", layer, declared=HUGE)
+    url = f"{node.url}/v2/{REPO}/blobs/{digest}"
+    for method in ("HEAD", "GET"):
+        response = await rawhttp.request(node.host, method, f"/v2/{REPO}/blobs/{digest}")
+        assert response.status == 404, response
+    status, body, _, peak = await _get_watching_memory(node, url)
+    assert status == 404
+    assert json.loads(body)["errors"][0]["code"] == "BLOB_UNKNOWN"
+    assert "--max-blob-size" in json.loads(body)["errors"][0]["message"]
+    # Its size was asked (HEAD), its bytes never (GET).
+    assert {r.method for r in hostile.requests() if r.path.endswith(digest)} == {"HEAD"}
+    assert node.stored_paths(digest) == []
+    assert peak < 300 << 20
+    assert node.stop() == 0
+
+
+async def test_a_wrong_size_costs_a_few_requests_and_one_error(
+    hostile_cluster: Cluster, hostile: FakeUpstream
+) -> None:
+    """The manifest declares 4 MiB more than the layer has: the first fetch shows the upstream's
+    size, the pull fails with one error before any byte, and the next request for the layer gets
+    it from the upstream whole."""
+    node = hostile_cluster.nodes[0]
+    layer = _blob("wrong-size", LAYER)
+    digest = _image(hostile, "wrong", layer, declared=LAYER + (4 << 20))
+    await rawhttp.request(node.host, "GET", f"/v2/{REPO}/manifests/wrong")
+    url = f"{node.url}/v2/{REPO}/blobs/{digest}"
+    status, body, _, _ = await _get_watching_memory(node, url)
+    assert status == 502
+    assert json.loads(body)["errors"][0]["code"] == "DIGEST_INVALID"
+    assert len(hostile.blob_gets(digest)) <= 3
+    await _until_nothing_stored(node, digest)
+    status, body, whole, _ = await _get_watching_memory(node, url)
+    assert (status, whole, _sha256(body)) == (200, True, digest)
+    assert len(hostile.blob_gets(digest)) <= 4
+    # One failure: the chunk's, the download's and the request's line, not one per chunk.
+    assert node.log_path.read_text().count("is not the size its manifest declares") <= 3
+
+
+async def _until_nothing_stored(node: Node, digest: str) -> None:
+    """A failed download's temporary files go a moment after its client saw the failure."""
+    for _ in range(100):
+        if not node.stored_paths(digest):
+            return
+        await asyncio.sleep(0.05)
+    assert node.stored_paths(digest) == []

@@ -39,6 +39,7 @@ class FakeBlob:
     data: bytes
     fault: Fault = Fault.NONE
     rate: float | None = None  # bytes per second over all its responses; None: no limit
+    declared: int | None = None  # the size it claims (Content-Length, Content-Range); None: its own
 
     @property
     def digest(self) -> str:
@@ -202,13 +203,14 @@ class FakeUpstream:
             "Docker-Content-Digest": digest,
             "Accept-Ranges": "bytes",
         }
+        claimed = len(body) if blob.declared is None else blob.declared
         if status == 206:
-            headers["Content-Range"] = f"bytes {start}-{end - 1}/{len(body)}"
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{claimed}"
         if request.method == "HEAD":
-            headers["Content-Length"] = str(end - start)
+            headers["Content-Length"] = str(claimed if status == 200 else end - start)
             return web.Response(status=status, headers=headers)
         response = web.StreamResponse(status=status, headers=headers)
-        response.content_length = end - start
+        response.content_length = claimed if status == 200 else end - start
         await response.prepare(request)
         await self._send(request, response, blob, digest, body[start:end])
         return response
@@ -221,9 +223,13 @@ class FakeUpstream:
         digest: str,
         body: bytes,
     ) -> None:
-        limit = len(body) // 2 if blob.fault in (Fault.TRUNCATED, Fault.STALLED) else len(body)
-        if blob.fault is Fault.STALLED:
+        stalled = blob.fault is Fault.STALLED
+        limit = len(body) // 2 if blob.fault is Fault.TRUNCATED or stalled else len(body)
+        if stalled:
             blob.fault = Fault.NONE  # the next transfers are whole
+        # Less than the headers announced (cut in half, or a size claimed larger than the
+        # blob): the connection drops after the last byte sent.
+        short = (limit < len(body) and not stalled) or (blob.declared or 0) > len(blob.data)
         pace = self._pace.setdefault(digest, asyncio.Lock())
         for offset in range(0, limit, PIECE):
             piece = body[offset : min(offset + PIECE, limit)]
@@ -234,7 +240,7 @@ class FakeUpstream:
                     rate = blob.rate
                 if rate:
                     await asyncio.sleep(len(piece) / rate)
-        if limit < len(body) and blob.fault is Fault.TRUNCATED:
+        if short:
             assert request.transport is not None
             request.transport.abort()  # the body ends early: the connection drops
             return

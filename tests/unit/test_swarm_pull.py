@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from node.errors import ContentInvalid
 from node.metrics import NodeMetrics
 from node.p2p import metainfo
 from node.p2p import pull as pull_module
@@ -19,6 +20,7 @@ from node.p2p.pull import PullConfig, SwarmPull
 from node.p2p.session import PeerAddress
 from node.store.chunking import MiB, chunk_name
 from tracker.client import ChunkPlacement, Directive, Peer, Placement
+from tracker.errors import TrackerError
 
 DIGEST = "sha256:" + "c" * 64
 SIZE = 4 * MiB  # one chunk
@@ -146,3 +148,104 @@ async def test_a_swarm_that_makes_progress_is_left_alone(
     await swarm_for(2.5, tmp_path, session, tracker, grow=True)
     assert tracker.locates == 1
     assert session.connected == [("10.0.0.2", 6881)]
+
+
+# -- without a tracker: chunks straight from upstream, a few at a time
+
+
+class DownTracker:
+    """A tracker that cannot be reached: the pull fetches every chunk from upstream."""
+
+    @asynccontextmanager
+    async def watch(self, *args: object) -> AsyncIterator[AsyncIterator[Placement]]:
+        raise TrackerError("tracker down")
+        yield  # type: ignore[unreachable]
+
+
+class RangeUpstream:
+    """Serves a blob's byte ranges, slowly, counting the ranges it serves at once; `size` is the
+    blob's size as it says it (a manifest may have declared another)."""
+
+    def __init__(self, data: bytes, size: int | None = None) -> None:
+        self.data = data
+        self.size = len(data) if size is None else size
+        self.open = 0
+        self.most_open = 0
+        self.requests = 0
+
+    @asynccontextmanager
+    async def __call__(self, start: int, end: int | None) -> AsyncIterator[RangeStream]:
+        self.requests += 1
+        self.open += 1
+        self.most_open = max(self.most_open, self.open)
+        try:
+            await asyncio.sleep(0.01)
+            yield RangeStream(self.size, start, self.data[start:end])
+        finally:
+            self.open -= 1
+
+
+class RangeStream:
+    def __init__(self, size: int, start: int, data: bytes) -> None:
+        self.size, self.start, self.received = size, start, 0
+        self._data = data
+
+    async def blocks(self) -> AsyncIterator[list[bytes]]:
+        self.received = len(self._data)
+        yield [self._data]
+
+
+class SeedingSession(FakeSession):
+    async def add(self, torrent: ChunkTorrent, save_path: Path, **_: object) -> None:
+        pass
+
+
+class FileWriter(Writer):
+    """Counts the bytes handed to the store writer, in order."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory)
+        self.adopted = 0
+
+    async def adopt(self, length: int) -> None:
+        self.adopted += length
+
+
+def _direct_pull(upstream: RangeUpstream, size: int) -> SwarmPull:
+    async def nothing(*args: object) -> None:
+        pass
+
+    return SwarmPull(
+        DIGEST,
+        size,
+        upstream=upstream,  # type: ignore[arg-type]
+        session=SeedingSession(),  # type: ignore[arg-type]
+        client=DownTracker(),  # type: ignore[arg-type]
+        node_id="node9",
+        config=PullConfig(fallback_parallel=2),
+        on_complete=nothing,
+        on_corrupt=lambda digest: None,
+        metrics=NodeMetrics(),
+    )
+
+
+async def test_without_a_tracker_chunks_come_from_upstream_a_few_at_a_time(tmp_path: Path) -> None:
+    data = bytes(range(256)) * (40 * 4 * MiB // 256)  # 40 chunks
+    upstream = RangeUpstream(data)
+    writer = FileWriter(tmp_path)
+    pull = _direct_pull(upstream, len(data))
+    await pull.run(lambda size: writer)  # type: ignore[arg-type, return-value]
+    assert writer.adopted == len(data)
+    assert upstream.requests == 40
+    assert upstream.most_open == 2
+
+
+async def test_a_size_other_than_the_declared_one_fails_the_pull_at_once(tmp_path: Path) -> None:
+    data = b"x" * (6 * MiB)
+    upstream = RangeUpstream(data)
+    pull = _direct_pull(upstream, 40 * 4 * MiB)  # a manifest said 160 MiB
+    with pytest.raises(ContentInvalid, match="not the size its manifest declares"):
+        await pull.run(lambda size: FileWriter(tmp_path))  # type: ignore[arg-type, return-value]
+    await asyncio.sleep(0.1)  # what was in flight ends; nothing new starts
+    assert upstream.requests <= 3
+    assert upstream.open == 0
