@@ -176,6 +176,14 @@ class Blobs:
         assert download.task is not None
         download.task.add_done_callback(stored)
 
+    async def verified(self, handle: BlobHandle) -> BlobHandle:
+        """The blob once it is verified and stored: a handle that follows a download waits for
+        the download's end (and raises its error)."""
+        if handle.download is None:
+            return handle
+        info = await handle.download.stored()
+        return BlobHandle(handle.digest, info.size, info, None, self._store, handle.download.fill)
+
     def present(self, digest: str) -> bool:
         """Whether the blob is stored or on its way."""
         return self._store.stat(digest) is not None or self._downloads.get(digest) is not None

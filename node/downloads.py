@@ -229,6 +229,7 @@ class Download:
         try:
             writer = await self.fill.run(self._begin)
             self.info = await writer.commit()
+            self._notify()  # readers need not wait for the seeding that follows
             log.info("blob stored", extra={"digest": self.digest, "bytes": self.info.size})
             await self.fill.committed(self.info)
         except BaseException as e:
@@ -245,6 +246,12 @@ class Download:
                 raise
         finally:
             self._notify()
+
+    async def stored(self) -> BlobInfo:
+        """The blob once it is verified and stored; raises the download's error."""
+        while self.info is None:
+            await self._wait()
+        return self.info
 
     async def size(self) -> int:
         while self._writer is None:

@@ -184,6 +184,10 @@ class RegistryAPI:
             self._prefetcher.requested(digest)
         handle = await self._blobs.open(upstream, name, digest)
         span = parse_range(request.headers.get("Range"), handle.size)
+        if span and handle.info is None:
+            # A range of a blob still arriving waits until the whole blob is verified: a client
+            # cannot check a part against the digest, so it gets no byte that was not checked.
+            handle = await self._blobs.verified(handle)
         start, end = span or (0, handle.size)
         response = web.StreamResponse(status=206 if span else 200, headers=headers)
         response.content_length = end - start
