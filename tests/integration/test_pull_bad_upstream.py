@@ -25,11 +25,14 @@ def fake_node(node_factory: Callable[..., Node], fake_upstream: FakeUpstream) ->
     return node_factory({fake_upstream.host: fake_upstream.url}, fake_upstream.host)
 
 
-async def _get(url: str) -> tuple[int, bytes, bool]:
+async def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes, bool]:
     """(status, body received, whether the transfer completed by its own framing)."""
     received = bytearray()
     timeout = aiohttp.ClientTimeout(total=60)
-    async with aiohttp.ClientSession(timeout=timeout) as session, session.get(url) as response:
+    async with (
+        aiohttp.ClientSession(timeout=timeout) as session,
+        session.get(url, headers=headers) as response,
+    ):
         try:
             async for block in response.content.iter_chunked(1 << 20):
                 received += block
@@ -120,3 +123,28 @@ async def _until_no_temporary_files(node: Node, digest: str, timeout: float = 5.
     deadline = asyncio.get_running_loop().time() + timeout
     while node.stored_paths(digest) and asyncio.get_running_loop().time() < deadline:
         await asyncio.sleep(0.05)
+
+
+async def test_a_range_of_a_cold_blob_gets_only_verified_bytes(
+    fake_node: Node, fake_upstream: FakeUpstream
+) -> None:
+    """A range of a blob still arriving waits for the whole blob's digest check: wrong bytes
+    from the upstream are answered with an error, not with a 206 of them."""
+    data = random.Random("range").randbytes(SIZE)
+    digest = fake_upstream.add(FakeBlob(data, fault=Fault.FLIPPED))
+    url = f"{fake_node.url}/v2/test/bad/blobs/{digest}"
+    for header in ("bytes=0-99", "bytes=100-", f"bytes={SIZE // 2 - 10}-{SIZE // 2 + 10}"):
+        status, body, _ = await _get(url, {"Range": header})
+        assert status == 502, (header, status)
+        assert b"DIGEST_INVALID" in body
+        assert data[:50] not in body and data[-50:] not in body
+        await _until_no_temporary_files(fake_node, digest)
+        assert fake_node.stored_paths(digest) == []
+    assert len(fake_upstream.blob_gets(digest)) >= 3  # each try went upstream again
+    fake_upstream.add(FakeBlob(data))  # repaired: the range is served, and the blob kept
+    status, body, complete = await _get(url, {"Range": "bytes=100-199"})
+    assert (status, complete, body) == (206, True, data[100:200])
+    gets = len(fake_upstream.blob_gets(digest))
+    status, body, complete = await _get(url, {"Range": "bytes=-10"})
+    assert (status, complete, body) == (206, True, data[-10:])
+    assert len(fake_upstream.blob_gets(digest)) == gets
