@@ -124,7 +124,9 @@ async def compose(config: Config) -> AsyncIterator[Node]:
         config.access.requester_only,
     )
     credentials = Credentials.load(Path(config.upstream.auth_file))
-    downloads = Downloads(store, config.upstream.max_blob_size)
+    downloads = Downloads(
+        store, config.upstream.max_blob_size, parallel=config.upstream.cold_fetches
+    )
     sizes = Sizes(config.upstream.max_blob_size)
     seeds = Seeds(config.images_dir, store, config.seed) if config.images_dir else None
     authenticator = Authenticator(credentials)

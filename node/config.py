@@ -86,6 +86,14 @@ class UpstreamConfig:
             "metavar": "N",
         },
     )
+    cold_fetches: int = field(
+        default=16,
+        metadata={
+            "help": "blobs fetched into this node at once, from upstream or the cluster; more"
+            " wait their turn",
+            "metavar": "N",
+        },
+    )
     upstream_connections: int = field(
         default=64,
         metadata={

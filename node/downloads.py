@@ -289,11 +289,19 @@ class Download:
 
 
 class Downloads:
-    """The downloads in flight, by digest. Owned by the event loop."""
+    """The downloads in flight, by digest. Owned by the event loop.
 
-    def __init__(self, store: ContentStore, max_size: int = DEFAULT_MAX_SIZE) -> None:
+    At most `parallel` run at once: a download past them waits for one to end before it fetches
+    anything, so no number of requests for distinct cold blobs makes this node fetch more than
+    that many blobs at once.
+    """
+
+    def __init__(
+        self, store: ContentStore, max_size: int = DEFAULT_MAX_SIZE, parallel: int = 16
+    ) -> None:
         self._store = store
         self._max_size = max_size
+        self._slots = asyncio.Semaphore(parallel)
         self._active: dict[str, Download] = {}
 
     def get(self, digest: str) -> Download | None:
@@ -311,7 +319,8 @@ class Downloads:
 
     async def _run(self, download: Download) -> None:
         try:
-            await download.run()
+            async with self._slots:
+                await download.run()
         finally:
             self._active.pop(download.digest, None)
 

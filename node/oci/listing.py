@@ -87,7 +87,7 @@ def page_query(request: web.Request) -> tuple[int | None, str | None]:
     text = request.query.get("n")
     n = None
     if text is not None:
-        if not text.isdigit() or len(text) > 9:
+        if not (text.isascii() and text.isdigit()) or len(text) > 9:  # "²" is a digit too
             raise PaginationInvalid("n must be a number of entries", {"n": text[:20]})
         n = min(int(text), MAX_TAGS)
     return n, request.query.get("last") or None

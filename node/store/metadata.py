@@ -191,6 +191,8 @@ class Metadata:
         self._db.execute("DELETE FROM blobs WHERE digest = ?", (digest,))
         self._db.execute("DELETE FROM torrents WHERE digest = ?", (digest,))
         self._db.execute("DELETE FROM origins WHERE digest = ?", (digest,))
+        # A tag whose manifest is gone serves nothing; left, tags would never shrink.
+        self._db.execute("DELETE FROM tags WHERE digest = ?", (digest,))
 
     @_tolerant(_nothing)
     def set_origin(self, digest: str, ns: str, repo: str) -> None:

@@ -278,7 +278,7 @@ class UpstreamClient:
                     raise UpstreamRefused(reason, {"registry": upstream.ns}) from None
                 failure = f"{type(e).__name__}: {e}"
             else:
-                self._metrics.upstream_requests.labels(upstream.ns, str(response.status)).inc()
+                self._metrics.upstream_requests.labels(upstream.ns, status_label(response)).inc()
                 if response.status in (200, 206):
                     return response
                 challenge = response.headers.get("WWW-Authenticate", "")
@@ -309,6 +309,21 @@ def _read_larger(response: aiohttp.ClientResponse) -> None:
     transport = response.connection.transport if response.connection else None
     if transport is not None and getattr(transport, "max_size", BLOB_RECEIVE) < BLOB_RECEIVE:
         setattr(transport, "max_size", BLOB_RECEIVE)  # noqa: B010 (not in Transport's type)
+
+
+# The statuses a registry answers; any other is counted by its class, so an upstream cannot add
+# label values to the node's metrics.
+KNOWN_STATUSES = frozenset(
+    {200, 206, 301, 302, 303, 307, 308, 400, 401, 403, 404, 405, 416, 429, 500, 502, 503, 504}
+)
+
+
+def status_label(response: aiohttp.ClientResponse) -> str:
+    """The `code` label of an upstream answer: its status, or its class (`4xx`) if unusual."""
+    status = response.status
+    if status in KNOWN_STATUSES:
+        return str(status)
+    return f"{status // 100}xx" if 100 <= status < 600 else "other"
 
 
 def _status_error(
