@@ -5,10 +5,15 @@ traffic do not grow with what the client chose."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import random
+from collections.abc import Callable
 
+import aiohttp
 import pytest
 
 from tests.support import rawhttp
+from tests.support.fakeupstream import FakeBlob, FakeUpstream
 from tests.support.images import TestImages
 from tests.support.node import Node
 from tests.support.registry import Registry
@@ -55,3 +60,68 @@ async def test_a_pathological_ns_is_refused_at_once_and_the_node_keeps_serving(
         ]
     }
     assert upstream.entries(mark) == []
+
+
+# -- bounds: what a client's requests can make a node do at once, and remember
+
+
+@pytest.mark.parametrize(
+    ("flags", "most"),
+    [(["--cold-fetches", "2"], 2), (["--cold-fetches", "16", "--upstream-connections", "3"], 3)],
+)
+async def test_cold_fetches_and_upstream_connections_are_capped(
+    node_factory: Callable[..., Node],
+    fake_upstream: FakeUpstream,
+    flags: list[str],
+    most: int,
+) -> None:
+    node = node_factory(
+        {fake_upstream.host: fake_upstream.url}, fake_upstream.host, extra_args=flags
+    )
+    blobs = [FakeBlob(random.Random(i).randbytes(512 << 10), rate=2 << 20) for i in range(8)]
+    digests = [fake_upstream.add(blob) for blob in blobs]
+    async with aiohttp.ClientSession() as session:
+        bodies = await asyncio.gather(
+            *(_read(session, f"{node.url}/v2/test/many/blobs/{d}") for d in digests)
+        )
+    assert [_sha256(body) for body in bodies] == digests  # every client served, in turn
+    assert 2 <= fake_upstream.most_in_flight() <= most
+
+
+async def test_client_chosen_namespaces_and_upstream_statuses_add_no_metric_labels(
+    node_factory: Callable[..., Node], fake_upstream: FakeUpstream
+) -> None:
+    node = node_factory(
+        {fake_upstream.host: fake_upstream.url},
+        fake_upstream.host,
+        extra_args=["--upstream-retries", "0"],
+    )
+    for status in (299, 418, 451, 599, 999):
+        fake_upstream.answer_with(f"/v2/test/odd/manifests/{status}", status)
+        await rawhttp.request(node.host, "GET", f"/v2/test/odd/manifests/{status}")
+    for i in range(50):
+        await rawhttp.request(node.host, "GET", f"/v2/{APP}/manifests/1?ns=client{i}.example")
+    metrics = node.metrics()
+    codes = {
+        key.partition('code="')[2].partition('"')[0]
+        for key in metrics
+        if key.startswith("distributed_images_upstream_requests_total{")
+    }
+    assert codes == {"2xx", "4xx", "5xx", "other"}
+    registries = {
+        key.partition('registry="')[2].partition('"')[0]
+        for key in metrics
+        if key.startswith("distributed_images_upstream_requests_total{")
+    }
+    assert registries == {fake_upstream.host}
+    assert not [key for key in metrics if "client" in key]
+
+
+async def _read(session: aiohttp.ClientSession, url: str) -> bytes:
+    async with session.get(url) as response:
+        assert response.status == 200, response.status
+        return await response.read()
+
+
+def _sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()

@@ -77,6 +77,9 @@ class FakeUpstream:
         self._endless: set[str] = set()  # "repo:reference" answered with a body without end
         self._redirects: dict[str, str] = {}  # blob digest -> Location
         self._realm: str | None = None  # a Bearer challenge naming this token service
+        self._statuses: dict[str, int] = {}  # path -> the status it is answered with
+        self._in_flight = 0
+        self._most_in_flight = 0
         self._lock = threading.Lock()
         self._requests: list[FakeRequest] = []
         self._sent: dict[str, int] = {}
@@ -120,6 +123,16 @@ class FakeUpstream:
         with self._lock:
             self._redirects[digest] = location
 
+    def answer_with(self, path: str, status: int) -> None:
+        """Answer requests for `path` with `status` and no body, whatever the status is."""
+        with self._lock:
+            self._statuses[path] = status
+
+    def most_in_flight(self) -> int:
+        """The most requests it was answering at once (its open connections, busy)."""
+        with self._lock:
+            return self._most_in_flight
+
     def challenge(self, realm: str) -> None:
         """Answer every request without credentials 401 with a Bearer challenge to `realm`."""
         with self._lock:
@@ -159,10 +172,19 @@ class FakeUpstream:
                 )
             )
             realm = self._realm
-        if realm is not None and authorization is None and request.path.startswith("/v2/"):
-            challenge = f'Bearer realm="{realm}",service="fake",scope="repository:x:pull"'
-            return _error(401, "UNAUTHORIZED", "authentication required", challenge)
-        return await handler(request)
+            status = self._statuses.get(request.path)
+            self._in_flight += 1
+            self._most_in_flight = max(self._most_in_flight, self._in_flight)
+        try:
+            if status is not None:
+                return web.Response(status=status)
+            if realm is not None and authorization is None and request.path.startswith("/v2/"):
+                challenge = f'Bearer realm="{realm}",service="fake",scope="repository:x:pull"'
+                return _error(401, "UNAUTHORIZED", "authentication required", challenge)
+            return await handler(request)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
 
     async def _base(self, request: web.Request) -> web.Response:
         return web.json_response({})

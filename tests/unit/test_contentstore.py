@@ -149,6 +149,21 @@ async def test_eviction_frees_least_recently_used_first(make_store: StoreFactory
     assert store.stat(digest_of(old)) is not None
 
 
+async def test_the_tags_of_an_evicted_manifest_go_with_it(make_store: StoreFactory) -> None:
+    store = make_store(max_bytes=2500, low_watermark=0.8)
+    manifest, other = b"m" * 1000, b"o" * 1000
+    await store.put(digest_of(manifest), manifest)
+    for tag in ("1", "latest"):
+        store.set_tag("docker.io", "library/app", tag, digest_of(manifest), "application/x")
+    store.set_tag("docker.io", "library/app", "2", digest_of(other), "application/x")
+    await store.put(digest_of(other), other)
+    await store.put(digest_of(b"n" * 1000), b"n" * 1000)  # over quota: `manifest` goes
+    assert store.stat(digest_of(manifest)) is None
+    assert store.tag("docker.io", "library/app", "1") is None
+    assert store.tag("docker.io", "library/app", "latest") is None
+    assert store.tag("docker.io", "library/app", "2") is not None
+
+
 async def test_tags_remember_digest_and_type(make_store: StoreFactory) -> None:
     store = make_store()
     store.set_tag("docker.io", "library/nginx", "1.25", "sha256:" + "a" * 64, "application/x")

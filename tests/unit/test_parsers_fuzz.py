@@ -1,6 +1,6 @@
 """Property-based tests of every parser of untrusted input: repository names, references, `ns`,
-digests, Range, Accept, auth challenges, archive member names and the references archives
-carry in their annotations, and the router's path patterns.
+digests, Range, Accept, the page size of tag lists, auth challenges, archive member names and
+the references archives carry in their annotations, and the router's path patterns.
 
 Each parser is checked three ways: it raises nothing but its own domain error, it accepts exactly
 what the spec's grammar accepts (the grammar as the spec writes it is the oracle, on inputs short
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from urllib.parse import urlencode
 
 import pytest
 from aiohttp import web
@@ -21,8 +22,15 @@ from aiohttp.test_utils import make_mocked_request
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from node.errors import DigestInvalid, NameInvalid, RangeInvalid, ReferenceInvalid
+from node.errors import (
+    DigestInvalid,
+    NameInvalid,
+    PaginationInvalid,
+    RangeInvalid,
+    ReferenceInvalid,
+)
 from node.oci import mediatypes
+from node.oci.listing import page_query
 from node.oci.ranges import parse_range
 from node.oci.reference import Reference, validate_digest, validate_name, validate_namespace
 from node.oci.routes import RegistryAPI
@@ -31,6 +39,7 @@ from node.seed.errors import ArchiveInvalid
 from node.seed.members import clean
 from node.seed.refs import is_bare_tag, normalize
 from node.upstream.auth import Challenge
+from node.upstream.client import MAX_TAGS
 from tracker import limits
 from tracker.errors import InvalidArgument
 
@@ -272,3 +281,18 @@ async def test_request_paths_are_routed_in_linear_time(
     request = make_mocked_request("GET", "/v2/" + tail)
     match = await router.resolve(request)
     assert match.http_exception is None or match.http_exception.status in (404, 405)
+
+
+# -- pagination of tag lists and the catalog
+
+
+@QUICK
+@given(st.one_of(st.text(max_size=30), pathological("0123456789²", ["9", "0", "²"], 4000)))
+@example("²")  # a digit to str.isdigit, none to int()
+def test_page_sizes_are_counts_or_pagination_invalid(n: str) -> None:
+    request = make_mocked_request("GET", f"/v2/a/tags/list?{urlencode({'n': n})}")
+    try:
+        count, _ = page_query(request)
+    except PaginationInvalid:
+        return
+    assert count is not None and 0 <= count <= MAX_TAGS

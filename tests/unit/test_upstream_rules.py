@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from node.errors import NameInvalid, RegistryNotMirrored
-from node.upstream.auth import Challenge, Credentials
+from node.upstream.auth import MAX_TOKENS, Authenticator, Challenge, Credentials
 from node.upstream.registries import Registries, Upstream, is_loopback_host, parse_mapping
 
 
@@ -103,3 +103,41 @@ def test_credentials_are_used_only_for_the_registry_they_name(tmp_path: Path) ->
     assert (
         Credentials.load(tmp_path / "missing.json").for_upstream(Upstream("x", "https://x")) is None
     )
+
+
+class _TokenResponse:
+    status = 200
+
+    async def json(self, content_type: object = None) -> dict[str, object]:
+        return {"token": "t", "expires_in": 300}
+
+    async def __aenter__(self) -> _TokenResponse:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        pass
+
+
+class _TokenService:
+    """Stands in for the HTTP session that asks a token service: it issues a token per scope."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    def get(self, url: str, **kwargs: object) -> _TokenResponse:
+        self.asked += 1
+        return _TokenResponse()
+
+
+async def test_tokens_for_client_chosen_repositories_are_kept_for_a_bounded_number() -> None:
+    authenticator = Authenticator(Credentials())
+    upstream = Upstream("docker.io", "https://registry-1.docker.io")
+    service = _TokenService()
+    challenge = 'Bearer realm="https://auth.example/token",service="registry"'
+    scopes = [f"repository:client/repo{i}:pull" for i in range(MAX_TOKENS + 100)]
+    for scope in scopes:
+        header = f'{challenge},scope="{scope}"'
+        assert await authenticator.answer(service, upstream, scope, header) == "Bearer t"  # type: ignore[arg-type]
+    assert authenticator.cached(upstream, scopes[-1]) == "Bearer t"
+    assert authenticator.cached(upstream, scopes[0]) is None  # the oldest are forgotten
+    assert service.asked == len(scopes)
