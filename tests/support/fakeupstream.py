@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import hashlib
 import threading
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -78,8 +79,9 @@ class FakeUpstream:
         self._redirects: dict[str, str] = {}  # blob digest -> Location
         self._realm: str | None = None  # a Bearer challenge naming this token service
         self._statuses: dict[str, int] = {}  # path -> the status it is answered with
-        self._in_flight = 0
-        self._most_in_flight = 0
+        # Requests being answered, and the most at once: by method, and "*" for all.
+        self._in_flight: Counter[str] = Counter()
+        self._most_in_flight: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._requests: list[FakeRequest] = []
         self._sent: dict[str, int] = {}
@@ -128,10 +130,11 @@ class FakeUpstream:
         with self._lock:
             self._statuses[path] = status
 
-    def most_in_flight(self) -> int:
-        """The most requests it was answering at once (its open connections, busy)."""
+    def most_in_flight(self, method: str = "*") -> int:
+        """The most requests (of `method`, or any) it was answering at once (its open
+        connections, busy)."""
         with self._lock:
-            return self._most_in_flight
+            return self._most_in_flight[method]
 
     def challenge(self, realm: str) -> None:
         """Answer every request without credentials 401 with a Bearer challenge to `realm`."""
@@ -173,8 +176,9 @@ class FakeUpstream:
             )
             realm = self._realm
             status = self._statuses.get(request.path)
-            self._in_flight += 1
-            self._most_in_flight = max(self._most_in_flight, self._in_flight)
+            for key in ("*", request.method):
+                self._in_flight[key] += 1
+                self._most_in_flight[key] = max(self._most_in_flight[key], self._in_flight[key])
         try:
             if status is not None:
                 return web.Response(status=status)
@@ -184,7 +188,7 @@ class FakeUpstream:
             return await handler(request)
         finally:
             with self._lock:
-                self._in_flight -= 1
+                self._in_flight.subtract(("*", request.method))
 
     async def _base(self, request: web.Request) -> web.Response:
         return web.json_response({})
@@ -256,12 +260,15 @@ class FakeUpstream:
         for offset in range(0, limit, PIECE):
             piece = body[offset : min(offset + PIECE, limit)]
             async with pace:
-                await response.write(piece)
+                # The pause comes before the piece: once the last byte is sent, the response
+                # is over (the node may start its next request then).
                 with self._lock:
-                    self._sent[digest] = self._sent.get(digest, 0) + len(piece)
                     rate = blob.rate
                 if rate:
                     await asyncio.sleep(len(piece) / rate)
+                await response.write(piece)
+                with self._lock:
+                    self._sent[digest] = self._sent.get(digest, 0) + len(piece)
         if short:
             assert request.transport is not None
             request.transport.abort()  # the body ends early: the connection drops
