@@ -61,14 +61,14 @@ def _codes(response: rawhttp.RawResponse) -> list[str]:
     return [e["code"] for e in response.json()["errors"]]  # type: ignore[index]
 
 
-@pytest.mark.parametrize(
-    "location",
-    [
-        "http://127.0.0.1:{port}/latest/meta-data/",
-        "http://localhost:{port}/latest/meta-data/",  # a name: loopback once resolved
-        "http://[::ffff:127.0.0.1]:{port}/latest/meta-data/",
-    ],
-)
+LOCATIONS = [
+    "http://127.0.0.1:{port}/latest/meta-data/",
+    "http://localhost:{port}/latest/meta-data/",  # a name: loopback once resolved
+    "http://[::ffff:127.0.0.1]:{port}/latest/meta-data/",
+]
+
+
+@pytest.mark.parametrize("location", LOCATIONS)
 async def test_a_redirect_to_an_address_the_node_may_not_reach_is_not_followed(
     hostile_node: Node, hostile: FakeUpstream, service: FakeUpstream, location: str
 ) -> None:
@@ -83,6 +83,23 @@ async def test_a_redirect_to_an_address_the_node_may_not_reach_is_not_followed(
     assert hostile.blob_gets(digest), "the upstream was asked and answered a redirect"
     assert len(hostile.blob_gets(digest)) <= 2  # refused at once, not retried
     assert hostile_node.stored_paths(digest) == []
+    assert "refusing an upstream connection" in hostile_node.log_path.read_text()
+
+
+@pytest.mark.parametrize("location", LOCATIONS)
+async def test_a_manifest_redirected_to_an_address_the_node_may_not_reach_is_not_fetched(
+    hostile_node: Node, hostile: FakeUpstream, service: FakeUpstream, location: str
+) -> None:
+    """The attack as it was first tried: the body of a loopback-only service answered as the
+    manifest of a tag."""
+    hostile.redirect_manifest(REPO, "1", location.format(port=service.url.rpartition(":")[2]))
+    response = await rawhttp.request(hostile_node.host, "GET", f"/v2/{REPO}/manifests/1")
+    assert response.status == 502, response
+    assert _codes(response) == ["UNAVAILABLE"]
+    assert b"secret-of-the-service" not in response.body
+    assert service.requests() == []
+    gets = [r for r in hostile.requests() if r.method == "GET" and "/manifests/" in r.path]
+    assert 1 <= len(gets) <= 2  # refused at once, not retried
     assert "refusing an upstream connection" in hostile_node.log_path.read_text()
 
 
@@ -205,15 +222,17 @@ def hostile_cluster(
             print(cluster.log_tails(150))
 
 
-def _image(hostile: FakeUpstream, tag: str, layer: FakeBlob, declared: int) -> str:
-    """An image whose manifest declares its layer as `declared` bytes."""
+def _image(
+    hostile: FakeUpstream, tag: str, layer: FakeBlob, declared: int, repo: str = REPO
+) -> str:
+    """An image of `repo` whose manifest declares its layer as `declared` bytes."""
     config = FakeBlob(b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers"}}')
     hostile.add(config)
     hostile.add(layer)
     descriptor = {"mediaType": OCI_LAYER, "digest": layer.digest, "size": declared}
     config_descriptor = {"mediaType": OCI_CONFIG, "digest": config.digest, "size": len(config.data)}
     hostile.add_manifest(
-        REPO,
+        repo,
         tag,
         _manifest({"schemaVersion": 2, "config": config_descriptor, "layers": [descriptor]}),
     )
@@ -328,6 +347,23 @@ async def test_a_wrong_size_costs_a_few_requests_and_one_error(
     assert len(hostile.blob_gets(digest)) <= 4
     # One failure: the chunk's, the download's and the request's line, not one per chunk.
     assert node.log_path.read_text().count("is not the size its manifest declares") <= 3
+
+
+async def test_a_size_declared_in_another_repository_is_not_believed(
+    hostile_cluster: Cluster, hostile: FakeUpstream
+) -> None:
+    """A manifest of another repository names the layer with 4 MiB too many: a pull of the
+    layer in its own repository asks the upstream for its size, and gets it at once."""
+    node = hostile_cluster.nodes[0]
+    layer = _blob("named-elsewhere", LAYER)
+    digest = _image(hostile, "elsewhere", layer, LAYER + (4 << 20), repo="test/other")
+    named = await rawhttp.request(node.host, "GET", "/v2/test/other/manifests/elsewhere")
+    assert named.status == 200, named
+    url = f"{node.url}/v2/{REPO}/blobs/{digest}"
+    status, body, whole, _ = await _get_watching_memory(node, url)
+    assert (status, whole, _sha256(body)) == (200, True, digest)
+    assert len(hostile.blob_gets(digest)) == 2  # one per chunk, each fetched once
+    assert "is not the size its manifest declares" not in node.log_path.read_text()
 
 
 async def _until_nothing_stored(node: Node, digest: str) -> None:

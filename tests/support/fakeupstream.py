@@ -76,7 +76,7 @@ class FakeUpstream:
         self._blobs: dict[str, FakeBlob] = {}
         self._manifests: dict[str, FakeManifest] = {}  # by "repo:reference"
         self._endless: set[str] = set()  # "repo:reference" answered with a body without end
-        self._redirects: dict[str, str] = {}  # blob digest -> Location
+        self._redirects: dict[str, str] = {}  # blob digest, or "repo:reference" -> Location
         self._realm: str | None = None  # a Bearer challenge naming this token service
         self._statuses: dict[str, int] = {}  # path -> the status it is answered with
         # Requests being answered, and the most at once: by method, and "*" for all.
@@ -124,6 +124,11 @@ class FakeUpstream:
         """Answer GETs of the blob with 307 to `location` (blob storage, as registries do)."""
         with self._lock:
             self._redirects[digest] = location
+
+    def redirect_manifest(self, repo: str, reference: str, location: str) -> None:
+        """Answer GETs of the manifest with 307 to `location`."""
+        with self._lock:
+            self._redirects[f"{repo}:{reference}"] = location
 
     def answer_with(self, path: str, status: int) -> None:
         """Answer requests for `path` with `status` and no body, whatever the status is."""
@@ -203,6 +208,9 @@ class FakeUpstream:
         with self._lock:
             manifest = self._manifests.get(key)
             endless = key in self._endless
+            location = self._redirects.get(key)
+        if location is not None and request.method == "GET":
+            return web.Response(status=307, headers={"Location": location})
         if endless:
             return await _endless(request)
         if manifest is None:
