@@ -283,6 +283,37 @@ async def test_a_blob_pulled_with_bad_metainfo_fails_once_then_comes_whole_from_
     assert node.metric(FALLBACKS, reason="corrupt") == 1
 
 
+async def test_a_range_of_a_chunk_a_peer_sent_wrong_is_never_answered_with_its_bytes(
+    start_cluster: Callable[..., Cluster],
+    p2p_upstream: Registry,
+    p2p_images: P2PImages,
+    workdir: Path,
+) -> None:
+    """The rogue's chunk passes every piece check; only the blob's digest fails. A range inside
+    it, asked while the blob arrives through the cluster, is answered with the download's error,
+    then with the right bytes once the upstream has sent the blob."""
+    cluster = start_cluster(size=1)
+    (node,) = cluster.nodes
+    layer = p2p_images.small.largest_layer()
+    data = p2p_images.small.read_blob(layer.digest)
+    repository = P2PImages.SMALL.rpartition(":")[0]
+    url = f"{node.url}/v2/{repository}/blobs/{layer.digest}"
+    start, _ = chunk_range(layer.size, 1)
+    headers = {"Range": f"bytes={start}-{start + 4095}"}
+    async with rogue_peer(cluster, workdir, layer.digest, layer.size, 1), client() as session:
+        async with session.get(url, headers=headers) as response:
+            status, body = response.status, await response.read()
+        assert status == 502, (status, len(body))
+        assert b"DIGEST_INVALID" in body
+        mark = p2p_upstream.mark()
+        async with session.get(url, headers=headers) as response:
+            status, body = response.status, await response.read()
+    assert (status, body) == (206, data[start : start + 4096])
+    # The second answer came from the whole layer, fetched from the upstream and checked.
+    assert [e.written for e in p2p_upstream.blob_fetches(layer.digest, mark)] == [layer.size]
+    assert node.metric(FALLBACKS, reason="corrupt") == 1
+
+
 async def test_a_download_limit_bounds_what_a_node_takes_from_its_peers(
     start_cluster: Callable[..., Cluster], p2p_images: P2PImages
 ) -> None:
