@@ -157,7 +157,7 @@ class BlobWriter:
             self._failure = self._failure or ContentInvalid("write cancelled")
         elif (error := future.exception()) is not None:
             self._failure = self._failure or self._store._failed_write(error)
-        else:
+        elif self._failure is None:  # bytes behind a failed block are not where they belong
             self.written += length
             if self.on_progress:
                 self.on_progress()

@@ -4,12 +4,14 @@ in use or pinned."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import random
 import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -477,6 +479,33 @@ async def test_a_write_that_runs_out_of_space_fails_with_store_full() -> None:
     assert not await store.keep(digest_of(big), big)  # small content: not an error
     assert await store.keep(digest_of(b"fits"), b"fits")
     store.close()
+
+
+async def test_blocks_queued_after_a_failed_write_are_never_counted_as_written(
+    make_store: StoreFactory,
+) -> None:
+    """The disk full for a moment: the block that failed fails the blob, and the blocks queued
+    behind it, though the disk took them, are never offered to the readers following it."""
+    store = make_store()
+    data = random.Random("queued").randbytes(4 * MiB)
+    writer = store.begin(digest_of(data), len(data))
+    pending: Any = writer._pending
+    write, calls = pending.write, []
+
+    def full_once(part: bytes) -> None:
+        calls.append(len(part))
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        write(part)
+
+    pending.write = full_once
+    for start in range(0, len(data), MiB):  # all four queued before the second lands
+        await writer.write(data[start : start + MiB])
+    with pytest.raises(StoreFull):
+        await writer.flush()
+    assert len(calls) == 4
+    assert writer.written == MiB
+    writer.abort()
 
 
 async def test_room_is_made_by_evicting_unused_content_or_refused() -> None:
