@@ -19,6 +19,7 @@ from tests.support.containerd import Containerd
 from tests.support.fakeupstream import FakeUpstream
 from tests.support.node import Node, node_available
 from tests.support.podman import Podman
+from tests.support.redisserver import RedisServer
 from tests.support.registry import Registry
 from tests.support.tokenserver import TokenRegistry
 
@@ -189,6 +190,18 @@ def podman(workdir: Path) -> Iterator[Podman]:
 @pytest.fixture
 def fake_upstream() -> Iterator[FakeUpstream]:
     server = FakeUpstream()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(workspace: Path) -> Iterator[RedisServer]:
+    """Debian's redis-server on a free loopback port, for the whole session; tests that use it
+    start from an empty database (`tests.support.stores`)."""
+    server = RedisServer(workspace / "redis")
     try:
         server.start()
         yield server

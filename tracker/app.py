@@ -11,7 +11,10 @@ import asyncio
 import contextlib
 import gc
 import logging
+import random
 import signal
+import socket
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -23,9 +26,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from distributed_images import startup
 from tracker import address, auth, credentials, httpapi, limits
 from tracker.cluster import Cluster, Policy
+from tracker.errors import TrackerError
 from tracker.metrics import TimingInterceptor, TrackerMetrics
 from tracker.service import TrackerService
 from tracker.store import Replica
+from tracker.store.config import StoreConfig, describe, open_store
 from tracker.v1 import tracker_pb2_grpc
 
 HELP = "run the tracker: the cluster's gRPC coordination service"
@@ -66,8 +71,17 @@ class Config:
     tls_key: Path | None = field(
         default=None, metadata={"help": "PEM private key of --tls-cert", "metavar": "FILE"}
     )
+    advertise: str | None = field(
+        default=None,
+        metadata={
+            "help": "address other hosts reach this replica at, as `status` lists it"
+            " (default: the host name and the gRPC port)",
+            "metavar": "HOST:PORT",
+        },
+    )
     log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
     policy: Policy = field(default_factory=Policy)
+    storage: StoreConfig = field(default_factory=StoreConfig)
 
 
 def _server_options(reuse_port: bool) -> list[tuple[str, int]]:
@@ -100,7 +114,12 @@ class TrackerServer:
             raise ValueError("--tls-cert and --tls-key go together")
         self.config = config
         self.secret = secret if secret is not None else _secret(config)
-        self.cluster = Cluster(policy)
+        shared = config.storage.shared
+        # Replicas sharing a store share its times too: wall-clock time, not this process's.
+        clock = time.time if shared else time.monotonic
+        rng = random.Random()
+        store = open_store(config.storage, policy.lease_ttl, rng)
+        self.cluster = Cluster(policy, clock=clock, rng=rng, store=store)
         self.metrics = TrackerMetrics()
         self.health = health.aio.HealthServicer()
         self.port = 0
@@ -116,6 +135,16 @@ class TrackerServer:
         host, _ = address.split(self.config.listen)
         reachable = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
         return address.join(reachable, self.port)
+
+    @property
+    def advertised(self) -> str:
+        """How `status` names this replica to an operator."""
+        if self.config.advertise:
+            return self.config.advertise
+        host, _ = address.split(self.config.listen)
+        if host in ("0.0.0.0", "::", ""):
+            host = socket.gethostname()
+        return address.join(host, self.port)
 
     async def start(self) -> None:
         verifier = credentials.Verifier(self.secret) if self.secret else None
@@ -138,7 +167,9 @@ class TrackerServer:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._serving = True
         if self.config.http_listen:
-            app = httpapi.build(self.metrics.registry, lambda: self._serving, self.refresh_metrics)
+            app = httpapi.build(
+                self.metrics.registry, lambda: self._serving, self.ready, self.refresh_metrics
+            )
             self._runner, self.http_port = await httpapi.serve(app, self.config.http_listen)
         self._sweeper = asyncio.create_task(self._sweep(), name="tracker-sweeper")
 
@@ -190,18 +221,26 @@ class TrackerServer:
             await asyncio.sleep(period)
             try:
                 now = cluster.clock()
-                replica = Replica(cluster.instance, self.address, now, cluster.started_at)
+                replica = Replica(cluster.instance, self.advertised, now, cluster.started_at)
                 await store.replicas.beat(replica, REPLICA_TTL)
                 if await store.replicas.sweeper(cluster.instance, REPLICA_TTL):
                     await cluster.sweep()
             except Exception:
                 log.exception("sweep failed")
 
+    async def ready(self) -> bool:
+        """Serving, and the store answers (a replica without its store sends nodes upstream)."""
+        return self._serving and await self.cluster.store.healthy()
+
     async def refresh_metrics(self) -> None:
+        healthy = await self.cluster.store.healthy()
+        self.metrics.store_up.set(int(healthy))
+        if not healthy:
+            return
         try:
             await self.metrics.refresh(self.cluster.store)
-        except Exception:
-            log.exception("reading the metrics from the store failed")
+        except TrackerError as e:
+            log.warning("reading the metrics from the store failed", extra={"error": e.message})
 
 
 def _secret(config: Config) -> bytes | None:
@@ -238,6 +277,7 @@ async def serve(config: Config) -> int:
             "tls": config.tls_cert is not None,
             "credentials": "required" if server.secret else "none: open to anyone",
             "seeders": ",".join(config.seeder),
+            "store": describe(config.storage.store),
         },
     )
     stopping = asyncio.Event()

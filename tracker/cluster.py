@@ -262,8 +262,10 @@ class Cluster:
             node, digest, size, chunk_count, chunks, max_leases, with_metainfo
         )
 
-    async def view(self, node_id: str, digest: str, chunks: Iterable[int]) -> list[ChunkView]:
-        return await self.placement.view(await self.node(node_id), digest, chunks)
+    async def view(
+        self, node_id: str, digest: str, chunk_count: int, chunks: Iterable[int]
+    ) -> list[ChunkView]:
+        return await self.placement.view(await self.node(node_id), digest, chunk_count, chunks)
 
     @notifying
     async def renew(
@@ -289,13 +291,10 @@ class Cluster:
         node = await self.node(node_id)
         if self.hub.watch_count(node_id) >= MAX_WATCHES_PER_NODE:
             raise InvalidArgument(f"a node may watch at most {MAX_WATCHES_PER_NODE} blobs")
-        await self.placement.check_blob(digest, size, chunk_count)
-        await self.placement.check_requests(node_id, digest)
-        await self.placement.blob(digest, size, chunk_count)
+        await self.placement.request(node_id, digest, size, chunk_count)
         watch_id = f"{self.instance}:{next(self._watch_ids)}"
         watcher = self.hub.add_watcher(node_id, node.epoch, digest, chunk_count, watch_id)
         await self.store.blobs.add_watch(digest, node_id, watcher.id)
-        await self.store.blobs.note_requester(digest, node_id, self.clock())
         return watcher
 
     @notifying

@@ -18,6 +18,7 @@ the same exception, so node code catches `NodeUnknown`, never a gRPC status code
     ├── PermissionDenied       a caller acting for another node, or      PERMISSION_DENIED
     │                          beyond its role (operator, seeder)
     └── TrackerUnavailable     (client side) unreachable or timed out    UNAVAILABLE
+        └── StoreUnavailable   the tracker cannot reach its store
 """
 
 from __future__ import annotations
@@ -86,6 +87,10 @@ class TrackerUnavailable(TrackerError):
     code = grpc.StatusCode.UNAVAILABLE
 
 
+class StoreUnavailable(TrackerUnavailable):
+    kind = "store-unavailable"
+
+
 ERROR_KEY = "di-error"
 
 _BY_KIND: dict[str, type[TrackerError]] = {
@@ -102,6 +107,7 @@ _BY_KIND: dict[str, type[TrackerError]] = {
         Unauthenticated,
         PermissionDenied,
         TrackerUnavailable,
+        StoreUnavailable,
     )
 }
 _BY_CODE: dict[grpc.StatusCode, type[TrackerError]] = {

@@ -1,4 +1,4 @@
-"""The tracker's HTTP port: `/metrics` (Prometheus text) and `/healthz`."""
+"""The tracker's HTTP port: `/metrics` (Prometheus text), `/healthz` and `/readyz`."""
 
 from __future__ import annotations
 
@@ -13,9 +13,11 @@ from tracker import address
 def build(
     registry: CollectorRegistry,
     healthy: Callable[[], bool],
+    ready: Callable[[], Awaitable[bool]],
     refresh: Callable[[], Awaitable[None]],
 ) -> web.Application:
-    """`refresh` brings the registry's gauges up to date before each scrape."""
+    """`/healthz`: the process serves (liveness); `/readyz`: and its store answers (readiness);
+    `refresh` brings the registry's gauges up to date before each scrape."""
 
     async def metrics(request: web.Request) -> web.Response:
         await refresh()
@@ -27,9 +29,15 @@ def build(
             return web.Response(text="ok\n")
         return web.Response(status=503, text="shutting down\n")
 
+    async def readyz(request: web.Request) -> web.Response:
+        if await ready():
+            return web.Response(text="ok\n")
+        return web.Response(status=503, text="not ready: stopping, or the store is unreachable\n")
+
     app = web.Application()
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     return app
 
 

@@ -35,7 +35,7 @@ from tracker.hub import Changed, Event, Orders
 from tracker.nodes import Node
 from tracker.peerstore import indices_of
 from tracker.policy import Policy
-from tracker.store import Candidacy, Caps, ChunkState, Store
+from tracker.store import Candidacy, Caps, ChunkState, FanoutContext, Store
 from tracker.tasks import Order, RepublishOrder
 
 MAX_REQUESTED_PER_NODE = 100_000  # blobs one node asked about in the last REQUESTER_TTL
@@ -113,8 +113,16 @@ class Placement:
             digest, await self.store.blobs.ensure(digest, size, chunk_count), size, chunk_count
         )
 
-    async def check_requests(self, node_id: str, digest: str) -> None:
-        if not await self.store.blobs.may_request(node_id, digest, MAX_REQUESTED_PER_NODE):
+    async def request(self, node_id: str, digest: str, size: int, chunk_count: int) -> None:
+        """The node asks about the blob: check it, record it (unless known) and the node as one of
+        its requesters; a rejected request leaves no trace."""
+        limits.digest(digest)
+        limits.blob_shape(size, chunk_count)
+        known, allowed = await self.store.blobs.request(
+            digest, size, chunk_count, node_id, self.clock(), MAX_REQUESTED_PER_NODE
+        )
+        _same_shape(digest, known, size, chunk_count)
+        if not allowed:
             raise InvalidArgument(f"a node may ask about {MAX_REQUESTED_PER_NODE} blobs at most")
 
     async def drop_if_idle(self, digests: Iterable[str]) -> None:
@@ -133,38 +141,43 @@ class Placement:
         max_leases: int,
         with_metainfo: bool,
     ) -> list[ChunkView]:
-        await self.check_blob(digest, size, chunk_count)
+        limits.digest(digest)
+        limits.blob_shape(size, chunk_count)
         wanted = sorted(limits.chunk_indices(chunks, chunk_count)) or range(chunk_count)
-        await self.check_requests(node.id, digest)
-        await self.blob(digest, size, chunk_count)
+        await self.request(node.id, digest, size, chunk_count)
         await self.tick()
-        await self.store.blobs.note_requester(digest, node.id, self.clock())
         per_node = min(max_leases, self.policy.max_leases)
         if per_node > 0:
             caps = Caps(per_node, self.policy.blob_leases, self.policy.upstream_leases)
             for chunk in await self.store.leases.grant(node.id, digest, wanted, self.clock(), caps):
                 self.notices.changed(digest, chunk)
-        states = await self._states(digest, wanted, node, with_metainfo)
-        views = [await self._view(digest, state, node) for state in states]
+        states = await self.store.chunk_states(
+            digest, wanted, node.id, node.zone, self.policy.max_peers, with_metainfo
+        )
+        views = await self._views(digest, states, node)
         await self._ask_republish(digest, size, chunk_count, states, views)
         return views
 
-    async def view(self, node: Node, digest: str, chunks: Iterable[int]) -> list[ChunkView]:
+    async def view(
+        self, node: Node, digest: str, chunk_count: int, chunks: Iterable[int]
+    ) -> list[ChunkView]:
         """What Locate would show the node for these chunks, without granting anything."""
-        shape = await self.store.blobs.shape(digest)
-        if shape is None:
-            return []
-        wanted = [c for c in chunks if c < shape[1]]
-        return [await self._view(digest, s, node) for s in await self._states(digest, wanted, node)]
-
-    async def _states(
-        self, digest: str, chunks: Sequence[int], node: Node, with_metainfo: bool = True
-    ) -> list[ChunkState]:
-        silent = await self.store.members.silent()
-        bound = self.policy.max_peers
-        return await self.store.chunk_states(
-            digest, chunks, node.id, node.zone, bound, silent, with_metainfo
+        wanted = [c for c in chunks if c < chunk_count]
+        states = await self.store.chunk_states(
+            digest, wanted, node.id, node.zone, self.policy.max_peers, True
         )
+        return await self._views(digest, states, node)
+
+    async def _views(
+        self, digest: str, states: Sequence[ChunkState], node: Node
+    ) -> list[ChunkView]:
+        single = [s for s in states if s.sources == 1 and s.peers and s.peers[0].complete]
+        context = None
+        if single:
+            sources = {s.peers[0].node_id for s in single}
+            chunks = [s.index for s in single]
+            context = await self.store.fanout_context(digest, chunks, {node.id, *sources})
+        return [await self._view(digest, state, node, context) for state in states]
 
     async def renew(
         self, node_id: str, digest: str, chunk: int, progress: int, fetched: bool = False
@@ -231,20 +244,17 @@ class Placement:
         """Lease the blob's cold chunks to its watchers while slots are free; False once the
         cluster's slots are all taken."""
         store, policy = self.store, self.policy
-        shape = await store.blobs.shape(digest)
-        if shape is None or await store.leases.fetching(digest) >= policy.blob_leases:
+        context = await store.fill_context(digest, exclude)
+        if context is None:
             return True
-        cold = await store.cold_chunks(digest, shape[1], await store.members.silent())
-        if not cold:
+        if context.fetching >= policy.upstream_leases:
+            return False
+        if context.fetching_blob >= policy.blob_leases or not context.cold:
             return True
-        watchers = [w for w in await store.blobs.watchers(digest) if w != exclude]
-        candidacies = await store.candidacies(digest, watchers)
-        if not candidacies:
-            return True
-        silent = await store.members.silent()
+        candidacies = dict(context.candidacies)
         caps = Caps(policy.max_leases, policy.blob_leases, policy.upstream_leases)
-        for chunk in cold:
-            holder = self._watcher_for(chunk, candidacies, silent)
+        for chunk in context.cold:
+            holder = self._watcher_for(chunk, candidacies, context.silent)
             if holder is None:
                 continue
             if not await store.leases.grant(holder, digest, [chunk], self.clock(), caps):
@@ -277,11 +287,6 @@ class Placement:
         rotated = candidates[start:] + candidates[:start]
         return min(rotated, key=lambda n: (n in silent, candidacies[n].leases))
 
-    async def _heard(self, node_ids: Collection[str]) -> set[str]:
-        """The members among `node_ids` that have not missed their heartbeats."""
-        silent = await self.store.members.silent()
-        return {n for n in await self.store.members.many(node_ids) if n not in silent}
-
     async def silence(self, node_id: str) -> None:
         """The member missed heartbeats (the store marked it silent): its chunks are placed as if
         it were gone, and its leases move on (were it only slow, its fetch still lands: the same
@@ -312,7 +317,9 @@ class Placement:
 
     # ---- views and fan-out ----
 
-    async def _view(self, digest: str, state: ChunkState, node: Node) -> ChunkView:
+    async def _view(
+        self, digest: str, state: ChunkState, node: Node, context: FanoutContext | None
+    ) -> ChunkView:
         chunk, metainfo, peers = state.index, state.metainfo, state.peers
         if state.sources == 0:
             lease = state.lease
@@ -321,42 +328,39 @@ class Placement:
             directive = Directive.FETCH if lease.holder == node.id else Directive.WAIT
             left = max(0.0, lease.expires_at - self.clock())
             return ChunkView(chunk, directive, metainfo, peers, lease.holder, left)
-        if state.sources == 1 and peers and peers[0].complete:
-            if await self._holds_all(digest, peers[0].node_id):
-                return await self._from_seed(digest, chunk, node, peers, metainfo)
-            peers = await self._fan_out(digest, chunk, node, peers)
+        if context is not None and state.sources == 1 and peers and peers[0].complete:
+            if _holds_all(context, peers[0].node_id):
+                return await self._from_seed(digest, chunk, node, peers, metainfo, context)
+            peers = await self._fan_out(digest, chunk, node, peers, context)
         return ChunkView(chunk, Directive.SWARM, metainfo, peers)
 
-    async def _holds_all(self, digest: str, node_id: str) -> bool:
-        shape = await self.store.blobs.shape(digest)
-        complete, _ = await self.store.peers.masks(node_id, digest)
-        return shape is not None and complete == (1 << shape[1]) - 1
-
     async def _from_seed(
-        self, digest: str, chunk: int, node: Node, peers: list[Candidate], metainfo: bytes | None
+        self,
+        digest: str,
+        chunk: int,
+        node: Node,
+        peers: list[Candidate],
+        metainfo: bytes | None,
+        context: FanoutContext,
     ) -> ChunkView:
         """The chunk's only source is a seed of the whole blob: one requester, its relay, gets
         it from the seed, and the others from the relay. A requester becomes the relay of a
         chunk that has none while it relays fewer than SEED_WINDOW chunks of the blob; until
         a chunk has its relay, the others WAIT, and hear of the relay on their watch streams."""
-        members = await self._fanout_members(digest, chunk)
+        members = await self._fanout_members(digest, chunk, context)
         if not members:
-            holds, _ = await self.store.peers.masks(node.id, digest)
+            holds = context.masks.get(node.id, (0, 0))[0]
             now = self.clock()
             if await self.store.blobs.join_relay(digest, chunk, node.id, now, SEED_WINDOW, holds):
                 members = {node.id: now}
                 self.notices.changed(digest, chunk)
         if node.id in members:
-            return ChunkView(
-                chunk,
-                Directive.SWARM,
-                metainfo,
-                await self._relayed(digest, chunk, node, peers, members),
-            )
+            relayed = self._relayed(chunk, node, peers, members, context)
+            return ChunkView(chunk, Directive.SWARM, metainfo, relayed)
         if not members:
             return ChunkView(chunk, Directive.WAIT, metainfo, [])
         partial = [p for p in peers[1:] if not p.complete]
-        relays = await self._candidates(list(members))
+        relays = [Candidate(m, context.zones[m], False) for m in members if m in context.zones]
         handout = rank(node.id, node.zone, [*partial, *relays], self.policy.max_peers, self.rng)
         return ChunkView(chunk, Directive.SWARM, metainfo, handout)
 
@@ -367,16 +371,21 @@ class Placement:
         if shape is None:
             return
         count = shape[1]
-        holds, _ = await self.store.peers.masks(node_id, digest)
-        for step in range(1, count):
-            chunk = (after + step) % count
-            if holds >> chunk & 1 or await self.store.blobs.fanout(digest, chunk):
+        order = [(after + step) % count for step in range(1, count)]
+        states = await self.store.chunk_states(digest, order, node_id, "", 1, False)
+        seeded = [s for s in states if s.sources == 1 and s.peers and s.peers[0].complete]
+        if not seeded:
+            return
+        sources = {s.peers[0].node_id for s in seeded}
+        context = await self.store.fanout_context(
+            digest, [s.index for s in seeded], {node_id, *sources}
+        )
+        holds = context.masks.get(node_id, (0, 0))[0]
+        for state in seeded:
+            chunk = state.index
+            if holds >> chunk & 1 or context.members.get(chunk):
                 continue
-            (sources,) = await self.store.peers.complete_counts(digest, [chunk])
-            if sources != 1:
-                continue
-            handout = await self.store.peers.handout(digest, chunk, "", "", 1)
-            if not handout or not await self._holds_all(digest, handout[0].node_id):
+            if not _holds_all(context, state.peers[0].node_id):
                 continue
             now = self.clock()
             if await self.store.blobs.join_relay(digest, chunk, node_id, now, SEED_WINDOW, holds):
@@ -384,7 +393,12 @@ class Placement:
             return
 
     async def _fan_out(
-        self, digest: str, chunk: int, node: Node, peers: list[Candidate]
+        self,
+        digest: str,
+        chunk: int,
+        node: Node,
+        peers: list[Candidate],
+        context: FanoutContext,
     ) -> list[Candidate]:
         """While `peers[0]` is the chunk's only source, only `fanout` requesters are told about it;
         the others get those requesters instead.
@@ -394,63 +408,55 @@ class Placement:
         requesters it relays to, and whichever of two nodes adds the torrent last connects to
         the one that added it first."""
         source = peers[0].node_id
-        members = await self._fanout_members(digest, chunk)
-        k = self.policy.fanout
+        members = await self._fanout_members(digest, chunk, context)
+        k, bound = self.policy.fanout, self.policy.max_peers
         if node.id in members or (
             len(members) < k
             and await self.store.blobs.join_fanout(digest, chunk, node.id, self.clock(), k)
         ):
-            return await self._relayed(digest, chunk, node, peers, members)
+            return self._relayed(chunk, node, peers, members, context)
         partial = [p for p in peers if p.node_id != source]
-        relays = await self._candidates([m for m in members if m != node.id])
-        return rank(node.id, node.zone, [*partial, *relays], self.policy.max_peers, self.rng)
+        relays = [Candidate(m, context.zones[m], False) for m in members if m != node.id]
+        return rank(node.id, node.zone, [*partial, *relays], bound, self.rng)
 
-    async def _relayed(
+    def _relayed(
         self,
-        digest: str,
         chunk: int,
         node: Node,
         peers: list[Candidate],
         members: dict[str, float],
+        context: FanoutContext,
     ) -> list[Candidate]:
         """A fan-out member's handout: the source, and the requesters it relays to."""
+        bound = self.policy.max_peers
         known = {p.node_id for p in peers} | members.keys() | {node.id}
-        waiting = [
-            r for r in await self._waiting(digest, chunk, peers[0].node_id) if r not in known
-        ]
-        relayed = await self._candidates(waiting[: self.policy.max_peers])
-        return [*peers, *relayed][: self.policy.max_peers]
+        waiting = [r for r in _waiting(chunk, peers[0].node_id, context) if r not in known]
+        relayed = [Candidate(r, context.zones[r], False) for r in waiting[:bound]]
+        return [*peers, *relayed][:bound]
 
-    async def _candidates(self, node_ids: list[str]) -> list[Candidate]:
-        """Members as peers that do not hold the chunk whole yet, in the order given."""
-        nodes = await self.store.members.many(node_ids)
-        return [Candidate(n, nodes[n].zone, False) for n in node_ids if n in nodes]
-
-    async def _fanout_members(self, digest: str, chunk: int) -> dict[str, float]:
+    async def _fanout_members(
+        self, digest: str, chunk: int, context: FanoutContext
+    ) -> dict[str, float]:
         """The chunk's fan-out members, without those that died, went silent (the others would
         wait on them until they expire) or never started swarming."""
-        members = await self.store.blobs.fanout(digest, chunk)
-        if not members:
-            return members
-        masks = await self.store.peers.masks_of(digest, list(members))
-        heard = await self._heard(list(members))
+        members = context.members.get(chunk, {})
         now = self.clock()
         gone = [
             m
             for m, since in members.items()
-            if m not in heard
-            or (
-                not (masks[m][0] | masks[m][1]) >> chunk & 1 and now - since > self.policy.lease_ttl
-            )
+            if m not in context.zones
+            or (not _held(context, m, chunk, partial=True) and now - since > self.policy.lease_ttl)
         ]
         if gone:
             await self.store.blobs.leave_fanout(digest, chunk, gone)
         return {m: since for m, since in members.items() if m not in gone}
 
-    async def _assign_fanout(self, digest: str, chunk: int, source: str) -> None:
+    async def _assign_fanout(
+        self, digest: str, chunk: int, source: str, context: FanoutContext
+    ) -> None:
         """Pick the chunk's fan-out members among its waiting requesters, rotating by chunk so
         that each requester relays a share of the chunks."""
-        waiting = await self._waiting(digest, chunk, source)
+        waiting = _waiting(chunk, source, context)
         members: dict[str, float] = {}
         if waiting:
             k = min(self.policy.fanout, len(waiting))
@@ -458,15 +464,6 @@ class Placement:
             now = self.clock()
             members = {waiting[(start + i) % len(waiting)]: now for i in range(k)}
         await self.store.blobs.set_fanout(digest, chunk, members)
-
-    async def _waiting(self, digest: str, chunk: int, source: str) -> list[str]:
-        """The blob's requesters, in arrival order, that lack the chunk (the source aside)."""
-        requesters = [r for r in await self.store.blobs.requesters(digest) if r != source]
-        if not requesters:
-            return []
-        heard = await self._heard(requesters)
-        masks = await self.store.peers.masks_of(digest, requesters)
-        return [r for r in requesters if r in heard and not masks[r][0] >> chunk & 1]
 
     async def _ask_republish(
         self,
@@ -510,13 +507,13 @@ class Placement:
         counts = await self.store.peers.complete_counts(digest, chunks)
         if await self.store.leases.release(digest, chunks):
             await self.fill_slots()
+        few = [c for c, count in zip(chunks, counts, strict=True) if count <= 2]
+        context = await self.store.fanout_context(digest, few) if few else None
         for chunk, count in zip(chunks, counts, strict=True):
-            if count == 1:
-                handout = await self.store.peers.handout(digest, chunk, "", "", 1)
-                if handout:
-                    await self._assign_fanout(digest, chunk, handout[0].node_id)
-            elif count == 2:
-                relayed = await self.store.blobs.fanout(digest, chunk)
+            if count == 1 and context is not None:
+                await self._assign_fanout(digest, chunk, holder, context)
+            elif count == 2 and context is not None:
+                relayed = context.members.get(chunk, {})
                 await self.store.blobs.set_fanout(digest, chunk, {})
                 if list(relayed) == [holder]:
                     await self._next_relay(digest, chunk, holder)
@@ -571,3 +568,24 @@ def _same_shape(digest: str, known: tuple[int, int] | None, size: int, chunk_cou
             f"{digest} is known as {known[0]} bytes in {known[1]} chunks,"
             f" not {size} in {chunk_count}"
         )
+
+
+def _held(context: FanoutContext, node_id: str, chunk: int, partial: bool = False) -> bool:
+    complete, partly = context.masks.get(node_id, (0, 0))
+    return bool((complete | (partly if partial else 0)) >> chunk & 1)
+
+
+def _waiting(chunk: int, source: str, context: FanoutContext) -> list[str]:
+    """The blob's requesters, in arrival order, that lack the chunk (the source aside) and have
+    not missed their heartbeats."""
+    return [
+        r
+        for r in context.requesters
+        if r != source and r in context.zones and not _held(context, r, chunk)
+    ]
+
+
+def _holds_all(context: FanoutContext, node_id: str) -> bool:
+    """Whether the node holds every chunk of the blob (a seed of it)."""
+    full = (1 << context.chunk_count) - 1
+    return context.chunk_count > 0 and context.masks.get(node_id, (0, 0))[0] == full

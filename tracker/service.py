@@ -7,6 +7,7 @@ Nothing here decides anything about placement.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -281,17 +282,20 @@ class TrackerService(tracker_pb2_grpc.TrackerServicer):
             yield pb.WatchEvent(subscribed=True)
             while (changed := await watcher.changes()) is not None:
                 try:
-                    views = await self.cluster.view(request.node_id, request.digest, changed)
+                    views = await self.cluster.view(
+                        request.node_id, request.digest, request.chunk_count, changed
+                    )
+                    if views:
+                        placement = await placement_message(
+                            self.cluster, request.digest, request.chunk_count, views
+                        )
+                        yield pb.WatchEvent(placement=placement)
                 except TrackerError as error:
                     await abort(context, error)
                     return
-                if views:
-                    placement = await placement_message(
-                        self.cluster, request.digest, request.chunk_count, views
-                    )
-                    yield pb.WatchEvent(placement=placement)
         finally:
-            await self.cluster.unwatch(watcher)
+            with contextlib.suppress(TrackerError):  # the store is gone: it forgets it anyway
+                await self.cluster.unwatch(watcher)
 
     # ---- seeded references ----
 
@@ -334,6 +338,8 @@ class TrackerService(tracker_pb2_grpc.TrackerServicer):
         try:
             while (order := await self.cluster.next_order(inbox)) is not None:
                 yield task_message(order)
+        except TrackerError as error:
+            await abort(context, error)
         finally:
             self.cluster.close_inbox(inbox)
 

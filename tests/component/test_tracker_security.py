@@ -5,20 +5,15 @@ it took over, attempts every act it may not do. Each is refused and the cluster 
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tests.support.certs import write_self_signed
 from tracker.app import Config, TrackerServer
 from tracker.client import Directive, HeldBlob, NodeAddress, SeededRef, TrackerClient
 from tracker.credentials import Role, issue
@@ -226,37 +221,6 @@ async def test_the_raw_protocol_is_held_to_the_same_rules(tracker: TrackerServer
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await stub.Leave(pb.LeaveRequest(node_id=HONEST), metadata=metadata)
     assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
-
-
-def write_self_signed(directory: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tracker")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "tracker.pem", directory / "tracker.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
 
 
 async def test_tls_with_a_trusted_certificate(tmp_path: Path) -> None:

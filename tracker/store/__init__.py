@@ -64,6 +64,32 @@ class Candidacy:
 
 
 @dataclass(frozen=True)
+class FanoutContext:
+    """What fan-out decisions read of a blob, in one go: its chunk count (0: unknown), each
+    chunk's fan-out members (member -> since), the blob's requesters in arrival order, and, for
+    every node among them and those asked about, its zone (only for members that are not silent:
+    the others are nobody's relay) and what it holds."""
+
+    chunk_count: int
+    members: dict[int, dict[str, float]]
+    requesters: list[str]
+    zones: dict[str, str]
+    masks: dict[str, Masks]
+
+
+@dataclass(frozen=True)
+class FillContext:
+    """What giving a blob's free upstream slots to its watchers reads, in one go."""
+
+    chunk_count: int
+    fetching_blob: int
+    fetching: int
+    cold: list[int]  # chunks without lease and without a source that is not silent, in order
+    candidacies: dict[str, Candidacy]  # the watchers that are members
+    silent: frozenset[str]
+
+
+@dataclass(frozen=True)
 class Replica:
     instance: str
     address: str
@@ -207,10 +233,13 @@ class Blobs(Protocol):
 
     async def forget_metainfo(self, digest: str, chunks: Sequence[int]) -> None: ...
 
-    async def note_requester(self, digest: str, node_id: str, now: float) -> None: ...
-
-    async def may_request(self, node_id: str, digest: str, bound: int) -> bool:
-        """Whether the node asks about this blob already or about fewer than `bound` blobs."""
+    async def request(
+        self, digest: str, size: int, chunk_count: int, node_id: str, now: float, bound: int
+    ) -> tuple[tuple[int, int], bool]:
+        """The node asks about the blob: unless the blob is known with another shape, or the node
+        asks about `bound` other blobs already (then nothing changes), record the blob (unless
+        known) and the node among its requesters. Returns the blob's shape as known and whether
+        the node may ask."""
         ...
 
     async def requesters(self, digest: str) -> list[str]:
@@ -378,11 +407,10 @@ class Store(Protocol):
         requester: str,
         zone: str,
         bound: int,
-        exclude: Collection[str],
         with_metainfo: bool,
     ) -> list[ChunkState]:
-        """Each chunk as `requester` (in `zone`) would be shown it; `exclude`d nodes (the silent
-        ones) are no source and nobody's peer."""
+        """Each chunk as `requester` (in `zone`) would be shown it; silent members are no
+        source and nobody's peer."""
         ...
 
     async def cold_chunks(
@@ -393,6 +421,14 @@ class Store(Protocol):
 
     async def candidacies(self, digest: str, node_ids: Collection[str]) -> dict[str, Candidacy]:
         """The members among `node_ids`, each with its leases and what it holds of the blob."""
+        ...
+
+    async def fanout_context(
+        self, digest: str, chunks: Sequence[int], nodes: Collection[str] = ()
+    ) -> FanoutContext: ...
+
+    async def fill_context(self, digest: str, exclude: str) -> FillContext | None:
+        """None when the blob is unknown; its watchers but `exclude` are the candidates."""
         ...
 
     async def drop_if_idle(self, digest: str) -> bool:

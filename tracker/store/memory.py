@@ -23,7 +23,7 @@ from tracker.leases import Lease, LeaseTable
 from tracker.nodes import Load, Node
 from tracker.peerstore import IndexedPeerStore, Masks, PeerStore
 from tracker.refs import RefIndex, Resolution
-from tracker.store import Candidacy, Caps, ChunkState, Replica
+from tracker.store import Candidacy, Caps, ChunkState, FanoutContext, FillContext, Replica
 from tracker.tasks import Order, PreheatJob, TaskBoard, TaskState
 
 
@@ -270,13 +270,17 @@ class MemoryBlobs:
         for chunk in chunks:
             known.pop(chunk, None)
 
-    async def note_requester(self, digest: str, node_id: str, now: float) -> None:
-        self.requesters_by_digest.setdefault(digest, {})[node_id] = now
-        self.requested.setdefault(node_id, set()).add(digest)
-
-    async def may_request(self, node_id: str, digest: str, bound: int) -> bool:
+    async def request(
+        self, digest: str, size: int, chunk_count: int, node_id: str, now: float, bound: int
+    ) -> tuple[tuple[int, int], bool]:
+        known = self.shapes_by_digest.get(digest, (size, chunk_count))
         asked = self.requested.get(node_id, ())
-        return digest in asked or len(asked) < bound
+        allowed = digest in asked or len(asked) < bound
+        if known == (size, chunk_count) and allowed:
+            self.shapes_by_digest[digest] = known
+            self.requesters_by_digest.setdefault(digest, {})[node_id] = now
+            self.requested.setdefault(node_id, set()).add(digest)
+        return known, allowed
 
     async def requesters(self, digest: str) -> list[str]:
         return list(self.requesters_by_digest.get(digest, ()))
@@ -523,9 +527,9 @@ class MemoryStore:
         requester: str,
         zone: str,
         bound: int,
-        exclude: Collection[str],
         with_metainfo: bool,
     ) -> list[ChunkState]:
+        exclude = self.members.silent_set
         metainfo = self.blobs.metainfos.get(digest, {})
         handout = self._peers.handout
         lease = self.leases.table.get
@@ -562,6 +566,39 @@ class MemoryStore:
             for n in node_ids
             if n in self.members.nodes
         }
+
+    async def fanout_context(
+        self, digest: str, chunks: Sequence[int], nodes: Collection[str] = ()
+    ) -> FanoutContext:
+        fanouts = self.blobs.fanouts.get(digest, {})
+        members = {c: dict(fanouts.get(c, {})) for c in chunks}
+        requesters = list(self.blobs.requesters_by_digest.get(digest, ()))
+        involved = {*nodes, *requesters, *(m for ms in members.values() for m in ms)}
+        silent = self.members.silent_set
+        shape = self.blobs.shapes_by_digest.get(digest)
+        known = self.members.nodes
+        return FanoutContext(
+            shape[1] if shape else 0,
+            members,
+            requesters,
+            {n: known[n].zone for n in involved if n in known and n not in silent},
+            {n: self._peers.masks(n, digest) for n in involved},
+        )
+
+    async def fill_context(self, digest: str, exclude: str) -> FillContext | None:
+        shape = self.blobs.shapes_by_digest.get(digest)
+        if shape is None:
+            return None
+        silent = frozenset(self.members.silent_set)
+        watchers = [w for w in await self.blobs.watchers(digest) if w != exclude]
+        return FillContext(
+            shape[1],
+            self.leases.table.fetching(digest),
+            self.leases.table.fetching(),
+            await self.cold_chunks(digest, shape[1], silent),
+            await self.candidacies(digest, watchers),
+            silent,
+        )
 
     async def drop_if_idle(self, digest: str) -> bool:
         idle = (

@@ -1,0 +1,462 @@
+"""One conformance suite for the tracker's stores (STYLE: an interface, its in-memory twin, one
+suite): every test runs against the in-memory store and against Redis (a real redis-server).
+The last tests are Redis's own: two stores on one Redis are two replicas of one tracker."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from tests.support.stores import STORES, fresh_store, live_replica
+from tracker.errors import FailedPrecondition, TaskUnknown
+from tracker.hub import Changed, Gone, Hub, Orders
+from tracker.nodes import Load, Node
+from tracker.peerstore import ListPeerStore, mask_of
+from tracker.store import Caps, Replica, Store
+from tracker.store.memory import MemoryPeers
+from tracker.tasks import PreheatOrder, RepublishOrder, TaskState
+
+D = "sha256:" + "d" * 64
+E = "sha256:" + "e" * 64
+TTL = 10.0
+CAPS = Caps(per_node=8, per_blob=8, total=8)
+
+
+@pytest.fixture
+def hub() -> Hub:
+    return Hub()
+
+
+@pytest.fixture(params=STORES)
+async def store(request: pytest.FixtureRequest, hub: Hub) -> AsyncIterator[Store]:
+    made = await fresh_store(request, request.param, TTL, random.Random(1))
+    await made.start(hub)
+    yield made
+    await made.close()
+
+
+async def member(store: Store, node_id: str, zone: str = "", now: float = 100.0) -> Node:
+    node, _ = await store.members.join(
+        Node(node_id, "i", f"{node_id}:1", f"{node_id}:2", zone, now, now), 100
+    )
+    await store.peers.add_node(node_id, zone)
+    return node
+
+
+async def eventually(check: Callable[[], Awaitable[bool] | bool], timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = check()
+        if isinstance(result, Awaitable):
+            result = await result
+        if result:
+            return
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+# ---- members ----
+
+
+async def test_joining_again_replaces_the_record_with_a_later_epoch(store: Store) -> None:
+    first = await member(store, "a", "z1")
+    second, previous = await store.members.join(Node("a", "j", "r:1", "p:2", "z2", 5, 5), 100)
+    assert previous is not None and previous.epoch == first.epoch and previous.zone == "z1"
+    assert second.epoch > first.epoch
+    assert (await store.members.get("a")) == second
+    assert await store.members.count() == 1
+
+
+async def test_a_full_cluster_takes_no_new_member(store: Store) -> None:
+    await store.members.join(Node("a", "i", "a:1", "a:2", "", 1, 1), 1)
+    with pytest.raises(FailedPrecondition):
+        await store.members.join(Node("b", "i", "b:1", "b:2", "", 1, 1), 1)
+    await store.members.join(Node("a", "i", "a:1", "a:2", "", 1, 1), 1)
+
+
+async def test_heartbeats_expiry_and_silence(store: Store) -> None:
+    for node_id in "abc":
+        await member(store, node_id, now=100)
+    assert await store.members.heartbeat("x", 101, Load()) is None
+    assert await store.members.heartbeat("a", 110, Load(uploads=3)) is False
+    assert (await store.members.get("a")).load.uploads == 3  # type: ignore[union-attr]
+    assert sorted(await store.members.silence(105)) == ["b", "c"]
+    assert await store.members.silence(105) == [], "silenced once"
+    assert await store.members.silent() == {"b", "c"}
+    assert await store.members.heartbeat("b", 111, Load()) is True
+    expired = await store.members.expire(108)
+    assert [n.id for n in expired] == ["c"]
+    assert await store.members.expire(108) == [], "expired once"
+    assert await store.members.silent() == frozenset()
+    assert sorted(await store.members.many(["a", "b", "c"])) == ["a", "b"]
+    gone = await store.members.remove("a")
+    assert gone is not None and gone.id == "a"
+    assert await store.members.remove("a") is None
+
+
+# ---- peers: the cases of tracker.peerstore's suite, and a comparison with its plain twin ----
+
+
+async def test_hold_reports_newly_complete_chunks(store: Store) -> None:
+    await member(store, "a")
+    assert await store.peers.hold("a", D, mask_of([0, 1]), mask_of([2])) == mask_of([0, 1])
+    assert await store.peers.hold("a", D, mask_of([1, 2]), 0) == mask_of([2])
+    assert await store.peers.masks("a", D) == (mask_of([0, 1, 2]), 0)
+    assert await store.peers.complete_counts(D, [2, 3]) == [1, 0]
+    await store.peers.hold("a", D, 0, mask_of([0, 5]))
+    assert await store.peers.masks("a", D) == (mask_of([0, 1, 2]), mask_of([5]))
+
+
+async def test_handout_ranks_and_excludes(store: Store) -> None:
+    for node_id, zone in (("near", "z1"), ("far", "z2"), ("part", "z1"), ("me", "z1")):
+        await member(store, node_id, zone)
+    await store.peers.hold("near", D, 1, 0)
+    await store.peers.hold("far", D, 1, 0)
+    await store.peers.hold("part", D, 0, 1)
+    await store.peers.hold("me", D, 1, 0)
+    handout = await store.peers.handout(D, 0, "me", "z1", 10)
+    assert [(p.node_id, p.complete) for p in handout] == [
+        ("near", True),
+        ("far", True),
+        ("part", False),
+    ]
+    assert [p.node_id for p in await store.peers.handout(D, 0, "me", "z1", 1)] == ["near"]
+    excluded = await store.peers.handout(D, 0, "me", "z1", 10, exclude={"near"})
+    assert [p.node_id for p in excluded] == ["far", "part"]
+
+
+async def test_drop_and_remove_forget_holdings(store: Store) -> None:
+    await member(store, "a", "z")
+    await member(store, "b", "z")
+    await store.peers.hold("a", D, mask_of([0, 1]), 0)
+    await store.peers.hold("a", E, mask_of([0]), 0)
+    await store.peers.hold("b", D, mask_of([1]), 0)
+    assert await store.peers.drop("a", E) == mask_of([0])
+    assert not await store.peers.has_blob(E)
+    assert await store.peers.remove_node("a") == {D: mask_of([0, 1])}
+    assert await store.peers.complete_counts(D, [0, 1]) == [0, 1]
+    assert await store.peers.holders(D) == {"b": (mask_of([1]), 0)}
+    assert await store.peers.chunks_held(D) == 1
+    assert await store.peers.blob_count("b") == 1
+    assert await store.peers.holdings("a") == {}
+
+
+async def test_peers_agree_with_the_plain_twin_under_random_operations(store: Store) -> None:
+    twin = MemoryPeers(ListPeerStore(random.Random(0)))
+    rng = random.Random(5)
+    present: set[str] = set()
+    for _ in range(150):
+        node_id = f"n{rng.randrange(5)}"
+        if node_id not in present:
+            present.add(node_id)
+            await member(store, node_id, "ab"[int(node_id[1]) % 2])
+            await twin.add_node(node_id, "ab"[int(node_id[1]) % 2])
+        action = rng.random()
+        if action < 0.6:
+            complete, partial = rng.randrange(1 << 12), rng.randrange(1 << 12)
+            expected = await twin.hold(node_id, D, complete, partial)
+            assert await store.peers.hold(node_id, D, complete, partial) == expected
+        elif action < 0.8:
+            assert await store.peers.drop(node_id, D) == await twin.drop(node_id, D)
+        else:
+            assert await store.peers.remove_node(node_id) == await twin.remove_node(node_id)
+            present.discard(node_id)
+        assert await store.peers.holders(D) == await twin.holders(D)
+        chunks = list(range(12))
+        assert await store.peers.complete_counts(D, chunks) == await twin.complete_counts(D, chunks)
+        big = {p.node_id: p.complete for p in await store.peers.handout(D, 3, "n0", "a", 100)}
+        plain = {p.node_id: p.complete for p in await twin.handout(D, 3, "n0", "a", 100)}
+        assert big == plain
+        assert await store.peers.chunks_held(D) == await twin.chunks_held(D)
+
+
+# ---- leases ----
+
+
+async def test_a_grant_leases_cold_chunks_in_order_under_the_caps(store: Store) -> None:
+    for node_id in "abc":
+        await member(store, node_id)
+    await store.peers.hold("c", D, mask_of([1]), 0)  # chunk 1 has a source
+    granted = await store.leases.grant("a", D, [0, 1, 2, 3], 5.0, Caps(2, 8, 8))
+    assert granted == [0, 2]
+    assert await store.leases.grant("b", D, [0, 2, 3, 4], 5.0, Caps(8, 3, 8)) == [3]
+    assert await store.leases.grant("b", D, [5], 5.0, Caps(8, 8, 3)) == []
+    assert await store.leases.fetching(D) == 3 and await store.leases.fetching() == 3
+    assert await store.leases.count("a", D) == 2 and await store.leases.total() == 3
+    lease = await store.leases.get(D, 0)
+    assert lease is not None and (lease.holder, lease.granted_at) == ("a", 5.0)
+    assert await store.leases.grant("ghost", E, [0], 5.0, CAPS) == [], "not a member"
+
+
+async def test_a_silent_source_is_no_source_and_a_holder_takes_no_lease_on_its_own(
+    store: Store,
+) -> None:
+    for node_id in "ab":
+        await member(store, node_id)
+    await store.peers.hold("a", D, mask_of([0, 1]), 0)
+    assert await store.leases.grant("b", D, [0], 1.0, CAPS) == []
+    await store.members.silence(150)  # both silent: a is no source any more
+    assert await store.leases.grant("a", D, [0, 1, 2], 1.0, CAPS) == [2]
+    assert await store.leases.grant("b", D, [0, 1], 1.0, CAPS) == [0, 1]
+
+
+async def test_renewal_extends_only_with_progress_and_lapses_once(store: Store) -> None:
+    await member(store, "a")
+    await store.leases.grant("a", D, [0, 1], 0.0, CAPS)
+    assert await store.leases.renew("b", D, 0, 1, 1.0) is None, "only the holder renews"
+    renewed = await store.leases.renew("a", D, 0, 100, 3.0)
+    assert renewed is not None and renewed.expires_at == 3.0 + TTL and renewed.progress == 100
+    same = await store.leases.renew("a", D, 0, 100, 8.0)
+    assert same is not None and same.expires_at == 3.0 + TTL
+    # chunk 1 was never renewed: it lapses after the first-renewal time.
+    assert [(lease.chunk, lease.holder) for lease in await store.leases.expire(4.0)] == [(1, "a")]
+    assert await store.leases.expire(4.0) == []
+    assert await store.leases.expire(12.9) == []
+    assert [lease.chunk for lease in await store.leases.expire(13.0)] == [0]
+    assert await store.leases.total() == 0 and not await store.leases.leased(D)
+    assert await store.leases.fetching() == 0
+
+
+async def test_a_fetched_lease_frees_its_slot_and_releases_end_leases(store: Store) -> None:
+    for node_id in "ab":
+        await member(store, node_id)
+    await store.leases.grant("a", D, [0, 1], 0.0, CAPS)
+    await store.leases.grant("b", E, [0], 0.0, CAPS)
+    assert await store.leases.fetched(D, 0)
+    assert not await store.leases.fetched(D, 0)
+    assert (await store.leases.fetching(D), await store.leases.fetching()) == (1, 2)
+    assert await store.leases.release(D, [0, 1], holder="b") == []
+    assert [lease.chunk for lease in await store.leases.release(D, [0], holder="a")] == [0]
+    assert (await store.leases.fetching(D), await store.leases.fetching()) == (1, 2)
+    assert [(lease.digest, lease.chunk) for lease in await store.leases.held_by("a")] == [(D, 1)]
+    assert [lease.chunk for lease in await store.leases.release_holder("a")] == [1]
+    assert [lease.holder for lease in await store.leases.all()] == ["b"]
+    assert await store.leases.fetching() == 1
+
+
+# ---- blobs ----
+
+
+async def test_a_blob_keeps_its_first_shape_and_metainfo(store: Store) -> None:
+    assert await store.blobs.shape(D) is None
+    assert await store.blobs.ensure(D, 100, 2) == (100, 2)
+    assert await store.blobs.ensure(D, 200, 3) == (100, 2)
+    assert await store.blobs.publish(D, 1, b"meta") is None
+    assert await store.blobs.publish(D, 1, b"other") == b"meta"
+    assert await store.blobs.metainfo(D, 1) == b"meta"
+    assert await store.blobs.published(D) == [1]
+    await store.blobs.forget_metainfo(D, [1])
+    assert await store.blobs.metainfo(D, 1) is None
+    assert await store.blobs.shapes() == {D: (100, 2)} and await store.blobs.count() == 1
+
+
+async def test_requests_record_the_blob_and_its_requesters_within_bounds(store: Store) -> None:
+    assert await store.blobs.request(D, 100, 2, "b", 1.0, 1) == ((100, 2), True)
+    assert await store.blobs.request(D, 100, 2, "a", 2.0, 1) == ((100, 2), True)
+    assert await store.blobs.request(D, 100, 2, "b", 3.0, 1) == ((100, 2), True)
+    assert await store.blobs.requesters(D) == ["b", "a"], "in the order they first asked"
+    assert await store.blobs.stale_requesters(D, 2.5) == ["a"]
+    # Refused, and nothing recorded: another shape, or a node at its bound asking anew.
+    assert await store.blobs.request(D, 200, 3, "c", 4.0, 1) == ((100, 2), True)
+    assert await store.blobs.request(E, 100, 2, "a", 4.0, 1) == ((100, 2), False)
+    assert await store.blobs.requesters(D) == ["b", "a"] and await store.blobs.shape(E) is None
+    await store.blobs.forget_requester(D, "a")
+    assert await store.blobs.request(E, 9, 1, "a", 5.0, 1) == ((9, 1), True)
+
+
+async def test_fanout_and_republish_asks(store: Store) -> None:
+    for node_id, at in (("b", 1.0), ("a", 2.0)):
+        await store.blobs.request(D, 100, 2, node_id, at, 10)
+    await store.blobs.forget_requester(D, "a")
+    assert await store.blobs.requesters(D) == ["b"]
+    assert await store.blobs.join_fanout(D, 0, "x", 1.0, 2)
+    assert await store.blobs.join_fanout(D, 0, "y", 1.0, 2)
+    assert not await store.blobs.join_fanout(D, 0, "z", 1.0, 2)
+    assert await store.blobs.join_fanout(D, 0, "x", 5.0, 2), "a member stays one"
+    assert await store.blobs.fanout(D, 0) == {"x": 1.0, "y": 1.0}
+    await store.blobs.leave_fanout(D, 0, ["x"])
+    await store.blobs.set_fanout(D, 1, {"p": 2.0})
+    assert (await store.blobs.fanout(D, 0), await store.blobs.fanout(D, 1)) == (
+        {"y": 1.0},
+        {"p": 2.0},
+    )
+    assert await store.blobs.ask_republish(D, 0, 10.0, 2.0)
+    assert not await store.blobs.ask_republish(D, 0, 11.0, 2.0)
+    assert await store.blobs.ask_republish(D, 0, 12.0, 2.0)
+    await store.blobs.clear_republish(D, 0)
+    assert await store.blobs.ask_republish(D, 0, 12.5, 2.0)
+
+
+async def test_watches_are_counted_per_stream_and_forgotten_with_their_node(store: Store) -> None:
+    await live_replica(store, "r1")
+    await store.blobs.add_watch(E, "b", "r1:1")
+    await store.blobs.add_watch(D, "a", "r1:2")
+    await store.blobs.add_watch(D, "a", "r1:3")
+    await store.blobs.add_watch(D, "b", "r1:4")
+    assert await store.blobs.watched() == [E, D], "the longest watched first"
+    assert await store.blobs.watchers(D) == ["a", "b"]
+    await store.blobs.remove_watch(D, "a", "r1:2")
+    assert await store.blobs.watchers(D) == ["a", "b"], "a still watches through stream 3"
+    await store.blobs.request(D, 100, 2, "a", 1.0, 10)
+    assert await store.blobs.forget_node("a") == {D}
+    assert await store.blobs.watchers(D) == ["b"] and await store.blobs.requesters(D) == []
+    await store.blobs.remove_watch(D, "a", "r1:3")  # a stream ending after its node left
+    await store.blobs.remove_watch(D, "b", "r1:4")
+    assert await store.blobs.watched() == [E]
+
+
+async def test_an_idle_blob_is_dropped_and_a_used_one_is_not(store: Store) -> None:
+    await live_replica(store, "r1")
+    await member(store, "a")
+    await store.blobs.ensure(D, 100, 2)
+    await store.blobs.publish(D, 0, b"meta")
+    for use, undo in (
+        (store.blobs.request(D, 100, 2, "a", 1.0, 10), store.blobs.forget_requester(D, "a")),
+        (store.blobs.add_watch(D, "a", "r1:1"), store.blobs.remove_watch(D, "a", "r1:1")),
+        (store.peers.hold("a", D, 1, 0), store.peers.drop("a", D)),
+        (store.leases.grant("a", D, [0], 1.0, CAPS), store.leases.release(D, [0])),
+    ):
+        await use
+        assert not await store.drop_if_idle(D)
+        await undo
+    assert await store.drop_if_idle(D)
+    assert await store.blobs.shape(D) is None and await store.blobs.metainfo(D, 0) is None
+
+
+# ---- refs, preheat jobs, orders ----
+
+
+async def test_refs_resolve_to_the_most_held_digest_first(store: Store) -> None:
+    ref = "docker.io/library/app:1"
+    for node_id in "abc":
+        await store.refs.add(node_id, ref, D)
+    await store.refs.add("c", ref, E)
+    assert [(r.digest, r.holders) for r in await store.refs.resolve(ref)] == [
+        (D, ("a", "b", "c")),
+        (E, ("c",)),
+    ]
+    assert await store.refs.count("c") == 2
+    await store.refs.drop_node("c")
+    await store.refs.remove("a", ref, D)
+    assert [(r.digest, r.holders) for r in await store.refs.resolve(ref)] == [(D, ("b",))]
+    await store.refs.remove("b", ref, D)
+    assert await store.refs.resolve(ref) == []
+
+
+async def test_a_preheat_job_goes_to_done_or_failed(store: Store) -> None:
+    job = await store.tasks.create("img:1", ["a", "b", "c"], 10.0, 5.0)
+    assert await store.tasks.count() == 1
+    await store.tasks.delivered("a", job.id)
+    await store.tasks.report("a", job.id, True, "", 11.0)
+    await store.tasks.node_gone("b", "node left", 11.0)
+    assert [j.id for j in await store.tasks.unfinished_for("c")] == [job.id]
+    await store.tasks.delivered("c", job.id)
+    await store.tasks.pending("c", job.id)
+    got = await store.tasks.get(job.id)
+    assert {n: t.state for n, t in got.targets.items()} == {
+        "a": TaskState.DONE,
+        "b": TaskState.FAILED,
+        "c": TaskState.PENDING,
+    }
+    assert got.targets["b"].message == "node left" and not got.finished
+    await store.tasks.expire(16.0)
+    got = await store.tasks.get(job.id)
+    assert got.finished and got.targets["c"].message == "timed out" and got.finished_at == 16.0
+    await store.tasks.report("a", job.id, False, "late", 17.0)  # a finished target stays finished
+    assert (await store.tasks.get(job.id)).targets["a"].state is TaskState.DONE
+    with pytest.raises(TaskUnknown):
+        await store.tasks.report("x", job.id, True, "", 17.0)
+    await store.tasks.expire(16.0 + 3600)
+    with pytest.raises(TaskUnknown):
+        await store.tasks.get(job.id)
+
+
+async def test_orders_queue_up_to_a_bound(store: Store) -> None:
+    orders = [PreheatOrder("preheat-1", "img:1"), RepublishOrder("republish-2", D, 9, 2, (0, 1))]
+    for order in orders:
+        assert await store.tasks.push("a", order, 2)
+    assert not await store.tasks.push("a", orders[0], 2)
+    assert [await store.tasks.pop("a") for _ in range(3)] == [*orders, None]
+    await store.tasks.push("a", orders[0], 2)
+    await store.tasks.clear("a")
+    assert await store.tasks.pop("a") is None
+    assert (await store.tasks.next_id("x")) != (await store.tasks.next_id("x"))
+
+
+# ---- reads across the parts, replicas, notifications ----
+
+
+async def test_chunk_states_cold_chunks_and_candidacies(store: Store) -> None:
+    for node_id in "abc":
+        await member(store, node_id)
+    await store.blobs.ensure(D, 400, 4)
+    await store.peers.hold("b", D, mask_of([0]), mask_of([1]))
+    await store.blobs.publish(D, 0, b"meta0")
+    await store.leases.grant("a", D, [2], 7.0, CAPS)
+    states = await store.chunk_states(D, [0, 1, 2], "c", "", 5, True)
+    assert [(s.sources, s.published, s.metainfo) for s in states] == [
+        (1, True, b"meta0"),
+        (0, False, None),
+        (0, False, None),
+    ]
+    assert [[(p.node_id, p.complete) for p in s.peers] for s in states] == [
+        [("b", True)],
+        [("b", False)],
+        [],
+    ]
+    assert states[2].lease is not None and states[2].lease.holder == "a"
+    assert await store.cold_chunks(D, 4, frozenset()) == [1, 3]
+    assert await store.cold_chunks(D, 4, {"b"}) == [0, 1, 3]
+    candidacies = await store.candidacies(D, ["a", "b", "ghost"])
+    assert sorted(candidacies) == ["a", "b"]
+    assert (candidacies["a"].leases_on_blob, candidacies["a"].leases) == (1, 1)
+    assert candidacies["b"].complete == mask_of([0])
+    await live_replica(store, "r1")
+    await store.blobs.add_watch(D, "c", "r1:1")
+    await store.blobs.add_watch(D, "ghost", "r1:2")
+    context = await store.fill_context(D, exclude="")
+    assert context is not None and (context.chunk_count, context.cold) == (4, [1, 3])
+    assert (context.fetching_blob, context.fetching) == (1, 1)
+    assert sorted(context.candidacies) == ["c"], "watchers that are members"
+    assert await store.fill_context(E, exclude="") is None
+    # b misses its heartbeats: it is no source and nobody's peer.
+    await store.members.silence(101)
+    silent = await store.chunk_states(D, [0], "c", "", 5, False)
+    assert (silent[0].sources, silent[0].peers, silent[0].metainfo) == (0, [], None)
+
+
+async def test_the_fanout_context_reads_members_requesters_and_holdings(store: Store) -> None:
+    for node_id in "abcd":
+        await member(store, node_id, zone="z" + node_id)
+    for node_id, at in (("c", 1.0), ("b", 2.0), ("ghost", 3.0)):
+        await store.blobs.request(D, 100, 4, node_id, at, 10)
+    await store.blobs.set_fanout(D, 1, {"a": 5.0, "d": 6.0})
+    await store.peers.hold("b", D, mask_of([1]), mask_of([2]))
+    await store.members.heartbeat("a", 200.0, Load())
+    await store.members.silence(150.0)  # all but a
+    context = await store.fanout_context(D, [1, 2])
+    assert context.members == {1: {"a": 5.0, "d": 6.0}, 2: {}}
+    assert context.requesters == ["c", "b", "ghost"]
+    assert context.zones == {"a": "za"}, "the members that are not silent"
+    assert context.masks["b"] == (mask_of([1]), mask_of([2])) and context.masks["c"] == (0, 0)
+
+
+async def test_one_replica_sweeps_at_a_time(store: Store) -> None:
+    await store.replicas.beat(Replica("r1", "host1:7070", 1.0, 0.0), 30)
+    assert [r.address for r in await store.replicas.live()] == ["host1:7070"]
+    assert await store.replicas.sweeper("r1", 30)
+    assert await store.replicas.sweeper("r1", 30)
+    if store.shared:
+        assert not await store.replicas.sweeper("r2", 30)
+
+
+async def test_notifications_reach_the_hub(store: Store, hub: Hub) -> None:
+    watcher = hub.add_watcher("a", 1, D, 4, "r:1")
+    inbox = hub.open_inbox("b", 1)
+    await store.notify([Changed(D, (1, 3)), Orders("b"), Gone("a", 1)])
+    await eventually(lambda: watcher.closed)
+    assert watcher._dirty == {1, 3}
+    await asyncio.wait_for(inbox.wait(), 5)

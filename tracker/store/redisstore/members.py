@@ -1,0 +1,188 @@
+"""Members in Redis: one hash per node, a sorted set of last heartbeats, the silent set."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any
+
+from tracker.errors import FailedPrecondition
+from tracker.nodes import Load, Node
+from tracker.store.redisstore.base import Scripts, number, text, translating
+
+FIELDS = (
+    "instance",
+    "registry",
+    "peer",
+    "zone",
+    "joined_at",
+    "last_seen",
+    "epoch",
+    "uploads",
+    "downloads",
+    "upload_bps",
+    "download_bps",
+    "store_bytes",
+)
+
+JOIN = r"""
+local id = ARGV[2]
+local key = k('node', id)
+local old = redis.call('HGETALL', key)
+if #old == 0 and redis.call('ZCARD', k('seen')) >= tonumber(ARGV[3]) then return {-1} end
+local epoch = redis.call('INCR', k('epoch'))
+redis.call('DEL', key)
+redis.call('HSET', key, 'instance', ARGV[4], 'registry', ARGV[5], 'peer', ARGV[6],
+  'zone', ARGV[7], 'joined_at', ARGV[8], 'last_seen', ARGV[8], 'epoch', epoch)
+redis.call('ZADD', k('seen'), ARGV[8], id)
+redis.call('SREM', k('silent'), id)
+return {epoch, old}
+"""
+
+HEARTBEAT = r"""
+local id = ARGV[2]
+local key = k('node', id)
+if redis.call('EXISTS', key) == 0 then return -1 end
+redis.call('HSET', key, 'last_seen', ARGV[3], 'uploads', ARGV[4], 'downloads', ARGV[5],
+  'upload_bps', ARGV[6], 'download_bps', ARGV[7], 'store_bytes', ARGV[8])
+redis.call('ZADD', k('seen'), ARGV[3], id)
+return redis.call('SREM', k('silent'), id)
+"""
+
+# Forget members: those named, or (ARGV[2] = '') those last seen before ARGV[3].
+REMOVE = r"""
+local ids
+if ARGV[2] ~= '' then ids = {ARGV[2]}
+else ids = redis.call('ZRANGEBYSCORE', k('seen'), '-inf', '(' .. ARGV[3], 'LIMIT', 0, 1000) end
+local out = {}
+for _, id in ipairs(ids) do
+  local key = k('node', id)
+  local record = redis.call('HGETALL', key)
+  if #record > 0 then
+    out[#out + 1] = id
+    out[#out + 1] = record
+    redis.call('DEL', key)
+  end
+  redis.call('ZREM', k('seen'), id)
+  redis.call('SREM', k('silent'), id)
+end
+return out
+"""
+
+SILENCE = r"""
+local out = {}
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', k('seen'), '-inf', '(' .. ARGV[2])) do
+  if redis.call('SADD', k('silent'), id) == 1 then out[#out + 1] = id end
+end
+return out
+"""
+
+
+def node_of(node_id: str, raw: list[Any] | dict[Any, Any]) -> Node:
+    """A member from its hash (a flat list as Lua returns it, or a dict as HGETALL does)."""
+    if isinstance(raw, list):
+        raw = dict(zip(raw[::2], raw[1::2], strict=True))
+    fields = {text(key): value for key, value in raw.items()}
+    load = Load(
+        int(number(fields.get("uploads"))),
+        int(number(fields.get("downloads"))),
+        int(number(fields.get("upload_bps"))),
+        int(number(fields.get("download_bps"))),
+        int(number(fields.get("store_bytes"))),
+    )
+    return Node(
+        node_id,
+        text(fields.get("instance")),
+        text(fields.get("registry")),
+        text(fields.get("peer")),
+        text(fields.get("zone")),
+        joined_at=number(fields.get("joined_at")),
+        last_seen=number(fields.get("last_seen")),
+        load=load,
+        epoch=int(number(fields.get("epoch"))),
+    )
+
+
+@translating
+class RedisMembers:
+    def __init__(self, client: Any, scripts: Scripts, prefix: str) -> None:
+        self._client = client
+        self._p = prefix
+        self._join = scripts.register(JOIN)
+        self._heartbeat = scripts.register(HEARTBEAT)
+        self._remove = scripts.register(REMOVE)
+        self._silence = scripts.register(SILENCE)
+
+    async def join(self, node: Node, max_nodes: int) -> tuple[Node, Node | None]:
+        reply = await self._join(
+            node.id,
+            max_nodes,
+            node.instance,
+            node.registry,
+            node.peer,
+            node.zone,
+            repr(node.joined_at),
+        )
+        if reply[0] == -1:
+            raise FailedPrecondition(f"the cluster is full ({max_nodes} nodes)")
+        epoch, old = reply
+        joined = Node(
+            node.id,
+            node.instance,
+            node.registry,
+            node.peer,
+            node.zone,
+            node.joined_at,
+            node.last_seen,
+            epoch=int(epoch),
+        )
+        return joined, node_of(node.id, old) if old else None
+
+    async def get(self, node_id: str) -> Node | None:
+        raw = await self._client.hgetall(self._p + "node:" + node_id)
+        return node_of(node_id, raw) if raw else None
+
+    async def many(self, node_ids: Collection[str]) -> dict[str, Node]:
+        if not node_ids:
+            return {}
+        ids = list(node_ids)
+        async with self._client.pipeline(transaction=False) as pipe:
+            for node_id in ids:
+                pipe.hgetall(self._p + "node:" + node_id)
+            records = await pipe.execute()
+        return {n: node_of(n, raw) for n, raw in zip(ids, records, strict=True) if raw}
+
+    async def all(self) -> list[Node]:
+        ids = [text(n) for n in await self._client.zrange(self._p + "seen", 0, -1)]
+        found = await self.many(ids)
+        return [found[n] for n in ids if n in found]
+
+    async def count(self) -> int:
+        return int(await self._client.zcard(self._p + "seen"))
+
+    async def heartbeat(self, node_id: str, now: float, load: Load) -> bool | None:
+        was_silent = await self._heartbeat(
+            node_id,
+            repr(now),
+            load.uploads,
+            load.downloads,
+            load.upload_bytes_per_second,
+            load.download_bytes_per_second,
+            load.store_bytes,
+        )
+        return None if was_silent == -1 else bool(was_silent)
+
+    async def remove(self, node_id: str) -> Node | None:
+        gone = await self._removed(await self._remove(node_id, 0))
+        return gone[0] if gone else None
+
+    async def expire(self, before: float) -> list[Node]:
+        return await self._removed(await self._remove("", repr(before)))
+
+    async def _removed(self, reply: list[Any]) -> list[Node]:
+        return [node_of(text(reply[i]), reply[i + 1]) for i in range(0, len(reply), 2)]
+
+    async def silence(self, before: float) -> list[str]:
+        return [text(n) for n in await self._silence(repr(before))]
+
+    async def silent(self) -> frozenset[str]:
+        return frozenset(text(n) for n in await self._client.smembers(self._p + "silent"))
