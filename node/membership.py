@@ -1,11 +1,13 @@
 """The node's place in the cluster: join the tracker, heartbeat, keep it told what this node holds.
 
 `run()` is one long-running task of the node. It joins, announces the whole inventory, heartbeats,
-and takes work orders (preheat, republish) from the tracker's Tasks stream. Whenever the tracker
-answers "unknown node" (it restarted, or forgot a silent node) or comes back after being
-unreachable, the node joins again and re-announces everything: the tracker's state is soft and
-the nodes rebuild it. While the tracker is unreachable the node keeps serving; membership only
-retries with backoff. Cancelling `run()` leaves the cluster cleanly.
+and takes work orders (preheat, republish) from the tracker's Tasks stream. `--tracker` may name
+several tracker replicas (a list, or a DNS name with several addresses): the client moves to
+another replica when its own fails, and the Tasks stream is opened again there. Whenever the
+tracker answers "unknown node" (it restarted, its store started afresh, or it forgot a silent
+node), the node joins again and re-announces everything: the tracker's state is soft and the
+nodes rebuild it. While no replica is reachable the node keeps serving; membership only retries
+with backoff. Cancelling `run()` leaves the cluster cleanly.
 
 Without `--tracker` the node runs a tracker in-process on 127.0.0.1 (the embedded default),
 with a secret made at start and known only to this process.
@@ -20,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -150,14 +153,24 @@ class Membership:
         return server
 
     async def _stay_joined(self) -> None:
+        """Join, then heartbeat. When no tracker replica answers, try the heartbeat again after
+        a backoff: only a tracker that no longer knows this node (it restarted, or its store
+        started afresh) makes it join again, since joining again ends its pulls' watches."""
         backoff = Backoff()
+        session: Session | None = None
         while True:
             try:
-                session = await self._join()
+                if session is None:
+                    session = await self._join()
+                else:
+                    await self._beat()
+                    self.session = session
+                    log.info("the tracker answers again", extra={"tracker": self.client.target})
                 backoff.reset()
                 await self._heartbeat(session)
             except NodeUnknown:
                 log.info("the tracker does not know this node: joining again")
+                session = None
             except TrackerError as e:
                 delay = backoff.next()
                 log.warning(
@@ -202,10 +215,13 @@ class Membership:
         async with self._task_stream():
             while True:
                 await asyncio.sleep(session.heartbeat_interval)
-                await self.client.heartbeat(self.node_id, self._load() if self._load else None)
-                if self._resync:
-                    self._resync = False
-                    await self._announce_all()
+                await self._beat()
+
+    async def _beat(self) -> None:
+        await self.client.heartbeat(self.node_id, self._load() if self._load else None)
+        if self._resync:
+            self._resync = False
+            await self._announce_all()
 
     @contextlib.asynccontextmanager
     async def _task_stream(self) -> AsyncIterator[None]:
@@ -220,12 +236,15 @@ class Membership:
     async def _take_orders(self) -> None:
         backoff = Backoff(initial=0.5)
         while True:
+            opened = time.monotonic()
             try:
                 async for order in self.client.tasks(self.node_id):
                     backoff.reset()
                     self._start_order(order)
             except TrackerError as e:
                 log.debug("task stream ended", extra={"error": e.message})
+            if time.monotonic() - opened > backoff.maximum:
+                backoff.reset()  # it ran a while: open the next one soon (another replica)
             await asyncio.sleep(backoff.next())
 
     def _start_order(self, order: Order) -> None:

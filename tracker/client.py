@@ -17,7 +17,7 @@ from typing import Any
 
 import grpc
 
-from tracker import auth, credentials, errors, limits
+from tracker import address, auth, credentials, errors, limits, targets
 from tracker.cluster import Session
 from tracker.nodes import Load
 from tracker.placement import Directive
@@ -44,6 +44,7 @@ __all__ = [
 ]
 
 ANNOUNCE_BATCH = 1000
+RETIRE_GRACE = 60.0  # seconds calls on a channel left behind get to end
 CHANNEL_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 200),
     ("grpc.min_reconnect_backoff_ms", 200),
@@ -167,6 +168,13 @@ class BlobStatus:
 
 
 @dataclass(frozen=True)
+class ReplicaStatus:
+    instance: str
+    address: str
+    uptime_seconds: float
+
+
+@dataclass(frozen=True)
 class ClusterStatus:
     tracker_instance: str
     uptime_seconds: float
@@ -177,6 +185,8 @@ class ClusterStatus:
     chunk_count: int
     lease_count: int
     preheat_tasks: int
+    replicas: tuple[ReplicaStatus, ...] = ()  # live tracker replicas
+    replica: str = ""  # the instance of the one that answered
 
 
 _DIRECTIVES = {
@@ -256,6 +266,42 @@ def _placement(message: pb.Placement) -> Placement:
     return Placement(message.digest, message.chunk_count, chunks)
 
 
+class _WatchStream:
+    """One Watch subscription, carried over to another replica when its own goes away (or its
+    channel was retired because calls on it failed)."""
+
+    def __init__(self, client: TrackerClient, request: pb.WatchRequest) -> None:
+        self._client = client
+        self._request = request
+        self._call: Any = None
+        self._generation = 0
+
+    async def open(self) -> None:
+        self._call, self._generation = await self._client._subscribe(self._request)
+
+    async def events(self) -> AsyncIterator[Placement]:
+        while True:
+            try:
+                event = await self._call.read()
+            except grpc.aio.AioRpcError as e:
+                if e.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
+                    raise _error(e) from None
+                self._call.cancel()
+                self._client._fail_over(self._generation)
+                resumed = pb.WatchRequest()
+                resumed.CopyFrom(self._request)
+                resumed.resume = True
+                self._call, self._generation = await self._client._subscribe(resumed)
+                continue
+            if event is grpc.aio.EOF:
+                return
+            yield _placement(event.placement)
+
+    def cancel(self) -> None:
+        if self._call is not None:
+            self._call.cancel()
+
+
 def _order(task: pb.Task) -> Order:
     if task.WhichOneof("kind") == "republish":
         r = task.republish
@@ -264,7 +310,12 @@ def _order(task: pb.Task) -> Order:
 
 
 class TrackerClient:
-    """One channel to one tracker. Create it anywhere; the channel opens on the first call."""
+    """A channel to one tracker replica at a time, among those `address` names (see
+    `tracker.targets`). A call the replica cannot take (UNAVAILABLE: it is gone, stopping, or
+    cut off from its store) is made again on the next replica, each tried once; a call that
+    timed out is not made again, but the next call goes to the next replica. A Watch stream that
+    breaks is opened again on the next replica and picks up where it was. Create the client
+    anywhere; the channel opens on the first call."""
 
     def __init__(
         self,
@@ -275,35 +326,85 @@ class TrackerClient:
         tls_ca: Path | None = None,
         timeout: float = 5.0,
     ) -> None:
+        targets.parse(address)
         self.address = address
         self.timeout = timeout
         self._metadata = auth.bearer(credential) if credential else ()
         self._credentials = auth.channel_credentials(tls_ca) if tls or tls_ca else None
+        self._targets: list[targets.Target] = []
+        self._current = 0
+        self._generation = 0  # counts the moves to another replica
         self._channel: grpc.aio.Channel | None = None
         self._stub: Any = None
+        self._retiring: set[asyncio.Task[None]] = set()
 
-    def _tracker(self) -> Any:
+    @property
+    def target(self) -> str:
+        """The replica talked to now (or next)."""
+        return self._targets[self._current].address if self._targets else self.address
+
+    async def _tracker(self) -> tuple[Any, int]:
+        """The stub of the current replica, and the generation to name it by when it fails."""
         if self._stub is None:
+            if not self._targets:
+                self._targets = await targets.resolve(self.address)
+                self._current = 0
+            target = self._targets[self._current]
+            options: list[tuple[str, Any]] = list(CHANNEL_OPTIONS)
             if self._credentials is not None:
+                if target.name != address.split(target.address)[0]:
+                    options.append(("grpc.ssl_target_name_override", target.name))
                 self._channel = grpc.aio.secure_channel(
-                    self.address, self._credentials, options=CHANNEL_OPTIONS
+                    target.address, self._credentials, options=options
                 )
             else:
-                self._channel = grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS)
+                self._channel = grpc.aio.insecure_channel(target.address, options=options)
             self._stub = tracker_pb2_grpc.TrackerStub(self._channel)  # type: ignore[no-untyped-call]
-        return self._stub
+        return self._stub, self._generation
+
+    def _fail_over(self, generation: int) -> None:
+        """Leave the replica of `generation` for the next (unless a call that failed at the same
+        time did already); after the last, the names are looked up again. The old channel is
+        closed once the calls still on it ended, or after a grace period."""
+        if generation != self._generation:
+            return
+        self._generation += 1
+        if self._channel is not None:
+            task = asyncio.create_task(self._channel.close(grace=RETIRE_GRACE))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+        self._channel = self._stub = None
+        self._current += 1
+        if self._current >= len(self._targets):
+            self._targets = []
+            self._current = 0
+
+    def _replicas(self) -> int:
+        return max(1, len(self._targets))
 
     async def close(self) -> None:
-        if self._channel is not None:
-            await self._channel.close()
-        self._channel = self._stub = None
+        channel, self._channel, self._stub = self._channel, None, None
+        if channel is not None:
+            await channel.close()
+        for task in list(self._retiring):
+            task.cancel()
 
     async def _call(self, method: str, request: Any, timeout: float | None = None) -> Any:
-        rpc = getattr(self._tracker(), method)
-        try:
-            return await rpc(request, timeout=timeout or self.timeout, metadata=self._metadata)
-        except grpc.aio.AioRpcError as e:
-            raise _error(e) from None
+        tracker, generation = await self._tracker()
+        attempts = self._replicas()
+        for attempt in range(attempts):
+            try:
+                return await getattr(tracker, method)(
+                    request, timeout=timeout or self.timeout, metadata=self._metadata
+                )
+            except grpc.aio.AioRpcError as e:
+                code = e.code()
+                if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    self._fail_over(generation)
+                if code is not grpc.StatusCode.UNAVAILABLE or attempt + 1 == attempts:
+                    raise _error(e) from None
+                tracker, generation = await self._tracker()
+        raise AssertionError("unreachable")
 
     # ---- membership ----
 
@@ -431,30 +532,41 @@ class TrackerClient:
         self, node_id: str, digest: str, size: int, chunk_count: int
     ) -> AsyncIterator[AsyncIterator[Placement]]:
         """Subscribe to a blob's changes; on entry the subscription is active, so a Locate made
-        afterwards misses nothing. Iterate the yielded events until you leave the block."""
+        afterwards misses nothing. Iterate the yielded events until you leave the block. When
+        the replica goes away, the stream moves to another, whose first event shows every
+        chunk; the iteration raises only once no replica takes it."""
         request = pb.WatchRequest(
             node_id=node_id, digest=digest, size=size, chunk_count=chunk_count
         )
-        call = self._tracker().Watch(request, metadata=self._metadata)
+        stream = _WatchStream(self, request)
         try:
+            await stream.open()
+            yield stream.events()
+        finally:
+            stream.cancel()
+
+    async def _subscribe(self, request: pb.WatchRequest) -> tuple[Any, int]:
+        """A Watch call past its `subscribed` event, on the first replica that takes it."""
+        tracker, generation = await self._tracker()
+        attempts = self._replicas()
+        for attempt in range(attempts):
+            call = tracker.Watch(request, metadata=self._metadata)
             try:
                 first = await asyncio.wait_for(call.read(), self.timeout)
+                if first is not grpc.aio.EOF:
+                    return call, generation
+            except grpc.aio.AioRpcError as e:
+                if e.code() is not grpc.StatusCode.UNAVAILABLE:
+                    call.cancel()
+                    raise _error(e) from None
             except TimeoutError:
-                raise errors.TrackerUnavailable("watch: no answer from the tracker") from None
-            if first is grpc.aio.EOF:
-                raise errors.TrackerUnavailable("watch: the tracker closed the stream")
-            yield self._events(call)
-        except grpc.aio.AioRpcError as e:
-            raise _error(e) from None
-        finally:
+                pass
             call.cancel()
-
-    async def _events(self, call: Any) -> AsyncIterator[Placement]:
-        try:
-            while (event := await call.read()) is not grpc.aio.EOF:
-                yield _placement(event.placement)
-        except grpc.aio.AioRpcError as e:
-            raise _error(e) from None
+            self._fail_over(generation)
+            if attempt + 1 == attempts:
+                raise errors.TrackerUnavailable("watch: no tracker replica answers")
+            tracker, generation = await self._tracker()
+        raise AssertionError("unreachable")
 
     # ---- seeded references ----
 
@@ -489,12 +601,16 @@ class TrackerClient:
 
     async def tasks(self, node_id: str) -> AsyncIterator[Order]:
         """The node's work orders as the tracker sends them; ends when the tracker ends the
-        stream (the node joined again, or the tracker stops)."""
-        call = self._tracker().Tasks(pb.TasksRequest(node_id=node_id), metadata=self._metadata)
+        stream (the node joined again). A replica that goes away raises TrackerUnavailable, and
+        the next call goes to another."""
+        tracker, generation = await self._tracker()
+        call = tracker.Tasks(pb.TasksRequest(node_id=node_id), metadata=self._metadata)
         try:
             while (task := await call.read()) is not grpc.aio.EOF:
                 yield _order(task)
         except grpc.aio.AioRpcError as e:
+            if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
+                self._fail_over(generation)
             raise _error(e) from None
         finally:
             call.cancel()
@@ -546,4 +662,6 @@ class TrackerClient:
             r.chunk_count,
             r.lease_count,
             r.preheat_tasks,
+            tuple(ReplicaStatus(x.instance, x.address, x.uptime_seconds) for x in r.replicas),
+            r.replica,
         )

@@ -58,6 +58,7 @@ class Watcher:
         self._dirty: set[int] = set()
         self._ready = asyncio.Event()
         self.closed = False
+        self.stopping = False  # closed because this replica stops: the node goes to another
 
     def mark(self, chunk: int) -> None:
         if 0 <= chunk < self.chunk_count:
@@ -75,8 +76,9 @@ class Watcher:
         self._dirty.clear()
         return changed
 
-    def close(self) -> None:
+    def close(self, stopping: bool = False) -> None:
         self.closed = True
+        self.stopping = stopping
         self._ready.set()
 
 
@@ -87,13 +89,15 @@ class Inbox:
         self.node_id = node_id
         self.epoch = epoch
         self.closed = False
+        self.stopping = False  # closed because this replica stops: the node goes to another
         self._ready = asyncio.Event()
 
     def wake(self) -> None:
         self._ready.set()
 
-    def close(self) -> None:
+    def close(self, stopping: bool = False) -> None:
         self.closed = True
+        self.stopping = stopping
         self._ready.set()
 
     def clear(self) -> None:
@@ -119,8 +123,8 @@ class Hub:
         self._by_node.setdefault(node_id, set()).add(watcher)
         return watcher
 
-    def remove_watcher(self, watcher: Watcher) -> None:
-        watcher.close()
+    def remove_watcher(self, watcher: Watcher, stopping: bool = False) -> None:
+        watcher.close(stopping)
         _discard(self._by_digest, watcher.digest, watcher)
         _discard(self._by_node, watcher.node_id, watcher)
 
@@ -135,8 +139,8 @@ class Hub:
         self._inboxes.setdefault(node_id, set()).add(inbox)
         return inbox
 
-    def close_inbox(self, inbox: Inbox) -> None:
-        inbox.close()
+    def close_inbox(self, inbox: Inbox, stopping: bool = False) -> None:
+        inbox.close(stopping)
         _discard(self._inboxes, inbox.node_id, inbox)
 
     # ---- notifications ----
@@ -172,12 +176,13 @@ class Hub:
                 inbox.wake()
 
     def close_all(self) -> None:
-        """End every stream (the server is stopping, or the store lost its state)."""
+        """End every stream: this replica stops, or the store lost its state. The nodes hear
+        UNAVAILABLE and go to another replica (where, after a lost state, they join again)."""
         for watcher in self.watchers():
-            self.remove_watcher(watcher)
+            self.remove_watcher(watcher, stopping=True)
         for inboxes in list(self._inboxes.values()):
             for inbox in list(inboxes):
-                self.close_inbox(inbox)
+                self.close_inbox(inbox, stopping=True)
 
 
 def _discard(index: dict[str, set[T]], key: str, item: T) -> None:

@@ -17,7 +17,7 @@ import grpc
 
 from tracker import auth, limits
 from tracker.cluster import ChunkView, Cluster, Directive, Holding, Load
-from tracker.errors import ERROR_KEY, MetainfoUnconfirmed, TrackerError
+from tracker.errors import ERROR_KEY, MetainfoUnconfirmed, TrackerError, TrackerUnavailable
 from tracker.metrics import TrackerMetrics
 from tracker.store import Store
 from tracker.tasks import Order, PreheatJob, PreheatOrder, TaskState
@@ -39,6 +39,7 @@ TASK_STATES = {
     TaskState.FAILED: pb.TASK_STATE_FAILED,
 }
 DEFAULT_STATUS_BLOBS = 1000
+REPLICA_STOPPING = TrackerUnavailable("this tracker replica stops: ask another")
 
 
 async def abort(context: grpc.aio.ServicerContext, error: TrackerError) -> None:
@@ -280,6 +281,9 @@ class TrackerService(tracker_pb2_grpc.TrackerServicer):
             return
         try:
             yield pb.WatchEvent(subscribed=True)
+            if request.resume:
+                for chunk in range(request.chunk_count):
+                    watcher.mark(chunk)
             while (changed := await watcher.changes()) is not None:
                 try:
                     views = await self.cluster.view(
@@ -293,6 +297,8 @@ class TrackerService(tracker_pb2_grpc.TrackerServicer):
                 except TrackerError as error:
                     await abort(context, error)
                     return
+            if watcher.stopping:
+                await abort(context, REPLICA_STOPPING)
         finally:
             with contextlib.suppress(TrackerError):  # the store is gone: it forgets it anyway
                 await self.cluster.unwatch(watcher)
@@ -338,6 +344,8 @@ class TrackerService(tracker_pb2_grpc.TrackerServicer):
         try:
             while (order := await self.cluster.next_order(inbox)) is not None:
                 yield task_message(order)
+            if inbox.stopping:
+                await abort(context, REPLICA_STOPPING)
         except TrackerError as error:
             await abort(context, error)
         finally:
@@ -389,9 +397,15 @@ async def status_message(
     leased: dict[str, int] = {}
     for lease in leases:
         leased[lease.digest] = leased.get(lease.digest, 0) + 1
+    replicas = [
+        pb.ReplicaStatus(instance=r.instance, address=r.address, uptime_seconds=now - r.started_at)
+        for r in await store.replicas.live()
+    ]
     return pb.StatusResponse(
         tracker_instance=await store.cluster_id(),
         uptime_seconds=now - cluster.started_at,
+        replicas=replicas,
+        replica=cluster.instance,
         nodes=nodes,
         blobs=[await blob_message(store, d, shapes[d], leased.get(d, 0)) for d in shown],
         blobs_truncated=include_blobs and len(digests) > bound,

@@ -31,6 +31,8 @@ def as_json(status: ClusterStatus, tracker: str) -> dict[str, Any]:
         "tracker": tracker,
         "tracker_instance": status.tracker_instance,
         "uptime_seconds": round(status.uptime_seconds, 3),
+        "replica": status.replica,
+        "replicas": [dataclasses.asdict(r) for r in status.replicas],
         "nodes": [dataclasses.asdict(n) for n in status.nodes],
         "totals": {
             "nodes": len(status.nodes),
@@ -50,7 +52,8 @@ def write_table(status: ClusterStatus, tracker: str, out: TextIO) -> None:
     out.write(
         f"tracker {tracker} (instance {status.tracker_instance}, up {status.uptime_seconds:.0f} s):"
         f" {len(status.nodes)} nodes, {status.blob_count} blobs, {status.chunk_count} chunks,"
-        f" {status.lease_count} leases, {status.preheat_tasks} preheat tasks\n"
+        f" {status.lease_count} leases, {status.preheat_tasks} preheat tasks,"
+        f" {len(status.replicas)} live tracker replicas\n"
     )
     rows: list[tuple[str, ...]] = [
         ("NODE", "REGISTRY", "PEER", "ZONE", "BLOBS", "CHUNKS", "LEASES", "SEEN")
@@ -60,6 +63,13 @@ def write_table(status: ClusterStatus, tracker: str, out: TextIO) -> None:
         cells = (n.id, n.registry, n.peer, n.zone or "-", n.blobs, n.chunks, n.leases, seen)
         rows.append(tuple(str(v) for v in cells))
     _write_rows(rows, out)
+    if status.replicas:
+        out.write("\n")
+        rows = [("REPLICA", "ADDRESS", "UP")]
+        for r in status.replicas:
+            answered = " (answered)" if r.instance == status.replica else ""
+            rows.append((r.instance + answered, r.address, f"{r.uptime_seconds:.0f}s"))
+        _write_rows(rows, out)
     if status.blobs:
         out.write("\n")
         rows = [("BLOB", "SIZE", "CHUNKS", "PUBLISHED", "HOLDERS", "SWARM", "LEASES")]

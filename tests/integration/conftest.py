@@ -68,9 +68,10 @@ def start_cluster(
     workdir: Path, p2p_upstream: Registry, request: pytest.FixtureRequest
 ) -> Iterator[Callable[..., Cluster]]:
     """`start_cluster(size=4, node_args={i: [flags]}, tracker_args=[flags], upstream_url=URL,
-    seeders=[i])`: a tracker and `size` nodes, all joined, whose default registry is
-    `p2p_upstream` (reached at `upstream_url`, its own URL unless given), nodes `seeders` with the
-    seeder role. Stopped at teardown; logs printed on failure."""
+    seeders=[i], replicas=1, store=URL)`: a tracker (or `replicas` of them sharing the store) and
+    `size` nodes, all joined, whose default registry is `p2p_upstream` (reached at `upstream_url`,
+    its own URL unless given), nodes `seeders` with the seeder role. Stopped at teardown; logs
+    printed on failure."""
     started: list[Cluster] = []
 
     def start(
@@ -79,6 +80,8 @@ def start_cluster(
         tracker_args: Sequence[str] = (),
         upstream_url: str | None = None,
         seeders: Sequence[int] = (),
+        replicas: int = 1,
+        store: str | None = None,
     ) -> Cluster:
         upstream = p2p_upstream
         cluster = Cluster(
@@ -89,6 +92,8 @@ def start_cluster(
             node_args=node_args,
             tracker_args=tracker_args,
             seeders=seeders,
+            replicas=replicas,
+            store=store,
         )
         started.append(cluster)
         cluster.start()

@@ -1,5 +1,6 @@
-"""A real cluster for integration tests: one `distributed-images tracker` on 127.0.0.1 and nodes
-on distinct loopback addresses (127.0.0.11, .12, ...), each with its own data dir and ports.
+"""A real cluster for integration tests: one `distributed-images tracker` on 127.0.0.1 (or several
+replicas sharing a Redis store) and nodes on distinct loopback addresses (127.0.0.11, .12, ...),
+each with its own data dir and ports.
 
     cluster = Cluster(tmp / "cluster", {upstream.host: upstream.url}, upstream.host, size=4)
     cluster.start()            # tracker healthy, every node ready and joined to it
@@ -10,7 +11,8 @@ on distinct loopback addresses (127.0.0.11, .12, ...), each with its own data di
 The tracker runs with short heartbeats and a short node TTL, so a killed node is forgotten within
 seconds rather than the production default's quarter of a minute. As in production, it holds a
 cluster secret, each node its own credential (node i is `node<i>`), and the nodes listed in
-`seeders` may announce seeded tags.
+`seeders` may announce seeded tags. With `replicas=2, store=redis.url`, `cluster.trackers` are two
+replicas sharing the secret; every node knows both (`--tracker a,b`), node i replica i % 2 first.
 """
 
 from __future__ import annotations
@@ -76,9 +78,12 @@ class Tracker:
         heartbeat_interval: float = HEARTBEAT_INTERVAL,
         node_ttl: float = NODE_TTL,
         extra_args: Sequence[str] = (),
+        name: str = "tracker",
+        secret: bytes | None = None,
     ) -> None:
+        """Replicas of one cluster share `secret` (a new one when not given)."""
         self.workdir = workdir
-        self.secret = new_secret()
+        self.secret = secret or new_secret()
         secret_file = write_secret(workdir / "secret", self.secret)
         self.operator_file = write_secret(
             workdir / "operator.cred", self.credential(Role.OPERATOR, "tests").encode()
@@ -104,7 +109,7 @@ class Tracker:
             str(secret_file),
             *extra_args,
         ]
-        self._daemon = Daemon("tracker", argv, workdir, env=process_environment(), cwd=workdir)
+        self._daemon = Daemon(name, argv, workdir, env=process_environment(), cwd=workdir)
 
     def credential(self, role: Role, name: str) -> str:
         return issue(self.secret, role, name)
@@ -145,9 +150,9 @@ class Tracker:
     def metrics(self) -> Metrics:
         return parse_metrics(http_get(f"{self.http_url}/metrics").decode())
 
-    def status(self) -> dict[str, object]:
-        """What `distributed-images status --tracker ... --json` prints."""
-        argv = [*CLI, "status", "--tracker", self.address, "--json"]
+    def status(self, *flags: str) -> dict[str, object]:
+        """What `distributed-images status --tracker ... --json [flags]` prints."""
+        argv = [*CLI, "status", "--tracker", self.address, "--json", *flags]
         argv += ["--credential-file", str(self.operator_file)]
         result = run(argv, env=process_environment())
         status: dict[str, object] = json.loads(result.stdout)
@@ -168,11 +173,24 @@ class Cluster:
         node_args: Mapping[int, Sequence[str]] | None = None,
         tracker_args: Sequence[str] = (),
         seeders: Sequence[int] = (),
+        replicas: int = 1,
+        store: str | None = None,
     ) -> None:
         assert size <= len(NODE_HOSTS)
+        assert replicas == 1 or store, "tracker replicas share a store"
         self.workdir = workdir
         seeding = [arg for i in seeders for arg in ("--seeder", f"node{i}")]
-        self.tracker = Tracker(workdir / "tracker", extra_args=[*seeding, *tracker_args])
+        args = [*seeding, *(("--store", store) if store else ()), *tracker_args]
+        self.tracker = Tracker(workdir / "tracker", extra_args=args)
+        self.trackers = [self.tracker] + [
+            Tracker(
+                workdir / f"tracker{r}",
+                extra_args=args,
+                name=f"tracker{r}",
+                secret=self.tracker.secret,
+            )
+            for r in range(1, replicas)
+        ]
         node_args = node_args or {}
         self.nodes = [
             Node(
@@ -181,7 +199,7 @@ class Cluster:
                 default,
                 extra_args=[
                     "--tracker",
-                    self.tracker.address,
+                    self._trackers_for(i),
                     "--credential-file",
                     str(self.tracker.credential_file(f"node{i}")),
                     *node_args.get(i, ()),
@@ -192,9 +210,16 @@ class Cluster:
             for i, host in enumerate(NODE_HOSTS[:size])
         ]
 
+    def _trackers_for(self, i: int) -> str:
+        """Node i knows every replica, replica i % n first: the nodes split between them."""
+        addresses = [t.address for t in self.trackers]
+        first = i % len(addresses)
+        return ",".join(addresses[first:] + addresses[:first])
+
     def start(self, timeout: float = START_TIMEOUT) -> None:
-        """Start the tracker, then every node at once; return when all have joined."""
-        self.tracker.start(timeout)
+        """Start the trackers, then every node at once; return when all have joined."""
+        for tracker in self.trackers:
+            tracker.start(timeout)
         _each(self.nodes, lambda node: node.start(timeout))
         wait_until(
             self._all_joined,
@@ -211,10 +236,12 @@ class Cluster:
 
     def stop(self) -> None:
         _each(self.nodes, lambda node: node.stop())
-        self.tracker.stop()
+        for tracker in self.trackers:
+            tracker.stop()
 
     def log_tails(self, lines: int = 80) -> str:
-        tails = [self.tracker.log_tail(lines), *(node.log_tail(lines) for node in self.nodes)]
+        tails = [t.log_tail(lines) for t in self.trackers]
+        tails += [node.log_tail(lines) for node in self.nodes]
         return "\n".join(tails)
 
 

@@ -276,16 +276,18 @@ class PublishResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class WatchRequest(_message.Message):
-    __slots__ = ("node_id", "digest", "size", "chunk_count")
+    __slots__ = ("node_id", "digest", "size", "chunk_count", "resume")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     CHUNK_COUNT_FIELD_NUMBER: _ClassVar[int]
+    RESUME_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     digest: str
     size: int
     chunk_count: int
-    def __init__(self, node_id: _Optional[str] = ..., digest: _Optional[str] = ..., size: _Optional[int] = ..., chunk_count: _Optional[int] = ...) -> None: ...
+    resume: bool
+    def __init__(self, node_id: _Optional[str] = ..., digest: _Optional[str] = ..., size: _Optional[int] = ..., chunk_count: _Optional[int] = ..., resume: _Optional[bool] = ...) -> None: ...
 
 class WatchEvent(_message.Message):
     __slots__ = ("subscribed", "placement")
@@ -473,8 +475,18 @@ class BlobStatus(_message.Message):
     leases: int
     def __init__(self, digest: _Optional[str] = ..., size: _Optional[int] = ..., chunk_count: _Optional[int] = ..., published: _Optional[int] = ..., holders: _Optional[int] = ..., min_swarm: _Optional[int] = ..., max_swarm: _Optional[int] = ..., leases: _Optional[int] = ...) -> None: ...
 
+class ReplicaStatus(_message.Message):
+    __slots__ = ("instance", "address", "uptime_seconds")
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    UPTIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    instance: str
+    address: str
+    uptime_seconds: float
+    def __init__(self, instance: _Optional[str] = ..., address: _Optional[str] = ..., uptime_seconds: _Optional[float] = ...) -> None: ...
+
 class StatusResponse(_message.Message):
-    __slots__ = ("tracker_instance", "uptime_seconds", "nodes", "blobs", "blobs_truncated", "blob_count", "chunk_count", "lease_count", "preheat_tasks")
+    __slots__ = ("tracker_instance", "uptime_seconds", "nodes", "blobs", "blobs_truncated", "blob_count", "chunk_count", "lease_count", "preheat_tasks", "replicas", "replica")
     TRACKER_INSTANCE_FIELD_NUMBER: _ClassVar[int]
     UPTIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
     NODES_FIELD_NUMBER: _ClassVar[int]
@@ -484,6 +496,8 @@ class StatusResponse(_message.Message):
     CHUNK_COUNT_FIELD_NUMBER: _ClassVar[int]
     LEASE_COUNT_FIELD_NUMBER: _ClassVar[int]
     PREHEAT_TASKS_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
     tracker_instance: str
     uptime_seconds: float
     nodes: _containers.RepeatedCompositeFieldContainer[NodeStatus]
@@ -493,4 +507,6 @@ class StatusResponse(_message.Message):
     chunk_count: int
     lease_count: int
     preheat_tasks: int
-    def __init__(self, tracker_instance: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., nodes: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ..., blobs: _Optional[_Iterable[_Union[BlobStatus, _Mapping]]] = ..., blobs_truncated: _Optional[bool] = ..., blob_count: _Optional[int] = ..., chunk_count: _Optional[int] = ..., lease_count: _Optional[int] = ..., preheat_tasks: _Optional[int] = ...) -> None: ...
+    replicas: _containers.RepeatedCompositeFieldContainer[ReplicaStatus]
+    replica: str
+    def __init__(self, tracker_instance: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., nodes: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ..., blobs: _Optional[_Iterable[_Union[BlobStatus, _Mapping]]] = ..., blobs_truncated: _Optional[bool] = ..., blob_count: _Optional[int] = ..., chunk_count: _Optional[int] = ..., lease_count: _Optional[int] = ..., preheat_tasks: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[ReplicaStatus, _Mapping]]] = ..., replica: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,206 @@
+"""Two tracker replicas on one real redis-server serve one cluster of four real nodes on
+127.0.0.11-14, pulling from a real upstream (DESIGN section 11): the nodes split between the
+replicas and the cluster still fetches each upstream byte once; a replica SIGKILLed mid-pull
+costs no pull and no byte twice; Redis restarted empty mid-pull costs no pull either, and the
+nodes join again; a lease is granted once however many replicas are asked at once."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
+
+import aiohttp
+import pytest
+
+from tests.integration.conftest import P2PImages
+from tests.support.cluster import Cluster, Received, pull_image
+from tests.support.images import OciImage
+from tests.support.redisserver import RedisServer
+from tests.support.registry import Registry, upstream_blob_bytes
+from tracker.client import Directive, NodeAddress, TrackerClient
+from tracker.credentials import Role
+
+pytestmark = pytest.mark.integration
+
+FALLBACKS = "distributed_images_fallbacks_total"
+LOCATES = "distributed_images_tracker_rpc_duration_seconds_count"
+PULL_TIMEOUT = 180.0
+WAIT_TIMEOUT = 60.0
+D = "sha256:" + "7" * 64
+
+
+@pytest.fixture
+def redis(redis_server: RedisServer) -> RedisServer:
+    """The session's redis-server, emptied."""
+    redis_server.flush()
+    return redis_server
+
+
+@asynccontextmanager
+async def client() -> AsyncIterator[aiohttp.ClientSession]:
+    connector = aiohttp.TCPConnector(limit=0)
+    timeout = aiohttp.ClientTimeout(total=PULL_TIMEOUT)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        yield session
+
+
+def correct(image: OciImage) -> dict[str, Received]:
+    return {digest: Received(200, digest, size) for digest, size in image.image().blobs.items()}
+
+
+async def until(condition: Callable[[], bool], what: str, interval: float = 0.1) -> None:
+    deadline = time.monotonic() + WAIT_TIMEOUT
+    while not await asyncio.to_thread(condition):
+        assert time.monotonic() < deadline, f"never true after {WAIT_TIMEOUT:.0f} s: {what}"
+        await asyncio.sleep(interval)
+
+
+async def pull_everywhere(
+    cluster: Cluster, image: OciImage, midway: Callable[[], None] | None = None
+) -> list[dict[str, Received]]:
+    """Every node pulls the big image at once; `midway` runs once a third of all the bytes the
+    nodes are to receive have arrived."""
+    async with client() as session:
+        progress: list[dict[str, int]] = [{} for _ in cluster.nodes]
+        pulls = [
+            asyncio.create_task(pull_image(session, node, P2PImages.BIG, progress[i]))
+            for i, node in enumerate(cluster.nodes)
+        ]
+        if midway is not None:
+            total = image.image().blob_bytes * len(cluster.nodes)
+
+            def a_third() -> bool:
+                return sum(sum(p.values()) for p in progress) >= total / 3
+
+            await until(a_third, "a third of the bytes arrived", 0.02)
+            assert not all(pull.done() for pull in pulls), "the pulls ended before the event"
+            midway()
+        return [(await pull).blobs for pull in pulls]
+
+
+def holders(cluster: Cluster, digests: Iterable[str]) -> dict[str, int]:
+    """How many nodes hold each blob whole, as the tracker shows it."""
+    status = cluster.tracker.status("--blobs")
+    blobs = status.get("blobs", [])
+    assert isinstance(blobs, list)
+    found = {blob["digest"]: blob["holders"] for blob in blobs}
+    return {digest: found.get(digest, 0) for digest in digests}
+
+
+def held(cluster: Cluster, tracker: int) -> dict[str, object]:
+    status = cluster.trackers[tracker].status()
+    nodes = status["nodes"]
+    assert isinstance(nodes, list)
+    return {node["registry"]: node["blobs"] for node in nodes}
+
+
+async def test_nodes_split_over_two_replicas_fetch_each_upstream_byte_once(
+    start_cluster: Callable[..., Cluster],
+    redis: RedisServer,
+    p2p_upstream: Registry,
+    p2p_images: P2PImages,
+) -> None:
+    cluster = start_cluster(size=4, replicas=2, store=redis.url)
+    image = p2p_images.big.image()
+    mark = p2p_upstream.mark()
+    assert await pull_everywhere(cluster, p2p_images.big) == [correct(p2p_images.big)] * 4
+    assert await upstream_blob_bytes(p2p_upstream, mark, list(image.blobs)) == image.blobs
+    # Both replicas placed chunks (the nodes are split between them), and the cluster they show
+    # is the same: every node holds every blob, whichever replica is asked.
+    for tracker in cluster.trackers:
+        m = tracker.metrics()
+        print(
+            "METRICS",
+            tracker.address,
+            {k: v for k, v in m.items() if "rpc_duration" in k and ("_count" in k or "_sum" in k)},
+        )
+        assert tracker.metrics().sum(LOCATES, method="Locate") > 0, tracker.address
+    everyone = {node.host: len(image.blobs) for node in cluster.nodes}
+    for r in (0, 1):
+        await until(lambda r=r: held(cluster, r) == everyone, f"replica {r} shows every blob")
+    status = cluster.trackers[1].status()
+    replicas = status["replicas"]
+    assert isinstance(replicas, list) and len(replicas) == 2
+    assert status["replica"] in {r["instance"] for r in replicas}
+    for node in cluster.nodes:
+        assert node.metric(FALLBACKS) == 0, node.name
+
+
+async def test_a_replica_killed_mid_pull_costs_no_pull_and_no_byte_twice(
+    start_cluster: Callable[..., Cluster],
+    redis: RedisServer,
+    p2p_upstream: Registry,
+    p2p_images: P2PImages,
+) -> None:
+    cluster = start_cluster(size=4, replicas=2, store=redis.url)
+    image = p2p_images.big.image()
+    mark = p2p_upstream.mark()
+    pulled = await pull_everywhere(cluster, p2p_images.big, cluster.trackers[0].kill)
+    assert pulled == [correct(p2p_images.big)] * 4
+    assert await upstream_blob_bytes(p2p_upstream, mark, list(image.blobs)) == image.blobs
+    for node in cluster.nodes:
+        assert node.metric(FALLBACKS) == 0, node.name
+    # The nodes that talked to the killed replica moved to the other, which sees them all live.
+    status = cluster.trackers[1].status()
+    assert len(status["replicas"]) == 1  # type: ignore[arg-type]
+    nodes = status["nodes"]
+    assert isinstance(nodes, list) and len(nodes) == 4
+    assert all(n["seconds_since_heartbeat"] < 5 for n in nodes)
+
+
+async def test_redis_restarted_empty_mid_pull_costs_no_pull_and_the_nodes_join_again(
+    start_cluster: Callable[..., Cluster],
+    redis: RedisServer,
+    p2p_images: P2PImages,
+) -> None:
+    cluster = start_cluster(size=4, replicas=2, store=redis.url)
+    image = p2p_images.big.image()
+    pulled = await pull_everywhere(cluster, p2p_images.big, redis.restart)
+    assert pulled == [correct(p2p_images.big)] * 4
+    # The state is rebuilt from the nodes: each joined again and announced what it holds.
+    everyone = dict.fromkeys(image.blobs, len(cluster.nodes))
+    await until(lambda: holders(cluster, image.blobs) == everyone, "every node announced again")
+    for node in cluster.nodes:
+        assert node.log_path.read_text().count("joined the cluster") >= 2, node.name
+
+
+async def test_a_lease_race_through_both_replicas_grants_one_lease(
+    start_cluster: Callable[..., Cluster], redis: RedisServer
+) -> None:
+    cluster = start_cluster(size=1, replicas=2, store=redis.url)
+    racers = [f"racer-{i}" for i in range(40)]
+    clients = [
+        TrackerClient(
+            cluster.trackers[i % 2].address,
+            credential=cluster.tracker.credential(Role.NODE, n),
+            timeout=30,
+        )
+        for i, n in enumerate(racers)
+    ]
+    try:
+        await asyncio.gather(
+            *(
+                c.join(NodeAddress(n, f"127.0.1.{i}:8080", f"127.0.1.{i}:6881"), "i")
+                for i, (n, c) in enumerate(zip(racers, clients, strict=True))
+            )
+        )
+        placements = await asyncio.gather(
+            *(
+                c.locate(n, D, 4 << 20, 1, max_leases=1)
+                for n, c in zip(racers, clients, strict=True)
+            )
+        )
+        fetchers = [
+            n
+            for n, placement in zip(racers, placements, strict=True)
+            if placement.chunks[0].directive is Directive.FETCH
+        ]
+        assert len(fetchers) == 1, fetchers
+        # Everyone is told the same holder, whichever replica it asked.
+        assert {p.chunks[0].lease_holder for p in placements} == set(fetchers)
+        assert cluster.tracker.status()["totals"]["leases"] == 1  # type: ignore[index]
+    finally:
+        for c in clients:
+            await c.close()
