@@ -50,8 +50,35 @@ checksum/cluster-secret: {{ printf "%s/%s" .Values.clusterSecret.value .Values.c
 {{- default (printf "%s-tracker-tls" (include "di.fullname" .)) .Values.tracker.tls.existingSecret }}
 {{- end }}
 
+{{/* Whether the tracker keeps its state in a store its replicas share ("true" or ""). */}}
+{{- define "di.trackerShared" -}}
+{{- if or .Values.tracker.store.existingSecret .Values.redis.enabled }}true{{ end }}
+{{- end }}
+
+{{- define "di.trackerReplicas" -}}
+{{- if .Values.tracker.replicas }}{{ int .Values.tracker.replicas }}
+{{- else if include "di.trackerShared" . }}3
+{{- else }}1
+{{- end }}
+{{- end }}
+
+{{/* The Secret and key holding the store's URL. */}}
+{{- define "di.storeSecret" -}}
+{{- default (printf "%s-redis" (include "di.fullname" .)) .Values.tracker.store.existingSecret }}
+{{- end }}
+
+{{- define "di.storeKey" -}}
+{{- if .Values.tracker.store.existingSecret }}{{ .Values.tracker.store.key }}{{ else }}url{{ end }}
+{{- end }}
+
+{{/* Nodes reach every replica: a headless Service's name resolves to all of them (nodes move
+     to another when theirs fails); a single tracker is reached through its Service. */}}
 {{- define "di.trackerAddress" -}}
-{{- printf "%s-tracker.%s.svc.%s:%d" (include "di.fullname" .) .Release.Namespace .Values.clusterDomain (int .Values.tracker.grpcPort) }}
+{{- $service := printf "%s-tracker" (include "di.fullname" .) }}
+{{- if include "di.trackerShared" . }}
+{{- $service = printf "%s-tracker-headless" (include "di.fullname" .) }}
+{{- end }}
+{{- printf "%s.%s.svc.%s:%d" $service .Release.Namespace .Values.clusterDomain (int .Values.tracker.grpcPort) }}
 {{- end }}
 
 {{/* Whether the registry API listens on the host's loopback only (hostNetwork). */}}

@@ -9,6 +9,7 @@ helm comes from scripts/install-helm.sh (.tools/bin/helm); see reference/helm.md
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import re
@@ -82,6 +83,20 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
                 "certManager": {"issuerRef": {"name": "cluster-ca", "kind": "ClusterIssuer"}},
                 "caConfigMap": "cluster-ca",
             }
+        },
+    },
+    "bundled-redis": {
+        "redis": {"enabled": True},
+        "networkPolicy": {"enabled": True, "trackerFrom": [{"ipBlock": {"cidr": "10.0.0.0/16"}}]},
+    },
+    "external-store": {
+        "tracker": {
+            "replicas": 2,
+            "store": {
+                "existingSecret": "tracker-store",
+                "key": "redis-url",
+                "tlsCaSecret": "store-ca",
+            },
         },
     },
     "standalone": {
@@ -357,6 +372,99 @@ def test_tls_without_a_ca_for_the_nodes_is_refused(
     values = {"tracker": {"tls": {"enabled": True, "existingSecret": "t"}}}
     result = helm("template", "di", str(CHART), "-f", values_file(tmp_path, values), check=False)
     assert result.returncode != 0 and "caConfigMap" in result.stderr
+
+
+def test_a_single_tracker_keeps_its_state_in_memory_and_is_ready_when_it_serves(
+    defaults: list[Manifest],
+) -> None:
+    deployment = find(defaults, "Deployment", "-tracker")
+    assert deployment["spec"]["replicas"] == 1
+    tracker = container(deployment["spec"]["template"]["spec"], "tracker")
+    assert tracker["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert not load_config("tracker", tracker["args"], env_of(tracker)).storage.shared
+    assert not [m for m in defaults if m["kind"] in ("PodDisruptionBudget", "StatefulSet")]
+
+
+@pytest.fixture(scope="module")
+def bundled(helm: Callable[..., Any], tmp_path_factory: pytest.TempPathFactory) -> list[Manifest]:
+    return render(helm, tmp_path_factory.mktemp("bundled"), VALUE_SETS["bundled-redis"])
+
+
+def test_with_the_bundled_redis_three_spread_replicas_share_it(bundled: list[Manifest]) -> None:
+    deployment = find(bundled, "Deployment", "-tracker")
+    spec = deployment["spec"]
+    assert spec["replicas"] == 3
+    keys = {c["topologyKey"] for c in spec["template"]["spec"]["topologySpreadConstraints"]}
+    assert keys == {"kubernetes.io/hostname", "topology.kubernetes.io/zone"}
+    pdb = find(bundled, "PodDisruptionBudget", "-tracker")
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert pdb["spec"]["selector"] == spec["selector"]
+    tracker = container(spec["template"]["spec"], "tracker")
+    [store] = [e for e in tracker["env"] if e["name"] == "DI_STORE"]
+    assert store["valueFrom"]["secretKeyRef"] == {
+        "name": "di-distributed-images-redis",
+        "key": "url",
+    }
+    env = env_of(tracker) | {"DI_STORE": "redis://:pw@redis:6379/0"}
+    config = load_config("tracker", [expand(a, env) for a in tracker["args"]], env)
+    assert config.storage.shared and config.advertise == "secret-or-field:7070"
+    # The nodes know every ready replica through the headless Service.
+    headless = find(bundled, "Service", "-tracker-headless")
+    assert headless["spec"]["clusterIP"] == "None"
+    node = container(find(bundled, "DaemonSet", "-node")["spec"]["template"]["spec"], "node")
+    assert env_of(node)["DI_TRACKER"] == (
+        "di-distributed-images-tracker-headless.images.svc.cluster.local:7070"
+    )
+
+
+def test_the_bundled_redis_keeps_its_password_off_every_command_line(
+    bundled: list[Manifest],
+) -> None:
+    secret = find(bundled, "Secret", "-redis")
+    data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    password = data["password"]
+    assert len(password) >= 32
+    assert f"requirepass {password}" in data["redis.conf"]
+    assert data["url"] == (
+        f"redis://:{password}@di-distributed-images-redis.images.svc.cluster.local:6379/0"
+    )
+    statefulset = find(bundled, "StatefulSet", "-redis")
+    redis = container(statefulset["spec"]["template"]["spec"], "redis")
+    assert redis["command"] == ["valkey-server", "/etc/redis/redis.conf"]
+    rendered = yaml.safe_dump([m for m in bundled if m["kind"] != "Secret"])
+    assert password not in rendered
+    assert find(bundled, "NetworkPolicy", "-redis")["spec"]["ingress"][0]["from"] == [
+        {"podSelector": {"matchLabels": statefulset_selector(bundled, "tracker")}}
+    ]
+
+
+def statefulset_selector(manifests: list[Manifest], component: str) -> dict[str, str]:
+    deployment = find(manifests, "Deployment", f"-{component}")
+    return dict(deployment["spec"]["selector"]["matchLabels"])
+
+
+def test_an_external_store_is_read_from_its_secret_with_its_ca(
+    helm: Callable[..., Any], tmp_path: Path
+) -> None:
+    manifests = render(helm, tmp_path, VALUE_SETS["external-store"])
+    assert not [m for m in manifests if m["kind"] == "StatefulSet"]
+    spec = find(manifests, "Deployment", "-tracker")["spec"]
+    assert spec["replicas"] == 2
+    tracker = container(spec["template"]["spec"], "tracker")
+    [store] = [e for e in tracker["env"] if e["name"] == "DI_STORE"]
+    assert store["valueFrom"]["secretKeyRef"] == {"name": "tracker-store", "key": "redis-url"}
+    env = env_of(tracker) | {"DI_STORE": "rediss://redis.example:6380/1"}
+    config = load_config("tracker", tracker["args"], env)
+    assert str(config.storage.store_tls_ca) == "/etc/distributed-images/store-ca/ca.crt"
+    [mount] = [m for m in tracker["volumeMounts"] if m["name"] == "store-ca"]
+    assert mount["mountPath"] == "/etc/distributed-images/store-ca"
+
+
+def test_replicas_without_a_store_are_refused(helm: Callable[..., Any], tmp_path: Path) -> None:
+    values = {"tracker": {"replicas": 2}}
+    result = helm("template", "di", str(CHART), "-f", values_file(tmp_path, values), check=False)
+    assert result.returncode != 0
+    assert "needs a shared store" in result.stderr
 
 
 def test_init_container_writes_hosts_toml_and_the_uninstall_hook_restores_the_originals(
