@@ -15,7 +15,7 @@ from typing import Any
 
 import grpc
 
-from tracker import auth, limits
+from tracker import auth, limits, witnesses
 from tracker.cluster import ChunkView, Cluster, Directive, Holding, Load
 from tracker.errors import ERROR_KEY, MetainfoUnconfirmed, TrackerError, TrackerUnavailable
 from tracker.metrics import TrackerMetrics
@@ -23,7 +23,6 @@ from tracker.store import Store
 from tracker.tasks import Order, PreheatJob, PreheatOrder, TaskState
 from tracker.v1 import tracker_pb2 as pb
 from tracker.v1 import tracker_pb2_grpc
-from tracker.witnesses import Witnesses
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +149,6 @@ class TrackerService(tracker_pb2_grpc.TrackerServicer):
     def __init__(self, cluster: Cluster, metrics: TrackerMetrics) -> None:
         self.cluster = cluster
         self.metrics = metrics
-        self.witnesses = Witnesses()
 
     # ---- membership ----
 
@@ -264,8 +262,11 @@ class TrackerService(tracker_pb2_grpc.TrackerServicer):
             (lease is not None and lease.holder == request.node_id)
             or auth.caller().seeder
             or await store.blobs.metainfo(request.digest, request.chunk) is not None
-            or self.witnesses.confirm(
-                request.digest, request.chunk, request.metainfo, request.node_id
+            or await store.blobs.witness(
+                request.digest,
+                request.chunk,
+                witnesses.fingerprint(request.metainfo),
+                request.node_id,
             )
         )
 

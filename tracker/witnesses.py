@@ -16,18 +16,22 @@ from collections import OrderedDict
 MAX_PENDING = 100_000
 
 
+def fingerprint(metainfo: bytes) -> str:
+    return hashlib.sha256(metainfo).hexdigest()
+
+
 class Witnesses:
-    """Unconfirmed metainfo, one per chunk, the oldest forgotten first beyond `capacity`."""
+    """Unconfirmed metainfo, one per chunk, the oldest forgotten first beyond `capacity` (the
+    in-memory store's; the Redis store keeps them per blob, shared by every replica)."""
 
     def __init__(self, capacity: int = MAX_PENDING) -> None:
         self._capacity = capacity
-        self._pending: OrderedDict[tuple[str, int], tuple[bytes, str]] = OrderedDict()
+        self._pending: OrderedDict[tuple[str, int], tuple[str, str]] = OrderedDict()
 
-    def confirm(self, digest: str, chunk: int, metainfo: bytes, node_id: str) -> bool:
-        """True when another node already published these bytes for the chunk; otherwise they
-        wait for a second witness (replacing what this chunk had waiting)."""
+    def confirm(self, digest: str, chunk: int, fingerprint: str, node_id: str) -> bool:
+        """True when another node already published these bytes (`fingerprint`) for the chunk;
+        otherwise they wait for a second witness (replacing what this chunk had waiting)."""
         key = (digest, chunk)
-        fingerprint = hashlib.sha256(metainfo).digest()
         waiting = self._pending.get(key)
         if waiting is not None and waiting[0] == fingerprint and waiting[1] != node_id:
             del self._pending[key]

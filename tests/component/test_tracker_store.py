@@ -290,6 +290,15 @@ async def test_fanout_and_republish_asks(store: Store) -> None:
     assert await store.blobs.ask_republish(D, 0, 12.5, 2.0)
 
 
+async def test_metainfo_from_a_witness_waits_for_a_second_one(store: Store) -> None:
+    assert not await store.blobs.witness(D, 0, "ab12", "a")
+    assert not await store.blobs.witness(D, 0, "ab12", "a"), "the same node twice is one witness"
+    assert not await store.blobs.witness(D, 0, "cd34", "b"), "other bytes replace what waited"
+    assert not await store.blobs.witness(D, 1, "cd34", "c"), "another chunk"
+    assert await store.blobs.witness(D, 0, "cd34", "c")
+    assert not await store.blobs.witness(D, 0, "cd34", "d"), "confirmed once, then forgotten"
+
+
 async def test_watches_are_counted_per_stream_and_forgotten_with_their_node(store: Store) -> None:
     await live_replica(store, "r1")
     await store.blobs.add_watch(E, "b", "r1:1")

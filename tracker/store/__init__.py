@@ -268,6 +268,11 @@ class Blobs(Protocol):
         hold whole (`holds`: its mask of complete chunks). True if it is the chunk's relay."""
         ...
 
+    async def witness(self, digest: str, chunk: int, fingerprint: str, node_id: str) -> bool:
+        """Whether another node already published metainfo with this fingerprint for the chunk
+        (then it is forgotten); otherwise it waits for a second witness (`tracker.witnesses`)."""
+        ...
+
     async def ask_republish(self, digest: str, chunk: int, now: float, interval: float) -> bool:
         """True (and noted) unless a republish of the chunk was asked less than `interval` ago."""
         ...

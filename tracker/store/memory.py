@@ -25,6 +25,7 @@ from tracker.peerstore import IndexedPeerStore, Masks, PeerStore
 from tracker.refs import RefIndex, Resolution
 from tracker.store import Candidacy, Caps, ChunkState, FanoutContext, FillContext, Replica
 from tracker.tasks import Order, PreheatJob, TaskBoard, TaskState
+from tracker.witnesses import Witnesses
 
 
 class MemoryMembers:
@@ -239,6 +240,7 @@ class MemoryBlobs:
         self.watches: dict[str, dict[str, str]] = {}  # digest -> watch -> node
         self.watching: dict[str, dict[str, str]] = {}  # node -> watch -> digest
         self.watched_order: dict[str, None] = {}  # the longest watched first
+        self.witnesses = Witnesses()
 
     async def shape(self, digest: str) -> tuple[int, int] | None:
         return self.shapes_by_digest.get(digest)
@@ -336,6 +338,9 @@ class MemoryBlobs:
         if members is not None:
             for node_id in node_ids:
                 members.pop(node_id, None)
+
+    async def witness(self, digest: str, chunk: int, fingerprint: str, node_id: str) -> bool:
+        return self.witnesses.confirm(digest, chunk, fingerprint, node_id)
 
     async def ask_republish(self, digest: str, chunk: int, now: float, interval: float) -> bool:
         asked = self.republish_asked.setdefault(digest, {})

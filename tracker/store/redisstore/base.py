@@ -17,6 +17,7 @@ Keys (all under one prefix, `di:` by default; one Redis database per cluster):
     fetching:total       the leases whose range is still coming in
     blobs                set    known blobs                       b:<d> hash size, chunks
     mi:<d>               hash   chunk -> metainfo                 ra:<d> hash chunk -> asked at
+    wit:<d>              hash   chunk -> unconfirmed metainfo's fingerprint and publisher
     rq:<d>               zset   requester -> first asked          rqt:<d> hash requester -> last
     nr:<node>            set    blobs the node asked about
     fo:<d>:<c>           hash   fan-out member -> since           fos:<d> set chunks with fan-out

@@ -95,6 +95,22 @@ redis.call('SADD', k('fos', d), c)
 return 1
 """
 
+# A chunk's unconfirmed metainfo: its fingerprint and who published it, until a second node
+# publishes the same (then forgotten); it goes with the blob.
+WITNESS = r"""
+local d, c, fingerprint, node = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local waiting = redis.call('HGET', k('wit', d), c)
+if waiting then
+  local known, by = string.match(waiting, '^(%x+) (.*)$')
+  if known == fingerprint and by ~= node then
+    redis.call('HDEL', k('wit', d), c)
+    return 1
+  end
+end
+redis.call('HSET', k('wit', d), c, fingerprint .. ' ' .. node)
+return 0
+"""
+
 ASK_REPUBLISH = r"""
 local d, c, now = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local last = redis.call('HGET', k('ra', d), c)
@@ -191,7 +207,8 @@ if redis.call('EXISTS', k('w', d)) == 1 or redis.call('EXISTS', k('rq', d)) == 1
   return 0
 end
 for _, c in ipairs(redis.call('SMEMBERS', k('fos', d))) do redis.call('DEL', k('fo', d, c)) end
-redis.call('DEL', k('b', d), k('mi', d), k('fos', d), k('ra', d), k('rqt', d), k('cc', d))
+redis.call('DEL', k('b', d), k('mi', d), k('fos', d), k('ra', d), k('rqt', d), k('cc', d),
+  k('wit', d))
 redis.call('SREM', k('blobs'), d)
 return 1
 """
@@ -215,6 +232,7 @@ class RedisBlobs:
         self._join_fanout = scripts.register(JOIN_FANOUT)
         self._ask_republish = scripts.register(ASK_REPUBLISH)
         self._join_relay = scripts.register(JOIN_RELAY)
+        self._witness = scripts.register(WITNESS)
         self._add_watch = scripts.register(ADD_WATCH)
         self._remove_watch = scripts.register(REMOVE_WATCH)
         self._watchers = scripts.register(WATCHERS)
@@ -297,6 +315,9 @@ class RedisBlobs:
     async def leave_fanout(self, digest: str, chunk: int, node_ids: Collection[str]) -> None:
         if node_ids:
             await self._client.hdel(f"{self._p}fo:{digest}:{chunk}", *node_ids)
+
+    async def witness(self, digest: str, chunk: int, fingerprint: str, node_id: str) -> bool:
+        return bool(await self._witness(digest, chunk, fingerprint, node_id))
 
     async def ask_republish(self, digest: str, chunk: int, now: float, interval: float) -> bool:
         return bool(await self._ask_republish(digest, chunk, repr(now), interval))
