@@ -93,7 +93,7 @@ async def placement_message(
 ) -> pb.Placement:
     """Views as one message in which each peer is written once and chunks refer to it. A peer
     that left since the views were made is left out."""
-    nodes = await cluster.store.members.many({c.node_id for v in views for c in v.peers})
+    nodes = await cluster.store.members.addresses({c.node_id for v in views for c in v.peers})
     index: dict[str, int] = {}
     peers: list[pb.Peer] = []
     chunks = []

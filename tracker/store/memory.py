@@ -50,6 +50,9 @@ class MemoryMembers:
         nodes = self.nodes
         return {n: nodes[n] for n in node_ids if n in nodes}
 
+    async def addresses(self, node_ids: Collection[str]) -> dict[str, Node]:
+        return await self.many(node_ids)
+
     async def all(self) -> list[Node]:
         return list(self.nodes.values())
 

@@ -286,7 +286,11 @@ class RedisStore:
                 for _, entries in reply:
                     for entry_id, fields in entries:
                         last = entry_id
-                        hub.deliver(decode(fields[b"e"]))
+                        events = decode(fields[b"e"])
+                        for event in events:
+                            if isinstance(event, Gone):
+                                self.members.forget_address(event.node_id)
+                        hub.deliver(events)
             except asyncio.CancelledError:
                 raise
             except (*UNREACHABLE, StoreUnavailable) as e:

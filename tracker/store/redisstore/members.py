@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Collection
 from typing import Any
 
@@ -9,20 +10,8 @@ from tracker.errors import FailedPrecondition
 from tracker.nodes import Load, Node
 from tracker.store.redisstore.base import Scripts, number, text, translating
 
-FIELDS = (
-    "instance",
-    "registry",
-    "peer",
-    "zone",
-    "joined_at",
-    "last_seen",
-    "epoch",
-    "uploads",
-    "downloads",
-    "upload_bps",
-    "download_bps",
-    "store_bytes",
-)
+ADDRESS_SECONDS = 5.0
+MAX_ADDRESSES = 100_000
 
 JOIN = r"""
 local id = ARGV[2]
@@ -107,6 +96,9 @@ class RedisMembers:
     def __init__(self, client: Any, scripts: Scripts, prefix: str) -> None:
         self._client = client
         self._p = prefix
+        # Records handed out as peers' addresses, kept ADDRESS_SECONDS (bounded): they change
+        # only when a node joins again, and a Gone notification drops them at once.
+        self._addresses: dict[str, tuple[Node, float]] = {}
         self._join = scripts.register(JOIN)
         self._heartbeat = scripts.register(HEARTBEAT)
         self._remove = scripts.register(REMOVE)
@@ -150,6 +142,28 @@ class RedisMembers:
                 pipe.hgetall(self._p + "node:" + node_id)
             records = await pipe.execute()
         return {n: node_of(n, raw) for n, raw in zip(ids, records, strict=True) if raw}
+
+    async def addresses(self, node_ids: Collection[str]) -> dict[str, Node]:
+        now = time.monotonic()
+        found: dict[str, Node] = {}
+        missing = []
+        for node_id in node_ids:
+            cached = self._addresses.get(node_id)
+            if cached is not None and cached[1] > now:
+                found[node_id] = cached[0]
+            else:
+                missing.append(node_id)
+        if missing:
+            fresh = await self.many(missing)
+            if len(self._addresses) + len(fresh) > MAX_ADDRESSES:
+                self._addresses.clear()
+            for node_id, node in fresh.items():
+                self._addresses[node_id] = (node, now + ADDRESS_SECONDS)
+            found |= fresh
+        return found
+
+    def forget_address(self, node_id: str) -> None:
+        self._addresses.pop(node_id, None)
 
     async def all(self) -> list[Node]:
         ids = [text(n) for n in await self._client.zrange(self._p + "seen", 0, -1)]
