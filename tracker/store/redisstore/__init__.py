@@ -60,6 +60,7 @@ local excluded = redis.call('SMEMBERS', k('silent'))
 -- Enough holders that `bound` remain without the requester and the silent members.
 local want = 0
 if bound > 0 then want = bound + 1 + #excluded end
+local zones = redis.call('HKEYS', k('zones'))
 local out = {excluded}
 for i = 6, #ARGV do
   local c = ARGV[i]
@@ -67,7 +68,7 @@ for i = 6, #ARGV do
   local published = redis.call('HEXISTS', k('mi', d), c)
   if with_meta and published == 1 then meta = redis.call('HGET', k('mi', d), c) end
   out[#out + 1] = {sources(d, c, excluded), redis.call('HGET', k('l', d), c) or false,
-                   published, meta, sample(d, c, zone, want)}
+                   published, meta, sample(d, c, zone, want, zones)}
 end
 return out
 """

@@ -111,47 +111,46 @@ return out
 
 # A sample of chunk c's holders for a handout, best ranks first: whole holders in the zone, then
 # in other zones, then partial ones; each pool asked for `want` at most (random members), and
-# the next pools only while fewer than `want` are found. Returns node, zone, whole (1/0) triples.
+# the next pools only while fewer than `want` are found. `zones`: every zone (HKEYS zones).
+# Returns one string, a line per holder: node, zone and 1 (whole) or 0, tab-separated.
 SAMPLE = r"""
-local function sample(d, c, zone, want)
+local function sample(d, c, zone, want, zones)
   local out = {}
   local found = 0
-  local zones = redis.call('HKEYS', k('zones'))
   for _, whole in ipairs({'c', 'p'}) do
     local order = {zone}
     for _, z in ipairs(zones) do if z ~= zone then order[#order + 1] = z end end
     for _, z in ipairs(order) do
-      if found >= want then return out end
+      if found >= want then return table.concat(out, '\n') end
       local members = redis.call('SRANDMEMBER', k('pool', d, c, whole, z), want)
       for _, node in ipairs(members) do
-        out[#out + 1] = node
-        out[#out + 1] = z
-        out[#out + 1] = whole == 'c' and 1 or 0
+        out[#out + 1] = node .. '\t' .. z .. '\t' .. (whole == 'c' and '1' or '0')
         found = found + 1
       end
     end
   end
-  return out
+  return table.concat(out, '\n')
 end
 """
 
 HANDOUT = (
     SAMPLE
     + r"""
-return sample(ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]))
+return sample(ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), redis.call('HKEYS', k('zones')))
 """
 )
 
 
-def candidates(sampled: list[Any]) -> list[Candidate]:
-    return [
-        Candidate(text(sampled[i]), text(sampled[i + 1]), bool(sampled[i + 2]))
-        for i in range(0, len(sampled), 3)
-    ]
+def candidates(sampled: bytes) -> list[Candidate]:
+    found = []
+    for line in sampled.decode().split("\n") if sampled else ():
+        node_id, zone, whole = line.split("\t")
+        found.append(Candidate(node_id, zone, whole == "1"))
+    return found
 
 
 def ranked(
-    sampled: list[Any],
+    sampled: bytes,
     requester: str,
     zone: str,
     bound: int,
