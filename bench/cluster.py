@@ -32,6 +32,7 @@ NODE_PORT = 8080
 PEER_PORT = 6881
 TRACKER_PORT = 7070
 TRACKER_HTTP_PORT = 7071
+STORE_PORT = 6379
 START_TIMEOUT = 60.0
 CLI = [sys.executable, "-m", "distributed_images.cli"]
 
@@ -122,6 +123,10 @@ class Cluster:
         self.upstream = network.add_host("upstream", links.upstream_mbit, links.mtu)
         self.proxy_host = network.add_host("proxy", links.node_mbit, links.mtu)
         self.tracker_host = network.add_host("tracker", links.node_mbit, links.mtu)
+        # A second tracker replica and the Redis they share, for p2p-cold-failover.
+        self.tracker2_host = network.add_host("tracker2", links.node_mbit, links.mtu)
+        self.store_host = network.add_host("store", links.node_mbit, links.mtu)
+        self._trackers = self.tracker_address  # what the agents are given as --tracker
         self.node_hosts = [
             network.add_host(f"node{i}", links.node_mbit, links.mtu) for i in range(links.nodes)
         ]
@@ -130,7 +135,7 @@ class Cluster:
         self._auth_file = workdir / "no-auth.json"
         self._auth_file.write_text(json.dumps({"auths": {}}))
         self.security = TrackerSecurity(
-            tracker_security, workdir / "security", self.tracker_host.ip
+            tracker_security, workdir / "security", [self.tracker_host.ip, self.tracker2_host.ip]
         )
 
     def use_nodes(self, count: int) -> None:
@@ -226,9 +231,39 @@ class Cluster:
             self._stop(daemon)
 
     @contextmanager
+    def replicated_tracker(self, run: str) -> Iterator[list[Daemon]]:
+        """A Redis on the store host and two tracker replicas sharing it; agents started
+        meanwhile know both, half of them one first, half the other."""
+        store = self.store_host
+        argv = ["redis-server", "--port", str(STORE_PORT), "--bind", store.ip, "--save", ""]
+        argv += ["--appendonly", "no", "--protected-mode", "no", "--dir", str(self.workdir)]
+        redis = Daemon(f"{slug(run)}-redis", store, argv, self.logs, self.env)
+        url = f"redis://{store.ip}:{STORE_PORT}/0"
+        hosts = (self.tracker_host, self.tracker2_host)
+        replicas = []
+        for host in hosts:
+            argv = [*CLI, "tracker", "--listen", f"{host.ip}:{TRACKER_PORT}"]
+            argv += ["--http-listen", f"{host.ip}:{TRACKER_HTTP_PORT}", "--log-level", "info"]
+            argv += ["--store", url, *self.security.tracker_args()]
+            replicas.append(Daemon(f"{slug(run)}-{host.name}", host, argv, self.logs, self.env))
+        try:
+            self._daemons.append(redis)
+            redis.start()
+            for host, daemon in zip(hosts, replicas, strict=True):
+                self._start(daemon, f"http://{host.ip}:{TRACKER_HTTP_PORT}/readyz")
+            self._trackers = ",".join(f"{host.ip}:{TRACKER_PORT}" for host in hosts)
+            yield replicas
+        finally:
+            self._trackers = self.tracker_address
+            for host, daemon in zip(hosts, replicas, strict=True):
+                self._keep_metrics(daemon, f"http://{host.ip}:{TRACKER_HTTP_PORT}/metrics")
+                self._stop(daemon)
+            self._stop(redis)
+
+    @contextmanager
     def agents(self, run: str, hosts: Sequence[Host]) -> Iterator[list[Agent]]:
         """Node agents on `hosts`, all started at once, each with an empty data directory."""
-        agents = [Agent(h, self._agent_daemon(run, h)) for h in hosts]
+        agents = [Agent(h, self._agent_daemon(run, h, i)) for i, h in enumerate(hosts)]
         try:
             for agent in agents:
                 self._daemons.append(agent.daemon)
@@ -242,7 +277,9 @@ class Cluster:
                 self._stop(agent.daemon)
             shutil.rmtree(self.workdir / slug(run) / "agents", ignore_errors=True)
 
-    def _agent_daemon(self, run: str, host: Host) -> Daemon:
+    def _agent_daemon(self, run: str, host: Host, index: int) -> Daemon:
+        trackers = self._trackers.split(",")
+        first = index % len(trackers)
         argv = [
             *CLI, "node",
             "--listen", f"{host.ip}:{NODE_PORT}",
@@ -251,7 +288,7 @@ class Cluster:
             "--default-registry", self.upstream_registry,
             "--peer-listen", f"{host.ip}:{PEER_PORT}",
             "--advertise-host", host.ip,
-            "--tracker", self.tracker_address,
+            "--tracker", ",".join(trackers[first:] + trackers[:first]),
             "--auth-file", str(self._auth_file),
             "--log-level", "info",
             *self.security.node_args(host.name),

@@ -45,6 +45,9 @@ TARGETS = (
     Target("p2p-cold upstream egress / S", "p2p-cold", "egress_ratio", 1.05),
     Target("p2p-cold-slow upstream egress / S", "p2p-cold-slow", "egress_ratio", 1.05),
     Target("churn upstream egress / S", "churn", "egress_ratio", 1.05),
+    Target("p2p-cold-failover failed pulls", "p2p-cold-failover", "failed_pulls", 0),
+    Target("p2p-cold-failover upstream egress / S", "p2p-cold-failover", "egress_ratio", 1.05),
+    Target("p2p-cold-failover p50 / p2p-cold p50", "p2p-cold-failover", "p50_vs_p2p_cold", 1.2),
     Target("direct p50 / p2p-cold p50", "p2p-cold", "speedup_vs_direct", 4.0, at_least=True),
     Target("p2p-warm p50 / (S/B)", "p2p-warm", "p50_lb", 1.25),
     Target("p2p-warm p99 / (S/B)", "p2p-warm", "p99_lb", 1.5),
@@ -137,6 +140,10 @@ def check_targets(scenarios: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     if cold.get("p50_seconds") and direct.get("p50_seconds"):
         speedup = round(direct["p50_seconds"] / cold["p50_seconds"], 2)
         scenarios = scenarios | {"p2p-cold": cold | {"speedup_vs_direct": speedup}}
+    failover = scenarios.get("p2p-cold-failover", {})
+    if cold.get("p50_seconds") and failover.get("p50_seconds"):
+        slower = round(failover["p50_seconds"] / cold["p50_seconds"], 2)
+        scenarios = scenarios | {"p2p-cold-failover": failover | {"p50_vs_p2p_cold": slower}}
     checked = []
     for target in TARGETS:
         if target.scenario not in scenarios:

@@ -11,6 +11,9 @@
                reported apart), then every node pulls, against S/B
     churn      as p2p-cold, and a quarter of the nodes are killed (agent and client) mid-pull;
                the survivors are measured
+    p2p-cold-failover  as p2p-cold with two tracker replicas sharing a Redis (on hosts of their
+               own), the nodes split between them; the first is SIGKILLed once the upstream
+               has sent a third of the image: no pull may fail, nor any byte come twice
 
 What is measured, and how, is `bench.measurement`'s.
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -227,6 +231,39 @@ def churn(bench: Bench, run: str) -> Measurement:
         return window.close(pulls, killed_nodes=killed, kill_after_seconds=round(kill_at, 3))
 
 
+def p2p_cold_failover(bench: Bench, run: str) -> Measurement:
+    for command in ("node", "tracker"):
+        reason = missing_command(command)
+        if reason:
+            raise Skip(reason)
+    if not shutil.which("redis-server"):
+        raise Skip("redis-server is not installed (Debian's redis-server)")
+    cluster = bench.cluster
+    third = bench.image.blob_bytes / 3
+    with (
+        cluster.replicated_tracker(run) as replicas,
+        cluster.agents(run, cluster.nodes) as agents,
+    ):
+        victim = replicas[0]
+        start = cluster.upstream.tx_bytes()
+        killed_at: list[float] = []
+
+        def during(elapsed: float, pulls: Pulls) -> None:
+            if killed_at or cluster.upstream.tx_bytes() - start < third:
+                return
+            victim.kill()
+            killed_at.append(elapsed)
+            bench.progress.line(f"{run}: killed tracker replica {victim.host.name}")
+
+        window = Window(cluster, agents)
+        pulls = _pull_through(bench, run, agents, during)
+        return window.close(
+            pulls,
+            killed_tracker=victim.host.name,
+            kill_after_seconds=round(killed_at[0], 3) if killed_at else None,
+        )
+
+
 SCENARIOS: dict[str, Callable[[Bench, str], Measurement]] = {
     "direct": direct,
     "proxy": proxy,
@@ -235,6 +272,7 @@ SCENARIOS: dict[str, Callable[[Bench, str], Measurement]] = {
     "p2p-warm": p2p_warm,
     "preheat": preheat,
     "churn": churn,
+    "p2p-cold-failover": p2p_cold_failover,
 }
 
 

@@ -33,7 +33,8 @@ def _private(path: Path, data: bytes) -> Path:
 class TrackerSecurity:
     """The files of one benchmark run, under `directory`; the flags each side needs."""
 
-    def __init__(self, mode: str, directory: Path, tracker_ip: str) -> None:
+    def __init__(self, mode: str, directory: Path, tracker_ips: list[str]) -> None:
+        """`tracker_ips`: every address a tracker replica may serve on (its certificate's)."""
         self.mode = mode
         self._directory = directory
         self._secret = new_secret()
@@ -46,7 +47,7 @@ class TrackerSecurity:
         if mode == TLS:
             self._cert = directory / "tracker.pem"
             self._key = directory / "tracker.key"
-            _self_signed(self._cert, self._key, tracker_ip)
+            _self_signed(self._cert, self._key, tracker_ips)
 
     def _credential(self, role: Role, name: str) -> Path:
         path = self._directory / f"{role.value}-{name}.cred"
@@ -77,13 +78,13 @@ class TrackerSecurity:
         return args
 
 
-def _self_signed(cert: Path, key: Path, ip: str) -> None:
-    """An EC P-256 certificate for `ip`, valid for a day, made by Debian's openssl."""
+def _self_signed(cert: Path, key: Path, ips: list[str]) -> None:
+    """An EC P-256 certificate for `ips`, valid for a day, made by Debian's openssl."""
     subprocess.run(
         [
             "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
             "-nodes", "-days", "1", "-subj", "/CN=distributed-images bench tracker",
-            "-addext", f"subjectAltName=IP:{ip}",
+            "-addext", "subjectAltName=" + ",".join(f"IP:{ip}" for ip in ips),
             "-keyout", str(key), "-out", str(cert),
         ],
         check=True,

@@ -41,7 +41,16 @@ CONTRACT = {
 SMALL_TIMEOUT = 400
 CHUNK = 4 << 20  # the chunk size of each of the image's layers
 PARAMS = {"nodes", "image_bytes", "layers", "node_mbit", "upstream_mbit", "lb_seconds"}
-SCENARIOS = ["direct", "proxy", "p2p-cold", "p2p-cold-slow", "p2p-warm", "preheat", "churn"]
+SCENARIOS = [
+    "direct",
+    "proxy",
+    "p2p-cold",
+    "p2p-cold-slow",
+    "p2p-warm",
+    "preheat",
+    "churn",
+    "p2p-cold-failover",
+]
 
 
 def _missing() -> str | None:
@@ -164,6 +173,13 @@ def test_scenarios_through_nodes_measure_or_say_why(small_run: Run) -> None:
     assert len(slow["pull_seconds"]) == NODES
     assert size <= slow["upstream_egress_bytes"] <= 1.05 * size + fallbacks * CHUNK
     assert slow["bound_seconds"] > small_run.results["params"]["lb_seconds"]
+    # A tracker replica killed mid-pull: every pull completes, through the other one.
+    failover = scenarios["p2p-cold-failover"]
+    assert "error" not in failover, failover.get("error")
+    if "runs" in failover:
+        assert failover["failed_pulls"] == 0, failover["failures"]
+        assert len(failover["pull_seconds"]) == NODES
+        assert failover["runs"][0]["killed_tracker"] == "tracker"
     churn = scenarios["churn"]
     if "runs" in churn:
         assert churn["runs"][0]["killed_nodes"] == ["node2"]  # a quarter of 3, at least one
