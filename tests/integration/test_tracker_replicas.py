@@ -10,13 +10,16 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import aiohttp
 import pytest
 
 from tests.integration.conftest import P2PImages
-from tests.support.cluster import Cluster, Received, pull_image
+from tests.support.cluster import Cluster, Received, Tracker, pull_image
 from tests.support.images import OciImage
+from tests.support.node import Node
+from tests.support.process import free_port, http_status
 from tests.support.redisserver import RedisServer
 from tests.support.registry import Registry, upstream_blob_bytes
 from tracker.client import Directive, NodeAddress, TrackerClient
@@ -58,14 +61,17 @@ async def until(condition: Callable[[], bool], what: str, interval: float = 0.1)
 
 
 async def pull_everywhere(
-    cluster: Cluster, image: OciImage, midway: Callable[[], None] | None = None
+    cluster: Cluster,
+    image: OciImage,
+    midway: Callable[[], None] | None = None,
+    reference: str = P2PImages.BIG,
 ) -> list[dict[str, Received]]:
-    """Every node pulls the big image at once; `midway` runs once a third of all the bytes the
-    nodes are to receive have arrived."""
+    """Every node pulls `reference` (`image`) at once; `midway` runs once a third of all the
+    bytes the nodes are to receive have arrived."""
     async with client() as session:
         progress: list[dict[str, int]] = [{} for _ in cluster.nodes]
         pulls = [
-            asyncio.create_task(pull_image(session, node, P2PImages.BIG, progress[i]))
+            asyncio.create_task(pull_image(session, node, reference, progress[i]))
             for i, node in enumerate(cluster.nodes)
         ]
         if midway is not None:
@@ -110,20 +116,21 @@ async def test_nodes_split_over_two_replicas_fetch_each_upstream_byte_once(
     # Both replicas placed chunks (the nodes are split between them), and the cluster they show
     # is the same: every node holds every blob, whichever replica is asked.
     for tracker in cluster.trackers:
-        m = tracker.metrics()
-        print(
-            "METRICS",
-            tracker.address,
-            {k: v for k, v in m.items() if "rpc_duration" in k and ("_count" in k or "_sum" in k)},
-        )
         assert tracker.metrics().sum(LOCATES, method="Locate") > 0, tracker.address
     everyone = {node.host: len(image.blobs) for node in cluster.nodes}
     for r in (0, 1):
         await until(lambda r=r: held(cluster, r) == everyone, f"replica {r} shows every blob")
-    status = cluster.trackers[1].status()
-    replicas = status["replicas"]
-    assert isinstance(replicas, list) and len(replicas) == 2
-    assert status["replica"] in {r["instance"] for r in replicas}
+    # `distributed-images status` against either replica names both live replicas, and which
+    # of them answered.
+    answered = set()
+    for tracker in cluster.trackers:
+        status = tracker.status()
+        replicas = status["replicas"]
+        assert isinstance(replicas, list)
+        assert sorted(r["address"] for r in replicas) == sorted(t.address for t in cluster.trackers)
+        assert status["replica"] in {r["instance"] for r in replicas}
+        answered.add(status["replica"])
+    assert len(answered) == 2, "both answers came from one replica"
     for node in cluster.nodes:
         assert node.metric(FALLBACKS) == 0, node.name
 
@@ -142,9 +149,11 @@ async def test_a_replica_killed_mid_pull_costs_no_pull_and_no_byte_twice(
     assert await upstream_blob_bytes(p2p_upstream, mark, list(image.blobs)) == image.blobs
     for node in cluster.nodes:
         assert node.metric(FALLBACKS) == 0, node.name
-    # The nodes that talked to the killed replica moved to the other, which sees them all live.
-    status = cluster.trackers[1].status()
-    assert len(status["replicas"]) == 1  # type: ignore[arg-type]
+    # The nodes that talked to the killed replica moved to the other, which sees them all live
+    # and, once the killed one's record lapsed, itself the only live replica.
+    survivor = cluster.trackers[1]
+    await until(lambda: len(survivor.status()["replicas"]) == 1, "the killed replica lapsed")  # type: ignore[arg-type]
+    status = survivor.status()
     nodes = status["nodes"]
     assert isinstance(nodes, list) and len(nodes) == 4
     assert all(n["seconds_since_heartbeat"] < 5 for n in nodes)
@@ -204,3 +213,115 @@ async def test_a_lease_race_through_both_replicas_grants_one_lease(
     finally:
         for c in clients:
             await c.close()
+
+
+async def test_with_redis_unreachable_the_replicas_send_every_pull_upstream_at_once(
+    start_cluster: Callable[..., Cluster],
+    workdir: Path,
+    p2p_upstream: Registry,
+    p2p_images: P2PImages,
+) -> None:
+    """Redis stopped: both replicas answer every call "store unreachable" at once (not after the
+    caller's deadline), so each node pulls straight from the upstream; Redis back, empty: the
+    nodes join again and swarm, each upstream byte fetched once."""
+    redis = RedisServer(workdir / "own-redis")
+    redis.start()
+    try:
+        cluster = start_cluster(size=4, replicas=2, store=redis.url)
+        redis.stop()
+        for tracker in cluster.trackers:
+            await until(lambda t=tracker: http_status(f"{t.http_url}/readyz") == 503, "not ready")
+        small = p2p_images.small
+        pulled = await pull_everywhere(cluster, small, reference=P2PImages.SMALL)
+        assert pulled == [correct(small)] * 4
+        for node in cluster.nodes:
+            assert node.metric(FALLBACKS) >= 1, node.name
+            assert "store is unreachable" in node.log_path.read_text(), node.name
+        redis.start()
+        await until(
+            lambda: all(
+                n.log_path.read_text().count("joined the cluster") >= 2 for n in cluster.nodes
+            ),
+            "every node joined again",
+        )
+        fallbacks = [node.metric(FALLBACKS) for node in cluster.nodes]
+        image = p2p_images.big.image()
+        mark = p2p_upstream.mark()
+        assert await pull_everywhere(cluster, p2p_images.big) == [correct(p2p_images.big)] * 4
+        assert await upstream_blob_bytes(p2p_upstream, mark, list(image.blobs)) == image.blobs
+        assert [node.metric(FALLBACKS) for node in cluster.nodes] == fallbacks
+    finally:
+        redis.stop()
+
+
+async def test_a_node_given_one_name_for_two_replicas_moves_to_the_other(
+    workdir: Path,
+    redis: RedisServer,
+    p2p_upstream: Registry,
+    p2p_images: P2PImages,
+) -> None:
+    """`--tracker trackers.test:PORT`, a name with two addresses (as a headless Service has; here
+    from a hosts file the node alone sees, in a mount namespace of its own): the node joins one
+    replica, and when that one is SIGKILLed it moves to the other, which then places its pull."""
+    hosts = ("127.0.0.31", "127.0.0.32")
+    port = free_port(hosts[0])
+    first = Tracker(
+        workdir / "tracker0", host=hosts[0], port=port, extra_args=["--store", redis.url]
+    )
+    trackers = [
+        first,
+        Tracker(
+            workdir / "tracker1",
+            host=hosts[1],
+            port=port,
+            extra_args=["--store", redis.url],
+            name="tracker1",
+            secret=first.secret,
+        ),
+    ]
+    names = workdir / "hosts"
+    names.write_text(f"127.0.0.1 localhost\n{hosts[0]} trackers.test\n{hosts[1]} trackers.test\n")
+    mount = 'mount --bind "$0" /etc/hosts && exec "$@"'
+    node = Node(
+        workdir / "node0",
+        {p2p_upstream.host: p2p_upstream.url},
+        p2p_upstream.host,
+        extra_args=[
+            "--tracker",
+            f"trackers.test:{port}",
+            "--credential-file",
+            str(first.credential_file("node0")),
+        ],
+        name="node0",
+        host="127.0.0.11",
+        wrapper=["unshare", "--mount", "sh", "-c", mount, str(names)],
+    )
+    try:
+        for tracker in trackers:
+            tracker.start()
+        node.start()
+        await until(lambda: "joined the cluster" in node.log_path.read_text(), "node joined")
+        joins = [t.metrics().sum(LOCATES, method="Join") for t in trackers]
+        assert sorted(joins) == [0, 1], joins
+        used, other = (trackers[0], trackers[1]) if joins[0] else (trackers[1], trackers[0])
+        # Only the replica it joined heard from the node; after the kill, the other does.
+        assert other.metrics().sum(LOCATES, method="Heartbeat") == 0
+        used.kill()
+        await until(
+            lambda: other.metrics().sum(LOCATES, method="Heartbeat") > 0,
+            "the node heartbeats on the other replica",
+        )
+        nodes = other.status()["nodes"]
+        assert isinstance(nodes, list) and [n["registry"] for n in nodes] == [node.host]
+        image = p2p_images.small.image()
+        mark = p2p_upstream.mark()
+        async with client() as session:
+            pulled = await pull_image(session, node, P2PImages.SMALL)
+        assert pulled.blobs == correct(p2p_images.small)
+        assert await upstream_blob_bytes(p2p_upstream, mark, list(image.blobs)) == image.blobs
+        assert node.metric(FALLBACKS) == 0
+        assert other.metrics().sum(LOCATES, method="Locate") > 0
+    finally:
+        node.stop()
+        for tracker in trackers:
+            tracker.stop()

@@ -80,25 +80,28 @@ class Tracker:
         extra_args: Sequence[str] = (),
         name: str = "tracker",
         secret: bytes | None = None,
+        host: str = LOOPBACK,
+        port: int | None = None,
     ) -> None:
-        """Replicas of one cluster share `secret` (a new one when not given)."""
+        """Replicas of one cluster share `secret` (a new one when not given); a replica listens
+        on `host`, on `port` if given (replicas behind one name share a port)."""
         self.workdir = workdir
         self.secret = secret or new_secret()
         secret_file = write_secret(workdir / "secret", self.secret)
         self.operator_file = write_secret(
             workdir / "operator.cred", self.credential(Role.OPERATOR, "tests").encode()
         )
-        self.port = free_port()
-        self.http_port = free_port()
-        self.address = f"{LOOPBACK}:{self.port}"
-        self.http_url = f"http://{LOOPBACK}:{self.http_port}"
+        self.port = port or free_port(host)
+        self.http_port = free_port(host)
+        self.address = f"{host}:{self.port}"
+        self.http_url = f"http://{host}:{self.http_port}"
         argv = [
             *CLI,
             "tracker",
             "--listen",
             self.address,
             "--http-listen",
-            f"{LOOPBACK}:{self.http_port}",
+            f"{host}:{self.http_port}",
             "--heartbeat-interval",
             str(heartbeat_interval),
             "--node-ttl",
