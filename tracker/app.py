@@ -162,6 +162,9 @@ class TrackerServer:
         self.port = self._bind(server)
         self._server = server
         await self.cluster.start()
+        # Live from the first call: the watches a replica serves count only while it beats.
+        with contextlib.suppress(TrackerError):  # the store is down: the sweeper beats later
+            await self._beat()
         await server.start()
         for name in ("", SERVICE):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -220,13 +223,17 @@ class TrackerServer:
         while True:
             await asyncio.sleep(period)
             try:
-                now = cluster.clock()
-                replica = Replica(cluster.instance, self.advertised, now, cluster.started_at)
-                await store.replicas.beat(replica, REPLICA_TTL)
+                await self._beat()
                 if await store.replicas.sweeper(cluster.instance, REPLICA_TTL):
                     await cluster.sweep()
             except Exception:
                 log.exception("sweep failed")
+
+    async def _beat(self) -> None:
+        """Tell the store this replica is live for REPLICA_TTL more seconds."""
+        cluster = self.cluster
+        replica = Replica(cluster.instance, self.advertised, cluster.clock(), cluster.started_at)
+        await cluster.store.replicas.beat(replica, REPLICA_TTL)
 
     async def ready(self) -> bool:
         """Serving, and the store answers (a replica without its store sends nodes upstream)."""
