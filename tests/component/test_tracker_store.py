@@ -290,6 +290,35 @@ async def test_fanout_and_republish_asks(store: Store) -> None:
     assert await store.blobs.ask_republish(D, 0, 12.5, 2.0)
 
 
+async def test_a_relay_from_a_seed_relays_a_window_of_chunks_it_lacks(store: Store) -> None:
+    """Blobs.join_relay: a chunk has one relay; a node relays at most `window` chunks it does
+    not hold whole, and a chunk it got frees a place in its window."""
+    for node_id in ("r", "q"):
+        await member(store, node_id)
+
+    async def join(chunk: int, node_id: str, now: float = 1.0) -> bool:
+        holds = (await store.peers.masks(node_id, D))[0]
+        return await store.blobs.join_relay(D, chunk, node_id, now, 2, holds)
+
+    assert await join(0, "r") and await join(1, "r")
+    assert not await join(2, "r"), "a full window"
+    assert await join(0, "r", 5.0), "a relay stays the relay"
+    assert not await join(0, "q"), "a chunk has one relay"
+    assert await store.blobs.fanout(D, 0) == {"r": 1.0}
+    await store.peers.hold("r", D, mask_of([0]), 0)  # r got chunk 0: its window has room
+    assert await join(2, "r")
+    assert not await join(3, "r")
+    assert await join(3, "q")
+    await store.blobs.leave_fanout(D, 1, ["r"])
+    assert await join(1, "q") and not await join(1, "r")
+    assert [await store.blobs.fanout(D, c) for c in range(4)] == [
+        {"r": 1.0},
+        {"q": 1.0},
+        {"r": 1.0},
+        {"q": 1.0},
+    ]
+
+
 async def test_metainfo_from_a_witness_waits_for_a_second_one(store: Store) -> None:
     assert not await store.blobs.witness(D, 0, "ab12", "a")
     assert not await store.blobs.witness(D, 0, "ab12", "a"), "the same node twice is one witness"
