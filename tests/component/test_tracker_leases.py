@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from tests.support.stores import STORES, fresh_storage
 from tracker.app import Config, TrackerServer
 from tracker.client import Directive, NodeAddress, Placement, TrackerClient
 from tracker.cluster import Policy
@@ -19,8 +20,8 @@ SIZE, CHUNKS = 1 << 30, 64
 LEASE_TTL = 2.0
 
 
-@pytest.fixture
-async def tracker() -> AsyncIterator[TrackerServer]:
+@pytest.fixture(params=STORES)
+async def tracker(request: pytest.FixtureRequest) -> AsyncIterator[TrackerServer]:
     policy = Policy(
         heartbeat_interval=1.0,
         node_ttl=30.0,
@@ -29,7 +30,9 @@ async def tracker() -> AsyncIterator[TrackerServer]:
         blob_leases=CHUNKS,
         upstream_leases=CHUNKS,
     )
-    async with TrackerServer(Config(listen="127.0.0.1:0", http_listen=None, policy=policy)) as s:
+    storage = fresh_storage(request, request.param)
+    config = Config(listen="127.0.0.1:0", http_listen=None, policy=policy, storage=storage)
+    async with TrackerServer(config) as s:
         yield s
 
 

@@ -14,6 +14,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.support.certs import write_self_signed
+from tests.support.stores import STORES, fresh_storage
 from tracker.app import Config, TrackerServer
 from tracker.client import Directive, HeldBlob, NodeAddress, SeededRef, TrackerClient
 from tracker.credentials import Role, issue
@@ -47,9 +48,10 @@ def credential(node_id: str, secret: bytes = SECRET) -> str:
 OPERATOR = issue(SECRET, Role.OPERATOR, "ops")
 
 
-@pytest.fixture
-async def tracker() -> AsyncIterator[TrackerServer]:
-    config = Config(listen="127.0.0.1:0", http_listen=None, seeder=[SEEDER])
+@pytest.fixture(params=STORES)
+async def tracker(request: pytest.FixtureRequest) -> AsyncIterator[TrackerServer]:
+    storage = fresh_storage(request, request.param)
+    config = Config(listen="127.0.0.1:0", http_listen=None, seeder=[SEEDER], storage=storage)
     async with TrackerServer(config, secret=SECRET) as server:
         yield server
 

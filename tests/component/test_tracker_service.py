@@ -11,6 +11,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tests.support.stores import STORES, fresh_storage
 from tracker.app import Config, TrackerServer
 from tracker.client import (
     Directive,
@@ -37,10 +38,16 @@ D = "sha256:" + "d" * 64
 SIZE, CHUNKS = 40 << 20, 4
 
 
-@pytest.fixture
-async def tracker() -> AsyncIterator[TrackerServer]:
+@pytest.fixture(params=STORES)
+async def tracker(request: pytest.FixtureRequest) -> AsyncIterator[TrackerServer]:
     policy = Policy(heartbeat_interval=0.2, node_ttl=30.0, lease_ttl=10.0)
-    config = Config(listen="127.0.0.1:0", http_listen="127.0.0.1:0", seeder=["n1"], policy=policy)
+    config = Config(
+        listen="127.0.0.1:0",
+        http_listen="127.0.0.1:0",
+        seeder=["n1"],
+        policy=policy,
+        storage=fresh_storage(request, request.param),
+    )
     server = TrackerServer(config)
     await server.start()
     yield server

@@ -1,5 +1,6 @@
-"""Both tracker stores for one test: `STORES` names them, `open_store` makes one afresh (the Redis
-one on the session's redis-server, its database emptied first)."""
+"""Both tracker stores for one test: `STORES` names them, `fresh_store` makes one afresh and
+`fresh_storage` configures a tracker server with one (the Redis one on the session's
+redis-server, its database emptied first)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,15 @@ async def fresh_store(
     finally:
         await client.aclose()
     return open_store(StoreConfig(store=url), lease_ttl, rng)
+
+
+def fresh_storage(request: pytest.FixtureRequest, kind: str) -> StoreConfig:
+    """A tracker server's `--store`: in memory, or the session's Redis emptied."""
+    if kind == "memory":
+        return StoreConfig()
+    server = request.getfixturevalue("redis_server")
+    server.flush()
+    return StoreConfig(store=server.url)
 
 
 async def live_replica(store: Store, instance: str) -> None:
