@@ -77,6 +77,16 @@ async def test_a_full_cluster_takes_no_new_member(store: Store) -> None:
     await store.members.join(Node("a", "i", "a:1", "a:2", "", 1, 1), 1)
 
 
+async def test_a_burst_of_calls_beyond_the_stores_connections_all_get_answers(
+    store: Store,
+) -> None:
+    """More calls at once than a replica keeps connections to Redis (every node joining again
+    after Redis restarted): each waits for a connection, none fails."""
+    a = await member(store, "a")
+    found = await asyncio.gather(*(store.members.get("a") for _ in range(500)))
+    assert found == [a] * 500
+
+
 async def test_heartbeats_expiry_and_silence(store: Store) -> None:
     for node_id in "abc":
         await member(store, node_id, now=100)

@@ -21,6 +21,9 @@ from tracker.store.memory import MemoryStore
 SCHEMES = ("redis", "rediss")
 CONNECT_TIMEOUT = 1.0  # seconds: an unreachable store is told to the nodes at once
 COMMAND_TIMEOUT = 2.0
+# Connections to Redis per replica: calls beyond them wait for one (a burst of nodes joining
+# again after Redis restarted) for up to COMMAND_TIMEOUT, rather than fail at once.
+MAX_CONNECTIONS = 64
 
 
 def store_url(text: str) -> str:
@@ -79,7 +82,7 @@ def open_store(config: StoreConfig, lease_ttl: float, rng: random.Random | None 
         return MemoryStore(rng, lease_ttl)
     if config.store_tls_ca is not None and not url.startswith("rediss://"):
         raise ValueError("--store-tls-ca needs a rediss:// store URL")
-    from redis.asyncio import Redis
+    from redis.asyncio import BlockingConnectionPool, Redis
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
@@ -104,7 +107,10 @@ def open_store(config: StoreConfig, lease_ttl: float, rng: random.Random | None 
         options["maint_notifications_config"] = MaintNotificationsConfig(enabled=False)
     except ImportError:
         pass
-    client = Redis.from_url(url, **options)
+    pool = BlockingConnectionPool.from_url(
+        url, max_connections=MAX_CONNECTIONS, timeout=COMMAND_TIMEOUT, **options
+    )
+    client = Redis.from_pool(pool)
     # The notification stream is read with blocking reads, on its own connection.
     reader = Redis.from_url(url, **{**options, "socket_timeout": COMMAND_TIMEOUT + 5})
     return RedisStore(client, reader, lease_ttl, rng)
