@@ -16,6 +16,7 @@ from tracker.hub import Changed, Gone, Hub, Orders
 from tracker.nodes import Load, Node
 from tracker.peerstore import ListPeerStore, mask_of
 from tracker.store import Caps, Replica, Store
+from tracker.store.config import StoreConfig, open_store
 from tracker.store.memory import MemoryPeers
 from tracker.tasks import PreheatOrder, RepublishOrder, TaskState
 
@@ -199,6 +200,33 @@ async def test_a_grant_leases_cold_chunks_in_order_under_the_caps(store: Store) 
     lease = await store.leases.get(D, 0)
     assert lease is not None and (lease.holder, lease.granted_at) == ("a", 5.0)
     assert await store.leases.grant("ghost", E, [0], 5.0, CAPS) == [], "not a member"
+
+
+async def test_one_chunk_asked_for_at_once_through_two_replicas_is_leased_once(
+    request: pytest.FixtureRequest, store: Store
+) -> None:
+    """Sixty members ask for one cold chunk at the same moment, every other one through a second
+    replica on the same Redis: exactly one lease, held by the one the grant answered."""
+    other = store
+    if store.shared:
+        url = request.getfixturevalue("redis_server").url
+        other = open_store(StoreConfig(store=url), TTL, random.Random(2))
+    try:
+        names = [f"n{i}" for i in range(60)]
+        for name in names:
+            await member(store, name)
+        replicas = [store, other]
+        results = await asyncio.gather(
+            *(replicas[i % 2].leases.grant(n, D, [0], 5.0, CAPS) for i, n in enumerate(names))
+        )
+        winners = [n for n, granted in zip(names, results, strict=True) if granted]
+        assert len(winners) == 1, winners
+        lease = await other.leases.get(D, 0)
+        assert lease is not None and lease.holder == winners[0]
+        assert await store.leases.fetching(D) == 1 and await store.leases.total() == 1
+    finally:
+        if other is not store:
+            await other.close()
 
 
 async def test_a_silent_source_is_no_source_and_a_holder_takes_no_lease_on_its_own(
