@@ -194,6 +194,8 @@ class TrackerServer:
         self._serving = False
         await self.health.enter_graceful_shutdown()
         if self._sweeper is not None:
+            # redis-py may swallow the cancellation of a call in progress: the loop also ends
+            # once it sees the replica stopping, after that call.
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
@@ -220,7 +222,7 @@ class TrackerServer:
         policy = self.config.policy
         period = min(1.0, max(0.02, min(policy.lease_ttl, policy.node_ttl) / 10))
         store, cluster = self.cluster.store, self.cluster
-        while True:
+        while self._serving:
             await asyncio.sleep(period)
             try:
                 await self._beat()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 
@@ -31,6 +32,7 @@ from tracker.errors import (
     TrackerError,
     TrackerUnavailable,
 )
+from tracker.store import Replica
 from tracker.v1 import tracker_pb2 as pb
 from tracker.v1 import tracker_pb2_grpc
 
@@ -252,3 +254,27 @@ async def test_a_bug_in_the_tracker_fails_one_call_not_the_tracker(
         await client.resolve("app:1")
     await client.join(node("n1"), "i")
     assert len((await client.status()).nodes) == 1
+
+
+async def test_a_replica_stops_though_a_store_call_swallowed_its_cancellation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """redis-py may swallow the cancellation of a call in progress (here the replica's beat, as a
+    read of Redis's reply would): the replica stops all the same, and does not hang."""
+    tracker = TrackerServer(Config(listen="127.0.0.1:0", http_listen=None))
+    await tracker.start()
+    replicas = tracker.cluster.store.replicas
+    beat = replicas.beat
+    beating = asyncio.Event()
+
+    async def swallowing_beat(replica: Replica, ttl: float) -> None:
+        beating.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(0.5)
+        await beat(replica, ttl)
+
+    monkeypatch.setattr(replicas, "beat", swallowing_beat)
+    await asyncio.wait_for(beating.wait(), 5)
+    stopping = asyncio.create_task(tracker.stop(grace=0))
+    done, _ = await asyncio.wait({stopping}, timeout=10)
+    assert done, "the replica never stopped"
