@@ -229,20 +229,25 @@ def heartbeat_worker(
 async def _heartbeats(
     addresses: list[str], shape: Shape, interval: float, ready: Any, stop: Any
 ) -> None:
-    """Node i talks to replica i % replicas, over one of 16 channels per replica."""
+    """Node i talks to replica i % replicas, over one of 16 channels per replica. A node
+    heartbeats from the moment it joined: joining them all may take longer than the node TTL."""
     clients = [TrackerClient(a, timeout=30) for _ in range(16) for a in addresses]
     client_of = [clients[i % len(clients)] for i in range(shape.nodes)]
     limit = asyncio.Semaphore(64)
+    joined = [False] * shape.nodes
+    streams: list[asyncio.Task[None]] = []
 
     async def join(i: int) -> None:
         async with limit:
             await client_of[i].join(node_address(i), "bench")
+        joined[i] = True
+        streams.append(asyncio.create_task(_drain(client_of[i].tasks(node_id(i)))))
 
-    await asyncio.gather(*(join(i) for i in range(shape.nodes)))
-    streams = [
-        asyncio.create_task(_drain(client_of[i].tasks(node_id(i)))) for i in range(shape.nodes)
-    ]
-    ready.set()
+    async def join_all() -> None:
+        await asyncio.gather(*(join(i) for i in range(shape.nodes)))
+        ready.set()
+
+    joining = asyncio.create_task(join_all())
     start = time.monotonic()
     beat = 0
     failures = 0
@@ -261,6 +266,9 @@ async def _heartbeats(
         i = beat % shape.nodes
         due = start + beat * interval / shape.nodes
         await asyncio.sleep(max(0.0, due - time.monotonic()))
+        if not joined[i]:
+            beat += 1
+            continue
         if len(in_flight) >= HEARTBEATS_IN_FLIGHT:
             await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
         task = asyncio.create_task(heartbeat(i))
@@ -268,6 +276,7 @@ async def _heartbeats(
         task.add_done_callback(in_flight.discard)
         beat += 1
     await asyncio.gather(*in_flight)
+    await joining
     for task in streams:
         task.cancel()
     await asyncio.gather(*streams, return_exceptions=True)
