@@ -2,13 +2,14 @@
 
 A `Daemon` is one long-running child (a registry, containerd, a node). Its stdout and stderr go
 to files, so a failing test can print their tail; `stop()` sends SIGTERM and escalates to SIGKILL,
-and is safe to call twice. Ports are picked by binding port 0 on the address the daemon will use.
+and is safe to call twice. Ports are picked below the kernel's ephemeral range (see `free_port`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -31,12 +32,42 @@ def http_get(url: str, timeout: float = 10.0) -> bytes:
         return body
 
 
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+PICKABLE_PORTS = 12_000  # how many ports below the ephemeral range tests pick from
+_handed: set[int] = set()  # ports this process handed out: never handed out twice
+
+
+def _pickable() -> range:
+    try:
+        low = int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return range(max(1024, low - PICKABLE_PORTS), low)
+
+
 def free_port(host: str = LOOPBACK) -> int:
-    """A TCP port free on `host` right now (the daemon binds it a moment later)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
+    """A TCP port free on `host` right now, for a daemon that binds it a moment later.
+
+    Not port 0's answer: the kernel hands ports of its ephemeral range to every outgoing
+    connection and every port-0 socket of every process, so under a busy suite one of them
+    could take the port before the daemon binds it. Ports below that range are only ever
+    chosen, and these are chosen at random (another test process rarely picks alike) and
+    never twice by this one."""
+    ports = _pickable()
+    if len(_handed) > len(ports) // 2:
+        _handed.clear()  # those still in use fail the bind below; the rest are free again
+    for _ in range(1000):
+        port = random.choice(ports)
+        if port in _handed:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        _handed.add(port)
         return port
+    raise RuntimeError(f"no free port on {host} in {ports}")
 
 
 def wait_until(
