@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from node.p2p import metainfo
@@ -22,8 +21,16 @@ from node.p2p.session import PeerSession
 from node.store.chunking import chunk_count, chunk_name, chunk_range, chunk_size
 from tests.integration.conftest import P2PImages
 from tests.support import skopeo
-from tests.support.cluster import Cluster, Received, chunk_file, pull_image, receiving
-from tests.support.images import MiB, OciImage
+from tests.support.cluster import (
+    Cluster,
+    chunk_file,
+    client,
+    correct,
+    pull_image,
+    receiving,
+    until,
+)
+from tests.support.images import MiB
 from tests.support.registry import Registry, upstream_blob_bytes
 from tracker.client import Directive, NodeAddress, TrackerClient
 from tracker.credentials import Role
@@ -37,29 +44,7 @@ CHUNKS = "distributed_images_chunk_duration_seconds_count"
 FALLBACKS = "distributed_images_fallbacks_total"
 SINCE_PEER_SUCCESS = "distributed_images_seconds_since_peer_success"
 PULL_TIMEOUT = 120.0
-WAIT_TIMEOUT = 60.0
 RECOVERY_TIMEOUT = 60.0  # a node TTL (3 s), a stall timeout (10 s) and the transfer, with room
-
-
-@asynccontextmanager
-async def client() -> AsyncIterator[aiohttp.ClientSession]:
-    connector = aiohttp.TCPConnector(limit=0)
-    timeout = aiohttp.ClientTimeout(total=PULL_TIMEOUT)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        yield session
-
-
-def correct(image: OciImage) -> dict[str, Received]:
-    """What a client must receive for each blob of the image: 200 and exactly its bytes."""
-    return {digest: Received(200, digest, size) for digest, size in image.image().blobs.items()}
-
-
-async def until(condition: Callable[[], bool], what: str, interval: float = 0.1) -> None:
-    """Poll `condition` (in a thread: it may ask a node over HTTP) until it holds."""
-    deadline = time.monotonic() + WAIT_TIMEOUT
-    while not await asyncio.to_thread(condition):
-        assert time.monotonic() < deadline, f"never true after {WAIT_TIMEOUT:.0f} s: {what}"
-        await asyncio.sleep(interval)
 
 
 def held_blobs(cluster: Cluster) -> dict[str, object]:
@@ -79,7 +64,7 @@ async def test_four_nodes_pulling_at_once_fetch_each_upstream_byte_once_and_feed
     image = p2p_images.big.image()
     mark = p2p_upstream.mark()
     *http_nodes, skopeo_node = cluster.nodes
-    async with client() as session:
+    async with client(PULL_TIMEOUT) as session:
         copy = asyncio.to_thread(
             skopeo.pull, skopeo_node.host, P2PImages.BIG, workdir / "skopeo", timeout=PULL_TIMEOUT
         )
@@ -120,7 +105,7 @@ async def test_the_only_seeder_killed_mid_transfer_leaves_every_pull_complete_an
     cluster = start_cluster(size=4)
     seeder, *pullers = cluster.nodes
     layer = p2p_images.big.largest_layer()
-    async with client() as session:
+    async with client(PULL_TIMEOUT) as session:
         assert (await pull_image(session, seeder, P2PImages.BIG)).blobs == correct(p2p_images.big)
         received: dict[str, dict[str, int]] = {node.name: {} for node in pullers}
         pulls = [
@@ -156,7 +141,7 @@ async def test_pulls_complete_through_upstream_when_the_tracker_is_gone(
     start_cluster: Callable[..., Cluster], p2p_upstream: Registry, p2p_images: P2PImages
 ) -> None:
     cluster = start_cluster(size=4)
-    async with client() as session:
+    async with client(PULL_TIMEOUT) as session:
         # The tracker dies while the cluster is pulling through the swarm...
         pulls = [asyncio.create_task(pull_image(session, n, P2PImages.BIG)) for n in cluster.nodes]
         await until(lambda: fetched(cluster) >= 32 * MiB, "the cluster is fetching")
@@ -196,7 +181,7 @@ async def test_a_corrupted_chunk_on_one_node_never_reaches_a_client(
     cluster = start_cluster(size=4)
     holder, *pullers = cluster.nodes
     layer = p2p_images.big.largest_layer()
-    async with client() as session:
+    async with client(PULL_TIMEOUT) as session:
         first = await pull_image(session, holder, P2PImages.BIG)
         assert first.blobs == correct(p2p_images.big)
         # The holder is now the cluster's only source of the layer; one of its chunks goes bad
@@ -270,7 +255,10 @@ async def test_a_blob_pulled_with_bad_metainfo_fails_once_then_comes_whole_from_
     cluster = start_cluster(size=1)
     (node,) = cluster.nodes
     layer = p2p_images.small.largest_layer()  # 12 MiB: 3 chunks
-    async with rogue_peer(cluster, workdir, layer.digest, layer.size, 1), client() as session:
+    async with (
+        rogue_peer(cluster, workdir, layer.digest, layer.size, 1),
+        client(PULL_TIMEOUT) as session,
+    ):
         first = await pull_image(session, node, P2PImages.SMALL)
         # The layer's response is cut short, never completed with wrong bytes.
         got = first.blobs[layer.digest]
@@ -300,7 +288,10 @@ async def test_a_range_of_a_chunk_a_peer_sent_wrong_is_never_answered_with_its_b
     url = f"{node.url}/v2/{repository}/blobs/{layer.digest}"
     start, _ = chunk_range(layer.size, 1)
     headers = {"Range": f"bytes={start}-{start + 4095}"}
-    async with rogue_peer(cluster, workdir, layer.digest, layer.size, 1), client() as session:
+    async with (
+        rogue_peer(cluster, workdir, layer.digest, layer.size, 1),
+        client(PULL_TIMEOUT) as session,
+    ):
         async with session.get(url, headers=headers) as response:
             status, body = response.status, await response.read()
         assert status == 502, (status, len(body))
@@ -321,7 +312,7 @@ async def test_a_download_limit_bounds_what_a_node_takes_from_its_peers(
     cluster = start_cluster(size=2, node_args={1: ["--download-limit", str(limit)]})
     seeder, limited = cluster.nodes
     image = p2p_images.small.image()
-    async with client() as session:
+    async with client(PULL_TIMEOUT) as session:
         assert (await pull_image(session, seeder, P2PImages.SMALL)).blobs == correct(
             p2p_images.small
         )

@@ -7,16 +7,13 @@ nodes join again; a lease is granted once however many replicas are asked at onc
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Callable, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from tests.integration.conftest import P2PImages
-from tests.support.cluster import Cluster, Received, Tracker, pull_image
+from tests.support.cluster import Cluster, Received, Tracker, client, correct, pull_image, until
 from tests.support.images import OciImage
 from tests.support.node import Node
 from tests.support.process import free_port, http_status
@@ -30,7 +27,6 @@ pytestmark = pytest.mark.integration
 FALLBACKS = "distributed_images_fallbacks_total"
 LOCATES = "distributed_images_tracker_rpc_duration_seconds_count"
 PULL_TIMEOUT = 180.0
-WAIT_TIMEOUT = 60.0
 D = "sha256:" + "7" * 64
 
 
@@ -41,25 +37,6 @@ def redis(redis_server: RedisServer) -> RedisServer:
     return redis_server
 
 
-@asynccontextmanager
-async def client() -> AsyncIterator[aiohttp.ClientSession]:
-    connector = aiohttp.TCPConnector(limit=0)
-    timeout = aiohttp.ClientTimeout(total=PULL_TIMEOUT)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        yield session
-
-
-def correct(image: OciImage) -> dict[str, Received]:
-    return {digest: Received(200, digest, size) for digest, size in image.image().blobs.items()}
-
-
-async def until(condition: Callable[[], bool], what: str, interval: float = 0.1) -> None:
-    deadline = time.monotonic() + WAIT_TIMEOUT
-    while not await asyncio.to_thread(condition):
-        assert time.monotonic() < deadline, f"never true after {WAIT_TIMEOUT:.0f} s: {what}"
-        await asyncio.sleep(interval)
-
-
 async def pull_everywhere(
     cluster: Cluster,
     image: OciImage,
@@ -68,7 +45,7 @@ async def pull_everywhere(
 ) -> list[dict[str, Received]]:
     """Every node pulls `reference` (`image`) at once; `midway` runs once a third of all the
     bytes the nodes are to receive have arrived."""
-    async with client() as session:
+    async with client(PULL_TIMEOUT) as session:
         progress: list[dict[str, int]] = [{} for _ in cluster.nodes]
         pulls = [
             asyncio.create_task(pull_image(session, node, reference, progress[i]))
@@ -315,7 +292,7 @@ async def test_a_node_given_one_name_for_two_replicas_moves_to_the_other(
         assert isinstance(nodes, list) and [n["registry"] for n in nodes] == [node.host]
         image = p2p_images.small.image()
         mark = p2p_upstream.mark()
-        async with client() as session:
+        async with client(PULL_TIMEOUT) as session:
             pulled = await pull_image(session, node, P2PImages.SMALL)
         assert pulled.blobs == correct(p2p_images.small)
         assert await upstream_blob_bytes(p2p_upstream, mark, list(image.blobs)) == image.blobs

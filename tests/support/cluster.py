@@ -22,14 +22,16 @@ import hashlib
 import json
 import os
 import sys
-from collections.abc import Callable, Mapping, MutableMapping, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, MutableMapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 
-from tests.support.images import OCI_MANIFEST
+from tests.support.images import OCI_MANIFEST, OciImage
 from tests.support.node import Metrics, Node, parse_metrics
 from tests.support.process import (
     LOOPBACK,
@@ -50,6 +52,7 @@ NODE_HOSTS = tuple(f"127.0.0.{11 + i}" for i in range(8))
 START_TIMEOUT = 30.0
 HEARTBEAT_INTERVAL = 0.5
 NODE_TTL = 3.0
+WAIT_TIMEOUT = 60.0  # for a cluster to show what a test waits for
 
 
 def process_environment() -> dict[str, str]:
@@ -332,3 +335,25 @@ async def _blob(
         except aiohttp.ClientPayloadError as e:
             return Received(response.status, f"broken transfer: {e!r}", progress[digest])
         return Received(response.status, "sha256:" + sha256.hexdigest(), progress[digest])
+
+
+@asynccontextmanager
+async def client(timeout: float) -> AsyncIterator[aiohttp.ClientSession]:
+    """A session for pulls from every node at once: no connection limit, `timeout` in all."""
+    connector = aiohttp.TCPConnector(limit=0)
+    total = aiohttp.ClientTimeout(total=timeout)
+    async with aiohttp.ClientSession(connector=connector, timeout=total) as session:
+        yield session
+
+
+def correct(image: OciImage) -> dict[str, Received]:
+    """What a client must receive for each blob of the image: 200 and exactly its bytes."""
+    return {digest: Received(200, digest, size) for digest, size in image.image().blobs.items()}
+
+
+async def until(condition: Callable[[], bool], what: str, interval: float = 0.1) -> None:
+    """Poll `condition` (in a thread: it may ask a node over HTTP) until it holds."""
+    deadline = time.monotonic() + WAIT_TIMEOUT
+    while not await asyncio.to_thread(condition):
+        assert time.monotonic() < deadline, f"never true after {WAIT_TIMEOUT:.0f} s: {what}"
+        await asyncio.sleep(interval)
