@@ -41,7 +41,7 @@ async def store(request: pytest.FixtureRequest, hub: Hub) -> AsyncIterator[Store
 
 async def member(store: Store, node_id: str, zone: str = "", now: float = 100.0) -> Node:
     node, _ = await store.members.join(
-        Node(node_id, "i", f"{node_id}:1", f"{node_id}:2", zone, now, now), 100
+        Node(node_id, "i", f"{node_id}:1", f"{node_id}:2", zone, now, now), 1000
     )
     await store.peers.add_node(node_id, zone)
     return node
@@ -139,6 +139,57 @@ async def test_handout_ranks_and_excludes(store: Store) -> None:
     assert [p.node_id for p in excluded] == ["far", "part"]
 
 
+async def test_a_popular_chunk_is_handed_out_from_holders_spread_over_calls(store: Store) -> None:
+    """Sixty nodes hold blob D whole and chunk 0 of E whole, and sixty others hold both in part:
+    each handout names complete holders only, distinct, never the requester, and successive
+    handouts name different ones (the holders share the requesters' load)."""
+    await store.blobs.ensure(D, 4 * 4096, 4)
+    await store.blobs.ensure(E, 4 * 4096, 4)
+    for i in range(120):
+        await member(store, f"n{i}", "z")
+        whole = i < 60
+        await store.peers.hold(f"n{i}", D, 0b1111 if whole else 0, 0 if whole else 0b1111)
+        await store.peers.hold(f"n{i}", E, 1 if whole else 0, 0 if whole else 1)
+    for digest in (D, E):
+        named: set[str] = set()
+        for _ in range(30):
+            handout = await store.peers.handout(digest, 0, "n0", "z", 5)
+            ids = [p.node_id for p in handout]
+            assert len(ids) == 5 and len(set(ids)) == 5 and "n0" not in ids
+            assert all(p.complete and int(p.node_id[1:]) < 60 for p in handout)
+            named |= set(ids)
+        assert len(named) > 20, named
+        states = await store.chunk_states(digest, [0], "n0", "z", 5, False)
+        assert states[0].sources == 60 and len(states[0].peers) == 5
+
+
+async def test_a_holder_of_the_whole_blob_that_drops_it_or_leaves_is_nobodys_peer(
+    store: Store,
+) -> None:
+    await store.blobs.ensure(D, 4 * 4096, 4)
+    for node_id in ("a", "b", "c", "me"):
+        await member(store, node_id, "z")
+    await store.peers.hold("a", D, mask_of([0]), mask_of([1]))
+    await store.peers.hold("a", D, mask_of([1, 2, 3]), 0)  # now the whole blob
+    await store.peers.hold("b", D, mask_of([0]), mask_of([1]))
+    await store.peers.hold("c", D, 0b1111, 0)
+    assert await store.peers.complete_counts(D, [0, 1, 2]) == [3, 2, 2]
+    handout = await store.peers.handout(D, 1, "me", "z", 10)
+    assert sorted((p.node_id, p.complete) for p in handout) == [
+        ("a", True),
+        ("b", False),
+        ("c", True),
+    ]
+    assert await store.peers.drop("a", D) == 0b1111
+    assert await store.peers.remove_node("c") == {D: 0b1111}
+    for chunk, expected in ((0, [("b", True)]), (1, [("b", False)]), (2, [])):
+        handout = await store.peers.handout(D, chunk, "me", "z", 10)
+        assert [(p.node_id, p.complete) for p in handout] == expected
+        states = await store.chunk_states(D, [chunk], "me", "z", 10, False)
+        assert [(p.node_id, p.complete) for p in states[0].peers] == expected
+    assert await store.peers.complete_counts(D, [0, 1, 2]) == [1, 0, 0]
+
+
 async def test_drop_and_remove_forget_holdings(store: Store) -> None:
     await member(store, "a", "z")
     await member(store, "b", "z")
@@ -155,9 +206,16 @@ async def test_drop_and_remove_forget_holdings(store: Store) -> None:
     assert await store.peers.holdings("a") == {}
 
 
-async def test_peers_agree_with_the_plain_twin_under_random_operations(store: Store) -> None:
+@pytest.mark.parametrize("shape_known", [False, True])
+async def test_peers_agree_with_the_plain_twin_under_random_operations(
+    store: Store, shape_known: bool
+) -> None:
+    """With the blob's shape known, a node that comes to hold every chunk whole is kept as a
+    holder of the whole blob (one entry, not one per chunk): the answers stay the same."""
     twin = MemoryPeers(ListPeerStore(random.Random(0)))
     rng = random.Random(5)
+    if shape_known:
+        await store.blobs.ensure(D, 12 * 4096, 12)
     present: set[str] = set()
     for _ in range(150):
         node_id = f"n{rng.randrange(5)}"
@@ -168,6 +226,8 @@ async def test_peers_agree_with_the_plain_twin_under_random_operations(store: St
         action = rng.random()
         if action < 0.6:
             complete, partial = rng.randrange(1 << 12), rng.randrange(1 << 12)
+        if rng.random() < 0.2:
+            complete = (1 << 12) - 1
             expected = await twin.hold(node_id, D, complete, partial)
             assert await store.peers.hold(node_id, D, complete, partial) == expected
         elif action < 0.8:
@@ -178,9 +238,18 @@ async def test_peers_agree_with_the_plain_twin_under_random_operations(store: St
         assert await store.peers.holders(D) == await twin.holders(D)
         chunks = list(range(12))
         assert await store.peers.complete_counts(D, chunks) == await twin.complete_counts(D, chunks)
-        big = {p.node_id: p.complete for p in await store.peers.handout(D, 3, "n0", "a", 100)}
-        plain = {p.node_id: p.complete for p in await twin.handout(D, 3, "n0", "a", 100)}
-        assert big == plain
+        for chunk in (3, 11):
+            handout = await store.peers.handout(D, chunk, "n0", "a", 100)
+            plain = await twin.handout(D, chunk, "n0", "a", 100)
+            assert {p.node_id: p.complete for p in handout} == {
+                p.node_id: p.complete for p in plain
+            }
+        states = await store.chunk_states(D, chunks, "n0", "a", 100, False)
+        for state in states:
+            plain = await twin.handout(D, state.index, "n0", "a", 100)
+            assert {(p.node_id, p.complete) for p in state.peers} == {
+                (p.node_id, p.complete) for p in plain
+            }
         assert await store.peers.chunks_held(D) == await twin.chunks_held(D)
 
 

@@ -2,11 +2,12 @@
 
 Each part (`members`, `peers`, `leases`, ...) keeps its keys and scripts in its own module (the
 layout is drawn in `base`). This module composes them, reads what a Locate shows of a blob's
-chunks in one script (one round trip however many chunks), and carries notifications between
-replicas on a Redis stream: every replica reads the stream from where it last was, so a replica
-misses none while connected; when it lost its connection, it tells every watcher of this process
-that every chunk may have changed (they look again) and, when Redis came back empty (the state
-started afresh), it ends every stream, so that the nodes join again.
+chunks in one script (one round trip; a few commands per blob, and one per chunk held by nodes
+that do not hold the whole blob), and carries notifications between replicas on a Redis stream:
+every replica reads the stream from where it last was, so a replica misses none while connected;
+when it lost its connection, it tells every watcher of this process that every chunk may have
+changed (they look again) and, when Redis came back empty (the state started afresh), it ends
+every stream, so that the nodes join again.
 
 Redis errors that mean "unreachable" (refused, reset, timed out, loading, read-only replica)
 become `StoreUnavailable`, which a node hears as UNAVAILABLE at once and answers by falling back
@@ -52,6 +53,9 @@ log = logging.getLogger(__name__)
 EVENTS_KEPT = 100_000  # notifications kept in the stream (a replica reads them within seconds)
 READ_BLOCK_MS = 1000
 CLOSE_SECONDS = 2.0
+# One read of everything a Locate shows of a blob's chunks: per blob, the chunks' holder counts,
+# leases and metainfo (HMGET) and a sample of the nodes holding the whole blob; per chunk, a
+# sample of its other holders when it has any.
 CHUNK_STATES = (
     peerscripts.SAMPLE
     + r"""
@@ -60,17 +64,30 @@ local excluded = redis.call('SMEMBERS', k('silent'))
 -- Enough holders that `bound` remain without the requester and the silent members.
 local want = 0
 if bound > 0 then want = bound + 1 + #excluded end
-local zones = redis.call('HKEYS', k('zones'))
-local out = {excluded}
-for i = 6, #ARGV do
-  local c = ARGV[i]
-  local meta = false
-  local published = redis.call('HEXISTS', k('mi', d), c)
-  if with_meta and published == 1 then meta = redis.call('HGET', k('mi', d), c) end
-  out[#out + 1] = {sources(d, c, excluded), redis.call('HGET', k('l', d), c) or false,
-                   published, meta, sample(d, c, zone, want, zones)}
+local chunks = {}
+for i = 6, #ARGV do chunks[#chunks + 1] = ARGV[i] end
+-- Replies are the HMGETs' own arrays, and strings: Lua builds a table per value slowly.
+local counts = hmget(k('cc', d), chunks)
+local sources = counts
+if #excluded > 0 then sources = source_counts(d, chunks, excluded) end
+local leases = hmget(k('l', d), chunks)
+local metas
+if with_meta then metas = hmget(k('mi', d), chunks) else metas = redis.call('HKEYS', k('mi', d)) end
+local full, samples = {}, {}
+if want > 0 then
+  local spread = spread_of()
+  local nfull = redis.call('SCARD', k('hf', d))
+  local found = pick(full, k('hf', d), nfull, want, zone, spread, '1')
+  local partial = hmget(k('pn', d), chunks)
+  for i, c in ipairs(chunks) do
+    local whole, part = num(counts[i]) - nfull, num(partial[i])
+    if whole > 0 or (part > 0 and found < want) then
+      samples[#samples + 1] = i
+      samples[#samples + 1] = sample(d, c, zone, want, spread, found, whole, part)
+    end
+  end
 end
-return out
+return {excluded, table.concat(full, '\n'), sources, leases, metas, samples}
 """
 )
 
@@ -78,11 +95,13 @@ COLD_CHUNKS = r"""
 local d, count = ARGV[2], tonumber(ARGV[3])
 local excluded = {}
 for i = 4, #ARGV do excluded[#excluded + 1] = ARGV[i] end
+local chunks = {}
+for c = 0, count - 1 do chunks[#chunks + 1] = tostring(c) end
+local sources = source_counts(d, chunks, excluded)
+local leases = hmget(k('l', d), chunks)
 local out = {}
-for c = 0, count - 1 do
-  if redis.call('HEXISTS', k('l', d), c) == 0 and sources(d, c, excluded) == 0 then
-    out[#out + 1] = c
-  end
+for i = 1, count do
+  if not leases[i] and sources[i] == 0 then out[#out + 1] = i - 1 end
 end
 return out
 """
@@ -144,11 +163,13 @@ local count = redis.call('HGET', k('b', d), 'chunks')
 if not count then return false end
 count = tonumber(count)
 local silent = redis.call('SMEMBERS', k('silent'))
+local chunks = {}
+for c = 0, count - 1 do chunks[#chunks + 1] = tostring(c) end
+local sources = source_counts(d, chunks, silent)
+local leases = hmget(k('l', d), chunks)
 local cold = {}
-for c = 0, count - 1 do
-  if redis.call('HEXISTS', k('l', d), c) == 0 and sources(d, c, silent) == 0 then
-    cold[#cold + 1] = c
-  end
+for i = 1, count do
+  if not leases[i] and sources[i] == 0 then cold[#cold + 1] = i - 1 end
 end
 local candidates, seen = {}, {}
 local entries = redis.call('HGETALL', k('w', d))
@@ -337,19 +358,27 @@ class RedisStore:
         reply = await self._chunk_states(
             digest, zone, bound, int(with_metainfo), *(str(c) for c in chunks)
         )
-        excluded = {text(n) for n in reply[0]}
+        excluded_raw, full_raw, sources, leases, metas, samples = reply
+        excluded = {text(n) for n in excluded_raw}
+        full = peerscripts.candidates(full_raw, excluded)
+        sampled = {int(samples[i]) - 1: samples[i + 1] for i in range(0, len(samples), 2)}
+        if not with_metainfo:  # the chunks published, not their metainfo
+            published = {int(c) for c in metas}
+            metas = [b"" if c in published else None for c in chunks]
         states = []
-        for chunk, (sources, lease, published, metainfo, sampled) in zip(
-            chunks, reply[1:], strict=True
-        ):
-            peers = peerscripts.ranked(sampled, requester, zone, bound, excluded, self._rng)
+        for i, chunk in enumerate(chunks):
+            peers = []
+            if bound > 0:
+                own = sampled.get(i, b"")
+                peers = peerscripts.ranked(own, full, requester, zone, bound, excluded, self._rng)
+            lease, metainfo = leases[i], metas[i]
             states.append(
                 ChunkState(
                     chunk,
-                    int(sources),
-                    peers if bound > 0 else [],
+                    int(sources[i] or 0),
+                    peers,
                     lease_of(digest, chunk, lease) if lease else None,
-                    bool(published),
+                    metainfo is not None,
                     bytes(metainfo) if metainfo else None,
                 )
             )

@@ -8,8 +8,11 @@ Keys (all under one prefix, `di:` by default; one Redis database per cluster):
     zone                 hash   member -> zone                    zones    hash zone -> members
     nh:<node>            set    blobs the node holds chunks of    bh:<d>   set: nodes holding <d>
     mc:<d>:<node>        bitmap chunks of <d> held whole           mp:<d>:<node> ... partially
-    pool:<d>:<c>:<c|p>:<zone>  set  holders of chunk <c>, whole (c) or partial (p), by zone
-    cc:<d>               hash   chunk -> whole holders
+    hf:<d>               set    "<node>\t<zone>" holding every chunk of <d> whole
+    hc:<d>:<c>           set    "<node>\t<zone>" holding chunk <c> whole, but not all of <d>
+    hp:<d>:<c>           set    "<node>\t<zone>" holding chunk <c> partially
+    cc:<d>               hash   chunk -> whole holders (hf's included)
+    pn:<d>               hash   chunk -> partial holders
     l:<d>                hash   chunk -> lease (holder, granted, expires, progress, renewals,
                                 fetched, heard; tab-separated)
     lh:<node>            set    "<d>|<c>" leases the node holds
@@ -65,15 +68,47 @@ local P = ARGV[1]
 local function k(...) return P .. table.concat({...}, ':') end
 local function num(v) if v then return tonumber(v) end return 0 end
 
--- Complete holders of chunk c of d, those in `excluded` (a list of node ids) aside.
-local function sources(d, c, excluded)
-  local n = num(redis.call('HGET', k('cc', d), c))
-  if n > 0 then
-    for _, node in ipairs(excluded) do
-      if redis.call('GETBIT', k('mc', d, node), c) == 1 then n = n - 1 end
-    end
+-- Bit c of a bitmap (Redis's order: the most significant bit of the first byte is bit 0).
+local function bit_of(s, c)
+  local byte = string.byte(s, math.floor(c / 8) + 1)
+  return byte ~= nil and bit.band(byte, bit.rshift(128, c % 8)) ~= 0
+end
+
+-- HMGET of any number of fields (Lua's unpack takes a few thousand values at most).
+local function hmget(key, fields)
+  local out = {}
+  for i = 1, #fields, 1000 do
+    local part = redis.call('HMGET', key, unpack(fields, i, math.min(i + 999, #fields)))
+    for _, v in ipairs(part) do out[#out + 1] = v end
   end
-  return n
+  return out
+end
+
+-- The bitmaps of d's chunks held whole by the nodes in `excluded` that hold any.
+local function excluded_maps(d, excluded)
+  local maps = {}
+  for _, node in ipairs(excluded) do
+    local m = redis.call('GET', k('mc', d, node))
+    if m then maps[#maps + 1] = m end
+  end
+  return maps
+end
+
+-- For each of `chunks` of d: its complete holders, those in `excluded` (node ids) aside. Two
+-- reads however many chunks, and one per excluded node that holds part of d.
+local function source_counts(d, chunks, excluded)
+  local counts = hmget(k('cc', d), chunks)
+  local maps = {}
+  if #excluded > 0 then maps = excluded_maps(d, excluded) end
+  local out = {}
+  for i, c in ipairs(chunks) do
+    local n = num(counts[i])
+    for _, m in ipairs(maps) do
+      if n > 0 and bit_of(m, tonumber(c)) then n = n - 1 end
+    end
+    out[i] = n
+  end
+  return out
 end
 
 local function split(s, sep)
@@ -126,6 +161,11 @@ end
 
 def mask_of_bitmap(raw: bytes | None) -> int:
     return int.from_bytes(raw.translate(_REVERSED), "little") if raw else 0
+
+
+def bitmap_of_mask(mask: int) -> bytes:
+    """The bitmap Redis would hold for a mask, without trailing zero bytes."""
+    return mask.to_bytes((mask.bit_length() + 7) // 8, "little").translate(_REVERSED)
 
 
 def text(raw: bytes | str | None) -> str:

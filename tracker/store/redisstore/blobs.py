@@ -26,17 +26,19 @@ REQUEST = r"""
 local d, size, count, node, now = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local known = redis.call('HMGET', k('b', d), 'size', 'chunks')
 if known[1] and (known[1] ~= size or known[2] ~= count) then return {known[1], known[2], 1} end
-if redis.call('SISMEMBER', k('nr', node), d) == 0
-    and redis.call('SCARD', k('nr', node)) >= tonumber(ARGV[7]) then
+local asked = redis.call('SISMEMBER', k('nr', node), d) == 1
+if not asked and redis.call('SCARD', k('nr', node)) >= tonumber(ARGV[7]) then
   return {known[1] or size, known[2] or count, 0}
 end
 if not known[1] then
   redis.call('HSET', k('b', d), 'size', size, 'chunks', count)
   redis.call('SADD', k('blobs'), d)
 end
-redis.call('ZADD', k('rq', d), 'NX', now, node)
+if not asked then
+  redis.call('ZADD', k('rq', d), 'NX', now, node)
+  redis.call('SADD', k('nr', node), d)
+end
 redis.call('HSET', k('rqt', d), node, now)
-redis.call('SADD', k('nr', node), d)
 return {size, count, 1}
 """
 
@@ -208,7 +210,7 @@ if redis.call('EXISTS', k('w', d)) == 1 or redis.call('EXISTS', k('rq', d)) == 1
 end
 for _, c in ipairs(redis.call('SMEMBERS', k('fos', d))) do redis.call('DEL', k('fo', d, c)) end
 redis.call('DEL', k('b', d), k('mi', d), k('fos', d), k('ra', d), k('rqt', d), k('cc', d),
-  k('wit', d))
+  k('pn', d), k('hf', d), k('wit', d))
 redis.call('SREM', k('blobs'), d)
 return 1
 """

@@ -12,10 +12,10 @@ from tracker.leases import FIRST_RENEWAL, Lease
 from tracker.store import Caps
 from tracker.store.redisstore.base import Scripts, indices_text, number, text, translating
 
-# Shared by the scripts that end leases.
+# Shared by the scripts that end leases (`raw`: the lease as stored, when read already).
 RELEASE = r"""
-local function release(d, c, holder)
-  local lease = lease_of(redis.call('HGET', k('l', d), c))
+local function release(d, c, holder, raw)
+  local lease = lease_of(raw or redis.call('HGET', k('l', d), c))
   if not lease or (holder ~= '' and lease.holder ~= holder) then return nil end
   redis.call('HDEL', k('l', d), c)
   redis.call('SREM', k('lh', lease.holder), d .. '|' .. c)
@@ -38,13 +38,15 @@ local silent = redis.call('SMEMBERS', k('silent'))
 local mine = leases_on(holder, d)
 local blob = num(redis.call('HGET', k('fetching'), d))
 local all = num(redis.call('GET', k('fetching:total')))
-local held = k('mc', d, holder)
+local held = redis.call('GET', k('mc', d, holder)) or ''
+local chunks = {}
+for i = 9, #ARGV do chunks[#chunks + 1] = ARGV[i] end
+local leased = hmget(k('l', d), chunks)
+local sources = source_counts(d, chunks, silent)
 local granted = {}
-for i = 9, #ARGV do
+for i, c in ipairs(chunks) do
   if mine >= per_node or blob >= per_blob or all >= total then break end
-  local c = ARGV[i]
-  if redis.call('HEXISTS', k('l', d), c) == 0 and redis.call('GETBIT', held, c) == 0
-      and sources(d, c, silent) == 0 then
+  if not leased[i] and not bit_of(held, tonumber(c)) and sources[i] == 0 then
     local lease = {holder = holder, granted = now, expires = now + first, progress = 0,
                    renewals = 0, fetched = false, heard = false}
     redis.call('HSET', k('l', d), c, lease_text(lease))
@@ -94,9 +96,15 @@ RELEASE_CHUNKS = (
     + r"""
 local d, holder = ARGV[2], ARGV[3]
 local out = {}
-for i = 4, #ARGV do
-  local ended = release(d, ARGV[i], holder)
-  if ended then out[#out + 1] = ended end
+if redis.call('EXISTS', k('l', d)) == 0 then return out end
+local chunks = {}
+for i = 4, #ARGV do chunks[#chunks + 1] = ARGV[i] end
+local leases = hmget(k('l', d), chunks)
+for i, c in ipairs(chunks) do
+  if leases[i] then
+    local ended = release(d, c, holder, leases[i])
+    if ended then out[#out + 1] = ended end
+  end
 end
 return out
 """

@@ -1,6 +1,8 @@
-"""The peer store in Redis: a bitmap pair per node and blob, and the holders of each chunk in
-sets by completeness and zone, so that a handout samples a few (SRANDMEMBER) without reading
-every holder of a popular chunk. The rules are those of `tracker.peerstore`."""
+"""The peer store in Redis: a bitmap pair per node and blob; the nodes holding a whole blob in one
+set, the other holders of each chunk in a set by completeness, each member naming its zone, so
+that a handout samples a few (SRANDMEMBER) without reading every holder of a popular chunk, and a
+node announcing a whole blob writes a few keys, not one per chunk. The rules are those of
+`tracker.peerstore`."""
 
 from __future__ import annotations
 
@@ -9,73 +11,166 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 from tracker.handout import Candidate, rank
-from tracker.peerstore import Masks, indices_of, mask_of
-from tracker.store.redisstore.base import Scripts, indices_text, mask_of_bitmap, text, translating
+from tracker.peerstore import Masks, mask_of
+from tracker.store.redisstore.base import (
+    Scripts,
+    bitmap_of_mask,
+    mask_of_bitmap,
+    text,
+    translating,
+)
 
-ADD_NODE = r"""
-local node, zone = ARGV[2], ARGV[3]
-local old = redis.call('HGET', k('zone'), node)
-if old then
-  if redis.call('HINCRBY', k('zones'), old, -1) <= 0 then redis.call('HDEL', k('zones'), old) end
-end
-redis.call('HSET', k('zone'), node, zone)
-redis.call('HINCRBY', k('zones'), zone, 1)
-"""
-
-# Shared by HOLD, DROP and REMOVE_NODE.
+# Shared by HOLD, DROP, ADD_NODE and REMOVE_NODE. A holder is "<node>\t<zone>" in the pools:
+# hf:<d> when it holds every chunk of d whole (one write for a node's whole blob, however many
+# chunks), else hc:<d>:<c> for each chunk it holds whole; hp:<d>:<c> for each it holds in part.
+# cc:<d> and pn:<d> count the whole and the partial holders of each chunk, for every pool.
 HOLDINGS = r"""
-local function pool(d, c, whole, zone)
-  return k('pool', d, c, whole and 'c' or 'p', zone)
+local function member(node, zone) return node .. '\t' .. zone end
+
+-- Byte by byte f(a, b) of two bitmaps (the shorter padded with zeros), trailing zeros dropped.
+local function bitop(a, b, f)
+  local n = math.max(#a, #b)
+  local bytes = {}
+  for i = 1, n do bytes[i] = f(string.byte(a, i) or 0, string.byte(b, i) or 0) end
+  while n > 0 and bytes[n] == 0 do n = n - 1 end
+  local out = {}
+  for i = 1, n do out[i] = string.char(bytes[i]) end
+  return table.concat(out)
+end
+local function bor(a, b) return bitop(a, b, bit.bor) end
+local function band(a, b) return bitop(a, b, bit.band) end
+local function andnot(a, b)
+  return bitop(a, b, function(x, y) return bit.band(x, bit.bnot(y)) end)
 end
 
+-- The bitmap of chunks 0 .. n-1.
+local function every(n)
+  local s = string.rep('\255', math.floor(n / 8))
+  if n % 8 > 0 then s = s .. string.char(256 - 2 ^ (8 - n % 8)) end
+  return s
+end
+
+-- Add delta to the counts of these chunks in hash `key`, deleting counts that reach 0.
+local function count(key, chunks, delta)
+  if #chunks == 0 then return end
+  if #chunks == 1 then
+    if redis.call('HINCRBY', key, chunks[1], delta) <= 0 then redis.call('HDEL', key, chunks[1]) end
+    return
+  end
+  local counts = hmget(key, chunks)
+  local set, gone = {}, {}
+  for i, c in ipairs(chunks) do
+    local n = num(counts[i]) + delta
+    if n > 0 then
+      set[#set + 1] = c
+      set[#set + 1] = n
+    else
+      gone[#gone + 1] = c
+    end
+  end
+  for i = 1, #set, 1000 do redis.call('HSET', key, unpack(set, i, math.min(i + 999, #set))) end
+  for i = 1, #gone, 1000 do
+    redis.call('HDEL', key, unpack(gone, i, math.min(i + 999, #gone)))
+  end
+end
+
+local function set_or_delete(key, value, old)
+  if value == old then return end
+  if value == '' then redis.call('DEL', key) else redis.call('SET', key, value) end
+end
+
+-- Add holdings (bitmaps); returns the bitmap of chunks newly complete at the node.
+local function hold(node, d, zone, complete, partial)
+  local mc, mp = k('mc', d, node), k('mp', d, node)
+  local old = redis.call('MGET', mc, mp)
+  local old_c, old_p = old[1] or '', old[2] or ''
+  local newly_c = andnot(complete, old_c)
+  local new_c = bor(old_c, newly_c)
+  local newly_p = andnot(andnot(partial, new_c), old_p)
+  local moved = bits(band(old_p, newly_c))
+  local new_p = andnot(bor(old_p, newly_p), new_c)
+  local m = member(node, zone)
+  if newly_c ~= '' then
+    local chunks = tonumber(redis.call('HGET', k('b', d), 'chunks') or '0')
+    if chunks > 0 and new_c == every(chunks) then
+      redis.call('SADD', k('hf', d), m)
+      for _, c in ipairs(bits(old_c)) do redis.call('SREM', k('hc', d, c), m) end
+    else
+      for _, c in ipairs(bits(newly_c)) do redis.call('SADD', k('hc', d, c), m) end
+    end
+    count(k('cc', d), bits(newly_c), 1)
+  end
+  for _, c in ipairs(moved) do redis.call('SREM', k('hp', d, c), m) end
+  count(k('pn', d), moved, -1)
+  local added = bits(newly_p)
+  for _, c in ipairs(added) do redis.call('SADD', k('hp', d, c), m) end
+  count(k('pn', d), added, 1)
+  set_or_delete(mc, new_c, old_c)
+  set_or_delete(mp, new_p, old_p)
+  if old_c == '' and old_p == '' and (new_c ~= '' or new_p ~= '') then
+    redis.call('SADD', k('bh', d), node)
+    redis.call('SADD', k('nh', node), d)
+  end
+  return newly_c
+end
+
+-- Forget the node's holdings of d; returns the chunks it held whole.
 local function drop(node, d, zone)
   local mc, mp = k('mc', d, node), k('mp', d, node)
-  local complete = bits(redis.call('GET', mc))
-  for _, c in ipairs(complete) do
-    redis.call('SREM', pool(d, c, true, zone), node)
-    if redis.call('HINCRBY', k('cc', d), c, -1) <= 0 then redis.call('HDEL', k('cc', d), c) end
+  local old = redis.call('MGET', mc, mp)
+  local m = member(node, zone)
+  local complete = bits(old[1] or '')
+  if #complete > 0 then
+    if redis.call('SREM', k('hf', d), m) == 0 then
+      for _, c in ipairs(complete) do redis.call('SREM', k('hc', d, c), m) end
+    end
+    count(k('cc', d), complete, -1)
   end
-  for _, c in ipairs(bits(redis.call('GET', mp))) do
-    redis.call('SREM', pool(d, c, false, zone), node)
-  end
+  local partial = bits(old[2] or '')
+  for _, c in ipairs(partial) do redis.call('SREM', k('hp', d, c), m) end
+  count(k('pn', d), partial, -1)
   redis.call('DEL', mc, mp)
   redis.call('SREM', k('bh', d), node)
   redis.call('SREM', k('nh', node), d)
   return complete
 end
+
+-- Forget every holding of the node and its zone; returns digest, chunks held whole, ...
+local function remove_node(node)
+  local zone = redis.call('HGET', k('zone'), node)
+  local out = {}
+  for _, d in ipairs(redis.call('SMEMBERS', k('nh', node))) do
+    local complete = drop(node, d, zone or '')
+    if #complete > 0 then
+      out[#out + 1] = d
+      out[#out + 1] = complete
+    end
+  end
+  redis.call('DEL', k('nh', node))
+  if zone then
+    redis.call('HDEL', k('zone'), node)
+    count(k('zones'), {zone}, -1)
+  end
+  return out
+end
 """
+
+# A node added again starts afresh, as in `tracker.peerstore`: its pools name its zone.
+ADD_NODE = (
+    HOLDINGS
+    + r"""
+local node, zone = ARGV[2], ARGV[3]
+remove_node(node)
+redis.call('HSET', k('zone'), node, zone)
+redis.call('HINCRBY', k('zones'), zone, 1)
+"""
+)
 
 HOLD = (
     HOLDINGS
     + r"""
 local node, d = ARGV[2], ARGV[3]
-local zone = redis.call('HGET', k('zone'), node) or ''
-local ncomplete = tonumber(ARGV[4])
-local mc, mp = k('mc', d, node), k('mp', d, node)
-local newly = {}
-for i = 5, 4 + ncomplete do
-  local c = tonumber(ARGV[i])
-  if redis.call('SETBIT', mc, c, 1) == 0 then
-    if redis.call('SETBIT', mp, c, 0) == 1 then
-      redis.call('SREM', pool(d, c, false, zone), node)
-    end
-    redis.call('SADD', pool(d, c, true, zone), node)
-    redis.call('HINCRBY', k('cc', d), c, 1)
-    newly[#newly + 1] = c
-  end
-end
-for i = 5 + ncomplete, #ARGV do
-  local c = tonumber(ARGV[i])
-  if redis.call('GETBIT', mc, c) == 0 and redis.call('SETBIT', mp, c, 1) == 0 then
-    redis.call('SADD', pool(d, c, false, zone), node)
-  end
-end
-if redis.call('STRLEN', mp) > 0 and redis.call('BITCOUNT', mp) == 0 then redis.call('DEL', mp) end
-if redis.call('EXISTS', mc) == 1 or redis.call('EXISTS', mp) == 1 then
-  redis.call('SADD', k('bh', d), node)
-  redis.call('SADD', k('nh', node), d)
-end
-return newly
+return hold(node, d, redis.call('HGET', k('zone'), node) or '', ARGV[4], ARGV[5])
 """
 )
 
@@ -90,75 +185,88 @@ return drop(node, d, redis.call('HGET', k('zone'), node) or '')
 REMOVE_NODE = (
     HOLDINGS
     + r"""
-local node = ARGV[2]
-local zone = redis.call('HGET', k('zone'), node)
-local out = {}
-for _, d in ipairs(redis.call('SMEMBERS', k('nh', node))) do
-  local complete = drop(node, d, zone or '')
-  if #complete > 0 then
-    out[#out + 1] = d
-    out[#out + 1] = complete
-  end
-end
-redis.call('DEL', k('nh', node))
-if zone then
-  redis.call('HDEL', k('zone'), node)
-  if redis.call('HINCRBY', k('zones'), zone, -1) <= 0 then redis.call('HDEL', k('zones'), zone) end
-end
-return out
+return remove_node(ARGV[2])
 """
 )
 
-# A sample of chunk c's holders for a handout, best ranks first: whole holders in the zone, then
-# in other zones, then partial ones; each pool asked for `want` at most (random members), and
-# the next pools only while fewer than `want` are found. `zones`: every zone (HKEYS zones).
-# Returns one string, a line per holder: node, zone and 1 (whole) or 0, tab-separated.
+# Samples of a chunk's holders for a handout. `pick` adds to `out` up to `want` members of a pool
+# of `n` (as lines: node, zone and `whole`, tab-separated), those in `zone` first, shuffled: a
+# pool larger than `want` is sampled `spread` times over (SRANDMEMBER), so that the zone's share
+# of a pool spread over `spread` zones still fills the handout. Returns how many it added.
 SAMPLE = r"""
-local function sample(d, c, zone, want, zones)
-  local out = {}
-  local found = 0
-  for _, whole in ipairs({'c', 'p'}) do
-    local order = {zone}
-    for _, z in ipairs(zones) do if z ~= zone then order[#order + 1] = z end end
-    for _, z in ipairs(order) do
-      if found >= want then return table.concat(out, '\n') end
-      local members = redis.call('SRANDMEMBER', k('pool', d, c, whole, z), want)
-      for _, node in ipairs(members) do
-        out[#out + 1] = node .. '\t' .. z .. '\t' .. (whole == 'c' and '1' or '0')
-        found = found + 1
-      end
+local function pick(out, key, n, want, zone, spread, whole)
+  if n <= 0 or want <= 0 then return 0 end
+  local members = redis.call('SRANDMEMBER', key, math.min(n, want * spread))
+  local near, far = {}, {}
+  local suffix = '\t' .. zone
+  for _, m in ipairs(members) do
+    if string.sub(m, -#suffix) == suffix then near[#near + 1] = m else far[#far + 1] = m end
+  end
+  local added = 0
+  for _, group in ipairs({near, far}) do
+    -- A small pool comes back whole, in the set's own order: shuffle what is kept.
+    for i = 1, math.min(#group, want - added) do
+      local j = math.random(i, #group)
+      group[i], group[j] = group[j], group[i]
+      out[#out + 1] = group[i] .. '\t' .. whole
+      added = added + 1
     end
   end
+  return added
+end
+
+-- Chunk c's holders: those holding the whole blob are sampled by the caller (`full`, how many
+-- of them it found), the chunk's own complete holders here (`whole`: their count), then its
+-- partial holders (`part`) while fewer than `want` were found.
+local function sample(d, c, zone, want, spread, full, whole, part)
+  local out = {}
+  local found = full + pick(out, k('hc', d, c), whole, want, zone, spread, '1')
+  if found < want then pick(out, k('hp', d, c), part, want - found, zone, spread, '0') end
   return table.concat(out, '\n')
+end
+
+-- How many times over to sample a large pool: once per zone, up to 4.
+local function spread_of()
+  return math.max(1, math.min(4, redis.call('HLEN', k('zones'))))
 end
 """
 
 HANDOUT = (
     SAMPLE
     + r"""
-return sample(ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), redis.call('HKEYS', k('zones')))
+local d, c, zone, want = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+local spread = spread_of()
+local nfull = redis.call('SCARD', k('hf', d))
+local full = {}
+local found = pick(full, k('hf', d), nfull, want, zone, spread, '1')
+local whole = num(redis.call('HGET', k('cc', d), c)) - nfull
+local part = num(redis.call('HGET', k('pn', d), c))
+return {table.concat(full, '\n'), sample(d, c, zone, want, spread, found, whole, part)}
 """
 )
 
 
-def candidates(sampled: bytes) -> list[Candidate]:
+def candidates(sampled: bytes, exclude: Collection[str] = ()) -> list[Candidate]:
     found = []
     for line in sampled.decode().split("\n") if sampled else ():
         node_id, zone, whole = line.split("\t")
-        found.append(Candidate(node_id, zone, whole == "1"))
+        if node_id not in exclude:
+            found.append(Candidate(node_id, zone, whole == "1"))
     return found
 
 
 def ranked(
     sampled: bytes,
+    full: list[Candidate],
     requester: str,
     zone: str,
     bound: int,
     exclude: Collection[str],
     rng: random.Random,
 ) -> list[Candidate]:
-    found = [c for c in candidates(sampled) if c.node_id not in exclude]
-    return rank(requester, zone, found, bound, rng)
+    """The handout from a chunk's sample and the sample of the blob's whole holders (`full`,
+    the excluded ones already left out)."""
+    return rank(requester, zone, [*full, *candidates(sampled, exclude)], bound, rng)
 
 
 def sample_size(bound: int, exclude: Collection[str]) -> int:
@@ -188,10 +296,10 @@ class RedisPeers:
     async def hold(self, node_id: str, digest: str, complete: int, partial: int) -> int:
         if not complete | partial:
             return 0
-        whole = indices_of(complete)
-        args = [node_id, digest, len(whole), *indices_text(whole)]
-        args += indices_text(indices_of(partial & ~complete))
-        return mask_of(await self._hold(*args))
+        newly = await self._hold(
+            node_id, digest, bitmap_of_mask(complete), bitmap_of_mask(partial & ~complete)
+        )
+        return mask_of_bitmap(newly)
 
     async def drop(self, node_id: str, digest: str) -> int:
         return mask_of(await self._drop(node_id, digest))
@@ -248,5 +356,6 @@ class RedisPeers:
     ) -> list[Candidate]:
         if bound <= 0:
             return []
-        sampled = await self._handout(digest, chunk, zone, sample_size(bound, exclude))
-        return ranked(sampled, requester, zone, bound, exclude, self._rng)
+        full, sampled = await self._handout(digest, chunk, zone, sample_size(bound, exclude))
+        whole = candidates(full, exclude)
+        return ranked(sampled, whole, requester, zone, bound, exclude, self._rng)
