@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterable, Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import grpc
 
 from tracker import address, auth, credentials, errors, limits, targets
+from tracker.attachment import Attachment
 from tracker.cluster import Session
 from tracker.nodes import Load
 from tracker.placement import Directive
@@ -266,40 +268,71 @@ def _placement(message: pb.Placement) -> Placement:
     return Placement(message.digest, message.chunk_count, chunks)
 
 
-class _WatchStream:
-    """One Watch subscription, carried over to another replica when its own goes away (or its
-    channel was retired because calls on it failed)."""
+class _Stream:
+    """A server stream (Watch, Tasks) on the replica talked to now, carried over to the next when
+    its own goes away (or its channel was retired because calls on it failed). `start` makes
+    the call on a stub (`resume`: the stream was open on another replica before); `confirm`
+    waits for the replica to say the stream is open (False: it will not be)."""
 
-    def __init__(self, client: TrackerClient, request: pb.WatchRequest) -> None:
+    def __init__(
+        self,
+        client: TrackerClient,
+        start: Callable[[Any, bool], Any],
+        confirm: Callable[[Any], Awaitable[bool]],
+    ) -> None:
         self._client = client
-        self._request = request
+        self._start = start
+        self._confirm = confirm
         self._call: Any = None
         self._generation = 0
+        self._opened_at = 0.0
 
-    async def open(self) -> None:
-        self._call, self._generation = await self._client._subscribe(self._request)
+    async def open(self, resume: bool = False) -> None:
+        subscribed = await self._client._subscribe(self._start, self._confirm, resume)
+        self._call, self._generation = subscribed
+        self._opened_at = time.monotonic()
+        self._client.attachment.opened(self, self._generation)
 
-    async def events(self) -> AsyncIterator[Placement]:
+    async def messages(self) -> AsyncIterator[Any]:
+        """The stream's messages until it ends; raises once no replica takes it, or when it
+        broke on every replica in turn, each soon after it was opened there."""
+        moves = 0
         while True:
             try:
-                event = await self._call.read()
+                message = await self._call.read()
             except grpc.aio.AioRpcError as e:
                 if e.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
                     raise _error(e) from None
                 self._call.cancel()
                 self._client._fail_over(self._generation)
-                resumed = pb.WatchRequest()
-                resumed.CopyFrom(self._request)
-                resumed.resume = True
-                self._call, self._generation = await self._client._subscribe(resumed)
+                lasted = time.monotonic() - self._opened_at > self._client.timeout
+                moves = 1 if lasted else moves + 1
+                if moves > self._client._replicas():
+                    gone = "no tracker replica keeps the stream open"
+                    raise errors.TrackerUnavailable(gone) from None
+                await self.open(resume=True)
                 continue
-            if event is grpc.aio.EOF:
+            if message is grpc.aio.EOF:
                 return
-            yield _placement(event.placement)
+            yield message
 
     def cancel(self) -> None:
         if self._call is not None:
             self._call.cancel()
+        self._client.attachment.closed(self)
+
+
+async def _subscribed(call: Any) -> bool:
+    """A Watch call is open once its first event, `subscribed`, came."""
+    return bool(await call.read() is not grpc.aio.EOF)
+
+
+async def _headers_came(call: Any) -> bool:
+    """A Tasks call is open once the replica sent its headers, after opening the node's inbox."""
+    await call.initial_metadata()
+    if call.done():
+        await call.read()  # raises the call's failure, if it failed
+    return True
 
 
 def _order(task: pb.Task) -> Order:
@@ -337,6 +370,7 @@ class TrackerClient:
         self._channel: grpc.aio.Channel | None = None
         self._stub: Any = None
         self._retiring: set[asyncio.Task[None]] = set()
+        self.attachment = Attachment()  # set its `report` to hear how long each move took
 
     @property
     def target(self) -> str:
@@ -369,6 +403,7 @@ class TrackerClient:
         if generation != self._generation:
             return
         self._generation += 1
+        self.attachment.moved(self._generation)
         if self._channel is not None:
             task = asyncio.create_task(self._channel.close(grace=RETIRE_GRACE))
             self._retiring.add(task)
@@ -394,7 +429,7 @@ class TrackerClient:
         attempts = self._replicas()
         for attempt in range(attempts):
             try:
-                return await getattr(tracker, method)(
+                response = await getattr(tracker, method)(
                     request, timeout=timeout or self.timeout, metadata=self._metadata
                 )
             except grpc.aio.AioRpcError as e:
@@ -404,6 +439,9 @@ class TrackerClient:
                 if code is not grpc.StatusCode.UNAVAILABLE or attempt + 1 == attempts:
                     raise _error(e) from None
                 tracker, generation = await self._tracker()
+            else:
+                self.attachment.answered(generation)
+                return response
         raise AssertionError("unreachable")
 
     # ---- membership ----
@@ -538,22 +576,33 @@ class TrackerClient:
         request = pb.WatchRequest(
             node_id=node_id, digest=digest, size=size, chunk_count=chunk_count
         )
-        stream = _WatchStream(self, request)
+
+        def start(tracker: Any, resume: bool) -> Any:
+            sent = pb.WatchRequest()
+            sent.CopyFrom(request)
+            sent.resume = resume
+            return tracker.Watch(sent, metadata=self._metadata)
+
+        stream = _Stream(self, start, _subscribed)
         try:
             await stream.open()
-            yield stream.events()
+            yield (_placement(event.placement) async for event in stream.messages())
         finally:
             stream.cancel()
 
-    async def _subscribe(self, request: pb.WatchRequest) -> tuple[Any, int]:
-        """A Watch call past its `subscribed` event, on the first replica that takes it."""
+    async def _subscribe(
+        self,
+        start: Callable[[Any, bool], Any],
+        confirm: Callable[[Any], Awaitable[bool]],
+        resume: bool,
+    ) -> tuple[Any, int]:
+        """A stream call the replica confirmed open, on the first replica that takes it."""
         tracker, generation = await self._tracker()
         attempts = self._replicas()
         for attempt in range(attempts):
-            call = tracker.Watch(request, metadata=self._metadata)
+            call = start(tracker, resume)
             try:
-                first = await asyncio.wait_for(call.read(), self.timeout)
-                if first is not grpc.aio.EOF:
+                if await asyncio.wait_for(confirm(call), self.timeout):
                     return call, generation
             except grpc.aio.AioRpcError as e:
                 if e.code() is not grpc.StatusCode.UNAVAILABLE:
@@ -564,7 +613,7 @@ class TrackerClient:
             call.cancel()
             self._fail_over(generation)
             if attempt + 1 == attempts:
-                raise errors.TrackerUnavailable("watch: no tracker replica answers")
+                raise errors.TrackerUnavailable("no tracker replica opens the stream")
             tracker, generation = await self._tracker()
         raise AssertionError("unreachable")
 
@@ -601,19 +650,18 @@ class TrackerClient:
 
     async def tasks(self, node_id: str) -> AsyncIterator[Order]:
         """The node's work orders as the tracker sends them; ends when the tracker ends the
-        stream (the node joined again). A replica that goes away raises TrackerUnavailable, and
-        the next call goes to another."""
-        tracker, generation = await self._tracker()
-        call = tracker.Tasks(pb.TasksRequest(node_id=node_id), metadata=self._metadata)
+        stream (the node joined again). When the replica goes away the stream moves to
+        another; it raises TrackerUnavailable once no replica takes it."""
+        request = pb.TasksRequest(node_id=node_id)
+        stream = _Stream(
+            self, lambda tracker, _: tracker.Tasks(request, metadata=self._metadata), _headers_came
+        )
         try:
-            while (task := await call.read()) is not grpc.aio.EOF:
+            await stream.open()
+            async for task in stream.messages():
                 yield _order(task)
-        except grpc.aio.AioRpcError as e:
-            if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
-                self._fail_over(generation)
-            raise _error(e) from None
         finally:
-            call.cancel()
+            stream.cancel()
 
     async def report_task(self, node_id: str, task_id: str, ok: bool, message: str = "") -> None:
         request = pb.ReportTaskRequest(node_id=node_id, task_id=task_id, ok=ok, message=message)

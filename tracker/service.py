@@ -343,6 +343,7 @@ class TrackerService(tracker_pb2_grpc.TrackerServicer):
             await abort(context, error)
             return
         try:
+            await context.send_initial_metadata(())  # the inbox is open: the node may count on it
             while (order := await self.cluster.next_order(inbox)) is not None:
                 yield task_message(order)
             if inbox.stopping:
