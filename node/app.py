@@ -365,6 +365,7 @@ def _membership(node: Node, registry_port: int) -> Membership:
         metainfo=node.swarm.metainfo,
         preheat=node.preheater.preheat,
         tls_ca=node.config.cluster.tracker_tls_ca,
+        moved=node.metrics.tracker_failover.observe,
     )
 
 

@@ -3,7 +3,9 @@
 `run()` is one long-running task of the node. It joins, announces the whole inventory, heartbeats,
 and takes work orders (preheat, republish) from the tracker's Tasks stream. `--tracker` may name
 several tracker replicas (a list, or a DNS name with several addresses): the client moves to
-another replica when its own fails, and the Tasks stream is opened again there. Whenever the
+another replica when its own fails, and the Tasks stream is opened again there; once its calls
+are answered there and every stream is open there, it logs how long the move took ("moved to
+another tracker replica", `seconds`) and counts it in a histogram. Whenever the
 tracker answers "unknown node" (it restarted, its store started afresh, or it forgot a silent
 node), the node joins again and re-announces everything: the tracker's state is soft and the
 nodes rebuild it. While no replica is reachable the node keeps serving; membership only retries
@@ -67,6 +69,7 @@ class Membership:
         preheat: Preheater | None = None,
         metainfo: MetainfoSource | None = None,
         tls_ca: Path | None = None,
+        moved: Callable[[float], None] | None = None,
     ) -> None:
         self.config = config
         credential = _credential(config)
@@ -98,8 +101,11 @@ class Membership:
         else:
             self.tracker_address = config.tracker
         self.client = TrackerClient(self.tracker_address, credential=credential, tls_ca=tls_ca)
+        self.client.attachment.report = self._moved
+        self._on_moved = moved
         self.session: Session | None = None
         self.joins = 0  # how many times this node joined (a restarted tracker makes it rejoin)
+        self._heartbeat_interval = 0.0  # the last session's
         self._resync = False
         self._orders: set[asyncio.Task[None]] = set()
 
@@ -187,6 +193,7 @@ class Membership:
     async def _join(self) -> Session:
         session = await self.client.join(self.node, self.instance)
         self.session = session
+        self._heartbeat_interval = session.heartbeat_interval
         self._resync = False
         self.joins += 1
         await self._announce_all()
@@ -195,6 +202,21 @@ class Membership:
             extra={"tracker": self.tracker_address, "node": self.node_id, "joins": self.joins},
         )
         return session
+
+    def _moved(self, seconds: float) -> None:
+        """The tracker client left a replica that failed, and is now attached to another: its
+        calls answered, this node's task stream and its pulls' watches open there."""
+        interval = self._heartbeat_interval
+        log.info(
+            "moved to another tracker replica; task stream and watches open there",
+            extra={
+                "tracker": self.client.target,
+                "seconds": round(seconds, 3),
+                "heartbeat_intervals": round(seconds / interval, 2) if interval else "-",
+            },
+        )
+        if self._on_moved is not None:
+            self._on_moved(seconds)
 
     async def _announce_all(self) -> None:
         inventory = await self._inventory()

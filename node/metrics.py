@@ -84,6 +84,13 @@ class NodeMetrics:
             ["reason"],
             registry=r,
         )
+        self.tracker_failover = Histogram(
+            "distributed_images_tracker_failover_seconds",
+            "Time from this node leaving a tracker replica that failed to its calls being answered"
+            " by another, and its task stream and watches open there",
+            registry=r,
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60),
+        )
         self.upstream_resumes = Counter(
             "distributed_images_upstream_resumes",
             "Upstream transfers that broke and were resumed from the first byte missing",
