@@ -7,25 +7,40 @@ nodes join again; a lease is granted once however many replicas are asked at onc
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
 
 import pytest
 
+from node.config import ClusterConfig
+from node.membership import Membership
 from tests.integration.conftest import P2PImages
-from tests.support.cluster import Cluster, Received, Tracker, client, correct, pull_image, until
+from tests.support.cluster import (
+    CLI,
+    Cluster,
+    Received,
+    Tracker,
+    client,
+    correct,
+    process_environment,
+    pull_image,
+    until,
+)
 from tests.support.images import OciImage
 from tests.support.node import Node
-from tests.support.process import free_port, http_status
+from tests.support.process import free_port, http_status, run
 from tests.support.redisserver import RedisServer
 from tests.support.registry import Registry, upstream_blob_bytes
-from tracker.client import Directive, NodeAddress, TrackerClient
+from tracker.client import Directive, Inventory, NodeAddress, Placement, TrackerClient
 from tracker.credentials import Role
 
 pytestmark = pytest.mark.integration
 
 FALLBACKS = "distributed_images_fallbacks_total"
 LOCATES = "distributed_images_tracker_rpc_duration_seconds_count"
+FAILOVERS = "distributed_images_tracker_failover_seconds_count"
+MOVED = "moved to another tracker replica"
 PULL_TIMEOUT = 180.0
 D = "sha256:" + "7" * 64
 
@@ -126,9 +141,17 @@ async def test_a_replica_killed_mid_pull_costs_no_pull_and_no_byte_twice(
     assert await upstream_blob_bytes(p2p_upstream, mark, list(image.blobs)) == image.blobs
     for node in cluster.nodes:
         assert node.metric(FALLBACKS) == 0, node.name
-    # The nodes that talked to the killed replica moved to the other, which sees them all live
-    # and, once the killed one's record lapsed, itself the only live replica.
+    # Nodes 0 and 2 knew the killed replica first: each says it moved to the other, its calls
+    # answered and its task stream and watches open there; nodes 1 and 3 never moved.
     survivor = cluster.trackers[1]
+    for node in cluster.nodes[0::2]:
+        await until(lambda n=node: n.metric(FAILOVERS) == 1, f"{node.name} moved once")
+        moves = [line for line in node.log_path.read_text().splitlines() if MOVED in line]
+        assert len(moves) == 1 and f"tracker={survivor.address}" in moves[0], moves
+    for node in cluster.nodes[1::2]:
+        assert node.metric(FAILOVERS) == 0, node.name
+    # The survivor sees every node live and, once the killed one's record lapsed, itself the only
+    # live replica.
     await until(lambda: len(survivor.status()["replicas"]) == 1, "the killed replica lapsed")  # type: ignore[arg-type]
     status = survivor.status()
     nodes = status["nodes"]
@@ -155,6 +178,10 @@ async def test_redis_restarted_empty_mid_pull_costs_no_pull_and_the_nodes_join_a
 async def test_a_lease_race_through_both_replicas_grants_one_lease(
     start_cluster: Callable[..., Cluster], redis: RedisServer
 ) -> None:
+    """Forty nodes, each on a channel of its own, half through each replica, ask at once for one
+    cold chunk: one is told to fetch it, all are told the same holder, and the cluster's
+    upstream slots count one lease. A grant that reads, then writes (two racers both see the
+    chunk free) shows as slots taken by leases that were overwritten."""
     cluster = start_cluster(size=1, replicas=2, store=redis.url)
     racers = [f"racer-{i}" for i in range(40)]
     clients = [
@@ -187,9 +214,127 @@ async def test_a_lease_race_through_both_replicas_grants_one_lease(
         # Everyone is told the same holder, whichever replica it asked.
         assert {p.chunks[0].lease_holder for p in placements} == set(fetchers)
         assert cluster.tracker.status()["totals"]["leases"] == 1  # type: ignore[index]
+        # And the one lease took one of the cluster's three upstream slots, not one per racer
+        # that was told the chunk was free: a racer's own cold blob gets the two slots left,
+        # through either replica.
+        for i, c in enumerate(clients[:2]):
+            other = "sha256:" + str(i) * 64
+            placement = await c.locate(racers[i], other, 16 << 20, 4, max_leases=4)
+            granted = [c.index for c in placement.chunks if c.directive is Directive.FETCH]
+            assert granted == ([0, 1] if i == 0 else []), (i, granted)
+        assert cluster.tracker.status()["totals"]["leases"] == 3  # type: ignore[index]
     finally:
         for c in clients:
             await c.close()
+
+
+@contextlib.contextmanager
+def two_replicas(workdir: Path, redis: RedisServer) -> Iterator[list[Tracker]]:
+    """Two tracker replicas on `redis`, sharing one secret, with no node of their own."""
+    first = Tracker(workdir / "tracker0", extra_args=["--store", redis.url])
+    second = Tracker(
+        workdir / "tracker1",
+        extra_args=["--store", redis.url],
+        name="tracker1",
+        secret=first.secret,
+    )
+    try:
+        for tracker in (first, second):
+            tracker.start()
+        yield [first, second]
+    finally:
+        for tracker in (first, second):
+            tracker.stop()
+
+
+async def first_swarm(events: AsyncIterator[Placement]) -> set[str]:
+    """The peers of chunk 0 in the first event that says to swarm it."""
+    async for placement in events:
+        for chunk in placement.chunks:
+            if chunk.index == 0 and chunk.directive is Directive.SWARM:
+                return {peer.node_id for peer in chunk.peers}
+    raise AssertionError("the watch ended")
+
+
+async def test_a_watch_on_a_killed_replica_moves_and_misses_no_publication(
+    workdir: Path, redis: RedisServer
+) -> None:
+    """A client that knows both replicas watches a blob through the first; the first is
+    SIGKILLed, then a chunk is leased and published through the second: the publication reaches
+    the watcher over its watch alone (it never asks), and the client says it moved."""
+    with two_replicas(workdir, redis) as (first, second):
+        watcher = TrackerClient(
+            f"{first.address},{second.address}",
+            credential=first.credential(Role.NODE, "watcher"),
+            timeout=30,
+        )
+        publisher = TrackerClient(
+            second.address, credential=first.credential(Role.NODE, "publisher"), timeout=30
+        )
+        moves: list[float] = []
+        watcher.attachment.report = moves.append
+        try:
+            await watcher.join(NodeAddress("watcher", "127.0.1.1:8080", "127.0.1.1:6881"), "i")
+            await publisher.join(NodeAddress("publisher", "127.0.1.2:8080", "127.0.1.2:6881"), "i")
+            async with watcher.watch("watcher", D, 4 << 20, 1) as events:
+                assert watcher.target == first.address
+                first.kill()
+                placement = await publisher.locate("publisher", D, 4 << 20, 1, max_leases=1)
+                assert placement.chunks[0].directive is Directive.FETCH
+                await publisher.publish("publisher", D, 4 << 20, 1, 0, b"metainfo")
+                peers = await asyncio.wait_for(first_swarm(events), PULL_TIMEOUT)
+            assert peers == {"publisher"}
+            assert watcher.target == second.address
+            assert moves == [], "moved before the new replica answered a call"
+            await watcher.heartbeat("watcher")
+            assert len(moves) == 1
+        finally:
+            await watcher.close()
+            await publisher.close()
+
+
+async def test_members_whose_replica_died_take_orders_from_the_other(
+    workdir: Path, redis: RedisServer
+) -> None:
+    """Four nodes' memberships, two knowing each replica first; the first replica is SIGKILLed.
+    Those two move to the other (each says so once, the other two never): a preheat made through
+    the survivor after the kill reaches all four over their task streams."""
+    with two_replicas(workdir, redis) as trackers:
+        addresses = [t.address for t in trackers]
+        moved: list[list[float]] = [[] for _ in range(4)]
+        preheated: list[str] = []
+
+        async def preheat(image: str) -> None:
+            preheated.append(image)
+
+        async def inventory() -> Inventory:
+            return Inventory(())
+
+        memberships = []
+        for i in range(4):
+            config = ClusterConfig(
+                tracker=",".join(addresses[i % 2 :] + addresses[: i % 2]),
+                credential_file=trackers[0].credential_file(f"member{i}"),
+                peer_listen=f"127.0.0.1:{7300 + i}",
+            )
+            registry = f"127.0.0.1:{8300 + i}"
+            member = Membership(config, registry, inventory, preheat=preheat, moved=moved[i].append)
+            memberships.append(member)
+        running = [asyncio.create_task(m.run()) for m in memberships]
+        try:
+            await until(lambda: all(m.joins for m in memberships), "every member joined")
+            trackers[0].kill()
+            argv = [*CLI, "preheat", "--tracker", trackers[1].address, "--wait", "app:1"]
+            argv += ["--credential-file", str(trackers[1].operator_file)]
+            result = await asyncio.to_thread(run, argv, env=process_environment())
+            assert "4 done, 0 failed" in result.stdout, result.stdout
+            assert len(preheated) == 4, preheated
+            await until(lambda: [len(m) for m in moved] == [1, 0, 1, 0], "members 0, 2 moved")
+            assert all(m.client.target == trackers[1].address for m in memberships)
+        finally:
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
 
 
 async def test_with_redis_unreachable_the_replicas_send_every_pull_upstream_at_once(
