@@ -48,6 +48,12 @@ TARGETS = (
     Target("p2p-cold-failover failed pulls", "p2p-cold-failover", "failed_pulls", 0),
     Target("p2p-cold-failover upstream egress / S", "p2p-cold-failover", "egress_ratio", 1.05),
     Target("p2p-cold-failover p50 / p2p-cold p50", "p2p-cold-failover", "p50_vs_p2p_cold", 1.2),
+    Target(
+        "p2p-cold-failover re-attach / heartbeat interval",
+        "p2p-cold-failover",
+        "reattach_max_heartbeats",
+        2,
+    ),
     Target("direct p50 / p2p-cold p50", "p2p-cold", "speedup_vs_direct", 4.0, at_least=True),
     Target("p2p-warm p50 / (S/B)", "p2p-warm", "p50_lb", 1.25),
     Target("p2p-warm p99 / (S/B)", "p2p-warm", "p99_lb", 1.5),
@@ -103,7 +109,12 @@ def summarize(runs: Sequence[Measurement], lb: float, image_bytes: int) -> dict[
 
 
 # Figures of each run that the scenario's entry gives as their largest over the repeats.
-COSTS = ("agents_cpu_seconds_per_gib", "agents_peak_rss_bytes", "machine_cpu_busy")
+COSTS = (
+    "agents_cpu_seconds_per_gib",
+    "agents_peak_rss_bytes",
+    "machine_cpu_busy",
+    "reattach_max_heartbeats",
+)
 
 
 def document(
@@ -248,9 +259,30 @@ def _notes(entry: dict[str, Any]) -> list[str]:
             notes.append(f"killed {killed} at {run['kill_after_seconds']:.1f} s")
         if "upstream_mbit" in run:
             notes.append(f"U = {run['upstream_mbit']:g} Mbit/s")
+    notes += _reattach(entry["runs"])
     fallbacks = sum(sum(run.get("agent_fallbacks", {}).values()) for run in entry["runs"])
     if fallbacks:
         notes.append(f"{fallbacks} fallbacks to upstream")
+    return notes
+
+
+def _reattach(runs: list[dict[str, Any]]) -> list[str]:
+    """p2p-cold-failover: when the replica was killed, and how long its nodes took to move."""
+    notes = []
+    for run in runs:
+        if "reattach_seconds" not in run:
+            continue
+        seconds = [s for s in run["reattach_seconds"].values() if s is not None]
+        beats = run["heartbeat_interval_seconds"]
+        moved = (
+            f"{len(seconds)} nodes re-attached in {_span(seconds, '{:.2f}')} s "
+            f"({_span([s / beats for s in seconds], '{:.2f}')} heartbeats)"
+        )
+        never = run["reattach_never"]
+        if never:
+            moved += f", never: {', '.join(never)}"
+        killed = f"{run['killed_tracker']} killed at {run['kill_after_seconds']:.1f} s"
+        notes.append(f"{killed}, {moved}")
     return notes
 
 

@@ -13,7 +13,9 @@
                the survivors are measured
     p2p-cold-failover  as p2p-cold with two tracker replicas sharing a Redis (on hosts of their
                own), the nodes split between them; the first is SIGKILLed once the upstream
-               has sent a third of the image: no pull may fail, nor any byte come twice
+               has sent a third of the image: no pull may fail, nor any byte come twice;
+               each node that knew it first reports how long it took to move to the other
+               (`bench.reattach`)
 
 What is measured, and how, is `bench.measurement`'s.
 """
@@ -36,6 +38,7 @@ from bench.image import Image
 from bench.measurement import Measurement, Window
 from bench.netns import Host
 from bench.progress import Progress
+from bench.reattach import HEARTBEAT_INTERVAL, reattach_times
 from distributed_images.cli import COMMANDS
 
 MiB = 1 << 20
@@ -245,23 +248,28 @@ def p2p_cold_failover(bench: Bench, run: str) -> Measurement:
         cluster.agents(run, cluster.nodes) as agents,
     ):
         victim = replicas[0]
+        movers = agents[0::2]  # those that knew the victim first (`Cluster.replicated_tracker`)
         start = cluster.upstream.tx_bytes()
-        killed_at: list[float] = []
+        killed_at: list[tuple[float, float]] = []  # (seconds into the pulls, epoch seconds)
 
         def during(elapsed: float, pulls: Pulls) -> None:
             if killed_at or cluster.upstream.tx_bytes() - start < third:
                 return
             victim.kill()
-            killed_at.append(elapsed)
+            killed_at.append((elapsed, time.time()))
             bench.progress.line(f"{run}: killed tracker replica {victim.host.name}")
 
         window = Window(cluster, agents)
         pulls = _pull_through(bench, run, agents, during)
-        return window.close(
+        measured = window.close(
             pulls,
             killed_tracker=victim.host.name,
-            kill_after_seconds=round(killed_at[0], 3) if killed_at else None,
+            kill_after_seconds=round(killed_at[0][0], 3) if killed_at else None,
         )
+        if killed_at:
+            wait = 3 * HEARTBEAT_INTERVAL
+            measured.details |= reattach_times(agents, movers, killed_at[0][1], wait)
+        return measured
 
 
 SCENARIOS: dict[str, Callable[[Bench, str], Measurement]] = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bench import chart, results, sweep
+from bench import chart, reattach, results, sweep
 from bench.measurement import Measurement
 
 MiB = 1 << 20
@@ -98,6 +98,36 @@ def test_targets_are_checked_on_the_scenario_they_name() -> None:
     assert checked["p2p-warm p50 / (S/B)"]["met"] is False
     assert checked["p2p-warm agents' CPU s / GiB"]["met"] is True
     assert not any(t.startswith("p2p-cold ") for t in checked)  # it did not run
+
+
+def test_a_failover_row_says_how_long_its_nodes_took_to_move(tmp_path: Path) -> None:
+    logs = {"node0": tmp_path / "node0.log", "node2": tmp_path / "node2.log"}
+    killed_at = 1_800_000_000.0  # 2027-01-15T08:00:00Z
+    logs["node0"].write_text(
+        f'ts=2027-01-15T07:59:59.000Z level=info msg="{reattach.MOVED}" seconds=0.2\n'
+        f'ts=2027-01-15T08:00:01.250Z level=info msg="{reattach.MOVED}; watches" seconds=1.2\n'
+    )
+    logs["node2"].write_text("ts=2027-01-15T08:00:00.500Z level=info msg=joined\n")
+    assert reattach.moved_after(logs["node0"], killed_at) == 1.25  # not the move before the kill
+    assert reattach.moved_after(logs["node2"], killed_at) is None
+    failover = run(
+        [13.0],
+        killed_tracker="tracker",
+        kill_after_seconds=4.0,
+        reattach_seconds={"node0": 1.25, "node2": 2.5},
+        reattach_never=[],
+        heartbeat_interval_seconds=5.0,
+        reattach_max_heartbeats=0.5,
+    )
+    runs = {"p2p-cold": [run([12.0])], "p2p-cold-failover": [failover]}
+    document = results.document(params(), runs, {}, LB, SIZE)
+    text = results.markdown(document)
+    row = next(line for line in text.splitlines() if line.startswith("| p2p-cold-failover |"))
+    assert (
+        "tracker killed at 4.0 s, 2 nodes re-attached in 1.25-2.50 s (0.25-0.50 heartbeats)" in row
+    )
+    checked = {t["target"]: t for t in document["targets"]}
+    assert checked["p2p-cold-failover re-attach / heartbeat interval"]["met"] is True
 
 
 def sweep_of(counts: list[int]) -> dict[str, Any]:
