@@ -252,8 +252,9 @@ class Membership:
             yield
         finally:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # gather, not `await task` under suppress(CancelledError): that would swallow this
+            # task's own cancellation too, should it come while the orders task winds down.
+            await asyncio.gather(task, return_exceptions=True)
 
     async def _take_orders(self) -> None:
         backoff = Backoff(initial=0.5)

@@ -602,7 +602,11 @@ class TrackerClient:
         for attempt in range(attempts):
             call = start(tracker, resume)
             try:
-                if await asyncio.wait_for(confirm(call), self.timeout):
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation
+                # that comes as the confirmation does, and the caller would never stop.
+                async with asyncio.timeout(self.timeout):
+                    confirmed = await confirm(call)
+                if confirmed:
                     return call, generation
             except grpc.aio.AioRpcError as e:
                 if e.code() is not grpc.StatusCode.UNAVAILABLE:
