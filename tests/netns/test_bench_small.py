@@ -180,6 +180,10 @@ def test_scenarios_through_nodes_measure_or_say_why(small_run: Run) -> None:
         assert failover["failed_pulls"] == 0, failover["failures"]
         assert len(failover["pull_seconds"]) == NODES
         assert failover["runs"][0]["killed_tracker"] == "tracker"
+        # node0 and node2 knew the killed replica first: each logged its move to the other.
+        moved = failover["runs"][0]["reattach_seconds"]
+        assert {"node0", "node2"} <= set(moved), moved
+        assert failover["runs"][0]["reattach_never"] == [], moved
     churn = scenarios["churn"]
     if "runs" in churn:
         assert churn["runs"][0]["killed_nodes"] == ["node2"]  # a quarter of 3, at least one
