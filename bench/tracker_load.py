@@ -3,18 +3,21 @@
 Starts `--replicas` real `distributed-images tracker` processes (on `--store memory`, one; on
 `--store redis`, any number sharing a redis-server the benchmark starts on a free loopback port),
 then:
-  1. a worker process joins `--nodes` simulated nodes, spread over the replicas, holds a Tasks
-     stream open for each (as real nodes do) and heartbeats every node once per
-     `--heartbeat-interval`;
+  1. `--workers` processes simulate `--nodes` nodes, spread over the replicas: they join them
+     at `--join-rate` a second at most, hold a Tasks stream open for each (as real nodes do)
+     and heartbeat every node once per `--heartbeat-interval` (the trackers get `--node-ttl`
+     three times it, and `--silent-after` half that, as their defaults are to 5 s); a node whose
+     heartbeat is refused (it expired) joins again and announces anew, as a real node does;
   2. the nodes announce `--chunks` distinct chunks (blobs of `--chunks-per-blob`, each held by
-     `--holders` nodes in 3 zones) and their metainfo is published;
+     `--holders` nodes in 3 zones) and their metainfo is published, from as many processes;
   3. for `--duration` seconds, `--rate` Locate calls per second (open loop: each call starts on
      schedule, however slow the previous ones), spread over the replicas, ask for a random blob
      from a random node, a tenth of them for a cold blob that takes leases. With `--find-max`
      the rate doubles, run after run, until the p99 reaches 20 ms: the last rate under it is
      the highest these replicas sustain.
 It prints Locate latency as the caller saw it (p50/p99/max) and as the trackers measured it
-(their histograms), the trackers' CPU use and RSS during the steady phase, with Redis its CPU
+(their histograms), the trackers' CPU use and RSS during the steady phase, how the heartbeats
+went meanwhile (answered, failed, how late the simulated nodes sent them), with Redis its CPU
 and the Redis commands and bytes each Locate cost (the heartbeats' own traffic, measured in a
 quiet window of the same length before, taken off), and a JSON line per run.
 Targets (issue 3): p99 under 20 ms, RSS under 500 MiB. The machine should be otherwise idle:
@@ -39,6 +42,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,7 +52,7 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from tracker.client import CHANNEL_OPTIONS, HeldBlob, NodeAddress, TrackerClient
-from tracker.errors import MetainfoUnconfirmed, TrackerError
+from tracker.errors import MetainfoUnconfirmed, NodeUnknown, TrackerError
 from tracker.v1 import tracker_pb2 as pb
 from tracker.v1 import tracker_pb2_grpc
 
@@ -56,6 +60,10 @@ ZONES = ("zone-a", "zone-b", "zone-c")
 METAINFO_BYTES = 450  # a 16-piece chunk torrent's metainfo, as node.p2p.metainfo writes it
 MiB = 1 << 20
 HEARTBEATS_IN_FLIGHT = 1024
+JOINS_IN_FLIGHT = 16  # per worker process
+SETUP_IN_FLIGHT = 8  # announces or publishes per setting-up process
+SETUP_TRIES = 10
+TTL_HEARTBEATS = 3  # the tracker forgets a node after this many heartbeat intervals (its default)
 
 
 @dataclass(frozen=True)
@@ -159,7 +167,9 @@ class TrackerProcess:
             *command,
             *("--listen", self.address, "--http-listen", f"127.0.0.1:{self.http_port}"),
             *("--heartbeat-interval", str(heartbeat_interval)),
-            *("--node-ttl", str(heartbeat_interval * 3), "--log-level", "warning"),
+            *("--node-ttl", str(heartbeat_interval * TTL_HEARTBEATS)),
+            *("--silent-after", str(heartbeat_interval * TTL_HEARTBEATS / 2)),
+            *("--log-level", "warning"),
             *("--store", store),
         ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("DI_")}
@@ -214,102 +224,261 @@ class TrackerProcess:
         self.log.close()
 
 
-# ---- the heartbeating worker (a separate process: its CPU is not the measured caller's) ----
+# ---- the simulated nodes: worker processes (their CPU is not the measured caller's) ----
 
 
-def heartbeat_worker(
-    addresses: list[str], shape: Shape, interval: float, ready: Any, stop: Any
+@dataclass
+class Beats:
+    """How the simulated nodes' heartbeats go, counted across the worker processes."""
+
+    sent: Any  # answered
+    failed: Any  # refused (an unknown node: it expired, and joins again) or failed
+    rejoined: Any  # nodes that joined again after their heartbeat was refused
+    late: Any  # the furthest behind schedule one left since last reset, in seconds
+    joined: list[Any]  # one event per worker: all its nodes joined
+    stop: Any
+
+    def add(self, sent: int, failed: int, rejoined: int, late: float) -> None:
+        for counter, value in ((self.sent, sent), (self.failed, failed), (self.rejoined, rejoined)):
+            with counter.get_lock():
+                counter.value += value
+        with self.late.get_lock():
+            self.late.value = max(self.late.value, late)
+
+    def take(self) -> dict[str, float]:
+        """The counts so far, and the lateness since the last call."""
+        with self.late.get_lock():
+            late, self.late.value = self.late.value, 0.0
+        counts = {"sent": self.sent.value, "failed": self.failed.value}
+        return counts | {"rejoined": self.rejoined.value, "late": late}
+
+
+class NodeWorkers:
+    """`count` processes; worker w simulates the nodes i with i % count == w: it joins them at
+    its share of `join_rate`, holds a Tasks stream open for each (as real nodes do) and
+    heartbeats each once per `interval`."""
+
+    def __init__(
+        self, addresses: list[str], shape: Shape, interval: float, count: int, join_rate: float
+    ) -> None:
+        spawn = multiprocessing.get_context("spawn")
+        self.beats = Beats(
+            spawn.Value("q", 0),
+            spawn.Value("q", 0),
+            spawn.Value("q", 0),
+            spawn.Value("d", 0.0),
+            [spawn.Event() for _ in range(count)],
+            spawn.Event(),
+        )
+        self.processes = []
+        for w in range(count):
+            args = (addresses, shape, interval, w, count, join_rate / count, self.beats)
+            process = spawn.Process(target=node_worker, args=args)
+            process.start()
+            self.processes.append(process)
+
+    def wait_joined(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        return all(e.wait(max(0.0, deadline - time.monotonic())) for e in self.beats.joined)
+
+    def close(self) -> None:
+        self.beats.stop.set()
+        for process in self.processes:
+            process.join(30)
+            if process.is_alive():
+                process.kill()
+
+
+def node_worker(
+    addresses: list[str],
+    shape: Shape,
+    interval: float,
+    w: int,
+    count: int,
+    join_rate: float,
+    beats: Beats,
 ) -> None:
     # The simulated nodes would be on other hosts: on a small machine, let the tracker and the
     # measured caller go first.
     os.nice(10)
-    asyncio.run(_heartbeats(addresses, shape, interval, ready, stop))
+    nodes = list(range(w, shape.nodes, count))
+    asyncio.run(_simulate(addresses, shape, nodes, interval, join_rate, beats, w))
 
 
-async def _heartbeats(
-    addresses: list[str], shape: Shape, interval: float, ready: Any, stop: Any
+async def _simulate(
+    addresses: list[str],
+    shape: Shape,
+    nodes: list[int],
+    interval: float,
+    join_rate: float,
+    beats: Beats,
+    w: int,
 ) -> None:
-    """Node i talks to replica i % replicas, over one of 16 channels per replica. A node
-    heartbeats from the moment it joined: joining them all may take longer than the node TTL."""
-    clients = [TrackerClient(a, timeout=30) for _ in range(16) for a in addresses]
-    client_of = [clients[i % len(clients)] for i in range(shape.nodes)]
-    limit = asyncio.Semaphore(64)
-    joined = [False] * shape.nodes
+    """Node i talks to replica i % replicas, over one of 8 channels per replica. Joins leave at
+    `join_rate` a second at most, JOINS_IN_FLIGHT at most unanswered; a node heartbeats from the
+    moment it joined (joining them all may take longer than the node TTL)."""
+    clients = [TrackerClient(a, timeout=30) for _ in range(8) for a in addresses]
+    held = inventories(shape, set(nodes))
+    joined: set[int] = set()
     streams: list[asyncio.Task[None]] = []
+    pending: set[asyncio.Task[None]] = set()
+
+    limit = asyncio.Semaphore(JOINS_IN_FLIGHT)
 
     async def join(i: int) -> None:
+        client = clients[i % len(clients)]
         async with limit:
-            await client_of[i].join(node_address(i), "bench")
-        joined[i] = True
-        streams.append(asyncio.create_task(_drain(client_of[i].tasks(node_id(i)))))
+            await client.join(node_address(i), "bench")
+        joined.add(i)
+        streams.append(asyncio.create_task(_drain(client.tasks(node_id(i)))))
 
     async def join_all() -> None:
-        await asyncio.gather(*(join(i) for i in range(shape.nodes)))
-        ready.set()
+        begin = time.monotonic()
+        for k, i in enumerate(nodes):
+            await asyncio.sleep(max(0.0, begin + k / join_rate - time.monotonic()))
+            # At most JOINS_IN_FLIGHT: joins past what the tracker answers would queue up in
+            # it, ahead of the heartbeats of the nodes joined already.
+            async with limit:
+                pass
+            task = asyncio.create_task(join(i))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+        while pending:
+            await asyncio.gather(*pending)
+        beats.joined[w].set()
 
     joining = asyncio.create_task(join_all())
-    start = time.monotonic()
-    beat = 0
-    failures = 0
+    sent = failed = 0
+    late = 0.0
     in_flight: set[asyncio.Task[None]] = set()
 
+    kinds: set[str] = set()
+    rejoined = 0
+
     async def heartbeat(i: int) -> None:
-        nonlocal failures
+        """As a real node: a refused heartbeat (the node expired) makes it join again."""
+        nonlocal sent, failed, rejoined
         try:
-            await client_of[i].heartbeat(node_id(i))
-        except TrackerError:
-            failures += 1
+            await clients[i % len(clients)].heartbeat(node_id(i))
+            sent += 1
+            return
+        except TrackerError as e:
+            failed += 1
+            if type(e).__name__ not in kinds:  # say once what went wrong
+                kinds.add(type(e).__name__)
+                print(f"a heartbeat failed: {type(e).__name__}: {e}", file=sys.stderr)
+            if not isinstance(e, NodeUnknown):
+                return
+        with contextlib.suppress(TrackerError):
+            await join(i)
+            if i in held:
+                await clients[i % len(clients)].announce(node_id(i), inventory(shape, held[i]))
+            rejoined += 1
 
     # Open loop, as real nodes beat on their own clocks: each heartbeat leaves on schedule,
     # however long the previous ones take (up to HEARTBEATS_IN_FLIGHT unanswered).
-    while not stop.is_set():
-        i = beat % shape.nodes
-        due = start + beat * interval / shape.nodes
-        await asyncio.sleep(max(0.0, due - time.monotonic()))
-        if not joined[i]:
-            beat += 1
+    start = last_report = time.monotonic()
+    beat = 0
+    while not beats.stop.is_set():
+        i = nodes[beat % len(nodes)]
+        due = start + beat * interval / len(nodes)
+        now = time.monotonic()
+        await asyncio.sleep(max(0.0, due - now))
+        late = max(late, now - due)
+        if now - last_report > 1.0:
+            last_report = now
+            beats.add(sent, failed, rejoined, late)
+            sent = failed = rejoined = 0
+            late = 0.0
+        beat += 1
+        if i not in joined:
             continue
         if len(in_flight) >= HEARTBEATS_IN_FLIGHT:
             await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
         task = asyncio.create_task(heartbeat(i))
         in_flight.add(task)
         task.add_done_callback(in_flight.discard)
-        beat += 1
     await asyncio.gather(*in_flight)
-    await joining
+    beats.add(sent, failed, rejoined, late)
+    joining.cancel()
     for task in streams:
         task.cancel()
-    await asyncio.gather(*streams, return_exceptions=True)
+    await asyncio.gather(joining, *streams, return_exceptions=True)
     for client in clients:
         await client.close()
-    if failures:
-        print(f"heartbeat failures: {failures}", file=sys.stderr)
 
 
 async def _drain(orders: Any) -> None:
-    async for _ in orders:
-        pass
+    with contextlib.suppress(TrackerError):  # the node joined again, or its replica failed
+        async for _ in orders:
+            pass
 
 
 # ---- setup and the measured Locate load ----
 
 
-async def announce_and_publish(addresses: list[str], shape: Shape, publish: bool) -> float:
-    clients = [TrackerClient(a, timeout=60) for _ in range(8) for a in addresses]
-    limit = asyncio.Semaphore(64)
+def set_up(addresses: list[str], shape: Shape, publish: bool, parts: int) -> float:
+    """Announce every node's inventory and publish every chunk's metainfo, from `parts`
+    processes at once (each takes the nodes and blobs i with i % parts == its part); returns
+    the seconds it took."""
+    spawn = multiprocessing.get_context("spawn")
+    start = time.monotonic()
+    processes = [
+        spawn.Process(target=set_up_part, args=(addresses, shape, publish, part, parts))
+        for part in range(parts)
+    ]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join()
+        if process.exitcode != 0:
+            raise RuntimeError(f"setting the inventory up failed ({process.exitcode})")
+    return time.monotonic() - start
+
+
+def set_up_part(addresses: list[str], shape: Shape, publish: bool, part: int, parts: int) -> None:
+    os.nice(15)  # after the simulated nodes' heartbeats, which keep them members meanwhile
+    asyncio.run(announce_and_publish(addresses, shape, publish, part, parts))
+
+
+def inventory(shape: Shape, blobs: list[int]) -> list[HeldBlob]:
+    all_chunks = tuple(range(shape.chunks_per_blob))
+    return [HeldBlob(digest(b), shape.blob_size, len(all_chunks), all_chunks) for b in blobs]
+
+
+def inventories(shape: Shape, nodes: Collection[int]) -> dict[int, list[int]]:
+    """The blobs each of `nodes` holds."""
     held: dict[int, list[int]] = {}
     for b in range(shape.blobs):
         for n in holders(shape, b):
-            held.setdefault(n, []).append(b)
+            if n in nodes:
+                held.setdefault(n, []).append(b)
+    return held
+
+
+async def patiently(call: Callable[[], Awaitable[Any]]) -> Any:
+    """The call, tried again while its node is unknown: a node whose heartbeats were lost
+    expired, and its worker makes it join again and announce anew."""
+    for _ in range(SETUP_TRIES - 1):
+        try:
+            return await call()
+        except NodeUnknown:
+            await asyncio.sleep(1.0)
+    return await call()
+
+
+async def announce_and_publish(
+    addresses: list[str], shape: Shape, publish: bool, part: int, parts: int
+) -> None:
+    clients = [TrackerClient(a, timeout=60) for _ in range(8) for a in addresses]
+    limit = asyncio.Semaphore(SETUP_IN_FLIGHT)
+    held = inventories(shape, range(part, shape.nodes, parts))
     all_chunks = tuple(range(shape.chunks_per_blob))
-    start = time.monotonic()
 
     async def announce(n: int, blobs: list[int]) -> None:
-        inventory = [
-            HeldBlob(digest(b), shape.blob_size, len(all_chunks), all_chunks) for b in blobs
-        ]
         async with limit:
-            await clients[n % len(clients)].announce(node_id(n), inventory)
+            client = clients[n % len(clients)]
+            await patiently(lambda: client.announce(node_id(n), inventory(shape, blobs)))
 
     async def publish_one(b: int, c: int) -> None:
         """Two holders publish the same metainfo: a node without the chunk's lease is a
@@ -317,23 +486,24 @@ async def announce_and_publish(addresses: list[str], shape: Shape, publish: bool
         metainfo = b"d4:info" + random.randbytes(METAINFO_BYTES - 8) + b"e"
         client = clients[(b + c) % len(clients)]
         first, second = holders(shape, b)[:2]
+
+        def by(n: int) -> Callable[[], Awaitable[None]]:
+            return lambda: client.publish(
+                node_id(n), digest(b), shape.blob_size, shape.chunks_per_blob, c, metainfo
+            )
+
         async with limit:
             with contextlib.suppress(MetainfoUnconfirmed):
-                await client.publish(
-                    node_id(first), digest(b), shape.blob_size, shape.chunks_per_blob, c, metainfo
-                )
-            await client.publish(
-                node_id(second), digest(b), shape.blob_size, shape.chunks_per_blob, c, metainfo
-            )
+                await patiently(by(first))
+            await patiently(by(second))
 
     await asyncio.gather(*(announce(n, blobs) for n, blobs in held.items()))
     if publish:
-        work = [(b, c) for b in range(shape.blobs) for c in all_chunks]
+        work = [(b, c) for b in range(part, shape.blobs, parts) for c in all_chunks]
         for i in range(0, len(work), 5000):
             await asyncio.gather(*(publish_one(b, c) for b, c in work[i : i + 5000]))
     for client in clients:
         await client.close()
-    return time.monotonic() - start
 
 
 async def locate_load(
@@ -406,6 +576,7 @@ class Run:
     redis: RedisProcess | None
     shape: Shape
     heartbeat_interval: float
+    beats: Beats
 
     @property
     def addresses(self) -> list[str]:
@@ -425,8 +596,10 @@ def measure(run: Run, rate: float, duration: float, quiet: float) -> dict[str, A
     histograms_before = [t.locate_histogram() for t in run.trackers]
     cpu_before, wall_before = [t.cpu_seconds() for t in run.trackers], time.monotonic()
     redis_before = run.redis.counters() if run.redis else {}
+    beats_before = run.beats.take()
     latencies = asyncio.run(locate_load(run.addresses, run.shape, rate, duration))
     wall = time.monotonic() - wall_before
+    beats = run.beats.take()
     cpu = [(t.cpu_seconds() - c) / wall for t, c in zip(run.trackers, cpu_before, strict=True)]
     redis_after = run.redis.counters() if run.redis else {}
     histogram: dict[float, float] = {}
@@ -451,7 +624,12 @@ def measure(run: Run, rate: float, duration: float, quiet: float) -> dict[str, A
         "tracker_rss_mib": [round(m["VmRSS"] / MiB, 1) for m in memory_after],
         "tracker_rss_before_load_mib": [round(m["VmRSS"] / MiB, 1) for m in memory_before],
         "tracker_peak_rss_mib": [round(m["VmHWM"] / MiB, 1) for m in memory_after],
+        "heartbeat_interval_s": run.heartbeat_interval,
         "heartbeats_per_second": run.shape.nodes / run.heartbeat_interval,
+        "heartbeats_answered_per_second": round((beats["sent"] - beats_before["sent"]) / wall),
+        "heartbeats_failed": int(beats["failed"] - beats_before["failed"]),
+        "nodes_rejoined": int(beats["rejoined"] - beats_before["rejoined"]),
+        "heartbeats_late_s_max": round(beats["late"], 2),
     }
     if run.redis is not None and latencies:
         spent = {k: redis_after[k] - redis_before[k] for k in ("commands", "bytes", "cpu")}
@@ -480,6 +658,18 @@ def report(figures: dict[str, Any]) -> None:
         f" ({figures['heartbeats_per_second']:.0f} heartbeats/s + Locate),"
         f" RSS {figures['tracker_rss_mib']} MiB (peak {figures['tracker_peak_rss_mib']} MiB)"
     )
+    print(
+        f"heartbeats (every {figures['heartbeat_interval_s']:g} s, node TTL"
+        f" {figures['heartbeat_interval_s'] * TTL_HEARTBEATS:g} s):"
+        f" {figures['heartbeats_answered_per_second']}/s answered,"
+        f" {figures['heartbeats_failed']} failed ({figures['nodes_rejoined']} nodes had expired"
+        " and joined again), the latest left"
+        f" {figures['heartbeats_late_s_max']} s behind schedule"
+    )
+    if figures["heartbeats_failed"]:
+        print(
+            f"warning: heartbeats failed: nodes expired, fewer than {figures['nodes']} are members"
+        )
     if "redis_cpu_percent" in figures:
         print(
             f"redis: CPU {figures['redis_cpu_percent']}%,"
@@ -508,7 +698,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--find-max", action="store_true", help="double the rate until p99 reaches 20 ms"
     )
-    parser.add_argument("--heartbeat-interval", type=float, default=5.0)
+    parser.add_argument(
+        "--heartbeat-interval",
+        type=float,
+        default=5.0,
+        help="seconds between a node's heartbeats; the trackers get --node-ttl 3 times it",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="processes simulating the nodes (default: one per 2,500 nodes, up to 4)",
+    )
+    parser.add_argument(
+        "--join-rate", type=float, default=400.0, help="nodes joining per second, at most"
+    )
     parser.add_argument("--no-publish", action="store_true", help="announce only, no metainfo")
     args = parser.parse_args(argv)
     if args.replicas > 1 and args.store != "redis":
@@ -519,9 +723,7 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(tmp)
         store = RedisProcess(workdir) if args.store == "redis" else None
         trackers: list[TrackerProcess] = []
-        spawn = multiprocessing.get_context("spawn")
-        ready, stop = spawn.Event(), spawn.Event()
-        worker = None
+        workers = None
         try:
             if store is not None:
                 store.wait_ready()
@@ -530,18 +732,19 @@ def main(argv: list[str] | None = None) -> int:
                 trackers.append(TrackerProcess(workdir, args.heartbeat_interval, url, i))
             for tracker in trackers:
                 tracker.wait_healthy()
-            run = Run(trackers, store, shape, args.heartbeat_interval)
-            worker = spawn.Process(
-                target=heartbeat_worker,
-                args=(run.addresses, shape, args.heartbeat_interval, ready, stop),
-            )
-            worker.start()
+            addresses = [t.address for t in trackers]
+            count = args.workers or max(1, min(4, -(-shape.nodes // 2500)))
+            workers = NodeWorkers(addresses, shape, args.heartbeat_interval, count, args.join_rate)
+            run = Run(trackers, store, shape, args.heartbeat_interval, workers.beats)
             t0 = time.monotonic()
-            if not ready.wait(600):
+            if not workers.wait_joined(600):
                 raise TimeoutError("the nodes did not join")
             joined = time.monotonic() - t0
-            print(f"{shape.nodes} nodes joined with Tasks streams open in {joined:.1f} s")
-            setup = asyncio.run(announce_and_publish(run.addresses, shape, not args.no_publish))
+            print(
+                f"{shape.nodes} nodes joined with Tasks streams open in {joined:.1f} s"
+                f" ({count} worker processes, heartbeats every {args.heartbeat_interval:g} s)"
+            )
+            setup = set_up(addresses, shape, not args.no_publish, count)
             print(
                 f"{shape.blobs} blobs x {shape.chunks_per_blob} chunks = {shape.chunks} chunks,"
                 f" {shape.holders} holders each, announced"
@@ -567,11 +770,8 @@ def main(argv: list[str] | None = None) -> int:
                     f" ({args.replicas} replica(s), {args.store})"
                 )
         finally:
-            stop.set()
-            if worker is not None:
-                worker.join(30)
-                if worker.is_alive():
-                    worker.kill()
+            if workers is not None:
+                workers.close()
             for tracker in trackers:
                 tracker.stop()
             if store is not None:
