@@ -16,6 +16,7 @@ is answered.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import itertools
 import logging
@@ -56,6 +57,10 @@ MAX_BLOBS_PER_NODE = 200_000
 MAX_REFS_PER_NODE = 100_000
 MAX_WATCHES_PER_NODE = 4096  # Watch streams one node holds open on one replica
 PRUNE_SECONDS = 30.0
+# Announce calls a replica runs at once; the others wait their turn. Each takes one of the
+# store's connections at a time: after Redis restarted, thousands of nodes announce their whole
+# inventory at once, and heartbeats and Locates must still find a free connection.
+ANNOUNCES_AT_ONCE = 16
 
 R = TypeVar("R")
 
@@ -116,6 +121,7 @@ class Cluster:
         self.started_at = clock()
         self._last_prune = self.started_at
         self._watch_ids = itertools.count(1)
+        self._announcing = asyncio.Semaphore(ANNOUNCES_AT_ONCE)
 
     async def start(self) -> None:
         await self.store.start(self.hub)
@@ -191,8 +197,14 @@ class Cluster:
 
     # ---- inventory ----
 
-    @notifying
     async def announce(
+        self, node_id: str, holdings: Sequence[Holding], refs: Sequence[tuple[str, str]]
+    ) -> None:
+        async with self._announcing:
+            await self._announce(node_id, holdings, refs)
+
+    @notifying
+    async def _announce(
         self, node_id: str, holdings: Sequence[Holding], refs: Sequence[tuple[str, str]]
     ) -> None:
         node = await self.node(node_id)
