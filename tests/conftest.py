@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests.support import images, outcome
 from tests.support.containerd import Containerd
@@ -22,6 +23,12 @@ from tests.support.podman import Podman
 from tests.support.redisserver import RedisServer
 from tests.support.registry import Registry
 from tests.support.tokenserver import TokenRegistry
+
+# Property tests check what the code does, not how fast: the suite shares its machine, and speed
+# is measured by the benchmarks. A test that bounds time on purpose (the parsers' linear-time
+# fuzzing) sets its own deadline.
+settings.register_profile("suite", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("suite")
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
