@@ -154,7 +154,7 @@ class Placement:
         states = await self.store.chunk_states(
             digest, wanted, node.id, node.zone, self.policy.max_peers, with_metainfo
         )
-        views = await self._views(digest, states, node)
+        views = await self._views(digest, chunk_count, states, node)
         await self._ask_republish(digest, size, chunk_count, states, views)
         return views
 
@@ -166,10 +166,10 @@ class Placement:
         states = await self.store.chunk_states(
             digest, wanted, node.id, node.zone, self.policy.max_peers, True
         )
-        return await self._views(digest, states, node)
+        return await self._views(digest, chunk_count, states, node)
 
     async def _views(
-        self, digest: str, states: Sequence[ChunkState], node: Node
+        self, digest: str, chunk_count: int, states: Sequence[ChunkState], node: Node
     ) -> list[ChunkView]:
         single = [s for s in states if s.sources == 1 and s.peers and s.peers[0].complete]
         context = None
@@ -177,7 +177,24 @@ class Placement:
             sources = {s.peers[0].node_id for s in single}
             chunks = [s.index for s in single]
             context = await self.store.fanout_context(digest, chunks, {node.id, *sources})
-        return [await self._view(digest, state, node, context) for state in states]
+        seeding = await self._seeding(digest, chunk_count, states)
+        return [await self._view(digest, state, node, context, seeding) for state in states]
+
+    async def _seeding(
+        self, digest: str, chunk_count: int, states: Sequence[ChunkState]
+    ) -> set[str]:
+        """The seeds of the whole blob among the complete holders these states name, while some
+        chunk of the blob has no other source. Only one seed can be in that case (two would
+        both hold that chunk), and its upload is the rollout's bound: it goes to the relays of
+        such chunks, not to requesters of chunks that other peers hold too."""
+        named = {p.node_id for s in states if s.sources >= 2 for p in s.peers if p.complete}
+        if not named or chunk_count < 2:
+            return set()
+        if min(await self.store.peers.complete_counts(digest, range(chunk_count))) != 1:
+            return set()
+        full = (1 << chunk_count) - 1
+        masks = await self.store.peers.masks_of(digest, named)
+        return {n for n, (complete, _) in masks.items() if complete == full}
 
     async def renew(
         self, node_id: str, digest: str, chunk: int, progress: int, fetched: bool = False
@@ -318,8 +335,15 @@ class Placement:
     # ---- views and fan-out ----
 
     async def _view(
-        self, digest: str, state: ChunkState, node: Node, context: FanoutContext | None
+        self,
+        digest: str,
+        state: ChunkState,
+        node: Node,
+        context: FanoutContext | None,
+        seeding: Collection[str] = (),
     ) -> ChunkView:
+        """`seeding`: a seed of the whole blob that is still the only source of some chunk
+        (`_seeding`), left out where other peers hold the chunk whole."""
         chunk, metainfo, peers = state.index, state.metainfo, state.peers
         if state.sources == 0:
             lease = state.lease
@@ -332,6 +356,10 @@ class Placement:
             if _holds_all(context, peers[0].node_id):
                 return await self._from_seed(digest, chunk, node, peers, metainfo, context)
             peers = await self._fan_out(digest, chunk, node, peers, context)
+        elif seeding:
+            others = [p for p in peers if p.node_id not in seeding]
+            if any(p.complete for p in others):
+                peers = others
         return ChunkView(chunk, Directive.SWARM, metainfo, peers)
 
     async def _from_seed(
@@ -349,9 +377,8 @@ class Placement:
         a chunk has its relay, the others WAIT, and hear of the relay on their watch streams."""
         members = await self._fanout_members(digest, chunk, context)
         if not members:
-            holds = context.masks.get(node.id, (0, 0))[0]
             now = self.clock()
-            if await self.store.blobs.join_relay(digest, chunk, node.id, now, SEED_WINDOW, holds):
+            if await self.store.blobs.join_relay(digest, chunk, node.id, now, SEED_WINDOW):
                 members = {node.id: now}
                 self.notices.changed(digest, chunk)
         if node.id in members:
@@ -365,17 +392,28 @@ class Placement:
         return ChunkView(chunk, Directive.SWARM, metainfo, handout)
 
     async def _next_relay(self, digest: str, after: int, node_id: str) -> None:
-        """A relay got the chunk it relayed from a seed: make it the relay of the next chunk of
-        the blob that has none and that it lacks, so its window stays full."""
+        """A relay got the chunk it relayed from a seed: make it the relay of the next chunk
+        that has none and that it lacks, of this blob or else of another one it is pulling, so
+        its window stays full."""
+        if await self._relay_next_in(digest, after, node_id):
+            return
+        for other in sorted(await self.store.blobs.asked(node_id)):
+            if other != digest and await self._relay_next_in(other, -1, node_id):
+                return
+
+    async def _relay_next_in(self, digest: str, after: int, node_id: str) -> bool:
+        """Make the node the relay of the first chunk of the blob after `after` (round) that has
+        none, that it lacks, and whose only source is a seed of the blob; True if it became one,
+        or its window is full."""
         shape = await self.store.blobs.shape(digest)
         if shape is None:
-            return
+            return False
         count = shape[1]
-        order = [(after + step) % count for step in range(1, count)]
+        order = [(after + step) % count for step in range(1, count + 1)]
         states = await self.store.chunk_states(digest, order, node_id, "", 1, False)
         seeded = [s for s in states if s.sources == 1 and s.peers and s.peers[0].complete]
         if not seeded:
-            return
+            return False
         sources = {s.peers[0].node_id for s in seeded}
         context = await self.store.fanout_context(
             digest, [s.index for s in seeded], {node_id, *sources}
@@ -388,9 +426,10 @@ class Placement:
             if not _holds_all(context, state.peers[0].node_id):
                 continue
             now = self.clock()
-            if await self.store.blobs.join_relay(digest, chunk, node_id, now, SEED_WINDOW, holds):
+            if await self.store.blobs.join_relay(digest, chunk, node_id, now, SEED_WINDOW):
                 self.notices.changed(digest, chunk)
-            return
+            return True
+        return False
 
     async def _fan_out(
         self,

@@ -451,6 +451,71 @@ async def test_a_relay_that_got_its_chunk_relays_the_next_one(cluster: Cluster) 
             assert peer_ids(v) >= {"r0"} and "seed" not in peer_ids(v)
 
 
+V, Y = "sha256:" + "5" * 64, "sha256:" + "6" * 64  # more blobs of a seeded image: 16 and 2 chunks
+
+
+async def seed(cluster: Cluster, *blobs: tuple[str, int]) -> None:
+    await join(cluster, "seed")
+    holdings = [Holding(digest, SIZE, count, tuple(range(count))) for digest, count in blobs]
+    await cluster.announce("seed", holdings, [])
+
+
+def relayed(views: list[ChunkView]) -> list[int]:
+    """The chunks these views tell the node to get from the seed: those it relays."""
+    return [v.index for v in views if "seed" in peer_ids(v)]
+
+
+async def test_a_requester_relays_one_window_over_all_the_blobs_it_pulls(cluster: Cluster) -> None:
+    """A node's upload is shared by all it relays: a requester of several blobs of a seeded
+    image relays SEED_WINDOW chunks in all, so the others relay the rest, not the first node
+    to ask about every blob."""
+    await seed(cluster, (W, WIDE), (V, WIDE))
+    for r in ("r0", "r1"):
+        await join(cluster, r)
+    assert len(relayed(await cluster.locate("r0", W, SIZE, WIDE))) == SEED_WINDOW
+    on_v = await cluster.locate("r0", V, SIZE, WIDE)
+    assert relayed(on_v) == [] and {v.directive for v in on_v} == {Directive.WAIT}
+    assert len(relayed(await cluster.locate("r1", V, SIZE, WIDE))) == SEED_WINDOW
+
+
+async def test_a_relay_with_nothing_left_to_relay_in_its_blob_relays_another(
+    cluster: Cluster,
+) -> None:
+    """A relay that got its chunk moves on to a chunk of another blob it pulls once its own
+    blob has no chunk left without a relay: blobs waiting for relays are not left waiting."""
+    await seed(cluster, (Y, 2), (W, WIDE))
+    for r in ("r0", "r1"):
+        await join(cluster, r)
+    assert relayed(await cluster.locate("r0", Y, SIZE, 2)) == [0]
+    assert relayed(await cluster.locate("r1", Y, SIZE, 2)) == [1]
+    for r in ("r0", "r1"):
+        assert relayed(await cluster.locate(r, W, SIZE, WIDE)) == []
+    watcher = await cluster.watch("r1", W, SIZE, WIDE)
+    await cluster.announce("r0", [Holding(Y, SIZE, 2, (0,))], [])
+    assert await marked(watcher, 0)
+    assert relayed(await cluster.locate("r0", W, SIZE, WIDE)) == [0]
+
+
+async def test_a_seed_serves_only_relays_while_it_is_the_only_source_of_a_chunk(
+    cluster: Cluster,
+) -> None:
+    """While some chunk of a blob has no source but its seed, the seed's upload bounds the
+    rollout: requesters of a chunk a relay holds whole get it from the relay, not the seed;
+    once every chunk has a second source, the seed is a source like any other."""
+    await seed(cluster, (Y, 2))
+    for r in ("r0", "r1", "r2"):
+        await join(cluster, r)
+    assert relayed(await cluster.locate("r0", Y, SIZE, 2)) == [0]
+    assert relayed(await cluster.locate("r1", Y, SIZE, 2)) == [1]
+    await cluster.announce("r0", [Holding(Y, SIZE, 2, (0,))], [])
+    (first, _) = await cluster.locate("r2", Y, SIZE, 2)
+    assert first.directive is Directive.SWARM and "r0" in peer_ids(first)
+    assert "seed" not in peer_ids(first)
+    await cluster.announce("r1", [Holding(Y, SIZE, 2, (1,))], [])
+    (first, second) = await cluster.locate("r2", Y, SIZE, 2)
+    assert {"seed", "r0"} <= peer_ids(first) and {"seed", "r1"} <= peer_ids(second)
+
+
 async def test_fan_out_ends_once_a_second_node_holds_the_chunk(cluster: Cluster) -> None:
     await join(cluster, "src")
     for r in ("r0", "r1", "r2", "r3"):

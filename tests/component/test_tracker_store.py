@@ -377,8 +377,11 @@ async def test_requests_record_the_blob_and_its_requesters_within_bounds(store: 
 async def test_fanout_and_republish_asks(store: Store) -> None:
     for node_id, at in (("b", 1.0), ("a", 2.0)):
         await store.blobs.request(D, 100, 2, node_id, at, 10)
+    await store.blobs.request(E, 100, 2, "a", 2.0, 10)
+    assert sorted(await store.blobs.asked("a")) == [D, E]
     await store.blobs.forget_requester(D, "a")
     assert await store.blobs.requesters(D) == ["b"]
+    assert (await store.blobs.asked("a"), await store.blobs.asked("b")) == ([E], [D])
     assert await store.blobs.join_fanout(D, 0, "x", 1.0, 2)
     assert await store.blobs.join_fanout(D, 0, "y", 1.0, 2)
     assert not await store.blobs.join_fanout(D, 0, "z", 1.0, 2)
@@ -399,14 +402,16 @@ async def test_fanout_and_republish_asks(store: Store) -> None:
 
 async def test_a_relay_from_a_seed_relays_a_window_of_chunks_it_lacks(store: Store) -> None:
     """Blobs.join_relay: a chunk has one relay; a node relays at most `window` chunks it does
-    not hold whole, and a chunk it got frees a place in its window."""
+    not hold whole, over all the blobs it asked about, and a chunk it got frees a place in its
+    window."""
     for node_id in ("r", "q"):
         await member(store, node_id)
 
-    async def join(chunk: int, node_id: str, now: float = 1.0) -> bool:
-        holds = (await store.peers.masks(node_id, D))[0]
-        return await store.blobs.join_relay(D, chunk, node_id, now, 2, holds)
+    async def join(chunk: int, node_id: str, now: float = 1.0, digest: str = D) -> bool:
+        await store.blobs.request(digest, 100, 8, node_id, now, 10)
+        return await store.blobs.join_relay(digest, chunk, node_id, now, 2)
 
+    assert await join(5, "q", digest=E) and await join(6, "q", digest=E)
     assert await join(0, "r") and await join(1, "r")
     assert not await join(2, "r"), "a full window"
     assert await join(0, "r", 5.0), "a relay stays the relay"
@@ -415,8 +420,12 @@ async def test_a_relay_from_a_seed_relays_a_window_of_chunks_it_lacks(store: Sto
     await store.peers.hold("r", D, mask_of([0]), 0)  # r got chunk 0: its window has room
     assert await join(2, "r")
     assert not await join(3, "r")
+    assert not await join(3, "q"), "q relays two chunks of another blob"
+    await store.peers.hold("q", E, mask_of([5]), 0)
     assert await join(3, "q")
     await store.blobs.leave_fanout(D, 1, ["r"])
+    assert not await join(1, "q")
+    await store.peers.hold("q", E, mask_of([6]), 0)
     assert await join(1, "q") and not await join(1, "r")
     assert [await store.blobs.fanout(D, c) for c in range(4)] == [
         {"r": 1.0},

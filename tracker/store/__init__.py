@@ -251,6 +251,10 @@ class Blobs(Protocol):
         """In the order they first asked."""
         ...
 
+    async def asked(self, node_id: str) -> list[str]:
+        """The blobs the node asked about and is still a requester of, in no order."""
+        ...
+
     async def stale_requesters(self, digest: str, before: float) -> list[str]: ...
 
     async def forget_requester(self, digest: str, node_id: str) -> None: ...
@@ -266,11 +270,13 @@ class Blobs(Protocol):
     async def leave_fanout(self, digest: str, chunk: int, node_ids: Collection[str]) -> None: ...
 
     async def join_relay(
-        self, digest: str, chunk: int, node_id: str, now: float, window: int, holds: int
+        self, digest: str, chunk: int, node_id: str, now: float, window: int
     ) -> bool:
         """Make the node the chunk's one fan-out member (its relay from a seed) unless the chunk
-        has members, or the node is a member of `window` chunks of the blob that it does not
-        hold whole (`holds`: its mask of complete chunks). True if it is the chunk's relay."""
+        has members, or the node is a member of `window` chunks that it does not hold whole yet,
+        over all the blobs it asked about: a node's upload is shared by all its relaying, so
+        the cluster's relaying is spread over as many requesters as there are chunks to relay.
+        True if it is the chunk's relay."""
         ...
 
     async def witness(self, digest: str, chunk: int, fingerprint: str, node_id: str) -> bool:

@@ -14,7 +14,7 @@ import itertools
 import random
 import uuid
 from collections import deque
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from tracker.errors import FailedPrecondition
 from tracker.handout import Candidate
@@ -233,7 +233,8 @@ class MemoryLeases:
 
 
 class MemoryBlobs:
-    def __init__(self) -> None:
+    def __init__(self, masks: Callable[[str, str], Masks]) -> None:
+        self._masks = masks  # a node's complete and partial chunks of a blob
         self.shapes_by_digest: dict[str, tuple[int, int]] = {}
         self.metainfos: dict[str, dict[int, bytes]] = {}
         self.requesters_by_digest: dict[str, dict[str, float]] = {}  # first asked order; last
@@ -290,6 +291,9 @@ class MemoryBlobs:
     async def requesters(self, digest: str) -> list[str]:
         return list(self.requesters_by_digest.get(digest, ()))
 
+    async def asked(self, node_id: str) -> list[str]:
+        return list(self.requested.get(node_id, ()))
+
     async def stale_requesters(self, digest: str, before: float) -> list[str]:
         asked = self.requesters_by_digest.get(digest, {})
         return [n for n, at in asked.items() if at < before]
@@ -324,17 +328,25 @@ class MemoryBlobs:
         return True
 
     async def join_relay(
-        self, digest: str, chunk: int, node_id: str, now: float, window: int, holds: int
+        self, digest: str, chunk: int, node_id: str, now: float, window: int
     ) -> bool:
         chunks = self.fanouts.setdefault(digest, {})
         members = chunks.get(chunk)
         if members:
             return node_id in members
-        relaying = sum(1 for c, m in chunks.items() if node_id in m and not holds >> c & 1)
-        if relaying >= window:
+        if self._relaying(node_id) >= window:
             return False
         chunks[chunk] = {node_id: now}
         return True
+
+    def _relaying(self, node_id: str) -> int:
+        """Chunks the node is a fan-out member of and lacks, over the blobs it asked about."""
+        count = 0
+        for digest in self.requested.get(node_id, ()):
+            complete = self._masks(node_id, digest)[0]
+            members = self.fanouts.get(digest, {})
+            count += sum(1 for c, m in members.items() if node_id in m and not complete >> c & 1)
+        return count
 
     async def leave_fanout(self, digest: str, chunk: int, node_ids: Collection[str]) -> None:
         members = self.fanouts.get(digest, {}).get(chunk)
@@ -505,7 +517,7 @@ class MemoryStore:
         self._peers = IndexedPeerStore(rng)
         self.peers = MemoryPeers(self._peers)
         self.leases = MemoryLeases(LeaseTable(lease_ttl), self.members, self._peers)
-        self.blobs = MemoryBlobs()
+        self.blobs = MemoryBlobs(self._peers.masks)
         self.refs = MemoryRefs()
         self.tasks = MemoryTasks()
         self.replicas = MemoryReplicas()

@@ -79,16 +79,18 @@ return 1
 """
 
 # The chunk's one relay from a seed: unless it has members already, or the node relays `window`
-# chunks of the blob that it does not hold whole yet (read from its bitmap, not given).
+# chunks that it does not hold whole yet (read from its bitmaps), over the blobs it asked about.
 JOIN_RELAY = r"""
 local d, c, node, now, window = ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
 local key = k('fo', d, c)
 if redis.call('HLEN', key) > 0 then return redis.call('HEXISTS', key, node) end
 local relaying = 0
-for _, other in ipairs(redis.call('SMEMBERS', k('fos', d))) do
-  if redis.call('HEXISTS', k('fo', d, other), node) == 1
-      and redis.call('GETBIT', k('mc', d, node), other) == 0 then
-    relaying = relaying + 1
+for _, asked in ipairs(redis.call('SMEMBERS', k('nr', node))) do
+  for _, other in ipairs(redis.call('SMEMBERS', k('fos', asked))) do
+    if redis.call('HEXISTS', k('fo', asked, other), node) == 1
+        and redis.call('GETBIT', k('mc', asked, node), other) == 0 then
+      relaying = relaying + 1
+    end
   end
 end
 if relaying >= window then return 0 end
@@ -291,6 +293,9 @@ class RedisBlobs:
     async def requesters(self, digest: str) -> list[str]:
         return [text(n) for n in await self._client.zrange(self._key("rq", digest), 0, -1)]
 
+    async def asked(self, node_id: str) -> list[str]:
+        return [text(d) for d in await self._client.smembers(self._key("nr", node_id))]
+
     async def stale_requesters(self, digest: str, before: float) -> list[str]:
         asked = await self._client.hgetall(self._key("rqt", digest))
         return sorted(text(n) for n, at in asked.items() if number(at) < before)
@@ -310,7 +315,7 @@ class RedisBlobs:
         return bool(await self._join_fanout(digest, chunk, node_id, repr(now), k))
 
     async def join_relay(
-        self, digest: str, chunk: int, node_id: str, now: float, window: int, holds: int
+        self, digest: str, chunk: int, node_id: str, now: float, window: int
     ) -> bool:
         return bool(await self._join_relay(digest, chunk, node_id, repr(now), window))
 
