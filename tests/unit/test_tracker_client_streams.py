@@ -1,0 +1,82 @@
+"""The tracker client's streams against replicas that open them and drop them at once (as a
+replica stopping, or cut off from its store, does): each replica is tried once, then the stream
+gives up with TrackerUnavailable instead of going round them forever. The replicas are fakes of
+the gRPC service, served on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+
+from tracker.client import TrackerClient
+from tracker.errors import TrackerUnavailable
+from tracker.v1 import tracker_pb2 as pb
+from tracker.v1 import tracker_pb2_grpc
+
+
+class Flapping(tracker_pb2_grpc.TrackerServicer):
+    """Confirms every stream open, then drops it."""
+
+    def __init__(self) -> None:
+        self.opened = 0
+
+    async def Watch(
+        self, request: pb.WatchRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.WatchEvent]:
+        self.opened += 1
+        yield pb.WatchEvent(subscribed=True)
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "replica stopping")
+
+    async def Tasks(
+        self, request: pb.TasksRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.Task]:
+        self.opened += 1
+        await context.send_initial_metadata(())
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "replica stopping")
+        yield pb.Task()  # never reached: makes this a stream handler
+
+
+@pytest.fixture
+async def replicas() -> AsyncIterator[tuple[list[Flapping], str]]:
+    fakes = [Flapping(), Flapping()]
+    servers, addresses = [], []
+    for fake in fakes:
+        server = grpc.aio.server()
+        tracker_pb2_grpc.add_TrackerServicer_to_server(fake, server)  # type: ignore[no-untyped-call]
+        addresses.append(f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}")
+        await server.start()
+        servers.append(server)
+    yield fakes, ",".join(addresses)
+    for server in servers:
+        await server.stop(grace=None)
+
+
+async def test_a_watch_dropped_by_every_replica_gives_up(
+    replicas: tuple[list[Flapping], str],
+) -> None:
+    fakes, address = replicas
+    client = TrackerClient(address, timeout=5)
+    try:
+        async with client.watch("n", "sha256:" + "a" * 64, 1, 1) as events:
+            with pytest.raises(TrackerUnavailable):
+                async for _ in events:
+                    pass
+    finally:
+        await client.close()
+    assert [fake.opened for fake in fakes] == [1, 1]
+
+
+async def test_a_task_stream_dropped_by_every_replica_gives_up(
+    replicas: tuple[list[Flapping], str],
+) -> None:
+    fakes, address = replicas
+    client = TrackerClient(address, timeout=5)
+    try:
+        with pytest.raises(TrackerUnavailable):
+            async for _ in client.tasks("n"):
+                pass
+    finally:
+        await client.close()
+    assert [fake.opened for fake in fakes] == [1, 1]
