@@ -42,7 +42,8 @@ def reattach_times(
 ) -> dict[str, object]:
     """Each node's time to move (None: it never did), for the `movers` that knew the killed
     replica first, waiting up to `wait` seconds for their lines, and for any other node that
-    moved too; the largest of them in heartbeat intervals."""
+    moved too; the largest of them in heartbeat intervals (of the nodes that moved: those that
+    never did are counted apart)."""
     deadline = time.monotonic() + wait
     seconds: dict[str, float | None] = {}
     while True:
@@ -61,6 +62,7 @@ def reattach_times(
     return {
         "reattach_seconds": {name: _round(s) for name, s in shown.items()},
         "reattach_never": never,
+        "reattach_never_count": len(never),
         "heartbeat_interval_seconds": HEARTBEAT_INTERVAL,
         "reattach_max_heartbeats": _round(worst),
     }

@@ -54,6 +54,12 @@ TARGETS = (
         "reattach_max_heartbeats",
         2,
     ),
+    Target(
+        "p2p-cold-failover nodes never re-attached",
+        "p2p-cold-failover",
+        "reattach_never_count",
+        0,
+    ),
     Target("direct p50 / p2p-cold p50", "p2p-cold", "speedup_vs_direct", 4.0, at_least=True),
     Target("p2p-warm p50 / (S/B)", "p2p-warm", "p50_lb", 1.25),
     Target("p2p-warm p99 / (S/B)", "p2p-warm", "p99_lb", 1.5),
@@ -114,6 +120,7 @@ COSTS = (
     "agents_peak_rss_bytes",
     "machine_cpu_busy",
     "reattach_max_heartbeats",
+    "reattach_never_count",
 )
 
 

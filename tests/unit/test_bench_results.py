@@ -116,6 +116,7 @@ def test_a_failover_row_says_how_long_its_nodes_took_to_move(tmp_path: Path) -> 
         kill_after_seconds=4.0,
         reattach_seconds={"node0": 1.25, "node2": 2.5},
         reattach_never=[],
+        reattach_never_count=0,
         heartbeat_interval_seconds=5.0,
         reattach_max_heartbeats=0.5,
     )
@@ -128,6 +129,26 @@ def test_a_failover_row_says_how_long_its_nodes_took_to_move(tmp_path: Path) -> 
     )
     checked = {t["target"]: t for t in document["targets"]}
     assert checked["p2p-cold-failover re-attach / heartbeat interval"]["met"] is True
+    assert checked["p2p-cold-failover nodes never re-attached"]["met"] is True
+    # A repeat in which a node never moved is not hidden by the others.
+    stuck = run(
+        [13.0],
+        killed_tracker="tracker",
+        kill_after_seconds=4.0,
+        reattach_seconds={"node0": None, "node2": 2.5},
+        reattach_never=["node0"],
+        reattach_never_count=1,
+        heartbeat_interval_seconds=5.0,
+        reattach_max_heartbeats=None,
+    )
+    runs["p2p-cold-failover"].append(stuck)
+    document = results.document(params(), runs, {}, LB, SIZE)
+    checked = {t["target"]: t for t in document["targets"]}
+    assert checked["p2p-cold-failover nodes never re-attached"]["met"] is False
+    row = next(
+        line for line in results.markdown(document).splitlines() if "p2p-cold-failover |" in line
+    )
+    assert "never: node0" in row
 
 
 def sweep_of(counts: list[int]) -> dict[str, Any]:
