@@ -268,11 +268,15 @@ def _placement(message: pb.Placement) -> Placement:
     return Placement(message.digest, message.chunk_count, chunks)
 
 
+_MOVE = object()  # what `_Stream._next` gives when the stream is to be opened again elsewhere
+
+
 class _Stream:
     """A server stream (Watch, Tasks) on the replica talked to now, carried over to the next when
-    its own goes away (or its channel was retired because calls on it failed). `start` makes
-    the call on a stub (`resume`: the stream was open on another replica before); `confirm`
-    waits for the replica to say the stream is open (False: it will not be)."""
+    its own goes away, or when the client leaves that replica because a call timed out there (a
+    replica that hangs, or whose host is gone, breaks no stream: it would wait for keepalive).
+    `start` makes the call on a stub (`resume`: the stream was open on another replica before);
+    `confirm` waits for the replica to say the stream is open (False: it will not be)."""
 
     def __init__(
         self,
@@ -286,39 +290,65 @@ class _Stream:
         self._call: Any = None
         self._generation = 0
         self._opened_at = 0.0
+        self._leaving = False  # the client left this stream's replica: its call was cancelled
 
     async def open(self, resume: bool = False) -> None:
         subscribed = await self._client._subscribe(self._start, self._confirm, resume)
         self._call, self._generation = subscribed
+        self._leaving = False
         self._opened_at = time.monotonic()
+        self._client._streams.add(self)
         self._client.attachment.opened(self, self._generation)
+
+    def leave(self, generation: int) -> None:
+        """The client left the replica of `generation`: a stream open there ends its call, and
+        `messages` opens it again where the client is now."""
+        if self._generation == generation and self._call is not None:
+            self._leaving = True
+            self._call.cancel()
 
     async def messages(self) -> AsyncIterator[Any]:
         """The stream's messages until it ends; raises once no replica takes it, or when it
         broke on every replica in turn, each soon after it was opened there."""
         moves = 0
         while True:
-            try:
-                message = await self._call.read()
-            except grpc.aio.AioRpcError as e:
-                if e.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
-                    raise _error(e) from None
-                self._call.cancel()
-                self._client._fail_over(self._generation)
-                lasted = time.monotonic() - self._opened_at > self._client.timeout
-                moves = 1 if lasted else moves + 1
-                if moves > self._client._replicas():
-                    gone = "no tracker replica keeps the stream open"
-                    raise errors.TrackerUnavailable(gone) from None
-                await self.open(resume=True)
-                continue
+            message = await self._next()
             if message is grpc.aio.EOF:
                 return
-            yield message
+            if message is not _MOVE:
+                yield message
+                continue
+            self._call.cancel()
+            self._client._fail_over(self._generation)  # unless the client moved already
+            lasted = time.monotonic() - self._opened_at > self._client.timeout
+            moves = 1 if lasted else moves + 1
+            if moves > self._client.replicas:
+                raise errors.TrackerUnavailable("no tracker replica keeps the stream open")
+            await self.open(resume=True)
+
+    async def _next(self) -> Any:
+        """The next message; EOF once the stream ended; _MOVE when it is to be opened again
+        where the client is now (its replica failed it, or the client left that replica)."""
+        if self._generation != self._client._generation:
+            return _MOVE
+        try:
+            message = await self._call.read()
+        except asyncio.CancelledError:
+            # `leave` cancelled the call, or this task is being cancelled: only the first moves.
+            task = asyncio.current_task()
+            if not self._leaving or (task is not None and task.cancelling()):
+                raise
+            return _MOVE
+        except grpc.aio.AioRpcError as e:
+            if e.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
+                raise _error(e) from None
+            return _MOVE
+        return _MOVE if message is grpc.aio.EOF and self._leaving else message
 
     def cancel(self) -> None:
         if self._call is not None:
             self._call.cancel()
+        self._client._streams.discard(self)
         self._client.attachment.closed(self)
 
 
@@ -371,6 +401,8 @@ class TrackerClient:
         self._stub: Any = None
         self._retiring: set[asyncio.Task[None]] = set()
         self.attachment = Attachment()  # set its `report` to hear how long each move took
+        self._streams: set[_Stream] = set()  # open, to carry over when the client moves
+        self._resolved = 0
 
     @property
     def target(self) -> str:
@@ -382,6 +414,7 @@ class TrackerClient:
         if self._stub is None:
             if not self._targets:
                 self._targets = await targets.resolve(self.address)
+                self._resolved = len(self._targets)
                 self._current = 0
             target = self._targets[self._current]
             options: list[tuple[str, Any]] = list(CHANNEL_OPTIONS)
@@ -396,14 +429,19 @@ class TrackerClient:
             self._stub = tracker_pb2_grpc.TrackerStub(self._channel)  # type: ignore[no-untyped-call]
         return self._stub, self._generation
 
-    def _fail_over(self, generation: int) -> None:
+    def _fail_over(self, generation: int, hung: bool = False) -> None:
         """Leave the replica of `generation` for the next (unless a call that failed at the same
         time did already); after the last, the names are looked up again. The old channel is
-        closed once the calls still on it ended, or after a grace period."""
+        closed once the calls still on it ended, or after a grace period. A replica that `hung`
+        (a call timed out there) breaks no stream: the streams open there move now. One that
+        answered, or whose connection broke, ends its streams itself when it fails them."""
         if generation != self._generation:
             return
         self._generation += 1
         self.attachment.moved(self._generation)
+        if hung:
+            for stream in list(self._streams):
+                stream.leave(generation)
         if self._channel is not None:
             task = asyncio.create_task(self._channel.close(grace=RETIRE_GRACE))
             self._retiring.add(task)
@@ -415,7 +453,14 @@ class TrackerClient:
             self._current = 0
 
     def _replicas(self) -> int:
+        """How many replicas to try in turn now: those left before the names are looked up
+        again (`replicas` counts them all)."""
         return max(1, len(self._targets))
+
+    @property
+    def replicas(self) -> int:
+        """How many replicas the names gave when last looked up (1 before the first call)."""
+        return max(1, self._resolved)
 
     async def close(self) -> None:
         channel, self._channel, self._stub = self._channel, None, None
@@ -435,7 +480,7 @@ class TrackerClient:
             except grpc.aio.AioRpcError as e:
                 code = e.code()
                 if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                    self._fail_over(generation)
+                    self._fail_over(generation, hung=code is grpc.StatusCode.DEADLINE_EXCEEDED)
                 if code is not grpc.StatusCode.UNAVAILABLE or attempt + 1 == attempts:
                     raise _error(e) from None
                 tracker, generation = await self._tracker()
@@ -612,10 +657,13 @@ class TrackerClient:
                 if e.code() is not grpc.StatusCode.UNAVAILABLE:
                     call.cancel()
                     raise _error(e) from None
+                hung = False
             except TimeoutError:
-                pass
+                hung = True
+            else:
+                hung = False
             call.cancel()
-            self._fail_over(generation)
+            self._fail_over(generation, hung)
             if attempt + 1 == attempts:
                 raise errors.TrackerUnavailable("no tracker replica opens the stream")
             tracker, generation = await self._tracker()

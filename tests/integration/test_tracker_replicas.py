@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from tests.support.redisserver import RedisServer
 from tests.support.registry import Registry, upstream_blob_bytes
 from tracker.client import Directive, Inventory, NodeAddress, Placement, TrackerClient
 from tracker.credentials import Role
+from tracker.errors import TrackerError
 
 pytestmark = pytest.mark.integration
 
@@ -41,6 +43,7 @@ FALLBACKS = "distributed_images_fallbacks_total"
 LOCATES = "distributed_images_tracker_rpc_duration_seconds_count"
 FAILOVERS = "distributed_images_tracker_failover_seconds_count"
 MOVED = "moved to another tracker replica"
+KEEPALIVE_SECONDS = 20.0  # the tracker client's gRPC keepalive time (tracker.client)
 PULL_TIMEOUT = 180.0
 D = "sha256:" + "7" * 64
 
@@ -286,6 +289,48 @@ async def test_a_watch_on_a_killed_replica_moves_and_misses_no_publication(
             assert watcher.target == second.address
             assert moves == [], "moved before the new replica answered a call"
             await watcher.heartbeat("watcher")
+            assert len(moves) == 1
+        finally:
+            await watcher.close()
+            await publisher.close()
+
+
+async def test_a_watch_moves_with_its_client_off_a_replica_that_hangs(
+    workdir: Path, redis: RedisServer
+) -> None:
+    """The first replica is frozen (SIGSTOP): like a hung process or a host gone from the
+    network, it closes no connection, so the watch open there breaks only when gRPC keepalive
+    gives up on it (a ping unanswered 20 s after the last, then 10 s). A call that times out
+    there moves the client to the second replica, and the watch moves with it at once: a
+    publication made through the second reaches the watcher while the first is still frozen,
+    well before keepalive could have noticed (the bound is that mechanism's, not a speed)."""
+    with two_replicas(workdir, redis) as (first, second):
+        watcher = TrackerClient(
+            f"{first.address},{second.address}",
+            credential=first.credential(Role.NODE, "watcher"),
+            timeout=2,
+        )
+        publisher = TrackerClient(
+            second.address, credential=first.credential(Role.NODE, "publisher"), timeout=30
+        )
+        moves: list[float] = []
+        watcher.attachment.report = moves.append
+        try:
+            await watcher.join(NodeAddress("watcher", "127.0.1.1:8080", "127.0.1.1:6881"), "i")
+            await publisher.join(NodeAddress("publisher", "127.0.1.2:8080", "127.0.1.2:6881"), "i")
+            async with watcher.watch("watcher", D, 4 << 20, 1) as events:
+                first.signal(signal.SIGSTOP)
+                try:
+                    with pytest.raises(TrackerError):
+                        await watcher.heartbeat("watcher")  # past its deadline: the client moves
+                    await watcher.heartbeat("watcher")
+                    assert watcher.target == second.address
+                    await publisher.locate("publisher", D, 4 << 20, 1, max_leases=1)
+                    await publisher.publish("publisher", D, 4 << 20, 1, 0, b"metainfo")
+                    peers = await asyncio.wait_for(first_swarm(events), KEEPALIVE_SECONDS / 2)
+                finally:
+                    first.signal(signal.SIGCONT)
+            assert peers == {"publisher"}
             assert len(moves) == 1
         finally:
             await watcher.close()

@@ -146,6 +146,10 @@ class Tracker:
     def kill(self) -> None:
         self._daemon.kill()
 
+    def signal(self, signum: int) -> None:
+        """Send the process a signal (SIGSTOP freezes it: it answers nothing, closes nothing)."""
+        self._daemon.signal(signum)
+
     @property
     def running(self) -> bool:
         return self._daemon.running
