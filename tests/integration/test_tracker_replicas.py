@@ -183,8 +183,9 @@ async def test_a_lease_race_through_both_replicas_grants_one_lease(
     """Forty nodes, each on a channel of its own, half through each replica, ask at once for one
     cold chunk: one is told to fetch it, all are told the same holder, and the cluster's
     upstream slots count one lease. A grant that reads, then writes (two racers both see the
-    chunk free) shows as slots taken by leases that were overwritten."""
-    cluster = start_cluster(size=1, replicas=2, store=redis.url)
+    chunk free) shows as slots taken by leases that were overwritten. The racers never
+    heartbeat: the replicas keep them for the test however slow the machine is."""
+    cluster = start_cluster(size=1, replicas=2, store=redis.url, tracker_args=["--node-ttl", "600"])
     racers = [f"racer-{i}" for i in range(40)]
     clients = [
         TrackerClient(
