@@ -16,8 +16,9 @@ from tracker.hub import Changed, Gone, Hub, Orders
 from tracker.nodes import Load, Node
 from tracker.peerstore import ListPeerStore, mask_of
 from tracker.store import Caps, Replica, Store
-from tracker.store.config import StoreConfig, open_store
+from tracker.store.config import MAX_CONNECTIONS, StoreConfig, open_store
 from tracker.store.memory import MemoryPeers
+from tracker.store.redisstore import RedisStore
 from tracker.tasks import PreheatOrder, RepublishOrder, TaskState
 
 D = "sha256:" + "d" * 64
@@ -86,6 +87,22 @@ async def test_a_burst_of_calls_beyond_the_stores_connections_all_get_answers(
     a = await member(store, "a")
     found = await asyncio.gather(*(store.members.get("a") for _ in range(500)))
     assert found == [a] * 500
+
+
+async def test_calls_queued_behind_busy_connections_longer_than_a_command_wait(
+    store: Store,
+) -> None:
+    """Every connection of the replica is taken by slow calls, twice over, each shorter than the
+    command timeout: a call queued behind them waits longer than the command timeout in all,
+    and gets its answer, not "unreachable"."""
+    a = await member(store, "a")
+    if isinstance(store, RedisStore):
+        slow = [store.client.blpop(["di:nothing"], timeout=1.5) for _ in range(2 * MAX_CONNECTIONS)]
+        busy = asyncio.gather(*slow)
+        await asyncio.sleep(0.2)
+        assert await store.members.get("a") == a
+        await busy
+    assert await store.members.get("a") == a
 
 
 async def test_heartbeats_expiry_and_silence(store: Store) -> None:

@@ -22,8 +22,12 @@ SCHEMES = ("redis", "rediss")
 CONNECT_TIMEOUT = 1.0  # seconds: an unreachable store is told to the nodes at once
 COMMAND_TIMEOUT = 2.0
 # Connections to Redis per replica: calls beyond them wait for one (a burst of nodes joining
-# again after Redis restarted) for up to COMMAND_TIMEOUT, rather than fail at once.
+# again after Redis restarted) for up to POOL_WAIT, rather than fail at once. A replica whose
+# connections are all busy is busy, not cut off from Redis: answering "unreachable" after a
+# short wait sends its nodes to another replica, all at once, and the calls in flight on their
+# channels are cancelled with them.
 MAX_CONNECTIONS = 64
+POOL_WAIT = 15.0
 
 
 def store_url(text: str) -> str:
@@ -108,7 +112,7 @@ def open_store(config: StoreConfig, lease_ttl: float, rng: random.Random | None 
     except ImportError:
         pass
     pool = BlockingConnectionPool.from_url(
-        url, max_connections=MAX_CONNECTIONS, timeout=COMMAND_TIMEOUT, **options
+        url, max_connections=MAX_CONNECTIONS, timeout=POOL_WAIT, **options
     )
     client = Redis.from_pool(pool)
     # The notification stream is read with blocking reads, on its own connection.
