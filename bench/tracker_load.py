@@ -61,6 +61,7 @@ METAINFO_BYTES = 450  # a 16-piece chunk torrent's metainfo, as node.p2p.metainf
 MiB = 1 << 20
 HEARTBEATS_IN_FLIGHT = 1024
 JOINS_IN_FLIGHT = 16  # per worker process
+CHANNELS = 32  # per worker process and replica, for heartbeats (and as many for Tasks streams)
 SETUP_IN_FLIGHT = 8  # announces or publishes per setting-up process
 SETUP_TRIES = 10
 TTL_HEARTBEATS = 3  # the tracker forgets a node after this many heartbeat intervals (its default)
@@ -314,10 +315,15 @@ async def _simulate(
     beats: Beats,
     w: int,
 ) -> None:
-    """Node i talks to replica i % replicas, over one of 8 channels per replica. Joins leave at
+    """The nodes spread over the replicas and CHANNELS channels to each. Joins leave at
     `join_rate` a second at most, JOINS_IN_FLIGHT at most unanswered; a node heartbeats from the
     moment it joined (joining them all may take longer than the node TTL)."""
-    clients = [TrackerClient(a, timeout=30) for _ in range(8) for a in addresses]
+    # A real node has a channel of its own: when one fails over (its replica is slow to answer),
+    # the calls still on the channel are cancelled. Shared by fewer nodes, and the Tasks streams
+    # on channels apart, a channel takes fewer nodes' heartbeats with it.
+    clients = [TrackerClient(a, timeout=30) for _ in range(CHANNELS) for a in addresses]
+    stream_clients = [TrackerClient(a, timeout=30) for _ in range(CHANNELS) for a in addresses]
+    channel = {i: k % len(clients) for k, i in enumerate(nodes)}
     held = inventories(shape, set(nodes))
     joined: set[int] = set()
     streams: list[asyncio.Task[None]] = []
@@ -326,11 +332,10 @@ async def _simulate(
     limit = asyncio.Semaphore(JOINS_IN_FLIGHT)
 
     async def join(i: int) -> None:
-        client = clients[i % len(clients)]
         async with limit:
-            await client.join(node_address(i), "bench")
+            await clients[channel[i]].join(node_address(i), "bench")
         joined.add(i)
-        streams.append(asyncio.create_task(_drain(client.tasks(node_id(i)))))
+        streams.append(asyncio.create_task(_drain(stream_clients[channel[i]].tasks(node_id(i)))))
 
     async def join_all() -> None:
         begin = time.monotonic()
@@ -359,7 +364,7 @@ async def _simulate(
         """As a real node: a refused heartbeat (the node expired) makes it join again."""
         nonlocal sent, failed, rejoined
         try:
-            await clients[i % len(clients)].heartbeat(node_id(i))
+            await clients[channel[i]].heartbeat(node_id(i))
             sent += 1
             return
         except TrackerError as e:
@@ -372,7 +377,7 @@ async def _simulate(
         with contextlib.suppress(TrackerError):
             await join(i)
             if i in held:
-                await clients[i % len(clients)].announce(node_id(i), inventory(shape, held[i]))
+                await clients[channel[i]].announce(node_id(i), inventory(shape, held[i]))
             rejoined += 1
 
     # Open loop, as real nodes beat on their own clocks: each heartbeat leaves on schedule,
@@ -404,7 +409,7 @@ async def _simulate(
     for task in streams:
         task.cancel()
     await asyncio.gather(joining, *streams, return_exceptions=True)
-    for client in clients:
+    for client in [*clients, *stream_clients]:
         await client.close()
 
 
