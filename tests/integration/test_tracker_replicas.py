@@ -259,6 +259,31 @@ async def first_swarm(events: AsyncIterator[Placement]) -> set[str]:
     raise AssertionError("the watch ended")
 
 
+@contextlib.asynccontextmanager
+async def watcher_and_publisher(
+    first: Tracker, second: Tracker, timeout: float
+) -> AsyncIterator[tuple[TrackerClient, TrackerClient, list[float]]]:
+    """Two joined nodes: a watcher knowing both replicas (the first first), whose moves are
+    recorded in the list, and a publisher knowing only the second."""
+    watcher = TrackerClient(
+        f"{first.address},{second.address}",
+        credential=first.credential(Role.NODE, "watcher"),
+        timeout=timeout,
+    )
+    publisher = TrackerClient(
+        second.address, credential=first.credential(Role.NODE, "publisher"), timeout=30
+    )
+    moves: list[float] = []
+    watcher.attachment.report = moves.append
+    try:
+        await watcher.join(NodeAddress("watcher", "127.0.1.1:8080", "127.0.1.1:6881"), "i")
+        await publisher.join(NodeAddress("publisher", "127.0.1.2:8080", "127.0.1.2:6881"), "i")
+        yield watcher, publisher, moves
+    finally:
+        await watcher.close()
+        await publisher.close()
+
+
 async def test_a_watch_on_a_killed_replica_moves_and_misses_no_publication(
     workdir: Path, redis: RedisServer
 ) -> None:
@@ -266,19 +291,7 @@ async def test_a_watch_on_a_killed_replica_moves_and_misses_no_publication(
     SIGKILLed, then a chunk is leased and published through the second: the publication reaches
     the watcher over its watch alone (it never asks), and the client says it moved."""
     with two_replicas(workdir, redis) as (first, second):
-        watcher = TrackerClient(
-            f"{first.address},{second.address}",
-            credential=first.credential(Role.NODE, "watcher"),
-            timeout=30,
-        )
-        publisher = TrackerClient(
-            second.address, credential=first.credential(Role.NODE, "publisher"), timeout=30
-        )
-        moves: list[float] = []
-        watcher.attachment.report = moves.append
-        try:
-            await watcher.join(NodeAddress("watcher", "127.0.1.1:8080", "127.0.1.1:6881"), "i")
-            await publisher.join(NodeAddress("publisher", "127.0.1.2:8080", "127.0.1.2:6881"), "i")
+        async with watcher_and_publisher(first, second, 30) as (watcher, publisher, moves):
             async with watcher.watch("watcher", D, 4 << 20, 1) as events:
                 assert watcher.target == first.address
                 first.kill()
@@ -291,9 +304,6 @@ async def test_a_watch_on_a_killed_replica_moves_and_misses_no_publication(
             assert moves == [], "moved before the new replica answered a call"
             await watcher.heartbeat("watcher")
             assert len(moves) == 1
-        finally:
-            await watcher.close()
-            await publisher.close()
 
 
 async def test_a_watch_moves_with_its_client_off_a_replica_that_hangs(
@@ -306,19 +316,7 @@ async def test_a_watch_moves_with_its_client_off_a_replica_that_hangs(
     publication made through the second reaches the watcher while the first is still frozen,
     well before keepalive could have noticed (the bound is that mechanism's, not a speed)."""
     with two_replicas(workdir, redis) as (first, second):
-        watcher = TrackerClient(
-            f"{first.address},{second.address}",
-            credential=first.credential(Role.NODE, "watcher"),
-            timeout=2,
-        )
-        publisher = TrackerClient(
-            second.address, credential=first.credential(Role.NODE, "publisher"), timeout=30
-        )
-        moves: list[float] = []
-        watcher.attachment.report = moves.append
-        try:
-            await watcher.join(NodeAddress("watcher", "127.0.1.1:8080", "127.0.1.1:6881"), "i")
-            await publisher.join(NodeAddress("publisher", "127.0.1.2:8080", "127.0.1.2:6881"), "i")
+        async with watcher_and_publisher(first, second, 2) as (watcher, publisher, moves):
             async with watcher.watch("watcher", D, 4 << 20, 1) as events:
                 first.signal(signal.SIGSTOP)
                 try:
@@ -333,9 +331,6 @@ async def test_a_watch_moves_with_its_client_off_a_replica_that_hangs(
                     first.signal(signal.SIGCONT)
             assert peers == {"publisher"}
             assert len(moves) == 1
-        finally:
-            await watcher.close()
-            await publisher.close()
 
 
 async def test_members_whose_replica_died_take_orders_from_the_other(
