@@ -19,7 +19,11 @@ from tracker.store import Store
 from tracker.store.memory import MemoryStore
 
 SCHEMES = ("redis", "rediss")
-CONNECT_TIMEOUT = 1.0  # seconds: an unreachable store is told to the nodes at once
+# Seconds. A refused connection fails at once, whatever this is; the bound is for a store that
+# does not answer, and stays well inside a node's call deadline (5 s), so the node still hears
+# "unreachable" and falls back. Not shorter: a connect that times out just as it completes
+# leaves its socket open in redis-py, and a loop stalled a second on a busy host did that.
+CONNECT_TIMEOUT = 3.0
 COMMAND_TIMEOUT = 2.0
 # Connections to Redis per replica: calls beyond them wait for one (a burst of nodes joining
 # again after Redis restarted) for up to POOL_WAIT, rather than fail at once. A replica whose
