@@ -95,15 +95,7 @@ COLD_CHUNKS = r"""
 local d, count = ARGV[2], tonumber(ARGV[3])
 local excluded = {}
 for i = 4, #ARGV do excluded[#excluded + 1] = ARGV[i] end
-local chunks = {}
-for c = 0, count - 1 do chunks[#chunks + 1] = tostring(c) end
-local sources = source_counts(d, chunks, excluded)
-local leases = hmget(k('l', d), chunks)
-local out = {}
-for i = 1, count do
-  if not leases[i] and sources[i] == 0 then out[#out + 1] = i - 1 end
-end
-return out
+return cold_chunks(d, count, excluded)
 """
 
 CANDIDACY = r"""
@@ -163,14 +155,7 @@ local count = redis.call('HGET', k('b', d), 'chunks')
 if not count then return false end
 count = tonumber(count)
 local silent = redis.call('SMEMBERS', k('silent'))
-local chunks = {}
-for c = 0, count - 1 do chunks[#chunks + 1] = tostring(c) end
-local sources = source_counts(d, chunks, silent)
-local leases = hmget(k('l', d), chunks)
-local cold = {}
-for i = 1, count do
-  if not leases[i] and sources[i] == 0 then cold[#cold + 1] = i - 1 end
-end
+local cold = cold_chunks(d, count, silent)
 local candidates, seen = {}, {}
 local entries = redis.call('HGETALL', k('w', d))
 for i = 1, #entries, 2 do

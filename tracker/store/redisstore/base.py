@@ -111,6 +111,20 @@ local function source_counts(d, chunks, excluded)
   return out
 end
 
+-- The cold chunks of d (indices from 0, of `count`): no lease and no complete holder outside
+-- `excluded`.
+local function cold_chunks(d, count, excluded)
+  local chunks = {}
+  for c = 0, count - 1 do chunks[#chunks + 1] = tostring(c) end
+  local sources = source_counts(d, chunks, excluded)
+  local leases = hmget(k('l', d), chunks)
+  local cold = {}
+  for i = 1, count do
+    if not leases[i] and sources[i] == 0 then cold[#cold + 1] = i - 1 end
+  end
+  return cold
+end
+
 local function split(s, sep)
   local out = {}
   for part in string.gmatch(s, '[^' .. sep .. ']+') do out[#out + 1] = part end
