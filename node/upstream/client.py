@@ -49,6 +49,10 @@ TAG_PAGE = 1000  # asked of the upstream per request
 # Bytes gathered into a block: each block costs a hop to the store's writer thread and a
 # sendfile to each client following the download, so fewer, larger blocks cost less per byte.
 STREAM_BLOCK = 4 << 20
+# The first block of a stream: clients following a download wait for the first block to be
+# gathered, hashed and written before their first byte, so blocks start small and double up
+# to STREAM_BLOCK (4 MiB took 15 ms at 2.5 Gbit/s to gather; 256 KiB takes 1 ms).
+FIRST_BLOCK = 256 << 10
 MAX_PIECES = 512  # of a block: a writev takes at most IOV_MAX (1024) buffers
 BLOB_RECEIVE = 1 << 20  # bytes a blob's connection may take per receive (`_read_larger`)
 
@@ -70,17 +74,20 @@ class BlobStream:
     received: int = 0  # bytes read off the connection, the block being gathered included
 
     async def blocks(self) -> AsyncIterator[list[bytes]]:
-        """The body in blocks of about STREAM_BLOCK bytes (at most MAX_PIECES pieces), each a
-        list of the pieces the connection delivered, kept as they came: nothing is copied."""
+        """The body in blocks of FIRST_BLOCK bytes, doubling up to STREAM_BLOCK (at most
+        MAX_PIECES pieces), each a list of the pieces the connection delivered, kept as they
+        came: nothing is copied."""
         block: list[bytes] = []
         buffered = 0
+        target = FIRST_BLOCK
         try:
             async for data in self._pieces():
                 block.append(data)
                 buffered += len(data)
-                if buffered >= STREAM_BLOCK or len(block) >= MAX_PIECES:
+                if buffered >= target or len(block) >= MAX_PIECES:
                     yield block
                     block, buffered = [], 0
+                    target = min(STREAM_BLOCK, 2 * target)
         except (aiohttp.ClientError, TimeoutError):
             # The bytes that did arrive are good: a resumed transfer starts after them.
             if block:
