@@ -10,6 +10,7 @@ libtorrent as pieces arrive, and the whole blob's sha256 at the end.
 from __future__ import annotations
 
 import hashlib
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,6 +98,52 @@ def _torrent(digest: str, index: int, length: int, piece: int, pieces: bytes) ->
     encoded_info = bencode(info)
     metainfo = b"d4:info" + encoded_info + b"e"
     return ChunkTorrent(digest, index, metainfo, hashlib.sha1(encoded_info).hexdigest())
+
+
+class PieceHashes:
+    """The SHA-1 of each piece of a chunk, taken from its bytes as they are stored, in order
+    from the chunk's first byte, so the metainfo needs no read-back once the last byte is in.
+    Bytes offered at any other offset than the next (a stale writer racing a new one) leave the
+    hashes unusable (`pieces` is then None): the chunk is hashed from its file instead."""
+
+    def __init__(self, blob_size: int) -> None:
+        self._piece = piece_size(blob_size)
+        self._lock = threading.Lock()  # updated from worker threads
+        self._hash = hashlib.sha1()
+        self._in_piece = 0
+        self._done: list[bytes] = []
+        self._broken = False
+        self.length = 0  # bytes hashed
+
+    def update(self, offset: int, parts: list[bytes]) -> None:
+        """Hash `parts`, stored at `offset` of the chunk (run in a thread)."""
+        with self._lock:
+            if offset != self.length:
+                self._broken = True
+            if self._broken:
+                return
+            for part in parts:
+                self._add(memoryview(part))
+                self.length += len(part)
+
+    def _add(self, view: memoryview) -> None:
+        while view:
+            taken = view[: self._piece - self._in_piece]
+            self._hash.update(taken)
+            self._in_piece += len(taken)
+            view = view[len(taken) :]
+            if self._in_piece == self._piece:
+                self._done.append(self._hash.digest())
+                self._hash, self._in_piece = hashlib.sha1(), 0
+
+    def pieces(self, length: int) -> bytes | None:
+        """The concatenated piece hashes of a chunk of `length` bytes, if exactly those bytes
+        were hashed in order."""
+        with self._lock:
+            if self._broken or self.length != length:
+                return None
+            last = [self._hash.digest()] if self._in_piece else []
+            return b"".join(self._done + last)
 
 
 def from_file(path: Path, digest: str, blob_size: int, index: int) -> ChunkTorrent:

@@ -32,7 +32,7 @@ from node.errors import ContentInvalid, UpstreamUnavailable
 from node.metrics import NodeMetrics
 from node.p2p import metainfo
 from node.p2p.announcer import Announcer
-from node.p2p.metainfo import ChunkTorrent, MetainfoInvalid
+from node.p2p.metainfo import ChunkTorrent, MetainfoInvalid, PieceHashes
 from node.p2p.session import PeerAddress, PeerSession, TorrentFailed
 from node.store.chunking import chunk_count, chunk_name, chunk_range
 from node.store.contentstore import BlobInfo, BlobWriter
@@ -81,6 +81,7 @@ class _Chunk:
     bad_metainfo: bytes | None = None
     progress: int = 0  # most bytes any swarm attempt had: only more counts as progress
     fetched: int = 0  # bytes of the range written to the file by our fetches: where to resume
+    hashes: PieceHashes | None = None  # of the bytes our fetches wrote, as they wrote them
     received: int = 0  # bytes of the range read off upstream connections, over all transfers
     stream: Stream | None = None  # the upstream transfer under way
     progress_at: float = field(default_factory=lambda: _now())  # when bytes last arrived
@@ -406,9 +407,7 @@ class SwarmPull:
             await self._write_range(chunk, path)
             if chunk.renewer is not None:
                 chunk.renewer.cancel()
-            hashing = asyncio.to_thread(
-                metainfo.from_file, path, self.digest, self.size, chunk.index
-            )
+            hashing = self._hashed(chunk, path)
             if chunk.leased:
                 # The upstream slot is free for the next chunk while this one is hashed.
                 _, torrent = await asyncio.gather(self._report_fetched(chunk), hashing)
@@ -427,6 +426,16 @@ class SwarmPull:
         finally:
             chunk.fetching = False
             self._drop_lease(chunk)
+
+    async def _hashed(self, chunk: _Chunk, path: Path) -> ChunkTorrent:
+        """The chunk's torrent, from the piece hashes taken as our fetches wrote its bytes, or
+        from its file when those do not cover exactly its bytes."""
+        pieces = chunk.hashes.pieces(chunk.length) if chunk.hashes is not None else None
+        if pieces is not None:
+            return metainfo.from_pieces(self.digest, self.size, chunk.index, pieces)
+        return await asyncio.to_thread(
+            metainfo.from_file, path, self.digest, self.size, chunk.index
+        )
 
     def _take_lease(self, chunk: _Chunk) -> None:
         """Hold the chunk's lease, renewed while the fetch brings bytes."""
@@ -447,6 +456,9 @@ class SwarmPull:
         """The chunk's bytes from upstream into its file, from where earlier fetches of ours
         stopped; a transfer that breaks is resumed (`Resumes` says when, and when not)."""
         resumes = Resumes(self._metrics.upstream_resumes.inc)
+        if chunk.hashes is None or chunk.fetched == 0:
+            chunk.hashes = PieceHashes(self.size)
+        hashes = chunk.hashes
         fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
         try:
             while chunk.fetched < chunk.length:
@@ -460,7 +472,7 @@ class SwarmPull:
                             )
                         chunk.stream = stream
                         async for block in blocks_between(stream, start, chunk.end):
-                            await asyncio.to_thread(os.pwritev, fd, block, chunk.fetched)
+                            await asyncio.to_thread(_store, fd, block, chunk.fetched, hashes)
                             chunk.fetched += sum(len(piece) for piece in block)
                 except UpstreamUnavailable as e:
                     await resumes.after(e, progressed=chunk.start + chunk.fetched > start)
@@ -531,6 +543,7 @@ class SwarmPull:
         chunk.torrent = torrent
         chunk.swarming = True
         chunk.fetched = 0  # the file is libtorrent's now: a later fetch writes it all again
+        chunk.hashes = None
         await self._session.add(
             torrent,
             self._directory,
@@ -586,6 +599,12 @@ class SwarmPull:
         if not self._direct:
             with contextlib.suppress(TrackerError):
                 await self._client.withdraw(self._node_id, [self.digest], corrupt=corrupt)
+
+
+def _store(fd: int, block: list[bytes], offset: int, hashes: PieceHashes) -> None:
+    """Write a block of a chunk's range at `offset` of its file, and hash it (in a thread)."""
+    os.pwritev(fd, block, offset)
+    hashes.update(offset, block)
 
 
 def _now() -> float:
