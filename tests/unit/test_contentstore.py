@@ -73,6 +73,33 @@ async def test_multi_chunk_blob_reads_back_across_chunk_boundaries(
     assert await read(store, digest, 4 * MiB - 3, 4 * MiB + 5) == data[4 * MiB - 3 : 4 * MiB + 5]
 
 
+async def test_chunk_files_put_in_place_by_others_are_adopted_only_when_they_match(
+    tmp_path: Path,
+) -> None:
+    """What the swarm and range fetches do: bytes written straight into the writer's chunk
+    files, then adopted in order, read back and hashed over many read blocks."""
+    store = ContentStore.open(tmp_path / "data")
+    data = random.Random("adopt").randbytes(9 * MiB + 5)  # three chunks of 4 MiB
+    step = chunk_size(len(data))
+    for damaged in (True, False):
+        placed = bytearray(data)
+        placed[-1] ^= damaged
+        writer = store.begin(digest_of(data), len(data))
+        assert writer.directory is not None
+        for index, offset in enumerate(range(0, len(data), step)):
+            path = writer.directory / chunk_name(digest_of(data), index)
+            path.write_bytes(placed[offset : offset + step])
+            await writer.adopt(len(placed[offset : offset + step]))
+        if damaged:
+            with pytest.raises(ContentInvalid, match="digest"):
+                await writer.commit()
+            assert store.stat(digest_of(data)) is None
+        else:
+            await writer.commit()
+    assert await read(store, digest_of(data)) == data
+    store.close()
+
+
 async def test_wrong_bytes_are_never_visible(make_store: StoreFactory) -> None:
     store = make_store()
     claimed = digest_of(b"the real thing")
