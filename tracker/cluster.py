@@ -28,14 +28,14 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from tracker import limits, rendezvous
-from tracker.errors import InvalidArgument, NodeUnknown, NoTargets
+from tracker.errors import FailedPrecondition, InvalidArgument, NodeUnknown, NoTargets
 from tracker.handout import Candidate, rank
 from tracker.hub import Gone, Hub, Inbox, Watcher
 from tracker.nodes import Load, Node
 from tracker.peerstore import indices_of, mask_of
 from tracker.placement import ChunkView, Directive, Notices, Placement
 from tracker.policy import Policy
-from tracker.store import Store
+from tracker.store import Claim, Store
 from tracker.store.memory import MemoryStore
 from tracker.tasks import Order, PreheatJob, PreheatOrder, TaskState
 
@@ -207,32 +207,42 @@ class Cluster:
     async def _announce(
         self, node_id: str, holdings: Sequence[Holding], refs: Sequence[tuple[str, str]]
     ) -> None:
-        node = await self.node(node_id)
+        """The holdings as one step on the store (`Store.announce`), then what follows from
+        what they changed; the refs after them."""
         limits.count(len(holdings), limits.MAX_BLOBS_PER_CALL, "blobs")
         limits.count(len(refs), limits.MAX_REFS_PER_CALL, "refs")
-        checked = [await self._checked(h) for h in holdings if h.complete or h.partial]
+        claims = [self._claim(h) for h in holdings if h.complete or h.partial]
         for ref, digest in refs:
             limits.ref(ref)
             limits.digest(digest)
-        if await self.store.peers.blob_count(node_id) + len(checked) > MAX_BLOBS_PER_NODE:
-            raise InvalidArgument(f"a node may announce at most {MAX_BLOBS_PER_NODE} blobs")
-        if await self.store.refs.count(node_id) + len(refs) > MAX_REFS_PER_NODE:
+        if refs and await self.store.refs.count(node_id) + len(refs) > MAX_REFS_PER_NODE:
             raise InvalidArgument(f"a node may announce at most {MAX_REFS_PER_NODE} refs")
-        placement = self.placement
-        for holding, complete, partial in checked:
-            await placement.blob(holding.digest, holding.size, holding.chunk_count)
-            newly = await self.store.peers.hold(node.id, holding.digest, complete, partial)
-            if newly:
-                await placement.gained(holding.digest, indices_of(newly), node.id)
-            await placement.forget_if_complete(holding.digest, holding.chunk_count, node.id)
+        announced = await self.store.announce(
+            node_id, claims, self.clock(), self.policy.fanout, MAX_BLOBS_PER_NODE
+        )
+        if not announced.member:
+            raise _unknown(node_id)
+        if not announced.fit:
+            raise InvalidArgument(f"a node may announce at most {MAX_BLOBS_PER_NODE} blobs")
+        for gain in announced.gains:
+            await self.placement.gained(gain, node_id)
+        for digest, (size, chunk_count) in announced.conflicts.items():
+            raise FailedPrecondition(f"{digest} is known as {size} bytes in {chunk_count} chunks")
         for ref, digest in refs:
-            await self.store.refs.add(node.id, ref, digest)
+            await self.store.refs.add(node_id, ref, digest)
 
-    async def _checked(self, holding: Holding) -> tuple[Holding, int, int]:
-        await self.placement.check_blob(holding.digest, holding.size, holding.chunk_count)
+    def _claim(self, holding: Holding) -> Claim:
+        limits.digest(holding.digest)
+        limits.blob_shape(holding.size, holding.chunk_count)
         complete = limits.chunk_indices(holding.complete, holding.chunk_count)
         partial = limits.chunk_indices(holding.partial, holding.chunk_count)
-        return holding, mask_of(complete), mask_of(partial - complete)
+        return Claim(
+            holding.digest,
+            holding.size,
+            holding.chunk_count,
+            mask_of(complete),
+            mask_of(partial - complete),
+        )
 
     @notifying
     async def withdraw(

@@ -9,7 +9,7 @@ spread over the holders instead of all picking the first one.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 RANKS = 4
@@ -53,3 +53,13 @@ def rank(
             break
         chosen.extend(rng.sample(group, min(room, len(group))))
     return chosen
+
+
+def fanout_members(waiting: Sequence[str], chunk: int, k: int) -> list[str]:
+    """The fan-out members of a chunk that just got its first whole holder: `k` of the
+    requesters `waiting` for it (in arrival order), rotating by chunk so that each relays a
+    share of the blob's chunks."""
+    if not waiting:
+        return []
+    start = chunk * k % len(waiting)
+    return [waiting[(start + i) % len(waiting)] for i in range(min(k, len(waiting)))]

@@ -35,7 +35,15 @@ from tracker.hub import Changed, Event, Orders
 from tracker.nodes import Node
 from tracker.peerstore import indices_of
 from tracker.policy import Policy
-from tracker.store import Candidacy, Caps, ChunkState, FanoutContext, Store
+from tracker.store import (
+    Candidacy,
+    Caps,
+    ChunkState,
+    Claim,
+    FanoutContext,
+    Gain,
+    Store,
+)
 from tracker.tasks import Order, RepublishOrder
 
 MAX_REQUESTED_PER_NODE = 100_000  # blobs one node asked about in the last REQUESTER_TTL
@@ -228,10 +236,11 @@ class Placement:
         if known is not None and known != metainfo:
             raise MetainfoConflict(f"{digest} chunk {chunk} was published with other metainfo")
         await self.store.blobs.clear_republish(digest, chunk)
-        if await self.store.peers.hold(node.id, digest, 1 << chunk, 0):
-            await self.gained(digest, [chunk], node.id)
-            await self.forget_if_complete(digest, chunk_count, node.id)
-        elif known is None:
+        claim = Claim(digest, size, chunk_count, 1 << chunk, 0)
+        announced = await self.store.announce(node.id, [claim], self.clock(), self.policy.fanout)
+        for gain in announced.gains:
+            await self.gained(gain, node.id)
+        if not announced.gains and known is None:
             self.notices.changed(digest, chunk)
 
     async def distrust(self, digest: str) -> None:
@@ -469,7 +478,7 @@ class Placement:
         """A fan-out member's handout: the source, and the requesters it relays to."""
         bound = self.policy.max_peers
         known = {p.node_id for p in peers} | members.keys() | {node.id}
-        waiting = [r for r in _waiting(chunk, peers[0].node_id, context) if r not in known]
+        waiting = [r for r in context.waiting(chunk, peers[0].node_id) if r not in known]
         relayed = [Candidate(r, context.zones[r], False) for r in waiting[:bound]]
         return [*peers, *relayed][:bound]
 
@@ -484,25 +493,11 @@ class Placement:
             m
             for m, since in members.items()
             if m not in context.zones
-            or (not _held(context, m, chunk, partial=True) and now - since > self.policy.lease_ttl)
+            or (not context.held(m, chunk, partial=True) and now - since > self.policy.lease_ttl)
         ]
         if gone:
             await self.store.blobs.leave_fanout(digest, chunk, gone)
         return {m: since for m, since in members.items() if m not in gone}
-
-    async def _assign_fanout(
-        self, digest: str, chunk: int, source: str, context: FanoutContext
-    ) -> None:
-        """Pick the chunk's fan-out members among its waiting requesters, rotating by chunk so
-        that each requester relays a share of the chunks."""
-        waiting = _waiting(chunk, source, context)
-        members: dict[str, float] = {}
-        if waiting:
-            k = min(self.policy.fanout, len(waiting))
-            start = (chunk * self.policy.fanout) % len(waiting)
-            now = self.clock()
-            members = {waiting[(start + i) % len(waiting)]: now for i in range(k)}
-        await self.store.blobs.set_fanout(digest, chunk, members)
 
     async def _ask_republish(
         self,
@@ -541,21 +536,16 @@ class Placement:
 
     # ---- chunk events ----
 
-    async def gained(self, digest: str, chunks: Sequence[int], holder: str) -> None:
-        """`holder` now holds these chunks complete."""
-        counts = await self.store.peers.complete_counts(digest, chunks)
-        if await self.store.leases.release(digest, chunks):
+    async def gained(self, gain: Gain, holder: str) -> None:
+        """`holder` now holds `gain.chunks` complete, and the store did its part
+        (`Store.announce`): tell the watchers of the chunks with few sources, move the upstream
+        slots that ended leases freed, and give a relay from a seed its next chunk."""
+        digest = gain.digest
+        if gain.released:
             await self.fill_slots()
-        few = [c for c, count in zip(chunks, counts, strict=True) if count <= 2]
-        context = await self.store.fanout_context(digest, few) if few else None
-        for chunk, count in zip(chunks, counts, strict=True):
-            if count == 1 and context is not None:
-                await self._assign_fanout(digest, chunk, holder, context)
-            elif count == 2 and context is not None:
-                relayed = context.members.get(chunk, {})
-                await self.store.blobs.set_fanout(digest, chunk, {})
-                if list(relayed) == [holder]:
-                    await self._next_relay(digest, chunk, holder)
+        for chunk in gain.relayed:
+            await self._next_relay(digest, chunk, holder)
+        for chunk, count in zip(gain.chunks, gain.counts, strict=True):
             if count <= 2:
                 self.notices.changed(digest, chunk)
 
@@ -571,11 +561,6 @@ class Placement:
                 self.notices.changed(digest, chunk)
         if cold:
             await self.fill_slots()
-
-    async def forget_if_complete(self, digest: str, chunk_count: int, node_id: str) -> None:
-        complete, _ = await self.store.peers.masks(node_id, digest)
-        if complete == (1 << chunk_count) - 1:
-            await self.store.blobs.forget_requester(digest, node_id)
 
     # ---- departures and expiry ----
 
@@ -607,21 +592,6 @@ def _same_shape(digest: str, known: tuple[int, int] | None, size: int, chunk_cou
             f"{digest} is known as {known[0]} bytes in {known[1]} chunks,"
             f" not {size} in {chunk_count}"
         )
-
-
-def _held(context: FanoutContext, node_id: str, chunk: int, partial: bool = False) -> bool:
-    complete, partly = context.masks.get(node_id, (0, 0))
-    return bool((complete | (partly if partial else 0)) >> chunk & 1)
-
-
-def _waiting(chunk: int, source: str, context: FanoutContext) -> list[str]:
-    """The blob's requesters, in arrival order, that lack the chunk (the source aside) and have
-    not missed their heartbeats."""
-    return [
-        r
-        for r in context.requesters
-        if r != source and r in context.zones and not _held(context, r, chunk)
-    ]
 
 
 def _holds_all(context: FanoutContext, node_id: str) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import pytest
 
@@ -15,7 +15,7 @@ from tracker.errors import FailedPrecondition, TaskUnknown
 from tracker.hub import Changed, Gone, Hub, Orders
 from tracker.nodes import Load, Node
 from tracker.peerstore import ListPeerStore, mask_of
-from tracker.store import Caps, Replica, Store
+from tracker.store import Caps, Claim, Replica, Store
 from tracker.store.config import MAX_CONNECTIONS, StoreConfig, open_store
 from tracker.store.memory import MemoryPeers
 from tracker.store.redisstore import RedisStore
@@ -613,6 +613,86 @@ async def test_the_fanout_context_reads_members_requesters_and_holdings(store: S
     assert context.requesters == ["c", "b", "ghost"]
     assert context.zones == {"a": "za"}, "the members that are not silent"
     assert context.masks["b"] == (mask_of([1]), mask_of([2])) and context.masks["c"] == (0, 0)
+
+
+# ---- announcements (one step each) ----
+
+
+def claim(digest: str, complete: list[int], partial: Sequence[int] = ()) -> Claim:
+    return Claim(digest, 100, 4, mask_of(complete), mask_of(partial))
+
+
+async def test_an_announcement_changes_nothing_for_a_stranger_or_past_the_bound(
+    store: Store,
+) -> None:
+    assert not (await store.announce("a", [claim(D, [0])], 1.0, 2)).member
+    await member(store, "a")
+    await store.announce("a", [claim(D, [0])], 1.0, 2, max_blobs=2)
+    past = await store.announce("a", [claim(D, [1]), claim(E, [0])], 1.0, 2, max_blobs=2)
+    assert past.member and not past.fit, "each claim counts as a new blob"
+    assert await store.peers.holdings("a") == {D: (mask_of([0]), 0)}
+    assert await store.blobs.shape(E) is None
+
+
+async def test_an_announcement_leaves_out_a_blob_known_with_another_shape(store: Store) -> None:
+    await member(store, "a")
+    await store.blobs.ensure(E, 200, 4)
+    announced = await store.announce("a", [claim(E, [0]), claim(D, [0, 1], [2])], 1.0, 2)
+    assert announced.conflicts == {E: (200, 4)}
+    assert await store.peers.holdings("a") == {D: (mask_of([0, 1]), mask_of([2]))}
+    assert await store.blobs.shape(D) == (100, 4)
+    [gain] = announced.gains
+    assert (gain.digest, gain.chunks, gain.counts) == (D, (0, 1), (1, 1))
+
+
+async def test_an_announcement_ends_the_leases_on_the_chunks_it_brings(store: Store) -> None:
+    for node_id in "ab":
+        await member(store, node_id)
+    assert await store.leases.grant("a", D, [0, 1], 1.0, CAPS) == [0, 1]
+    [gain] = (await store.announce("b", [claim(D, [1, 2])], 2.0, 2)).gains
+    assert [(lease.holder, lease.chunk) for lease in gain.released] == [("a", 1)]
+    assert await store.leases.get(D, 0) is not None and await store.leases.get(D, 1) is None
+    assert await store.leases.fetching() == 1
+
+
+async def test_a_chunks_first_holder_gets_fanout_members_and_its_second_takes_them(
+    store: Store,
+) -> None:
+    """The first whole holder of a chunk: `fanout` of the requesters that lack it, neither
+    silent nor gone, rotating by chunk. The second: the fan-out ends, and a node that was its
+    one member hears it relayed the chunk."""
+    for node_id in ("src", "w1", "w2", "w3", "has", "quiet"):
+        await member(store, node_id)
+    for at, node_id in enumerate(("w1", "has", "ghost", "w2", "quiet", "w3", "src")):
+        await store.blobs.request(D, 100, 4, node_id, float(at), 10)
+    await store.peers.hold("has", D, mask_of([1]), 0)
+    for node_id in ("src", "w1", "w2", "w3", "has"):
+        await store.members.heartbeat(node_id, 200.0, Load())
+    await store.members.silence(150.0)  # quiet
+    [gain] = (await store.announce("src", [claim(D, [0, 1, 3])], 7.0, 2)).gains
+    assert (gain.chunks, gain.counts, gain.relayed) == ((0, 1, 3), (1, 2, 1), ())
+    # Waiting for chunks 0 and 3: w1, has, w2, w3; 0 starts at 0 * 2 % 4, 3 at 3 * 2 % 4.
+    assert await store.blobs.fanout(D, 0) == {"w1": 7.0, "has": 7.0}
+    assert await store.blobs.fanout(D, 3) == {"w2": 7.0, "w3": 7.0}
+    await store.blobs.set_fanout(D, 2, {"w3": 8.0})
+    await store.announce("has", [claim(D, [2])], 9.0, 2)
+    # Waiting for chunk 2: w1, w2, w3, src (it lacks 2); 2 starts at 2 * 2 % 4.
+    assert await store.blobs.fanout(D, 2) == {"w1": 9.0, "w2": 9.0}, "the old members go"
+    [gain] = (await store.announce("w1", [claim(D, [0])], 10.0, 2)).gains
+    assert (gain.counts, gain.relayed) == ((2,), ())
+    assert await store.blobs.fanout(D, 0) == {}
+    await store.blobs.set_fanout(D, 3, {"w2": 11.0})
+    [gain] = (await store.announce("w2", [claim(D, [3])], 12.0, 2)).gains
+    assert gain.relayed == (3,) and await store.blobs.fanout(D, 3) == {}
+
+
+async def test_a_node_that_holds_the_whole_blob_is_no_longer_its_requester(store: Store) -> None:
+    await member(store, "a")
+    await store.blobs.request(D, 100, 4, "a", 1.0, 10)
+    await store.announce("a", [claim(D, [0, 1], [2, 3])], 2.0, 2)
+    assert await store.blobs.requesters(D) == ["a"]
+    await store.announce("a", [claim(D, [2, 3])], 3.0, 2)
+    assert await store.blobs.requesters(D) == [] and await store.blobs.asked("a") == []
 
 
 async def test_one_replica_sweeps_at_a_time(store: Store) -> None:

@@ -20,7 +20,7 @@ and replicas agree as far as their clocks do.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from tracker.handout import Candidate
@@ -75,6 +75,57 @@ class FanoutContext:
     requesters: list[str]
     zones: dict[str, str]
     masks: dict[str, Masks]
+
+    def held(self, node_id: str, chunk: int, partial: bool = False) -> bool:
+        complete, partly = self.masks.get(node_id, (0, 0))
+        return bool((complete | (partly if partial else 0)) >> chunk & 1)
+
+    def waiting(self, chunk: int, source: str) -> list[str]:
+        """The blob's requesters, in arrival order, that lack the chunk (the source aside) and
+        have not missed their heartbeats."""
+        return [
+            r
+            for r in self.requesters
+            if r != source and r in self.zones and not self.held(r, chunk)
+        ]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Chunks of one blob that a node announces: masks of those held whole, and of those held
+    in part (none of them whole)."""
+
+    digest: str
+    size: int
+    chunk_count: int
+    complete: int
+    partial: int
+
+
+@dataclass(frozen=True)
+class Gain:
+    """What one claim changed: the chunks the node now holds whole and did not before, with
+    each one's whole holders afterwards; the leases on them that ended; and those of them, now
+    at two whole holders, whose one fan-out member was the node (a relay from a seed, whose
+    next chunk to relay is the caller's to find)."""
+
+    digest: str
+    chunks: tuple[int, ...]
+    counts: tuple[int, ...]
+    released: tuple[Lease, ...] = ()
+    relayed: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Announced:
+    """What `Store.announce` did. Nothing changed unless the node is a `member` whose blobs
+    `fit` the bound; `conflicts` are the claimed blobs known with another shape (digest ->
+    shape), left out."""
+
+    member: bool = True
+    fit: bool = True
+    gains: tuple[Gain, ...] = ()
+    conflicts: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -449,4 +500,17 @@ class Store(Protocol):
 
     async def drop_if_idle(self, digest: str) -> bool:
         """Forget the blob if nobody watches, asks about, holds or leases it."""
+        ...
+
+    async def announce(
+        self, node_id: str, claims: Sequence[Claim], now: float, fanout: int, max_blobs: int = 0
+    ) -> Announced:
+        """A node's announcement, as one step. Nothing changes unless the node is a member and
+        holds at most `max_blobs` blobs with each claim counted as a new one (0: no bound).
+        Then, per claim: a blob known with another shape is left out; otherwise the blob is
+        recorded unless known and the node holds the chunks claimed. Of the chunks it now holds
+        whole and did not before, the leases end; each with one whole holder now gets its
+        fan-out members (`tracker.handout.fanout_members` of those waiting for it, as of
+        `now`), each with two loses them. A node that now holds every chunk of the blob is no
+        longer one of its requesters."""
         ...

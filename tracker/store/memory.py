@@ -17,13 +17,23 @@ from collections import deque
 from collections.abc import Callable, Collection, Sequence
 
 from tracker.errors import FailedPrecondition
-from tracker.handout import Candidate
+from tracker.handout import Candidate, fanout_members
 from tracker.hub import Event, Hub
 from tracker.leases import Lease, LeaseTable
 from tracker.nodes import Load, Node
-from tracker.peerstore import IndexedPeerStore, Masks, PeerStore
+from tracker.peerstore import IndexedPeerStore, Masks, PeerStore, indices_of
 from tracker.refs import RefIndex, Resolution
-from tracker.store import Candidacy, Caps, ChunkState, FanoutContext, FillContext, Replica
+from tracker.store import (
+    Announced,
+    Candidacy,
+    Caps,
+    ChunkState,
+    Claim,
+    FanoutContext,
+    FillContext,
+    Gain,
+    Replica,
+)
 from tracker.tasks import Order, PreheatJob, TaskBoard, TaskState
 from tracker.witnesses import Witnesses
 
@@ -629,3 +639,42 @@ class MemoryStore:
         if idle:
             self.blobs.drop(digest)
         return idle
+
+    async def announce(
+        self, node_id: str, claims: Sequence[Claim], now: float, fanout: int, max_blobs: int = 0
+    ) -> Announced:
+        if node_id not in self.members.nodes:
+            return Announced(member=False)
+        if max_blobs and self._peers.blob_count(node_id) + len(claims) > max_blobs:
+            return Announced(fit=False)
+        gains, conflicts = [], {}
+        for claim in claims:
+            digest, shape = claim.digest, (claim.size, claim.chunk_count)
+            known = self.blobs.shapes_by_digest.setdefault(digest, shape)
+            if known != shape:
+                conflicts[digest] = known
+                continue
+            newly = self._peers.hold(node_id, digest, claim.complete, claim.partial)
+            if newly:
+                gains.append(await self._gain(node_id, digest, indices_of(newly), now, fanout))
+            if self._peers.masks(node_id, digest)[0] == (1 << claim.chunk_count) - 1:
+                await self.blobs.forget_requester(digest, node_id)
+        return Announced(gains=tuple(gains), conflicts=conflicts)
+
+    async def _gain(
+        self, node_id: str, digest: str, chunks: list[int], now: float, fanout: int
+    ) -> Gain:
+        counts = [self._peers.complete_count(digest, c) for c in chunks]
+        released = await self.leases.release(digest, chunks)
+        few = [c for c, count in zip(chunks, counts, strict=True) if count <= 2]
+        context = await self.fanout_context(digest, few)
+        relayed = []
+        for chunk, count in zip(chunks, counts, strict=True):
+            if count == 1:
+                members = fanout_members(context.waiting(chunk, node_id), chunk, fanout)
+                await self.blobs.set_fanout(digest, chunk, dict.fromkeys(members, now))
+            elif count == 2:
+                if list(context.members.get(chunk, {})) == [node_id]:
+                    relayed.append(chunk)
+                await self.blobs.set_fanout(digest, chunk, {})
+        return Gain(digest, tuple(chunks), tuple(counts), tuple(released), tuple(relayed))

@@ -29,7 +29,8 @@ import redis.asyncio as aioredis
 
 from tracker.errors import StoreUnavailable
 from tracker.hub import Changed, Event, Gone, Hub, Orders
-from tracker.store import Candidacy, ChunkState, FanoutContext, FillContext
+from tracker.store import Announced, Candidacy, ChunkState, Claim, FanoutContext, FillContext
+from tracker.store.redisstore import announce as announcescript
 from tracker.store.redisstore import blobs as blobscripts
 from tracker.store.redisstore import peers as peerscripts
 from tracker.store.redisstore.base import (
@@ -234,6 +235,7 @@ class RedisStore:
         self._candidacies = scripts.register(CANDIDACIES)
         self._fanout_context = scripts.register(FANOUT_CONTEXT)
         self._fill_context = scripts.register(FILL_CONTEXT)
+        self._announce = scripts.register(announcescript.ANNOUNCE)
         self._listener: asyncio.Task[None] | None = None
         self._healthy = False
         self._state = ""  # the cluster id this replica knows
@@ -412,3 +414,9 @@ class RedisStore:
 
     async def drop_if_idle(self, digest: str) -> bool:
         return await self.blobs.drop_if_idle(digest)
+
+    async def announce(
+        self, node_id: str, claims: Sequence[Claim], now: float, fanout: int, max_blobs: int = 0
+    ) -> Announced:
+        args = announcescript.arguments(node_id, claims, now, fanout, max_blobs)
+        return announcescript.announced(await self._announce(*args))

@@ -20,9 +20,10 @@ from tracker.store.redisstore.base import (
     translating,
 )
 
-# Shared by HOLD, DROP, ADD_NODE and REMOVE_NODE. A holder is "<node>\t<zone>" in the pools:
-# hf:<d> when it holds every chunk of d whole (one write for a node's whole blob, however many
-# chunks), else hc:<d>:<c> for each chunk it holds whole; hp:<d>:<c> for each it holds in part.
+# Shared by HOLD, DROP, ADD_NODE, REMOVE_NODE and ANNOUNCE. A holder is "<node>\t<zone>" in the
+# pools: hf:<d> when it holds every chunk of d whole (one write for a node's whole blob, however
+# many chunks), else hc:<d>:<c> for each chunk it holds whole; hp:<d>:<c> for each it holds in
+# part.
 # cc:<d> and pn:<d> count the whole and the partial holders of each chunk, for every pool.
 HOLDINGS = r"""
 local function member(node, zone) return node .. '\t' .. zone end
@@ -79,8 +80,9 @@ local function set_or_delete(key, value, old)
   if value == '' then redis.call('DEL', key) else redis.call('SET', key, value) end
 end
 
--- Add holdings (bitmaps); returns the bitmap of chunks newly complete at the node.
-local function hold(node, d, zone, complete, partial)
+-- Add holdings (bitmaps); returns the bitmaps of the chunks newly complete at the node and of
+-- all it holds complete. `nchunks`, d's chunk count, is read when not given.
+local function hold(node, d, zone, complete, partial, nchunks)
   local mc, mp = k('mc', d, node), k('mp', d, node)
   local old = redis.call('MGET', mc, mp)
   local old_c, old_p = old[1] or '', old[2] or ''
@@ -91,7 +93,7 @@ local function hold(node, d, zone, complete, partial)
   local new_p = andnot(bor(old_p, newly_p), new_c)
   local m = member(node, zone)
   if newly_c ~= '' then
-    local chunks = tonumber(redis.call('HGET', k('b', d), 'chunks') or '0')
+    local chunks = nchunks or tonumber(redis.call('HGET', k('b', d), 'chunks') or '0')
     if chunks > 0 and new_c == every(chunks) then
       redis.call('SADD', k('hf', d), m)
       for _, c in ipairs(bits(old_c)) do redis.call('SREM', k('hc', d, c), m) end
@@ -111,7 +113,7 @@ local function hold(node, d, zone, complete, partial)
     redis.call('SADD', k('bh', d), node)
     redis.call('SADD', k('nh', node), d)
   end
-  return newly_c
+  return newly_c, new_c
 end
 
 -- Forget the node's holdings of d; returns the chunks it held whole.
@@ -170,7 +172,8 @@ HOLD = (
     HOLDINGS
     + r"""
 local node, d = ARGV[2], ARGV[3]
-return hold(node, d, redis.call('HGET', k('zone'), node) or '', ARGV[4], ARGV[5])
+local newly = hold(node, d, redis.call('HGET', k('zone'), node) or '', ARGV[4], ARGV[5])
+return newly
 """
 )
 
