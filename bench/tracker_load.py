@@ -10,6 +10,7 @@ then:
      heartbeat is refused (it expired) joins again and announces anew, as a real node does;
   2. the nodes announce `--chunks` distinct chunks (blobs of `--chunks-per-blob`, each held by
      `--holders` nodes in 3 zones) and their metainfo is published, from as many processes;
+     joins and these calls wait while a heartbeat has taken over 2 s (`LAGGING`);
   3. for `--duration` seconds, `--rate` Locate calls per second (open loop: each call starts on
      schedule, however slow the previous ones), spread over the replicas, ask for a random blob
      from a random node, a tenth of them for a cold blob that takes leases. With `--find-max`
@@ -64,6 +65,13 @@ JOINS_IN_FLIGHT = 16  # per worker process
 SETUP_IN_FLIGHT = 8  # announces or publishes per setting-up process
 SETUP_TRIES = 10
 TTL_HEARTBEATS = 3  # the tracker forgets a node after this many heartbeat intervals (its default)
+# Seconds a heartbeat may take (answered, or still waiting) before joins and the inventory's
+# setup wait for the tracker to catch up. A tracker whose loop falls behind its calls has them
+# queued in gRPC, which cancels a call that waited 30 s (grpc.server_max_unrequested_time_in_server)
+# unanswered: the heartbeats of the nodes joined already come back CANCELLED, those nodes go
+# silent, expire and join again with their inventory, and the run never settles. The setup
+# stands for state a cluster builds over hours; the heartbeats are the load being measured.
+LAGGING = 2.0
 
 
 @dataclass(frozen=True)
@@ -237,6 +245,17 @@ class Beats:
     late: Any  # the furthest behind schedule one left since last reset, in seconds
     joined: list[Any]  # one event per worker: all its nodes joined
     stop: Any
+    lag: Any  # per worker: its slowest heartbeat of the last second, answered or waiting
+
+    def lagging(self) -> bool:
+        return bool(max(self.lag) > LAGGING)
+
+    async def caught_up(self) -> float:
+        """Wait while the heartbeats lag; returns the seconds waited."""
+        start = time.monotonic()
+        while self.lagging():
+            await asyncio.sleep(0.25)
+        return time.monotonic() - start
 
     def add(self, sent: int, failed: int, rejoined: int, late: float) -> None:
         for counter, value in ((self.sent, sent), (self.failed, failed), (self.rejoined, rejoined)):
@@ -269,6 +288,7 @@ class NodeWorkers:
             spawn.Value("d", 0.0),
             [spawn.Event() for _ in range(count)],
             spawn.Event(),
+            spawn.Array("d", count),
         )
         self.processes = []
         for w in range(count):
@@ -333,9 +353,11 @@ async def _simulate(
         streams.append(asyncio.create_task(_drain(client.tasks(node_id(i)))))
 
     async def join_all() -> None:
-        begin = time.monotonic()
-        for k, i in enumerate(nodes):
-            await asyncio.sleep(max(0.0, begin + k / join_rate - time.monotonic()))
+        due = time.monotonic()
+        for i in nodes:
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            await beats.caught_up()
+            due = max(due, time.monotonic() - 1.0) + 1 / join_rate
             # At most JOINS_IN_FLIGHT: joins past what the tracker answers would queue up in
             # it, ahead of the heartbeats of the nodes joined already.
             async with limit:
@@ -354,10 +376,13 @@ async def _simulate(
 
     kinds: set[str] = set()
     rejoined = 0
+    waiting: dict[int, float] = {}  # node -> when its heartbeat in flight left
+    slowest = 0.0
 
     async def heartbeat(i: int) -> None:
         """As a real node: a refused heartbeat (the node expired) makes it join again."""
-        nonlocal sent, failed, rejoined
+        nonlocal sent, failed, rejoined, slowest
+        waiting[i] = started = time.monotonic()
         try:
             await clients[i % len(clients)].heartbeat(node_id(i))
             sent += 1
@@ -369,12 +394,25 @@ async def _simulate(
                 print(f"a heartbeat failed: {type(e).__name__}: {e}", file=sys.stderr)
             if not isinstance(e, NodeUnknown):
                 return
+        finally:
+            waiting.pop(i, None)
+            slowest = max(slowest, time.monotonic() - started)
         with contextlib.suppress(TrackerError):
             await join(i)
             if i in held:
                 await clients[i % len(clients)].announce(node_id(i), inventory(shape, held[i]))
             rejoined += 1
 
+    async def report_lag() -> None:
+        """Every half second, even while this loop waits for heartbeats in flight to end."""
+        nonlocal slowest
+        while True:
+            await asyncio.sleep(0.5)
+            now = time.monotonic()
+            beats.lag[w] = max(slowest, now - min(waiting.values(), default=now))
+            slowest = 0.0
+
+    reporting = asyncio.create_task(report_lag())
     # Open loop, as real nodes beat on their own clocks: each heartbeat leaves on schedule,
     # however long the previous ones take (up to HEARTBEATS_IN_FLIGHT unanswered).
     start = last_report = time.monotonic()
@@ -401,9 +439,10 @@ async def _simulate(
     await asyncio.gather(*in_flight)
     beats.add(sent, failed, rejoined, late)
     joining.cancel()
+    reporting.cancel()
     for task in streams:
         task.cancel()
-    await asyncio.gather(joining, *streams, return_exceptions=True)
+    await asyncio.gather(joining, reporting, *streams, return_exceptions=True)
     for client in clients:
         await client.close()
 
@@ -417,28 +456,36 @@ async def _drain(orders: Any) -> None:
 # ---- setup and the measured Locate load ----
 
 
-def set_up(addresses: list[str], shape: Shape, publish: bool, parts: int) -> float:
+def set_up(addresses: list[str], shape: Shape, publish: bool, parts: int, beats: Beats) -> float:
     """Announce every node's inventory and publish every chunk's metainfo, from `parts`
-    processes at once (each takes the nodes and blobs i with i % parts == its part); returns
-    the seconds it took."""
+    processes at once (each takes the nodes and blobs i with i % parts == its part), each call
+    after the heartbeats caught up (`LAGGING`); returns the seconds it took."""
     spawn = multiprocessing.get_context("spawn")
     start = time.monotonic()
     processes = [
-        spawn.Process(target=set_up_part, args=(addresses, shape, publish, part, parts))
+        spawn.Process(target=set_up_part, args=(addresses, shape, publish, part, parts, beats))
         for part in range(parts)
     ]
     for process in processes:
         process.start()
-    for process in processes:
-        process.join()
-        if process.exitcode != 0:
-            raise RuntimeError(f"setting the inventory up failed ({process.exitcode})")
+    try:
+        for process in processes:
+            process.join()
+            if process.exitcode != 0:
+                raise RuntimeError(f"setting the inventory up failed ({process.exitcode})")
+    finally:
+        for process in processes:
+            process.kill()
     return time.monotonic() - start
 
 
-def set_up_part(addresses: list[str], shape: Shape, publish: bool, part: int, parts: int) -> None:
+def set_up_part(
+    addresses: list[str], shape: Shape, publish: bool, part: int, parts: int, beats: Beats
+) -> None:
     os.nice(15)  # after the simulated nodes' heartbeats, which keep them members meanwhile
-    asyncio.run(announce_and_publish(addresses, shape, publish, part, parts))
+    waited = asyncio.run(announce_and_publish(addresses, shape, publish, part, parts, beats))
+    if waited > 0:
+        print(f"setup part {part}: waited {waited:.0f} s in all for the heartbeats to catch up")
 
 
 def inventory(shape: Shape, blobs: list[int]) -> list[HeldBlob]:
@@ -468,15 +515,19 @@ async def patiently(call: Callable[[], Awaitable[Any]]) -> Any:
 
 
 async def announce_and_publish(
-    addresses: list[str], shape: Shape, publish: bool, part: int, parts: int
-) -> None:
+    addresses: list[str], shape: Shape, publish: bool, part: int, parts: int, beats: Beats
+) -> float:
+    """Returns the seconds its calls waited for the heartbeats to catch up, in all."""
+    waited = 0.0
     clients = [TrackerClient(a, timeout=60) for _ in range(8) for a in addresses]
     limit = asyncio.Semaphore(SETUP_IN_FLIGHT)
     held = inventories(shape, range(part, shape.nodes, parts))
     all_chunks = tuple(range(shape.chunks_per_blob))
 
     async def announce(n: int, blobs: list[int]) -> None:
+        nonlocal waited
         async with limit:
+            waited += await beats.caught_up()
             client = clients[n % len(clients)]
             await patiently(lambda: client.announce(node_id(n), inventory(shape, blobs)))
 
@@ -492,9 +543,15 @@ async def announce_and_publish(
                 node_id(n), digest(b), shape.blob_size, shape.chunks_per_blob, c, metainfo
             )
 
+        nonlocal waited
         async with limit:
-            with contextlib.suppress(MetainfoUnconfirmed):
-                await patiently(by(first))
+            waited += await beats.caught_up()
+            # Taken at the second witness; a witness whose node had expired meanwhile (its
+            # call refused after the tracker heard it) is heard again.
+            for n in (first, second, first):
+                with contextlib.suppress(MetainfoUnconfirmed):
+                    await patiently(by(n))
+                    return
             await patiently(by(second))
 
     await asyncio.gather(*(announce(n, blobs) for n, blobs in held.items()))
@@ -504,6 +561,7 @@ async def announce_and_publish(
             await asyncio.gather(*(publish_one(b, c) for b, c in work[i : i + 5000]))
     for client in clients:
         await client.close()
+    return waited
 
 
 async def locate_load(
@@ -744,7 +802,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{shape.nodes} nodes joined with Tasks streams open in {joined:.1f} s"
                 f" ({count} worker processes, heartbeats every {args.heartbeat_interval:g} s)"
             )
-            setup = set_up(addresses, shape, not args.no_publish, count)
+            setup = set_up(addresses, shape, not args.no_publish, count, workers.beats)
             print(
                 f"{shape.blobs} blobs x {shape.chunks_per_blob} chunks = {shape.chunks} chunks,"
                 f" {shape.holders} holders each, announced"
