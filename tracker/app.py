@@ -25,7 +25,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from distributed_images import startup
 from tracker import address, auth, credentials, httpapi, limits
-from tracker.cluster import Cluster, Policy
+from tracker.cluster import MAX_NODES, Cluster, Policy
 from tracker.errors import TrackerError
 from tracker.metrics import TimingInterceptor, TrackerMetrics
 from tracker.service import TrackerService
@@ -95,6 +95,12 @@ def _server_options(reuse_port: bool) -> list[tuple[str, int]]:
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
         ("grpc.http2.max_ping_strikes", 0),
+        # Calls that arrived while the replica's loop is busy wait in gRPC until it takes them;
+        # beyond 1,000 waiting gRPC cancels some (CANCELLED), beyond 3,000 all. A replica of
+        # 10,000 nodes held up a second or two (a burst of joins, a slow store) has that many
+        # heartbeats waiting: they wait their turn, up to the nodes' own deadlines.
+        ("grpc.server.max_pending_requests", MAX_NODES),
+        ("grpc.server.max_pending_requests_hard_limit", 2 * MAX_NODES),
     ]
 
 

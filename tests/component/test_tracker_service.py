@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 from collections.abc import AsyncIterator
 
@@ -278,3 +279,35 @@ async def test_a_replica_stops_though_a_store_call_swallowed_its_cancellation(
     stopping = asyncio.create_task(tracker.stop(grace=0))
     done, _ = await asyncio.wait({stopping}, timeout=10)
     assert done, "the replica never stopped"
+
+
+async def test_calls_that_wait_while_the_replica_is_held_up_are_answered() -> None:
+    """A replica of thousands of nodes whose loop is held up a few seconds (a burst of joins, a
+    slow store) has thousands of heartbeats waiting in gRPC, which by default cancels those
+    beyond 1,000: the nodes heard CANCELLED, went silent and expired. They wait their turn."""
+    server = TrackerServer(Config(listen="127.0.0.1:0", http_listen=None))
+    await server.start()
+    joined = threading.Event()
+    outcomes: list[BaseException | None] = []
+
+    async def beat() -> None:
+        client = TrackerClient(server.address, timeout=30)
+        await client.join(node("n1"), "inst")
+        joined.set()
+        await asyncio.sleep(0.5)  # the replica is held up by then
+        beats = (client.heartbeat("n1") for _ in range(3000))
+        outcomes.extend(await asyncio.gather(*beats, return_exceptions=True))
+        await client.close()
+
+    thread = threading.Thread(target=asyncio.run, args=(beat(),))
+    thread.start()
+    try:
+        while not joined.is_set():
+            await asyncio.sleep(0.01)
+        time.sleep(4)  # the replica's loop, busy
+        while thread.is_alive():
+            await asyncio.sleep(0.05)
+    finally:
+        thread.join()
+        await server.stop(grace=0)
+    assert len(outcomes) == 3000 and [o for o in outcomes if o is not None] == []
