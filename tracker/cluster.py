@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from tracker import limits, rendezvous
-from tracker.errors import FailedPrecondition, InvalidArgument, NodeUnknown, NoTargets
+from tracker.errors import InvalidArgument, NodeUnknown, NoTargets
 from tracker.handout import Candidate, rank
 from tracker.hub import Gone, Hub, Inbox, Watcher
 from tracker.nodes import Load, Node
@@ -208,7 +208,8 @@ class Cluster:
         self, node_id: str, holdings: Sequence[Holding], refs: Sequence[tuple[str, str]]
     ) -> None:
         """The holdings as one step on the store (`Store.announce`), then what follows from
-        what they changed; the refs after them."""
+        what they changed; the refs after them. A holding of a blob known with another shape
+        stays out; the rest counts."""
         limits.count(len(holdings), limits.MAX_BLOBS_PER_CALL, "blobs")
         limits.count(len(refs), limits.MAX_REFS_PER_CALL, "refs")
         claims = [self._claim(h) for h in holdings if h.complete or h.partial]
@@ -227,7 +228,15 @@ class Cluster:
         for gain in announced.gains:
             await self.placement.gained(gain, node_id)
         for digest, (size, chunk_count) in announced.conflicts.items():
-            raise FailedPrecondition(f"{digest} is known as {size} bytes in {chunk_count} chunks")
+            # Others hold the blob with another shape: this holding stays out, the rest of the
+            # node's inventory counts.
+            log.warning(
+                "announced blob refused",
+                extra={
+                    "node": node_id,
+                    "error": f"{digest} is known as {size} bytes in {chunk_count} chunks",
+                },
+            )
         for ref, digest in refs:
             await self.store.refs.add(node_id, ref, digest)
 

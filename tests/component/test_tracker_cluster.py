@@ -789,3 +789,16 @@ async def test_a_silent_source_is_passed_over_until_it_is_heard_again(
     assert await holder(cluster, D, 0) is None
     (view,) = await cluster.view("c", D, CHUNKS, [0])
     assert view.directive is Directive.SWARM and "a" in peer_ids(view)
+
+
+async def test_an_announcement_leaves_out_a_blob_others_hold_in_another_shape(
+    cluster: Cluster,
+) -> None:
+    for node_id in "ab":
+        await join(cluster, node_id)
+    await cluster.announce("a", [Holding(E, SIZE, CHUNKS, (0,))], [])
+    await cluster.announce(
+        "b", [Holding(E, SIZE + 1, CHUNKS, (1,)), Holding(D, SIZE, CHUNKS, (0,))], []
+    )
+    assert set(await cluster.store.peers.holdings("b")) == {D}
+    assert await cluster.store.blobs.shape(E) == (SIZE, CHUNKS)
