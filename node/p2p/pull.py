@@ -275,6 +275,10 @@ class SwarmPull:
             self._fetch_direct()
         if error is None:
             return
+        if self._failure is not None and error is not self._failure:
+            # One failure is logged once, however many chunks met it before the pull stopped.
+            log.debug("chunk stopped", extra={"digest": self.digest, "chunk": chunk.index})
+            return
         log.warning(
             "chunk failed",
             extra={"digest": self.digest, "chunk": chunk.index, "error": repr(error)},

@@ -5,6 +5,7 @@ left alone. Fakes stand in for the tracker client and the libtorrent session."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -240,7 +241,11 @@ async def test_without_a_tracker_chunks_come_from_upstream_a_few_at_a_time(tmp_p
     assert upstream.most_open == 2
 
 
-async def test_a_size_other_than_the_declared_one_fails_the_pull_at_once(tmp_path: Path) -> None:
+async def test_a_size_other_than_the_declared_one_fails_the_pull_at_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Both chunks in flight meet the wrong size; the failure is logged once."""
+    caplog.set_level(logging.INFO, logger="node.p2p.pull")
     data = b"x" * (6 * MiB)
     upstream = RangeUpstream(data)
     pull = _direct_pull(upstream, 40 * 4 * MiB)  # a manifest said 160 MiB
@@ -249,3 +254,5 @@ async def test_a_size_other_than_the_declared_one_fails_the_pull_at_once(tmp_pat
     await asyncio.sleep(0.1)  # what was in flight ends; nothing new starts
     assert upstream.requests <= 3
     assert upstream.open == 0
+    assert upstream.most_open == 2
+    assert [r.getMessage() for r in caplog.records].count("chunk failed") == 1
