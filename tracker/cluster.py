@@ -28,14 +28,14 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from tracker import limits, rendezvous
-from tracker.errors import InvalidArgument, NodeUnknown, NoTargets
+from tracker.errors import FailedPrecondition, InvalidArgument, NodeUnknown, NoTargets
 from tracker.handout import Candidate, rank
 from tracker.hub import Gone, Hub, Inbox, Watcher
 from tracker.nodes import Load, Node
 from tracker.peerstore import indices_of, mask_of
 from tracker.placement import ChunkView, Directive, Notices, Placement
 from tracker.policy import Policy
-from tracker.store import Claim, Store
+from tracker.store import Announced, Claim, Store
 from tracker.store.memory import MemoryStore
 from tracker.tasks import Order, PreheatJob, PreheatOrder, TaskState
 
@@ -218,6 +218,24 @@ class Cluster:
             limits.digest(digest)
         if refs and await self.store.refs.count(node_id) + len(refs) > MAX_REFS_PER_NODE:
             raise InvalidArgument(f"a node may announce at most {MAX_REFS_PER_NODE} refs")
+        announced = await self._announce_claims(node_id, claims)
+        retry = []
+        for digest in announced.conflicts:
+            claim = next(c for c in claims if c.digest == digest)
+            try:
+                # A shape nobody holds or leases yields to the one this node holds.
+                await self.placement.blob(digest, claim.size, claim.chunk_count)
+                retry.append(claim)
+            except FailedPrecondition as e:
+                # Others hold the blob with another shape: this holding stays out, the rest of
+                # the node's inventory counts.
+                log.warning("announced blob refused", extra={"node": node_id, "error": e.message})
+        if retry:
+            await self._announce_claims(node_id, retry)
+        for ref, digest in refs:
+            await self.store.refs.add(node_id, ref, digest)
+
+    async def _announce_claims(self, node_id: str, claims: Sequence[Claim]) -> Announced:
         announced = await self.store.announce(
             node_id, claims, self.clock(), self.policy.fanout, MAX_BLOBS_PER_NODE
         )
@@ -227,18 +245,7 @@ class Cluster:
             raise InvalidArgument(f"a node may announce at most {MAX_BLOBS_PER_NODE} blobs")
         for gain in announced.gains:
             await self.placement.gained(gain, node_id)
-        for digest, (size, chunk_count) in announced.conflicts.items():
-            # Others hold the blob with another shape: this holding stays out, the rest of the
-            # node's inventory counts.
-            log.warning(
-                "announced blob refused",
-                extra={
-                    "node": node_id,
-                    "error": f"{digest} is known as {size} bytes in {chunk_count} chunks",
-                },
-            )
-        for ref, digest in refs:
-            await self.store.refs.add(node_id, ref, digest)
+        return announced
 
     def _claim(self, holding: Holding) -> Claim:
         limits.digest(holding.digest)

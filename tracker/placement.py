@@ -24,6 +24,7 @@ gets a free slot) is only ever less efficient when it is stale, never wrong.
 from __future__ import annotations
 
 import enum
+import logging
 import random
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
@@ -45,6 +46,8 @@ from tracker.store import (
     Store,
 )
 from tracker.tasks import Order, RepublishOrder
+
+log = logging.getLogger(__name__)
 
 MAX_REQUESTED_PER_NODE = 100_000  # blobs one node asked about in the last REQUESTER_TTL
 REQUESTER_TTL = 600.0  # a requester that neither watches nor asks for this long is forgotten
@@ -109,29 +112,53 @@ class Placement:
     # ---- blobs ----
 
     async def check_blob(self, digest: str, size: int, chunk_count: int) -> None:
-        """Raise unless the blob is well-formed and agrees with what is known of it. Callers
-        check everything before they change anything, so a rejected request leaves no trace."""
+        """Raise unless the blob is well-formed. Callers check everything before they change
+        anything, so a rejected request leaves no trace; whether the shape agrees with what is
+        known is `blob`'s to say."""
         limits.digest(digest)
         limits.blob_shape(size, chunk_count)
-        _same_shape(digest, await self.store.blobs.shape(digest), size, chunk_count)
 
     async def blob(self, digest: str, size: int, chunk_count: int) -> None:
-        """Record the blob (checked already) unless it is known."""
-        _same_shape(
-            digest, await self.store.blobs.ensure(digest, size, chunk_count), size, chunk_count
-        )
+        """Record the blob (checked already) unless it is known; raise if it is known with
+        another shape that someone holds or leases."""
+        known = await self.store.blobs.ensure(digest, size, chunk_count)
+        _same_shape(digest, await self._agreed(digest, known, size, chunk_count), size, chunk_count)
+
+    async def _agreed(
+        self, digest: str, known: tuple[int, int] | None, size: int, chunk_count: int
+    ) -> tuple[int, int] | None:
+        """The blob's shape once a node names it with this one. A size comes from a manifest,
+        which may be wrong: a shape that no node holds or leases a chunk of yields to the next
+        one named (the nodes that named it failed on it and let go), so one wrong manifest does
+        not keep the blob out of the swarm; a shape that someone holds stays."""
+        if known is None or known == (size, chunk_count):
+            return known
+        agreed = await self.store.reshape(digest, size, chunk_count)
+        if agreed == (size, chunk_count):
+            log.info(
+                "a blob nobody held takes the shape it is named with now",
+                extra={"digest": digest, "size": size, "previous_size": known[0]},
+            )
+        return agreed
 
     async def request(self, node_id: str, digest: str, size: int, chunk_count: int) -> None:
         """The node asks about the blob: check it, record it (unless known) and the node as one of
         its requesters; a rejected request leaves no trace."""
         limits.digest(digest)
         limits.blob_shape(size, chunk_count)
-        known, allowed = await self.store.blobs.request(
-            digest, size, chunk_count, node_id, self.clock(), MAX_REQUESTED_PER_NODE
-        )
+        known, allowed = await self._request(node_id, digest, size, chunk_count)
+        if await self._agreed(digest, known, size, chunk_count) != known:
+            known, allowed = await self._request(node_id, digest, size, chunk_count)
         _same_shape(digest, known, size, chunk_count)
         if not allowed:
             raise InvalidArgument(f"a node may ask about {MAX_REQUESTED_PER_NODE} blobs at most")
+
+    async def _request(
+        self, node_id: str, digest: str, size: int, chunk_count: int
+    ) -> tuple[tuple[int, int], bool]:
+        return await self.store.blobs.request(
+            digest, size, chunk_count, node_id, self.clock(), MAX_REQUESTED_PER_NODE
+        )
 
     async def drop_if_idle(self, digests: Iterable[str]) -> None:
         for digest in digests:

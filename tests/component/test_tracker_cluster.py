@@ -640,11 +640,52 @@ async def test_out_of_range_and_oversized_requests_are_invalid(cluster: Cluster)
     assert await cluster.store.peers.holdings("a") == {}, "a rejected announcement left a trace"
 
 
-async def test_a_blob_keeps_the_shape_it_was_first_seen_with(cluster: Cluster) -> None:
-    await join(cluster, "a")
-    await locate(cluster, "a")
+async def test_a_blob_keeps_its_shape_while_a_node_holds_or_leases_a_chunk(
+    cluster: Cluster,
+) -> None:
+    for node_id in "abc":
+        await join(cluster, node_id)
+    await locate(cluster, "a", max_leases=1)
     with pytest.raises(FailedPrecondition):
-        await cluster.locate("a", D, SIZE + 1, CHUNKS)
+        await cluster.locate("b", D, SIZE + 1, CHUNKS)
+    await cluster.announce("c", [Holding(E, SIZE, CHUNKS, (0,))], [])
+    with pytest.raises(FailedPrecondition):
+        await cluster.locate("b", E, SIZE + 1, CHUNKS)
+    with pytest.raises(FailedPrecondition):
+        await cluster.watch("b", E, SIZE + 1, CHUNKS)
+    assert await cluster.store.blobs.shape(D) == (SIZE, CHUNKS)
+    assert await cluster.store.blobs.shape(E) == (SIZE, CHUNKS)
+
+
+async def test_a_shape_nobody_holds_yields_to_the_next_one_named(cluster: Cluster) -> None:
+    """A wrong manifest named the blob first (its node failed on the upstream's size and let
+    its lease go): the node that pulls it with its real size swarms it, and announces it."""
+    for node_id in "abc":
+        await join(cluster, node_id)
+    await cluster.locate("a", D, SIZE + (4 << 20), CHUNKS + 1, max_leases=1)
+    await cluster.publish("a", D, SIZE + (4 << 20), CHUNKS + 1, 0, b"wrong")
+    await cluster.release("a", D, 0)
+    await cluster.withdraw("a", [D], [])
+    views = await locate(cluster, "b", max_leases=1)
+    assert views[0].directive is Directive.FETCH
+    assert await cluster.store.blobs.shape(D) == (SIZE, CHUNKS)
+    assert await cluster.store.blobs.metainfo(D, 0) is None
+    assert set(await cluster.store.blobs.requesters(D)) == {"a", "b"}
+    await hold(cluster, "b")
+    assert set(await cluster.store.peers.holdings("b")) == {D}
+
+
+async def test_an_announcement_counts_its_blobs_that_others_hold_in_another_shape(
+    cluster: Cluster,
+) -> None:
+    for node_id in "ab":
+        await join(cluster, node_id)
+    await hold(cluster, "a", E)
+    await cluster.announce(
+        "b", [Holding(E, SIZE + 1, CHUNKS, range(CHUNKS)), Holding(D, SIZE, CHUNKS, (0,))], []
+    )
+    assert set(await cluster.store.peers.holdings("b")) == {D}
+    assert await cluster.store.blobs.shape(E) == (SIZE, CHUNKS)
 
 
 # ---- seeded refs ----

@@ -377,6 +377,23 @@ async def test_a_blob_keeps_its_first_shape_and_metainfo(store: Store) -> None:
     assert await store.blobs.shapes() == {D: (100, 2)} and await store.blobs.count() == 1
 
 
+async def test_a_shape_changes_only_while_nobody_holds_or_leases_a_chunk(store: Store) -> None:
+    for node_id in "ab":
+        await member(store, node_id)
+    assert await store.reshape(D, 200, 3) is None, "an unknown blob stays unknown"
+    assert await store.blobs.request(D, 100, 2, "a", 1.0, 8) == ((100, 2), True)
+    await store.blobs.publish(D, 1, b"meta")
+    assert await store.leases.grant("a", D, [0], 1.0, Caps(8, 8, 8)) == [0]
+    assert await store.reshape(D, 200, 3) == (100, 2)
+    await store.leases.release(D, [0], holder="a")
+    await store.peers.hold("b", D, 0b1, 0)
+    assert await store.reshape(D, 200, 3) == (100, 2)
+    await store.peers.drop("b", D)
+    assert await store.reshape(D, 200, 3) == (200, 3)
+    assert await store.blobs.shape(D) == (200, 3) and await store.blobs.metainfo(D, 1) is None
+    assert await store.blobs.requesters(D) == ["a"]
+
+
 async def test_requests_record_the_blob_and_its_requesters_within_bounds(store: Store) -> None:
     assert await store.blobs.request(D, 100, 2, "b", 1.0, 1) == ((100, 2), True)
     assert await store.blobs.request(D, 100, 2, "a", 2.0, 1) == ((100, 2), True)

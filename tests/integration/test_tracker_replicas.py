@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -79,15 +79,6 @@ async def pull_everywhere(
             assert not all(pull.done() for pull in pulls), "the pulls ended before the event"
             midway()
         return [(await pull).blobs for pull in pulls]
-
-
-def holders(cluster: Cluster, digests: Iterable[str]) -> dict[str, int]:
-    """How many nodes hold each blob whole, as the tracker shows it."""
-    status = cluster.tracker.status("--blobs")
-    blobs = status.get("blobs", [])
-    assert isinstance(blobs, list)
-    found = {blob["digest"]: blob["holders"] for blob in blobs}
-    return {digest: found.get(digest, 0) for digest in digests}
 
 
 def held(cluster: Cluster, tracker: int) -> dict[str, object]:
@@ -172,7 +163,7 @@ async def test_redis_restarted_empty_mid_pull_costs_no_pull_and_the_nodes_join_a
     assert pulled == [correct(p2p_images.big)] * 4
     # The state is rebuilt from the nodes: each joined again and announced what it holds.
     everyone = dict.fromkeys(image.blobs, len(cluster.nodes))
-    await until(lambda: holders(cluster, image.blobs) == everyone, "every node announced again")
+    await until(lambda: cluster.holders(image.blobs) == everyone, "every node announced again")
     for node in cluster.nodes:
         assert node.log_path.read_text().count("joined the cluster") >= 2, node.name
 

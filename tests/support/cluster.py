@@ -23,7 +23,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, MutableMapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, MutableMapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -248,6 +248,13 @@ class Cluster:
         _each(self.nodes, lambda node: node.stop())
         for tracker in self.trackers:
             tracker.stop()
+
+    def holders(self, digests: Iterable[str]) -> dict[str, int]:
+        """How many nodes hold each blob whole, as the tracker shows it."""
+        blobs = self.tracker.status("--blobs").get("blobs", [])
+        assert isinstance(blobs, list)
+        found = {blob["digest"]: blob["holders"] for blob in blobs}
+        return {digest: found.get(digest, 0) for digest in digests}
 
     def log_tails(self, lines: int = 80) -> str:
         tails = [t.log_tail(lines) for t in self.trackers]

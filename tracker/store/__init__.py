@@ -514,3 +514,9 @@ class Store(Protocol):
         `now`), each with two loses them. A node that now holds every chunk of the blob is no
         longer one of its requesters."""
         ...
+
+    async def reshape(self, digest: str, size: int, chunk_count: int) -> tuple[int, int] | None:
+        """Give the known blob this shape, forgetting what was known of its chunks (metainfo,
+        fan-outs, republish asks), unless a node holds or leases any of them; its watchers and
+        requesters stay. The shape it has afterwards; None when the blob is unknown."""
+        ...

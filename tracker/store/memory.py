@@ -678,3 +678,11 @@ class MemoryStore:
                     relayed.append(chunk)
                 await self.blobs.set_fanout(digest, chunk, {})
         return Gain(digest, tuple(chunks), tuple(counts), tuple(released), tuple(relayed))
+
+    async def reshape(self, digest: str, size: int, chunk_count: int) -> tuple[int, int] | None:
+        known = self.blobs.shapes_by_digest.get(digest)
+        if known is None or self._peers.has_blob(digest) or self.leases.table.leased(digest):
+            return known
+        self.blobs.drop(digest)
+        self.blobs.shapes_by_digest[digest] = (size, chunk_count)
+        return size, chunk_count

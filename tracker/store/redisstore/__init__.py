@@ -420,3 +420,6 @@ class RedisStore:
     ) -> Announced:
         args = announcescript.arguments(node_id, claims, now, fanout, max_blobs)
         return announcescript.announced(await self._announce(*args))
+
+    async def reshape(self, digest: str, size: int, chunk_count: int) -> tuple[int, int] | None:
+        return await self.blobs.reshape(digest, size, chunk_count)

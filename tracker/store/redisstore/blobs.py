@@ -204,18 +204,43 @@ return out
 """
 )
 
-DROP_IF_IDLE = r"""
+# What is known of a blob's chunks while nobody holds or leases any (holders' and leases' own
+# keys are empty then): DROP_IF_IDLE and RESHAPE forget it.
+FORGET_CHUNKS = r"""
+local function forget_chunks(d)
+  for _, c in ipairs(redis.call('SMEMBERS', k('fos', d))) do redis.call('DEL', k('fo', d, c)) end
+  redis.call('DEL', k('mi', d), k('fos', d), k('ra', d), k('cc', d), k('pn', d), k('hf', d),
+    k('wit', d))
+end
+"""
+
+DROP_IF_IDLE = (
+    FORGET_CHUNKS
+    + r"""
 local d = ARGV[2]
 if redis.call('EXISTS', k('w', d)) == 1 or redis.call('EXISTS', k('rq', d)) == 1
     or redis.call('EXISTS', k('bh', d)) == 1 or redis.call('EXISTS', k('l', d)) == 1 then
   return 0
 end
-for _, c in ipairs(redis.call('SMEMBERS', k('fos', d))) do redis.call('DEL', k('fo', d, c)) end
-redis.call('DEL', k('b', d), k('mi', d), k('fos', d), k('ra', d), k('rqt', d), k('cc', d),
-  k('pn', d), k('hf', d), k('wit', d))
+forget_chunks(d)
+redis.call('DEL', k('b', d), k('rqt', d))
 redis.call('SREM', k('blobs'), d)
 return 1
 """
+)
+
+RESHAPE = (
+    FORGET_CHUNKS
+    + r"""
+local d = ARGV[2]
+if redis.call('EXISTS', k('b', d)) == 1 and redis.call('EXISTS', k('bh', d)) == 0
+    and redis.call('EXISTS', k('l', d)) == 0 then
+  forget_chunks(d)
+  redis.call('HSET', k('b', d), 'size', ARGV[3], 'chunks', ARGV[4])
+end
+return redis.call('HMGET', k('b', d), 'size', 'chunks')
+"""
+)
 
 
 def shape_of(raw: Sequence[Any]) -> tuple[int, int] | None:
@@ -243,6 +268,7 @@ class RedisBlobs:
         self._reap_watches = scripts.register(REAP_WATCHES)
         self._forget_node = scripts.register(FORGET_NODE)
         self._drop_if_idle = scripts.register(DROP_IF_IDLE)
+        self._reshape = scripts.register(RESHAPE)
 
     def _key(self, kind: str, digest: str) -> str:
         return f"{self._p}{kind}:{digest}"
@@ -349,6 +375,9 @@ class RedisBlobs:
 
     async def drop_if_idle(self, digest: str) -> bool:
         return bool(await self._drop_if_idle(digest))
+
+    async def reshape(self, digest: str, size: int, chunk_count: int) -> tuple[int, int] | None:
+        return shape_of(await self._reshape(digest, size, chunk_count))
 
     async def reap_watches(self) -> None:
         """Forget the watches of replicas that stopped beating: their streams are gone."""
