@@ -273,8 +273,13 @@ class Cluster:
         limits.count(len(refs), limits.MAX_REFS_PER_CALL, "refs")
         for digest in digests:
             limits.digest(digest)
+        leases = await self.store.leases.held_by(node.id)
+        for digest in digests:
             lost = await self.store.peers.drop(node.id, digest)
             if await self.store.blobs.shape(digest) is not None:
+                # A pull that failed may have been handed leases it never used.
+                leased = [lease.chunk for lease in leases if lease.digest == digest]
+                await self.placement.release(node.id, digest, leased)
                 await self.placement.lost(digest, indices_of(lost))
                 if corrupt:
                     await self.placement.distrust(digest)
@@ -315,7 +320,7 @@ class Cluster:
     @notifying
     async def release(self, node_id: str, digest: str, chunk: int) -> None:
         await self.node(node_id)
-        await self.placement.release(node_id, digest, chunk)
+        await self.placement.release(node_id, digest, [chunk])
 
     @notifying
     async def publish(

@@ -245,11 +245,14 @@ class Placement:
             await self.fill_slots()
         return lease.expires_at - self.clock()
 
-    async def release(self, node_id: str, digest: str, chunk: int) -> None:
-        """The holder gives up its lease (its fetch failed): move it to another requester."""
+    async def release(self, node_id: str, digest: str, chunks: Sequence[int]) -> None:
+        """The holder gives up its leases on these chunks (its fetch failed, or its pull did):
+        move them to other requesters."""
         limits.digest(digest)
-        if await self.store.leases.release(digest, [chunk], holder=node_id):
-            self.notices.changed(digest, chunk)
+        released = await self.store.leases.release(digest, chunks, holder=node_id)
+        for lease in released:
+            self.notices.changed(digest, lease.chunk)
+        if released:
             await self.fill_slots(exclude=node_id)
 
     async def publish(

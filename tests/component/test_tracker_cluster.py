@@ -590,6 +590,19 @@ async def test_a_chunk_whose_last_holder_withdraws_is_leased_again(cluster: Clus
     assert await holder(cluster, D, 0) == "b"
 
 
+async def test_a_withdrawal_ends_the_nodes_leases_on_the_blob(cluster: Cluster) -> None:
+    """A pull that failed withdraws its blob: a lease handed to it while it was failing (which
+    it never used) moves on at once rather than linger until it lapses."""
+    await join(cluster, "a")
+    await join(cluster, "b")
+    await locate(cluster, "a", max_leases=2, digest=E)
+    await locate(cluster, "a", max_leases=2)
+    await cluster.watch("b", D, SIZE, CHUNKS)
+    await cluster.withdraw("a", [D], [])
+    assert {await holder(cluster, D, c) for c in (0, 1)} == {"b"}
+    assert {lease.digest for lease in await cluster.store.leases.held_by("a")} == {E}
+
+
 async def test_peers_in_the_same_zone_come_first(cluster: Cluster) -> None:
     for node_id, zone in (("far1", "z2"), ("near", "z1"), ("far2", "z2"), ("me", "z1")):
         await join(cluster, node_id, zone)
