@@ -248,8 +248,7 @@ class Cluster:
         return announced
 
     def _claim(self, holding: Holding) -> Claim:
-        limits.digest(holding.digest)
-        limits.blob_shape(holding.size, holding.chunk_count)
+        limits.blob(holding.digest, holding.size, holding.chunk_count)
         complete = limits.chunk_indices(holding.complete, holding.chunk_count)
         partial = limits.chunk_indices(holding.partial, holding.chunk_count)
         return Claim(

@@ -73,6 +73,12 @@ def blob_shape(size: int, chunk_count: int) -> tuple[int, int]:
     return size, chunk_count
 
 
+def blob(value: str, size: int, chunk_count: int) -> None:
+    """Raise unless the blob is well-formed: its digest, and a size its chunks can have."""
+    digest(value)
+    blob_shape(size, chunk_count)
+
+
 def chunk_indices(indices: Iterable[int], chunk_count: int) -> frozenset[int]:
     chosen = frozenset(indices)
     if chosen and (min(chosen) < 0 or max(chosen) >= chunk_count):

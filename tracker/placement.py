@@ -111,13 +111,6 @@ class Placement:
 
     # ---- blobs ----
 
-    async def check_blob(self, digest: str, size: int, chunk_count: int) -> None:
-        """Raise unless the blob is well-formed. Callers check everything before they change
-        anything, so a rejected request leaves no trace; whether the shape agrees with what is
-        known is `blob`'s to say."""
-        limits.digest(digest)
-        limits.blob_shape(size, chunk_count)
-
     async def blob(self, digest: str, size: int, chunk_count: int) -> None:
         """Record the blob (checked already) unless it is known; raise if it is known with
         another shape that someone holds or leases."""
@@ -144,8 +137,7 @@ class Placement:
     async def request(self, node_id: str, digest: str, size: int, chunk_count: int) -> None:
         """The node asks about the blob: check it, record it (unless known) and the node as one of
         its requesters; a rejected request leaves no trace."""
-        limits.digest(digest)
-        limits.blob_shape(size, chunk_count)
+        limits.blob(digest, size, chunk_count)
         known, allowed = await self._request(node_id, digest, size, chunk_count)
         if await self._agreed(digest, known, size, chunk_count) != known:
             known, allowed = await self._request(node_id, digest, size, chunk_count)
@@ -176,8 +168,7 @@ class Placement:
         max_leases: int,
         with_metainfo: bool,
     ) -> list[ChunkView]:
-        limits.digest(digest)
-        limits.blob_shape(size, chunk_count)
+        limits.blob(digest, size, chunk_count)
         wanted = sorted(limits.chunk_indices(chunks, chunk_count)) or range(chunk_count)
         await self.request(node.id, digest, size, chunk_count)
         await self.tick()
@@ -258,7 +249,7 @@ class Placement:
     async def publish(
         self, node: Node, digest: str, size: int, chunk_count: int, chunk: int, metainfo: bytes
     ) -> None:
-        await self.check_blob(digest, size, chunk_count)
+        limits.blob(digest, size, chunk_count)
         limits.chunk_indices((chunk,), chunk_count)
         limits.metainfo(metainfo)
         await self.blob(digest, size, chunk_count)
