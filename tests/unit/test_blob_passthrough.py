@@ -56,13 +56,15 @@ async def test_wrong_bytes_streamed_through_never_make_a_whole_response() -> Non
 async def test_readers_of_a_download_that_runs_out_of_room_go_on_from_the_upstream() -> None:
     data = random.Random("room").randbytes(SIZE)
     digest = digest_of(data)
-    source = MemorySource(data)
-    source.gate.set()
+    source = MemorySource(data, hold_at=512 << 10)  # until the reader has its first bytes
     store = ContentStore.memory(capacity=1 << 20)  # a third of the blob
     download = Downloads(store).start(digest, UpstreamFill(digest, source))
     handle = BlobHandle(digest, SIZE, None, download, store, upstream=source)
     got = bytearray()
-    await received(handle, 0, SIZE, got)
+    async for piece in handle.pieces(0, SIZE):
+        assert not isinstance(piece, Segment)
+        got += piece
+        source.gate.set()
     assert bytes(got) == data
     assert source.offsets[0] == 0 and 0 < source.offsets[1] <= 1 << 20
     assert handle.source_at(SIZE - 1) == "upstream"

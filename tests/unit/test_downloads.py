@@ -28,13 +28,15 @@ class MemoryStream:
     block: int
     gate: asyncio.Event
     break_at: int | None = None
+    hold_at: int | None = None
 
     async def blocks(self) -> AsyncIterator[list[bytes]]:
+        hold_at = self.size - self.block if self.hold_at is None else self.hold_at
         for offset in range(self.start, self.size, self.block):
             if self.break_at is not None and offset >= self.break_at:
                 raise UpstreamUnavailable("connection reset")
-            if offset + self.block >= self.size:
-                await self.gate.wait()  # the last block, held by the test
+            if offset >= hold_at:
+                await self.gate.wait()  # held by the test (by default, the last block)
             end = offset + self.block
             yield [self.data[offset : (offset + end) // 2], self.data[(offset + end) // 2 : end]]
             await asyncio.sleep(0)
@@ -50,13 +52,16 @@ class MemorySource:
     breaks: list[int] = field(default_factory=list)
     offsets: list[int] = field(default_factory=list)
     gate: asyncio.Event = field(default_factory=asyncio.Event)
+    hold_at: int | None = None  # where streams wait for the gate; None: at the last block
 
     @asynccontextmanager
     async def __call__(self, offset: int, end: int | None) -> AsyncIterator[MemoryStream]:
         self.offsets.append(offset)
         start = offset if self.honour_range else 0
         break_at = self.breaks.pop(0) if self.breaks else None
-        yield MemoryStream(len(self.data), start, self.data, self.block, self.gate, break_at)
+        yield MemoryStream(
+            len(self.data), start, self.data, self.block, self.gate, break_at, self.hold_at
+        )
 
 
 async def collect(stream: AsyncIterator[bytes]) -> bytes:
