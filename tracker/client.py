@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -45,7 +46,10 @@ __all__ = [
     "TrackerClient",
 ]
 
+log = logging.getLogger(__name__)
+
 ANNOUNCE_BATCH = 1000
+LOGGED_DIGESTS = 10  # of the blobs an announcement left out, the log names so many
 RETIRE_GRACE = 60.0  # seconds calls on a channel left behind get to end
 CHANNEL_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 200),
@@ -521,8 +525,11 @@ class TrackerClient:
 
     async def announce(
         self, node_id: str, blobs: Sequence[HeldBlob], refs: Sequence[SeededRef] = ()
-    ) -> None:
-        """Add to the node's inventory, in batches that stay well under the message limit."""
+    ) -> list[str]:
+        """Add to the node's inventory, in batches that stay well under the message limit. The
+        digests the tracker left out (the cluster holds them in another shape) are returned, and
+        logged: this node is no source of them."""
+        refused: list[str] = []
         for start in range(0, max(len(blobs), len(refs), 1), ANNOUNCE_BATCH):
             batch = blobs[start : start + ANNOUNCE_BATCH]
             request = pb.AnnounceRequest(
@@ -542,7 +549,14 @@ class TrackerClient:
                     for r in refs[start : start + ANNOUNCE_BATCH]
                 ],
             )
-            await self._call("Announce", request)
+            refused += (await self._call("Announce", request)).refused
+        if refused:
+            log.warning(
+                "the tracker left blobs out of this node's inventory: the cluster knows them "
+                "with another size",
+                extra={"digests": refused[:LOGGED_DIGESTS], "count": len(refused)},
+            )
+        return refused
 
     async def withdraw(
         self,

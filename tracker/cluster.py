@@ -199,17 +199,17 @@ class Cluster:
 
     async def announce(
         self, node_id: str, holdings: Sequence[Holding], refs: Sequence[tuple[str, str]]
-    ) -> None:
+    ) -> list[str]:
         async with self._announcing:
-            await self._announce(node_id, holdings, refs)
+            return await self._announce(node_id, holdings, refs)
 
     @notifying
     async def _announce(
         self, node_id: str, holdings: Sequence[Holding], refs: Sequence[tuple[str, str]]
-    ) -> None:
+    ) -> list[str]:
         """The holdings as one step on the store (`Store.announce`), then what follows from
         what they changed; the refs after them. A holding of a blob known with another shape
-        stays out; the rest counts."""
+        stays out (its digest is returned); the rest counts."""
         limits.count(len(holdings), limits.MAX_BLOBS_PER_CALL, "blobs")
         limits.count(len(refs), limits.MAX_REFS_PER_CALL, "refs")
         claims = [self._claim(h) for h in holdings if h.complete or h.partial]
@@ -219,7 +219,7 @@ class Cluster:
         if refs and await self.store.refs.count(node_id) + len(refs) > MAX_REFS_PER_NODE:
             raise InvalidArgument(f"a node may announce at most {MAX_REFS_PER_NODE} refs")
         announced = await self._announce_claims(node_id, claims)
-        retry = []
+        retry, refused = [], []
         for digest in announced.conflicts:
             claim = next(c for c in claims if c.digest == digest)
             try:
@@ -230,10 +230,12 @@ class Cluster:
                 # Others hold the blob with another shape: this holding stays out, the rest of
                 # the node's inventory counts.
                 log.warning("announced blob refused", extra={"node": node_id, "error": e.message})
+                refused.append(digest)
         if retry:
-            await self._announce_claims(node_id, retry)
+            refused += list((await self._announce_claims(node_id, retry)).conflicts)
         for ref, digest in refs:
             await self.store.refs.add(node_id, ref, digest)
+        return refused
 
     async def _announce_claims(self, node_id: str, claims: Sequence[Claim]) -> Announced:
         announced = await self.store.announce(

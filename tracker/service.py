@@ -186,8 +186,8 @@ class TrackerService(tracker_pb2_grpc.TrackerServicer):
             for b in request.blobs
         ]
         refs = [(r.ref, r.digest) for r in request.refs]
-        await self.cluster.announce(request.node_id, holdings, refs)
-        return pb.AnnounceResponse()
+        refused = await self.cluster.announce(request.node_id, holdings, refs)
+        return pb.AnnounceResponse(refused=refused)
 
     @unary
     async def Withdraw(self, request: pb.WithdrawRequest) -> pb.WithdrawResponse:

@@ -89,6 +89,24 @@ async def test_nodes_join_announce_and_appear_in_status(client: TrackerClient) -
     assert status.blobs[0].holders == 1 and status.blobs[0].min_swarm == 1
 
 
+async def test_a_node_hears_which_blobs_its_announcement_left_out(
+    client: TrackerClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Others hold the blob in another shape: the node's other blobs count, and it is told (and
+    says in its log) which one was left out, rather than believe it serves it."""
+    E = "sha256:" + "e" * 64
+    await client.join(node("n1"), "inst")
+    await client.join(node("n2"), "inst")
+    await client.announce("n1", [HeldBlob(D, SIZE, CHUNKS, (0, 1, 2, 3))])
+    refused = await client.announce(
+        "n2", [HeldBlob(D, SIZE + 1, CHUNKS, (0, 1, 2, 3)), HeldBlob(E, SIZE, CHUNKS, (0,))]
+    )
+    assert refused == [D]
+    told = [r for r in caplog.records if r.name == "tracker.client"]
+    assert [(r.levelname, getattr(r, "digests", None)) for r in told] == [("WARNING", [D])]
+    assert await client.announce("n1", [HeldBlob(E, SIZE, CHUNKS, (1,))]) == []
+
+
 async def test_locate_gives_leases_then_peers_with_metainfo(client: TrackerClient) -> None:
     await client.join(node("n1"), "i")
     await client.join(node("n2"), "i")

@@ -132,8 +132,10 @@ class AnnounceRequest(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., blobs: _Optional[_Iterable[_Union[HeldBlob, _Mapping]]] = ..., refs: _Optional[_Iterable[_Union[SeededRef, _Mapping]]] = ...) -> None: ...
 
 class AnnounceResponse(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("refused",)
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    refused: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, refused: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class WithdrawRequest(_message.Message):
     __slots__ = ("node_id", "digests", "refs", "corrupt")
