@@ -89,6 +89,7 @@ class Pulls:
 
     def __init__(self, hosts: Sequence[Host], reference: Callable[[Host], str], out: Path) -> None:
         self.pulls = [Pull(h, reference(h), out / h.name) for h in hosts]
+        self.upstream: dict[str, float] = {}  # when the upstream sent its bytes (bench.egress)
 
     def start(self, env: Mapping[str, str]) -> None:
         for pull in self.pulls:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench import egress
 from bench.daemon import Daemon, child_environment, http_text
 from bench.image import Image, push_argv
 from bench.netns import Host, Network
@@ -121,6 +122,7 @@ class Cluster:
         self.fsync = fsync
         self.env = child_environment()
         self.upstream = network.add_host("upstream", links.upstream_mbit, links.mtu)
+        self.upstream_sent = self.upstream.tx_bytes  # cheaper once its registry runs
         self.proxy_host = network.add_host("proxy", links.node_mbit, links.mtu)
         self.tracker_host = network.add_host("tracker", links.node_mbit, links.mtu)
         # A second tracker replica and the Redis they share, for p2p-cold-failover.
@@ -186,6 +188,7 @@ class Cluster:
     def start_upstream(self) -> None:
         daemon = self._registry("upstream", self.upstream, self.workdir / "upstream", None)
         self._start(daemon, f"http://{self.upstream_registry}/v2/")
+        self.upstream_sent = egress.counter(daemon.pid)  # its namespace's counter, no exec
 
     def push(self, image: Image) -> None:
         """Push from inside the upstream host: over its loopback, so no link shaping applies

@@ -87,6 +87,7 @@ class Window:
         alive = [a for a in self.agents if a.daemon.running]
         end = Counters.read(self.cluster, alive)
         start = self.start
+        details.update(pulls.upstream)
         if self.proxy:
             details["proxy_tx_bytes"] = end.proxy - start.proxy
         peer_bytes: int | None = 0

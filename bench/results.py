@@ -266,11 +266,22 @@ def _notes(entry: dict[str, Any]) -> list[str]:
             notes.append(f"killed {killed} at {run['kill_after_seconds']:.1f} s")
         if "upstream_mbit" in run:
             notes.append(f"U = {run['upstream_mbit']:g} Mbit/s")
+    notes += _upstream_sending(entry["runs"])
     notes += _reattach(entry["runs"])
     fallbacks = sum(sum(run.get("agent_fallbacks", {}).values()) for run in entry["runs"])
     if fallbacks:
         notes.append(f"{fallbacks} fallbacks to upstream")
     return notes
+
+
+def _upstream_sending(runs: list[dict[str, Any]]) -> list[str]:
+    """When the upstream sent the image, run by run: the wait before, the tail after."""
+    spans = [
+        f"{run['upstream_first_byte_seconds']:.1f}-{run['upstream_last_byte_seconds']:.1f}"
+        for run in runs
+        if "upstream_first_byte_seconds" in run
+    ]
+    return [f"upstream sent at {', '.join(spans)} s"] if spans else []
 
 
 def _reattach(runs: list[dict[str, Any]]) -> list[str]:

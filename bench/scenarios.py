@@ -34,6 +34,7 @@ from pathlib import Path
 
 from bench.client import Pull, Pulls
 from bench.cluster import CLI, Agent, Cluster, slug
+from bench.egress import Egress
 from bench.image import Image
 from bench.measurement import Measurement, Window
 from bench.netns import Host
@@ -94,16 +95,16 @@ def pull_all(
     A pull not done `bench.timeout(bound)` seconds after the start has failed."""
     pulls = Pulls(hosts, lambda h: Cluster.reference(registry(h)), out)
     progress, lb = bench.progress, bench.lb_seconds
-    upstream_at_start = bench.cluster.upstream.tx_bytes() if progress.live else 0
+    upstream = Egress(bench.cluster.upstream_sent)
     shown = [0.0]
 
     def tick(elapsed: float) -> None:
+        sent = upstream.sample(elapsed)
         if during is not None:
             during(elapsed, pulls)
         if progress.live and elapsed - shown[0] >= STATUS_INTERVAL:
             shown[0] = elapsed
             done = sum(p.done for p in pulls.pulls)
-            sent = bench.cluster.upstream.tx_bytes() - upstream_at_start
             progress.status(
                 f"{label}: {done}/{len(pulls.pulls)} pulls done, {elapsed:.1f} s "
                 f"({elapsed / lb:.2f} LB), upstream sent {sent / MiB:.0f} MiB"
@@ -120,6 +121,7 @@ def pull_all(
 
     pulls.start(bench.cluster.env)
     pulls.wait(bench.timeout(bound), tick, on_done)
+    pulls.upstream = upstream.figures(bench.image.blob_bytes)
     pulls.verify(bench.image)
     return pulls
 

@@ -155,6 +155,14 @@ def test_baselines_run_cleanly_and_obey_physics(small_run: Run) -> None:
     assert NODES * size <= direct["upstream_egress_bytes"] <= 1.1 * NODES * size
     assert direct["egress_ratio"] == pytest.approx(direct["upstream_egress_bytes"] / size, 0.01)
     assert document["scenarios"]["proxy"]["upstream_egress_bytes"] >= size
+    # The upstream's bytes left no faster than its link allows, and before the last pull ended.
+    upstream = params["upstream_mbit"] * 1e6 / 8
+    for name, copies in (("direct", NODES), ("p2p-cold", 1)):
+        entry = document["scenarios"][name]
+        for run in entry["runs"]:
+            first, last = run["upstream_first_byte_seconds"], run["upstream_last_byte_seconds"]
+            assert 0 <= first < last <= entry["max_seconds"] + 0.1, (name, first, last)
+            assert last - first >= 0.9 * copies * size / upstream, (name, first, last)
 
 
 def test_scenarios_through_nodes_measure_or_say_why(small_run: Run) -> None:

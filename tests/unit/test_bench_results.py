@@ -90,6 +90,20 @@ def test_the_table_shows_bounds_failures_costs_and_preheat_in_columns() -> None:
     assert churn.count("|") == width
 
 
+def test_a_cold_row_says_when_the_upstream_sent_the_image() -> None:
+    runs = {
+        "p2p-cold": [
+            run([12.0], upstream_first_byte_seconds=0.4, upstream_last_byte_seconds=10.6),
+            run([12.5], upstream_first_byte_seconds=0.5, upstream_last_byte_seconds=11.2),
+        ],
+        "p2p-warm": [warm([6.0])],
+    }
+    text = results.markdown(results.document(params(), runs, {}, LB, SIZE))
+    rows = {line.split(" | ")[0]: line for line in text.splitlines() if line.startswith("| p2p")}
+    assert "upstream sent at 0.4-10.6, 0.5-11.2 s" in rows["| p2p-cold"]
+    assert "upstream sent" not in rows["| p2p-warm"]
+
+
 def test_targets_are_checked_on_the_scenario_they_name() -> None:
     runs = {"p2p-warm": [warm([6.0, 8.0], agents_cpu_seconds_per_gib=3.0)]}
     document = results.document(params(), runs, {}, LB, SIZE)
