@@ -338,7 +338,9 @@ class Cluster:
         await self.placement.request(node_id, digest, size, chunk_count)
         watch_id = f"{self.instance}:{next(self._watch_ids)}"
         watcher = self.hub.add_watcher(node_id, node.epoch, digest, chunk_count, watch_id)
-        await self.store.blobs.add_watch(digest, node_id, watcher.id)
+        # A blob of one chunk (an image's config, a small layer) takes the next free upstream
+        # slot: it holds it a moment, and clients often want it before the layers are of use.
+        await self.store.blobs.add_watch(digest, node_id, watcher.id, ahead=chunk_count == 1)
         return watcher
 
     @notifying

@@ -211,6 +211,25 @@ async def test_freed_upstream_slots_go_to_the_longest_watched_blob_in_chunk_orde
     assert all([await marked(watcher, 0) for watcher in watchers.values()])
 
 
+async def test_a_blob_of_one_chunk_gets_the_next_free_slot(cluster: Cluster) -> None:
+    """An image's config (one small chunk) is not kept waiting behind its layers: it holds a
+    slot for a moment, and clients often want it before the layers are of use."""
+    cluster.policy.upstream_leases = 1
+    config = "sha256:" + "c" * 64
+    for node_id in "ab":
+        await join(cluster, node_id)
+    assert (
+        directives(await locate(cluster, "a", max_leases=1))
+        == [Directive.FETCH] + [Directive.WAIT] * 3
+    )
+    await cluster.watch("b", D, SIZE, CHUNKS)
+    await cluster.watch("b", E, SIZE, CHUNKS)
+    await cluster.watch("b", config, 501, 1)
+    assert await cluster.renew("a", D, 0, 1000, fetched=True) is not None
+    assert await holder(cluster, config, 0) == "b"
+    assert await holder(cluster, D, 1) is None
+
+
 @pytest.fixture
 async def abc(cluster: Cluster) -> Cluster:
     """Nodes a, b and c; one missing heartbeats for 1.5 s is silent."""

@@ -496,6 +496,18 @@ async def test_watches_are_counted_per_stream_and_forgotten_with_their_node(stor
     assert await store.blobs.watched() == [E]
 
 
+async def test_blobs_watched_ahead_come_first_in_the_order_they_were_watched(store: Store) -> None:
+    config = "sha256:" + "c" * 64
+    await live_replica(store, "r1")
+    await store.blobs.add_watch(D, "a", "r1:1")
+    await store.blobs.add_watch(E, "a", "r1:2", ahead=True)
+    await store.blobs.add_watch(config, "b", "r1:3", ahead=True)
+    await store.blobs.add_watch(D, "b", "r1:4", ahead=True)  # watched already: keeps its place
+    assert await store.blobs.watched() == [E, config, D]
+    await store.blobs.remove_watch(E, "a", "r1:2")
+    assert await store.blobs.watched() == [config, D]
+
+
 async def test_an_idle_blob_is_dropped_and_a_used_one_is_not(store: Store) -> None:
     await live_replica(store, "r1")
     await member(store, "a")

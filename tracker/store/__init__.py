@@ -341,8 +341,10 @@ class Blobs(Protocol):
 
     async def clear_republish(self, digest: str, chunk: int) -> None: ...
 
-    async def add_watch(self, digest: str, node_id: str, watch: str) -> None:
-        """A Watch stream of the node on the blob opened; `watch` names it: `<replica>:<n>`."""
+    async def add_watch(self, digest: str, node_id: str, watch: str, ahead: bool = False) -> None:
+        """A Watch stream of the node on the blob opened; `watch` names it: `<replica>:<n>`.
+        The blob joins `watched` after those watched before it, or, `ahead`, after only the
+        other blobs watched `ahead`."""
         ...
 
     async def remove_watch(self, digest: str, node_id: str, watch: str) -> None: ...

@@ -254,6 +254,7 @@ class MemoryBlobs:
         self.watches: dict[str, dict[str, str]] = {}  # digest -> watch -> node
         self.watching: dict[str, dict[str, str]] = {}  # node -> watch -> digest
         self.watched_order: dict[str, None] = {}  # the longest watched first
+        self.watched_ahead: dict[str, None] = {}  # as watched_order, and before all of it
         self.witnesses = Witnesses()
 
     async def shape(self, digest: str) -> tuple[int, int] | None:
@@ -378,10 +379,11 @@ class MemoryBlobs:
     async def clear_republish(self, digest: str, chunk: int) -> None:
         self.republish_asked.get(digest, {}).pop(chunk, None)
 
-    async def add_watch(self, digest: str, node_id: str, watch: str) -> None:
+    async def add_watch(self, digest: str, node_id: str, watch: str, ahead: bool = False) -> None:
+        if digest not in self.watches:
+            (self.watched_ahead if ahead else self.watched_order)[digest] = None
         self.watches.setdefault(digest, {})[watch] = node_id
         self.watching.setdefault(node_id, {})[watch] = digest
-        self.watched_order.setdefault(digest, None)
 
     async def remove_watch(self, digest: str, node_id: str, watch: str) -> None:
         self.watching.get(node_id, {}).pop(watch, None)
@@ -392,12 +394,13 @@ class MemoryBlobs:
         if not registrations:
             self.watches.pop(digest, None)
             self.watched_order.pop(digest, None)
+            self.watched_ahead.pop(digest, None)
 
     async def watchers(self, digest: str) -> list[str]:
         return sorted(set(self.watches.get(digest, {}).values()))
 
     async def watched(self) -> list[str]:
-        return list(self.watched_order)
+        return [*self.watched_ahead, *self.watched_order]
 
     async def forget_node(self, node_id: str) -> set[str]:
         asked = self.requested.pop(node_id, set())

@@ -141,11 +141,13 @@ end
 """
 
 ADD_WATCH = r"""
-local d, node, id = ARGV[2], ARGV[3], ARGV[4]
+local d, node, id, ahead = ARGV[2], ARGV[3], ARGV[4], ARGV[5] == '1'
 redis.call('HSET', k('w', d), id, node)
 redis.call('HSET', k('nw', node), id, d)
-redis.call('ZADD', k('watched'), 'NX', redis.call('INCR', k('watchseq')), d)
-"""
+local order = redis.call('INCR', k('watchseq'))
+if ahead then order = order - AHEAD end
+redis.call('ZADD', k('watched'), 'NX', order, d)
+""".replace("AHEAD", str(1 << 52))  # exact in a double; orders below stay ahead
 
 REMOVE_WATCH = (
     WATCHES
@@ -358,8 +360,8 @@ class RedisBlobs:
     async def clear_republish(self, digest: str, chunk: int) -> None:
         await self._client.hdel(self._key("ra", digest), str(chunk))
 
-    async def add_watch(self, digest: str, node_id: str, watch: str) -> None:
-        await self._add_watch(digest, node_id, watch)
+    async def add_watch(self, digest: str, node_id: str, watch: str, ahead: bool = False) -> None:
+        await self._add_watch(digest, node_id, watch, int(ahead))
 
     async def remove_watch(self, digest: str, node_id: str, watch: str) -> None:
         await self._remove_watch(digest, node_id, watch)
