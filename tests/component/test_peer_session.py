@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import libtorrent as lt
 import pytest
 
 from node.p2p import metainfo
@@ -309,6 +310,32 @@ async def test_the_connected_peers_are_listed_with_the_bytes_they_exchanged(
         assert peer.torrents == 1 and peer.uploaded < MiB
         [other] = await seeder.connected_peers()
         assert other.uploaded >= MiB and other.downloaded < MiB
+    finally:
+        for session in (seeder, leecher):
+            await session.close()
+
+
+async def test_peers_speak_plain_bittorrent_with_no_encrypted_handshake(tmp_path: Path) -> None:
+    """Each chunk torrent opens its own connections: an encrypted handshake (Diffie-Hellman,
+    then RC4) on each would be paid per chunk and peer, for bytes their hashes check anyway."""
+    seeder = PeerSession("127.0.0.1", 0)
+    leecher = PeerSession("127.0.0.1", 0, download_limit=MiB)  # still connected when looked at
+    for session in (seeder, leecher):
+        await session.start()
+    try:
+        data = os.urandom(2 * MiB)
+        torrent = metainfo.from_file(write_chunk(tmp_path / "seed", 1, data), DIGEST, BLOB_SIZE, 1)
+        await seeder.add(torrent, tmp_path / "seed", seed=True)
+        await leecher.add(
+            torrent, tmp_path / "leech", seed=False, peers=[("127.0.0.1", seeder.port)]
+        )
+        handle = leecher._torrents[torrent.infohash].handle
+        deadline = time.monotonic() + 30
+        while not (peers := handle.get_peer_info()) or not peers[0].total_download:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        encrypted = lt.peer_info.rc4_encrypted | lt.peer_info.plaintext_encrypted
+        assert not peers[0].flags & encrypted
     finally:
         for session in (seeder, leecher):
             await session.close()
