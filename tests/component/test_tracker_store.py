@@ -125,6 +125,41 @@ async def test_heartbeats_expiry_and_silence(store: Store) -> None:
     assert await store.members.remove("a") is None
 
 
+async def test_heartbeats_at_once_each_get_their_own_answer(store: Store) -> None:
+    """Many heartbeats at once (a replica's usual load), known nodes, a silent one and an
+    unknown one among them: each is answered for its own node and its figures are kept."""
+    ids = [f"n{i}" for i in range(600)]
+    for node_id in ids:
+        await member(store, node_id, now=100)
+    await store.members.silence(150)
+    await store.members.heartbeat("n0", 200, Load())
+    beats = [store.members.heartbeat(n, 200, Load(uploads=i)) for i, n in enumerate(ids)]
+    answers = await asyncio.gather(*beats, store.members.heartbeat("ghost", 200, Load()))
+    assert answers == [False] + [True] * 599 + [None]
+    assert await store.members.silent() == frozenset()
+    assert (await store.members.get("n42")).load.uploads == 42  # type: ignore[union-attr]
+    assert await store.members.expire(150) == []
+
+
+async def test_heartbeats_at_once_cost_redis_one_script_call(store: Store) -> None:
+    if not isinstance(store, RedisStore):
+        pytest.skip("Redis's own counters")
+    for node_id in "abc":
+        await member(store, node_id, now=100)
+    await store.client.config_resetstat()
+    await asyncio.gather(*(store.members.heartbeat(n, 200, Load()) for n in "abc" * 10))
+    calls = (await store.client.info("commandstats"))["cmdstat_evalsha"]["calls"]
+    assert calls == 1
+
+
+async def test_addresses_name_where_each_member_is_reached(store: Store) -> None:
+    await member(store, "a", "z1")
+    found = await store.members.addresses(["a", "ghost"])
+    assert list(found) == ["a"]
+    node = found["a"]
+    assert (node.id, node.registry, node.peer, node.zone) == ("a", "a:1", "a:2", "z1")
+
+
 # ---- peers: the cases of tracker.peerstore's suite, and a comparison with its plain twin ----
 
 

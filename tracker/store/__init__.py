@@ -159,8 +159,9 @@ class Members(Protocol):
     async def many(self, node_ids: Collection[str]) -> dict[str, Node]: ...
 
     async def addresses(self, node_ids: Collection[str]) -> dict[str, Node]:
-        """As `many`, but the records may be a few seconds old (a replica keeps them a while):
-        for handing peers' addresses out, not for their heartbeats."""
+        """As `many`, but the records may be a few seconds old (a replica keeps them a while)
+        and need hold only the addresses (registry, peer, zone): for handing peers out, not for
+        their heartbeats, load or epoch."""
         ...
 
     async def all(self) -> list[Node]: ...
