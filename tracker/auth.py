@@ -101,21 +101,30 @@ Behavior = Callable[[Any, grpc.aio.ServicerContext], Any]
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """The gate in front of every method of the service. A method's guarded handler is made
+    once and kept: the credential is read from each call's own metadata."""
+
     def __init__(self, gate: Gate, service_prefix: str) -> None:
         self._gate = gate
         self._prefix = service_prefix
+        self._guarded: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(
         self,
         continuation: Callable[[Any], Awaitable[grpc.RpcMethodHandler]],
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
+        guarded = self._guarded.get(details.method)
+        if guarded is not None:
+            return guarded
         handler = await continuation(details)
         if handler is None or details.method.startswith(HEALTH_PREFIX):
             return handler
-        method = details.method.removeprefix(self._prefix)
-        presented = dict(details.invocation_metadata or ()).get("authorization", "")
-        authorization = presented if isinstance(presented, str) else ""
+        guarded = self._guard(details.method.removeprefix(self._prefix), handler)
+        self._guarded[details.method] = guarded
+        return guarded
+
+    def _guard(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         kwargs = {
             "request_deserializer": handler.request_deserializer,
             "response_serializer": handler.response_serializer,
@@ -123,7 +132,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
         async def admitted(request: Any, context: grpc.aio.ServicerContext) -> None:
             try:
-                _caller.set(self._gate.admit(method, authorization, request))
+                _caller.set(self._gate.admit(method, _authorization(context), request))
             except TrackerError as error:
                 trailing = ((ERROR_KEY, error.kind),)
                 await context.abort(error.code, error.message, trailing_metadata=trailing)
@@ -146,6 +155,13 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             return await unary(request, context)
 
         return grpc.unary_unary_rpc_method_handler(guarded, **kwargs)
+
+
+def _authorization(context: grpc.aio.ServicerContext) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization":
+            return value if isinstance(value, str) else ""
+    return ""
 
 
 def server_credentials(cert: Path, key: Path) -> grpc.ServerCredentials:
