@@ -36,6 +36,13 @@ def rank(
 ) -> list[Candidate]:
     """The handout for `requester` (in `zone`) among `candidates`; a node listed twice counts
     with its better rank."""
+    return pick(groups(requester, zone, candidates), bound, rng)
+
+
+def groups(requester: str, zone: str, candidates: Iterable[Candidate]) -> list[list[Candidate]]:
+    """The candidates by rank, best first, without the requester, each node once. A Locate
+    whose chunks have the same candidates (a blob held whole) groups them once and picks from
+    the groups for each chunk."""
     best: dict[str, Candidate] = {}
     for candidate in candidates:
         if candidate.node_id == requester:
@@ -43,11 +50,16 @@ def rank(
         known = best.get(candidate.node_id)
         if known is None or rank_of(candidate, zone) < rank_of(known, zone):
             best[candidate.node_id] = candidate
-    groups: list[list[Candidate]] = [[] for _ in range(RANKS)]
+    ranked: list[list[Candidate]] = [[] for _ in range(RANKS)]
     for candidate in best.values():
-        groups[rank_of(candidate, zone)].append(candidate)
+        ranked[rank_of(candidate, zone)].append(candidate)
+    return ranked
+
+
+def pick(ranked: Sequence[Sequence[Candidate]], bound: int, rng: random.Random) -> list[Candidate]:
+    """A handout of at most `bound` from `groups`: whole ranks first, shuffled within a rank."""
     chosen: list[Candidate] = []
-    for group in groups:
+    for group in ranked:
         room = bound - len(chosen)
         if room <= 0:
             break

@@ -10,7 +10,7 @@ from collections import Counter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tracker.handout import Candidate, rank, rank_of
+from tracker.handout import Candidate, groups, pick, rank, rank_of
 from tracker.peerstore import IndexedPeerStore, ListPeerStore, PeerStore
 
 ZONES = ["", "a", "b", "c"]
@@ -71,6 +71,24 @@ def test_rank_is_bounded_ordered_and_never_names_the_requester(
 ) -> None:
     handout = rank(requester, zone, candidates, bound, random.Random(seed))
     check_handout(handout, requester, zone, best_by_node(candidates, requester, zone), bound)
+
+
+@given(
+    candidates=candidates_st,
+    requester=st.sampled_from(NODE_IDS),
+    zone=st.sampled_from(ZONES),
+    bound=st.integers(min_value=0, max_value=50),
+    seed=st.integers(min_value=0, max_value=2**32),
+)
+def test_picks_from_groups_made_once_are_the_handouts_rank_gives(
+    candidates: list[Candidate], requester: str, zone: str, bound: int, seed: int
+) -> None:
+    """A Locate groups a blob's whole holders once and picks from them for every chunk: each
+    pick is the handout ranking the candidates anew would give."""
+    ranked = groups(requester, zone, candidates)
+    reused, fresh = random.Random(seed), random.Random(seed)
+    for _ in range(3):
+        assert pick(ranked, bound, reused) == rank(requester, zone, candidates, bound, fresh)
 
 
 def test_rank_prefers_complete_over_same_zone() -> None:
