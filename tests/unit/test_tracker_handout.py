@@ -27,6 +27,15 @@ candidates_st = st.lists(
 )
 
 
+rank_cases = given(
+    candidates=candidates_st,
+    requester=st.sampled_from(NODE_IDS),
+    zone=st.sampled_from(ZONES),
+    bound=st.integers(min_value=0, max_value=50),
+    seed=st.integers(min_value=0, max_value=2**32),
+)
+
+
 def check_handout(
     handout: list[Candidate],
     requester: str,
@@ -59,13 +68,7 @@ def best_by_node(candidates: list[Candidate], requester: str, zone: str) -> dict
     return best
 
 
-@given(
-    candidates=candidates_st,
-    requester=st.sampled_from(NODE_IDS),
-    zone=st.sampled_from(ZONES),
-    bound=st.integers(min_value=0, max_value=50),
-    seed=st.integers(min_value=0, max_value=2**32),
-)
+@rank_cases
 def test_rank_is_bounded_ordered_and_never_names_the_requester(
     candidates: list[Candidate], requester: str, zone: str, bound: int, seed: int
 ) -> None:
@@ -73,13 +76,7 @@ def test_rank_is_bounded_ordered_and_never_names_the_requester(
     check_handout(handout, requester, zone, best_by_node(candidates, requester, zone), bound)
 
 
-@given(
-    candidates=candidates_st,
-    requester=st.sampled_from(NODE_IDS),
-    zone=st.sampled_from(ZONES),
-    bound=st.integers(min_value=0, max_value=50),
-    seed=st.integers(min_value=0, max_value=2**32),
-)
+@rank_cases
 def test_picks_from_groups_made_once_are_the_handouts_rank_gives(
     candidates: list[Candidate], requester: str, zone: str, bound: int, seed: int
 ) -> None:
