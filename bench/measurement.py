@@ -7,8 +7,9 @@ ends, so nothing before the window (agents starting, a warm-up pull) is counted.
 - Peer bytes: what the agents report having downloaded from peers
   (`distributed_images_peer_bytes_total{direction="download"}`, summed over the agents), next to
   the node hosts' own interface counters (`node_tx_bytes`) as a cross-check.
-- How busy the machine's CPUs were (from /proc/stat) and the agents' CPU time: a run on a
-  shared or CPU-bound machine says so in its results.
+- How busy the machine's CPUs were (from /proc/stat), how much of that the hypervisor took for
+  other guests (steal), and the agents' CPU time: a run on a shared or CPU-bound machine says
+  so in its results.
 - What the agents cost: their CPU seconds per GiB they delivered to clients (every source
   counted: cache, peer, upstream, seed), and the largest peak RSS (VmHWM) among them when the
   window closes.
@@ -54,12 +55,13 @@ class Counters:
     proxy: int
     cpu_busy: int  # clock ticks, all CPUs
     cpu_total: int
+    cpu_stolen: int  # of cpu_busy, the hypervisor's
     agents: dict[str, dict[str, float]]  # host name -> metric samples, with "cpu_seconds"
 
     @classmethod
     def read(cls, cluster: Cluster, agents: Sequence[Agent]) -> Counters:
         nodes = sum(h.tx_bytes() for h in cluster.nodes)
-        busy, total = cpu_ticks()
+        busy, total, stolen = cpu_times()
         samples = {}
         for agent in agents:
             try:
@@ -68,7 +70,7 @@ class Counters:
                 continue
             samples[agent.host.name] = metrics | {"cpu_seconds": agent.daemon.cpu_seconds()}
         upstream, proxy = cluster.upstream.tx_bytes(), cluster.proxy_host.tx_bytes()
-        return cls(upstream, nodes, proxy, busy, total, samples)
+        return cls(upstream, nodes, proxy, busy, total, stolen, samples)
 
 
 class Window:
@@ -98,6 +100,9 @@ class Window:
         # The machine may be shared: how busy its CPUs were says how far times can be trusted.
         ticks = end.cpu_total - start.cpu_total
         details["machine_cpu_busy"] = round((end.cpu_busy - start.cpu_busy) / max(ticks, 1), 3)
+        details["machine_cpu_stolen"] = round(
+            (end.cpu_stolen - start.cpu_stolen) / max(ticks, 1), 3
+        )
         details["load_average_1m"] = round(os.getloadavg()[0], 2)
         upstream, nodes = end.upstream - start.upstream, end.nodes - start.nodes
         return Measurement(pulls.seconds, pulls.failures, upstream, peer_bytes, nodes, details)
@@ -141,6 +146,15 @@ def _agent_figures(
 
 def cpu_ticks() -> tuple[int, int]:
     """(busy, total) clock ticks of all CPUs since boot, from /proc/stat."""
+    busy, total, _ = cpu_times()
+    return busy, total
+
+
+def cpu_times() -> tuple[int, int, int]:
+    """(busy, total, stolen) clock ticks of all CPUs since boot, from /proc/stat. Stolen ticks
+    are the hypervisor's: the CPUs ran another guest's work (busy for us, but not ours)."""
     values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     idle = values[3] + values[4]  # idle and iowait
-    return sum(values) - idle, sum(values)
+    steal = values[7] if len(values) > 7 else 0
+    total = sum(values[:8])  # guest time is counted in user time already
+    return total - idle, total, steal

@@ -26,6 +26,7 @@ from bench.measurement import Measurement
 
 MiB = 1 << 20
 CPU_BOUND = 0.9  # share of the machine's CPU time busy from which a run counts as CPU-bound
+STOLEN = 0.05  # share of it taken by the hypervisor (steal) from which a run says so
 
 
 @dataclass(frozen=True)
@@ -194,8 +195,9 @@ def markdown(document: dict[str, Any]) -> str:
         "cluster holds the image against S/B (the upstream is idle). Agents' CPU is their CPU "
         "seconds per GiB they delivered to clients; RSS the largest peak among them; CPU busy "
         f"how busy the machine's CPUs were (a run at {CPU_BOUND:.0%} or more is CPU-bound: its "
-        "times say as much about the machine as about the system). With repeats, a cost cell "
-        "gives the range of the runs.",
+        "times say as much about the machine as about the system), and how much of that time "
+        "the hypervisor gave other guests (stolen: the run had that much less CPU than the "
+        "machine's size says). With repeats, a cost cell gives the range of the runs.",
         "",
         "| scenario | bound s | pulls | failed | p50 s | p99 s | max s | p50/bound | p99/bound "
         "| max/bound | egress/S | peer MiB | agents' CPU s/GiB | agents' RSS MiB | CPU busy "
@@ -249,7 +251,9 @@ def _row(name: str, entry: dict[str, Any]) -> str:
         "n/a" if peers is None else f"{peers / MiB:.1f}",
         _span([r.get("agents_cpu_seconds_per_gib") for r in runs], "{:.1f}"),
         _span([_mib(r.get("agents_peak_rss_bytes")) for r in runs], "{:.0f}"),
-        _busy([r.get("machine_cpu_busy") for r in runs]),
+        _busy(
+            [r.get("machine_cpu_busy") for r in runs], [r.get("machine_cpu_stolen") for r in runs]
+        ),
         _preheat(runs),
         "; ".join(_notes(entry)),
     ]
@@ -314,12 +318,16 @@ def _preheat(runs: list[dict[str, Any]]) -> str:
     return f"{text}, {failed} nodes failed" if failed else text
 
 
-def _busy(values: list[float | None]) -> str:
+def _busy(values: list[float | None], stolen: Sequence[float | None] = ()) -> str:
     known = [v for v in values if v is not None]
     if not known:
         return "n/a"
     text = _span([100 * v for v in known], "{:.0f}") + "%"
-    return f"{text} CPU-bound" if max(known) >= CPU_BOUND else text
+    text = f"{text} CPU-bound" if max(known) >= CPU_BOUND else text
+    taken = [v for v in stolen if v is not None]
+    if taken and max(taken) >= STOLEN:
+        text += f", {_span([100 * v for v in taken], '{:.0f}')}% stolen"
+    return text
 
 
 def _span(values: Sequence[float | None], form: str) -> str:

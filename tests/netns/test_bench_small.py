@@ -214,6 +214,7 @@ def test_p2p_scenarios_run_and_move_bytes_between_peers(small_run: Run, name: st
         assert run["agents_cpu_seconds_per_gib"] > 0
         assert run["agents_peak_rss_bytes"] > 10 << 20  # a Python process with libtorrent in it
         assert 0 < run["machine_cpu_busy"] <= 1
+        assert 0 <= run["machine_cpu_stolen"] <= run["machine_cpu_busy"]
 
 
 def test_each_scenario_is_judged_against_its_own_bound(small_run: Run) -> None:

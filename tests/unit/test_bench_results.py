@@ -104,6 +104,28 @@ def test_a_cold_row_says_when_the_upstream_sent_the_image() -> None:
     assert "upstream sent" not in rows["| p2p-warm"]
 
 
+def test_a_run_that_the_hypervisor_took_cpu_from_says_how_much() -> None:
+    runs = {
+        "p2p-cold": [
+            run([12.0], machine_cpu_busy=0.95, machine_cpu_stolen=0.26),
+            run([13.0], machine_cpu_busy=0.93, machine_cpu_stolen=0.12),
+        ],
+        "p2p-warm": [warm([6.0], machine_cpu_busy=0.6, machine_cpu_stolen=0.01)],
+    }
+    document = results.document(params(), runs, {}, LB, SIZE)
+    assert [r["machine_cpu_stolen"] for r in document["scenarios"]["p2p-cold"]["runs"]] == [
+        0.26,
+        0.12,
+    ]
+    rows = {
+        line.split(" | ")[0]: line
+        for line in results.markdown(document).splitlines()
+        if line.startswith("| p2p")
+    }
+    assert "| 93-95% CPU-bound, 12-26% stolen |" in rows["| p2p-cold"]
+    assert "| 60% |" in rows["| p2p-warm"]
+
+
 def test_targets_are_checked_on_the_scenario_they_name() -> None:
     runs = {"p2p-warm": [warm([6.0, 8.0], agents_cpu_seconds_per_gib=3.0)]}
     document = results.document(params(), runs, {}, LB, SIZE)
