@@ -13,10 +13,10 @@ chunk held complete is never also partial at the same node.
 from __future__ import annotations
 
 import random
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from typing import Protocol
 
-from tracker.handout import Candidate, rank
+from tracker.handout import Candidate, Handouts, groups, rank
 
 Masks = tuple[int, int]  # (complete, partial)
 
@@ -77,6 +77,18 @@ class PeerStore(Protocol):
         bound: int,
         exclude: Collection[str] = (),
     ) -> list[Candidate]: ...
+
+    def handouts(
+        self,
+        digest: str,
+        chunks: Sequence[int],
+        requester: str,
+        zone: str,
+        bound: int,
+        exclude: Collection[str] = (),
+    ) -> list[list[Candidate]]:
+        """The handout of each of `chunks`, as `handout` gives it."""
+        ...
 
 
 PoolKey = tuple[str, int, str, bool]  # (digest, chunk, zone, complete)
@@ -227,6 +239,33 @@ class IndexedPeerStore:
                     chosen.append(Candidate(node_id, self._zone_of[node_id], complete))
         return chosen
 
+    def handouts(
+        self,
+        digest: str,
+        chunks: Sequence[int],
+        requester: str,
+        zone: str,
+        bound: int,
+        exclude: Collection[str] = (),
+    ) -> list[list[Candidate]]:
+        """A chunk that every holder of the blob holds complete (a blob held whole, the usual
+        case) has the same candidates as any other such chunk: they are ranked once for all."""
+        nodes = self._blob_nodes.get(digest)
+        if bound <= 0 or not nodes:
+            return [[] for _ in chunks]
+        shared: Handouts | None = None
+        out = []
+        for chunk in chunks:
+            if self._counts.get((digest, chunk), 0) != len(nodes):
+                out.append(self.handout(digest, chunk, requester, zone, bound, exclude))
+                continue
+            if shared is None:
+                zone_of = self._zone_of
+                whole = [Candidate(n, zone_of[n], True) for n in nodes if n not in exclude]
+                shared = Handouts(groups(requester, zone, whole), bound, self._rng)
+            out.append(shared.next())
+        return out
+
     def _sample(self, group: list[dict[str, None]], need: int, skip: set[str]) -> list[str]:
         """Up to `need` members of the union of `group`, none in `skip`, in random order."""
         size = sum(len(members) for members in group)
@@ -312,3 +351,14 @@ class ListPeerStore:
             if (complete | partial) >> chunk & 1 and node_id not in exclude
         ]
         return rank(requester, zone, candidates, bound, self._rng)
+
+    def handouts(
+        self,
+        digest: str,
+        chunks: Sequence[int],
+        requester: str,
+        zone: str,
+        bound: int,
+        exclude: Collection[str] = (),
+    ) -> list[list[Candidate]]:
+        return [self.handout(digest, c, requester, zone, bound, exclude) for c in chunks]

@@ -10,7 +10,7 @@ from collections import Counter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tracker.handout import Candidate, groups, pick, rank, rank_of
+from tracker.handout import Candidate, Handouts, groups, pick, rank, rank_of
 from tracker.peerstore import IndexedPeerStore, ListPeerStore, PeerStore
 
 ZONES = ["", "a", "b", "c"]
@@ -88,6 +88,31 @@ def test_picks_from_groups_made_once_are_the_handouts_rank_gives(
         assert pick(ranked, bound, reused) == rank(requester, zone, candidates, bound, fresh)
 
 
+@rank_cases
+def test_handouts_for_many_chunks_follow_the_rules_of_one(
+    candidates: list[Candidate], requester: str, zone: str, bound: int, seed: int
+) -> None:
+    handouts = Handouts(groups(requester, zone, candidates), bound, random.Random(seed))
+    pool = best_by_node(candidates, requester, zone)
+    for _ in range(5):
+        check_handout(handouts.next(), requester, zone, pool, bound)
+
+
+def test_handouts_for_many_chunks_name_every_holder_as_often() -> None:
+    """A blob held whole by 20 nodes, 5 named per chunk: over 400 chunks each is named about
+    100 times, and each comes first in some."""
+    candidates = [Candidate(f"n{i}", "a", True) for i in range(20)]
+    handouts = Handouts(groups("me", "a", candidates), 5, random.Random(2))
+    named: Counter[str] = Counter()
+    firsts: Counter[str] = Counter()
+    for _ in range(400):
+        handout = handouts.next()
+        named.update(c.node_id for c in handout)
+        firsts[handout[0].node_id] += 1
+    assert set(named) == set(firsts) == {c.node_id for c in candidates}
+    assert all(60 <= n <= 140 for n in named.values()), named
+
+
 def test_rank_prefers_complete_over_same_zone() -> None:
     complete_far = Candidate("far", "b", True)
     partial_near = Candidate("near", "a", False)
@@ -145,6 +170,10 @@ def test_both_peer_stores_hand_out_by_the_same_rules(
         }
         handout = store_handout(store, requester, zone, bound, exclude)
         check_handout(handout, requester, zone, pool, bound)
+        *chunk_3, chunk_2 = store.handouts("sha256:d", [3, 3, 2], requester, zone, bound, exclude)
+        for handout in chunk_3:
+            check_handout(handout, requester, zone, pool, bound)
+        assert chunk_2 == []
 
 
 def store_handout(

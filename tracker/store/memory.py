@@ -564,19 +564,19 @@ class MemoryStore:
     ) -> list[ChunkState]:
         exclude = self.members.silent_set
         metainfo = self.blobs.metainfos.get(digest, {})
-        handout = self._peers.handout
+        handouts = self._peers.handouts(digest, chunks, requester, zone, bound, exclude)
         lease = self.leases.table.get
         sources = self.leases.sources
         return [
             ChunkState(
                 chunk,
                 sources(digest, chunk, exclude),
-                handout(digest, chunk, requester, zone, bound, exclude),
+                peers,
                 lease(digest, chunk),
                 chunk in metainfo,
                 metainfo.get(chunk) if with_metainfo else None,
             )
-            for chunk in chunks
+            for chunk, peers in zip(chunks, handouts, strict=True)
         ]
 
     async def cold_chunks(

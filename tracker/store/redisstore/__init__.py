@@ -28,7 +28,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from tracker.errors import StoreUnavailable
-from tracker.handout import groups, pick
+from tracker.handout import Handouts, groups
 from tracker.hub import Changed, Event, Gone, Hub, Orders
 from tracker.store import Announced, Candidacy, ChunkState, Claim, FanoutContext, FillContext
 from tracker.store.redisstore import announce as announcescript
@@ -353,7 +353,7 @@ class RedisStore:
         if not with_metainfo:  # the chunks published, not their metainfo
             published = {int(c) for c in metas}
             metas = [b"" if c in published else None for c in chunks]
-        whole_only = groups(requester, zone, full)  # a chunk that only the whole holders hold
+        whole_only = Handouts(groups(requester, zone, full), bound, self._rng)
         states = []
         for i, chunk in enumerate(chunks):
             peers = []
@@ -364,7 +364,7 @@ class RedisStore:
                         own, full, requester, zone, bound, excluded, self._rng
                     )
                 else:
-                    peers = pick(whole_only, bound, self._rng)
+                    peers = whole_only.next()  # a chunk that only the whole holders hold
             lease, metainfo = leases[i], metas[i]
             states.append(
                 ChunkState(
