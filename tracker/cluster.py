@@ -431,7 +431,7 @@ class Cluster:
                     extra={"node": node_id},
                 )
                 await self.placement.silence(node_id)
-        await self.placement.tick()
+        await self.placement.tick(always=True)
         await self.store.tasks.expire(now)
         if now - self._last_prune > PRUNE_SECONDS:
             self._last_prune = now

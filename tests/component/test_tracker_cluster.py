@@ -20,7 +20,7 @@ from tracker.errors import (
     TaskUnknown,
 )
 from tracker.hub import Watcher
-from tracker.placement import SEED_WINDOW
+from tracker.placement import SEED_WINDOW, TICK_SECONDS
 from tracker.tasks import Order, PreheatOrder, RepublishOrder, TaskState
 
 D = "sha256:" + "d" * 64
@@ -283,6 +283,35 @@ async def test_a_stalled_lease_moves_to_a_watcher(cluster: Cluster, clock: Clock
     assert await holder(cluster, D, 0) == "b"
     assert await marked(watcher, 0)
     assert (await cluster.view("b", D, CHUNKS, [0]))[0].directive is Directive.FETCH
+
+
+async def test_a_call_lapses_a_lease_that_ran_out_once_a_tick_has_passed(
+    cluster: Cluster, clock: Clock
+) -> None:
+    """Calls check the leases' deadlines at most every TICK_SECONDS (each check is a round
+    trip to the store); the sweeper checks them every time."""
+    await join(cluster, "a")
+    await join(cluster, "b")
+    await locate(cluster, "a", max_leases=1)
+    clock.advance(cluster.policy.lease_ttl - TICK_SECONDS / 2)
+    await locate(cluster, "b")  # checks: nothing ran out yet
+    clock.advance(TICK_SECONDS * 0.8)  # a's lease ran out, within a tick of the last check
+    assert await holder(cluster, D, 0) == "a"
+    await locate(cluster, "b")
+    assert await holder(cluster, D, 0) == "a"
+    clock.advance(TICK_SECONDS)
+    await locate(cluster, "b")
+    assert await holder(cluster, D, 0) is None
+
+
+async def test_the_sweeper_lapses_a_lease_that_ran_out_at_once(
+    cluster: Cluster, clock: Clock
+) -> None:
+    await join(cluster, "a")
+    await locate(cluster, "a", max_leases=1)
+    clock.advance(cluster.policy.lease_ttl + 0.01)
+    await cluster.sweep()
+    assert await holder(cluster, D, 0) is None
 
 
 async def test_a_leaving_holder_hands_its_lease_on_at_once(cluster: Cluster) -> None:
