@@ -4,7 +4,7 @@ PIP ?= $(PYTHON) -m pip
 DEB_PACKAGES := docker-registry skopeo containerd podman runc netavark iptables debootstrap iproute2 \
 	zstd chromium redis-server
 DEB_BINARIES := docker-registry skopeo containerd ctr podman runc debootstrap ip zstd chromium redis-server
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= --durations=25
 
 .PHONY: run test install install-python install-debian install-tools lint proto clean
 
