@@ -268,9 +268,10 @@ def tune_garbage_collector() -> None:
     somewhat less often than CPython does, so fewer objects of in-flight RPCs reach the old
     generations. Each RPC leaves reference cycles (gRPC's own), so the young generation is
     collected often whatever the threshold, and a collection's pause grows with it: at 20,000
-    young collections took 10-35 ms each (several a second under load) and the middle generation
-    40-160 ms, at 2,000 1-1.4 ms and 3-8 ms. With CPython's 700, the bench (2,000 nodes,
-    100,000 chunks) saw a full collection every few seconds, each a Locate latency spike."""
+    a young collection took 8-33 ms on average (several a second under load) and one of the
+    middle generation 38-170 ms, at 2,000 1.0-1.4 ms and 3-8 ms. With CPython's 700, the bench
+    (2,000 nodes, 100,000 chunks) saw a full collection every few seconds, each a Locate latency
+    spike."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 10)
