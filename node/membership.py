@@ -50,6 +50,7 @@ from tracker.errors import MetainfoUnconfirmed, NodeUnknown, PermissionDenied, T
 log = logging.getLogger(__name__)
 
 LEAVE_TIMEOUT = 2.0
+REJOIN_WAIT = 5.0  # seconds a pull waits for this node to join again, at least
 MAX_RUNNING_ORDERS = 8
 
 InventorySource = Callable[[], Awaitable[Inventory]]
@@ -108,6 +109,8 @@ class Membership:
         self._heartbeat_interval = 0.0  # the last session's
         self._resync = False
         self._orders: set[asyncio.Task[None]] = set()
+        self._joined = asyncio.Condition()  # notified on each join, once announced
+        self._beat_soon = asyncio.Event()  # a pull heard the tracker forgot this node
 
     @property
     def node_id(self) -> str:
@@ -150,6 +153,19 @@ class Membership:
         except TrackerError as e:
             log.warning("announce failed; will re-announce", extra={"error": e.message})
             self._resync = True
+
+    async def rejoined(self, since: int) -> bool:
+        """Wait until this node joined again after `since` joins: a pull whose tracker forgot the
+        node asks, and the heartbeat goes at once so the node finds out too. False if it did not
+        within two heartbeat intervals (REJOIN_WAIT at least)."""
+        self._beat_soon.set()
+        wait = max(2 * self._heartbeat_interval, REJOIN_WAIT)
+        try:
+            async with asyncio.timeout(wait), self._joined:
+                await self._joined.wait_for(lambda: self.joins > since)
+        except TimeoutError:
+            return False
+        return True
 
     async def _start_embedded(self) -> TrackerServer:
         config = TrackerConfig(listen=self.tracker_address, http_listen=None, seeder=[self.node_id])
@@ -201,6 +217,8 @@ class Membership:
             "joined the cluster",
             extra={"tracker": self.tracker_address, "node": self.node_id, "joins": self.joins},
         )
+        async with self._joined:
+            self._joined.notify_all()
         return session
 
     def _moved(self, seconds: float) -> None:
@@ -236,7 +254,10 @@ class Membership:
         """Heartbeat until the tracker forgets this node or cannot be reached (both raise)."""
         async with self._task_stream():
             while True:
-                await asyncio.sleep(session.heartbeat_interval)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(session.heartbeat_interval):
+                        await self._beat_soon.wait()
+                self._beat_soon.clear()
                 await self._beat()
 
     async def _beat(self) -> None:

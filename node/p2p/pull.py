@@ -26,6 +26,7 @@ import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from node.downloads import Begin, Resumes, Source, Stream, blocks_between
 from node.errors import ContentInvalid, UpstreamUnavailable
@@ -38,7 +39,7 @@ from node.store.chunking import chunk_count, chunk_name, chunk_range
 from node.store.contentstore import BlobInfo, BlobWriter
 from tracker import address
 from tracker.client import ChunkPlacement, Directive, Placement, TrackerClient
-from tracker.errors import TrackerError
+from tracker.errors import NodeUnknown, TrackerError
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,18 @@ class PullConfig:
     stall_timeout: float = 10.0  # seconds without progress before a chunk goes to upstream
     max_leases: int = 2  # cold chunks this node fetches from upstream at once
     fallback_parallel: int = 2  # direct upstream fetches at once after a tracker failure
+
+
+class Rejoining(Protocol):
+    """This node's membership, as a pull sees it: when the tracker forgot the node (it was
+    frozen or cut off past its TTL), the membership joins again and the pull goes on."""
+
+    @property
+    def joins(self) -> int: ...
+
+    async def rejoined(self, since: int) -> bool:
+        """Whether the node joined again after `since` joins, waiting a little for it."""
+        ...
 
 
 @dataclass
@@ -122,6 +135,7 @@ class SwarmPull:
         on_corrupt: Callable[[str], None],
         metrics: NodeMetrics,
         announcer: Announcer | None = None,
+        rejoining: Rejoining | None = None,
     ) -> None:
         self.digest = digest
         self.size = size
@@ -134,6 +148,7 @@ class SwarmPull:
         self._on_corrupt = on_corrupt  # (digest) the blob failed its digest check
         self._metrics = metrics
         self._announcer = announcer or Announcer(client, node_id)
+        self._rejoining = rejoining
         self._count = chunk_count(size)
         self._chunks: list[_Chunk] = []
         self._directory: Path | None = None
@@ -179,26 +194,46 @@ class SwarmPull:
     # -- coordination with the tracker
 
     async def _coordinate(self) -> None:
-        try:
-            async with self._client.watch(
-                self._node_id, self.digest, self.size, self._count
-            ) as events:
-                watcher = asyncio.create_task(self._follow(events))
-                try:
-                    while True:
-                        self._relocate.clear()
-                        await self._locate()
-                        await self._relocate.wait()
-                        if watcher.done():
-                            watcher.result()  # raises the watch stream's failure
-                finally:
-                    watcher.cancel()
-        except TrackerError as e:
-            log.warning(
-                "tracker failed mid-pull; fetching the rest from upstream",
-                extra={"digest": self.digest, "error": e.message},
-            )
-            self._go_direct()
+        """Watch the blob and place its chunks with the tracker. A tracker that forgot this node
+        (it was frozen or cut off past its TTL) knows it again once the node joins again, and
+        the pull goes on through the swarm: fetching the rest from upstream would fetch again
+        what the cluster holds. Any other failure sends the rest upstream."""
+        while True:
+            joins = self._rejoining.joins if self._rejoining is not None else 0
+            try:
+                await self._follow_tracker()
+            except NodeUnknown as e:
+                if self._rejoining is not None and await self._rejoining.rejoined(joins):
+                    log.info(
+                        "the tracker forgot this node mid-pull; joined again, the pull goes on",
+                        extra={"digest": self.digest},
+                    )
+                    continue
+                self._tracker_failed(e)
+                return
+            except TrackerError as e:
+                self._tracker_failed(e)
+                return
+
+    async def _follow_tracker(self) -> None:
+        async with self._client.watch(self._node_id, self.digest, self.size, self._count) as events:
+            watcher = asyncio.create_task(self._follow(events))
+            try:
+                while True:
+                    self._relocate.clear()
+                    await self._locate()
+                    await self._relocate.wait()
+                    if watcher.done():
+                        watcher.result()  # raises the watch stream's failure
+            finally:
+                watcher.cancel()
+
+    def _tracker_failed(self, error: TrackerError) -> None:
+        log.warning(
+            "tracker failed mid-pull; fetching the rest from upstream",
+            extra={"digest": self.digest, "error": error.message},
+        )
+        self._go_direct()
 
     async def _follow(self, events: object) -> None:
         async for placement in events:  # type: ignore[attr-defined]

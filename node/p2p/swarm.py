@@ -103,6 +103,7 @@ class Swarm:
             self.distrust,
             self._metrics,
             self._announcer,
+            self._membership,
         )
 
     async def completed(self, info: BlobInfo, torrents: list[ChunkTorrent]) -> None:

@@ -23,6 +23,7 @@ from node.p2p.pull import PullConfig, SwarmPull
 from node.store.chunking import MiB, chunk_name
 from tests.support.virtualclock import on_virtual_time
 from tracker.client import ChunkPlacement, Directive, Peer, Placement
+from tracker.errors import NodeUnknown
 
 DIGEST = "sha256:" + "d" * 64
 SIZE = 4 * MiB  # one chunk
@@ -127,6 +128,37 @@ class Tracker:
         pass
 
 
+class ForgetfulTracker(Tracker):
+    """A tracker that forgot this node (it was frozen past its TTL) until it joins again."""
+
+    def __init__(self, torrent: ChunkTorrent, directive: Directive) -> None:
+        super().__init__(torrent, directive)
+        self.knows = False
+
+    async def locate(self, *args: object, **kwargs: object) -> Placement:
+        if not self.knows:
+            raise NodeUnknown("unknown node 'node9': join first")
+        return self.placement()
+
+
+@dataclass
+class Membership:
+    """Joins again when asked, after a heartbeat's round trip, unless the tracker is gone."""
+
+    tracker: ForgetfulTracker
+    can_join: bool = True
+    joins: int = 1
+    asked: int = 0
+
+    async def rejoined(self, since: int) -> bool:
+        self.asked += 1
+        await asyncio.sleep(0.5)
+        if self.can_join:
+            self.joins += 1
+            self.tracker.knows = True
+        return self.joins > since
+
+
 class Session:
     """A swarm that never brings a byte; seeds are added and done at once."""
 
@@ -184,7 +216,9 @@ def torrent(tmp_path: Path) -> ChunkTorrent:
     return metainfo.from_file(source / chunk_name(DIGEST, 0), DIGEST, SIZE, 0)
 
 
-def start(tmp_path: Path, tracker: Tracker, upstream: SlowUpstream) -> Pull:
+def start(
+    tmp_path: Path, tracker: Tracker, upstream: SlowUpstream, rejoining: object = None
+) -> Pull:
     directory = tmp_path / "pull"
     directory.mkdir()
     metrics = NodeMetrics()
@@ -203,6 +237,7 @@ def start(tmp_path: Path, tracker: Tracker, upstream: SlowUpstream) -> Pull:
         on_complete=nothing,
         on_corrupt=lambda digest: None,
         metrics=metrics,
+        rejoining=rejoining,  # type: ignore[arg-type]
     )
     task = asyncio.create_task(pull.run(lambda size: Writer(directory)))  # type: ignore[arg-type, return-value]
     return Pull(tracker, upstream, metrics, directory, task)  # type: ignore[arg-type]
@@ -283,3 +318,34 @@ async def test_a_lease_is_renewed_with_every_byte_read(
     progress = [p for p, fetched in pull.tracker.renewals if not fetched]
     assert len(progress) > 50
     assert all(b > a for a, b in itertools.pairwise(progress))
+
+
+@on_virtual_time
+async def test_a_pull_whose_tracker_forgot_the_node_goes_on_once_it_joined_again(
+    tmp_path: Path, torrent: ChunkTorrent
+) -> None:
+    """A node frozen past its TTL finds itself forgotten: it joins again and the pull goes on
+    with the tracker, not to upstream behind the cluster's back (the rest may be in the swarm)."""
+    tracker = ForgetfulTracker(torrent, Directive.WAIT)
+    membership = Membership(tracker)
+    pull = start(tmp_path, tracker, SlowUpstream(), rejoining=membership)
+    await asyncio.sleep(STALL)
+    assert membership.asked == 1
+    assert pull.upstream.opened == []
+    tracker.tell(Directive.FETCH)
+    await pull.done()
+    assert pull.upstream.opened == [0]
+    assert pull.fallbacks("tracker") == 0
+
+
+@on_virtual_time
+async def test_a_pull_whose_node_cannot_join_again_fetches_the_rest_from_upstream(
+    tmp_path: Path, torrent: ChunkTorrent
+) -> None:
+    tracker = ForgetfulTracker(torrent, Directive.WAIT)
+    membership = Membership(tracker, can_join=False)
+    pull = start(tmp_path, tracker, SlowUpstream(), rejoining=membership)
+    await pull.done()
+    assert membership.asked == 1
+    assert pull.upstream.opened == [0]
+    assert pull.fallbacks("tracker") == 1
