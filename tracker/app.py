@@ -35,7 +35,7 @@ from tracker.v1 import tracker_pb2_grpc
 
 HELP = "run the tracker: the cluster's gRPC coordination service"
 SERVICE = "tracker.v1.Tracker"
-GC_YOUNG_THRESHOLD = 2_000  # CPython's default is 700 allocations
+GC_THRESHOLDS = (2_000, 10, 100)  # CPython's defaults are (700, 10, 10)
 REPLICA_TTL = 3.0  # a replica not heard from for this long is gone (its watches too)
 
 log = logging.getLogger(__name__)
@@ -269,12 +269,14 @@ def tune_garbage_collector() -> None:
     generations. Each RPC leaves reference cycles (gRPC's own), so the young generation is
     collected often whatever the threshold, and a collection's pause grows with it: at 20,000
     a young collection took 8-33 ms on average (several a second under load) and one of the
-    middle generation 38-170 ms, at 2,000 1.0-1.4 ms and 3-8 ms. With CPython's 700, the bench
-    (2,000 nodes, 100,000 chunks) saw a full collection every few seconds, each a Locate latency
-    spike."""
+    middle generation 38-170 ms, at 2,000 1.0-1.4 ms and 3-8 ms. A full collection traverses
+    every open Tasks stream and, in memory, every node's record (10,000 nodes: 70-470 ms), and
+    calls that arrive meanwhile wait unseen by the Locate histogram: it waits for 100 collections
+    of the middle generation, not 10. With CPython's 700, the bench (2,000 nodes, 100,000
+    chunks) saw a full collection every few seconds, each a Locate latency spike."""
     gc.collect()
     gc.freeze()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 10)
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 async def serve(config: Config) -> int:
