@@ -282,7 +282,12 @@ def receiving(node: Node, digest: str) -> bool:
     `<data-dir>/tmp/<download>/<hex>.<index>`, before the blob is verified and stored)."""
     hex_digest = digest.removeprefix("sha256:")
     pattern = f"*/{hex_digest}.*"
-    return any(_size(path) > 0 for path in (node.data_dir / "tmp").glob(pattern))
+    for _ in range(3):
+        try:
+            return any(_size(path) > 0 for path in (node.data_dir / "tmp").glob(pattern))
+        except FileNotFoundError:  # a download ended while its directory was listed: look again
+            continue
+    return False
 
 
 def _size(path: Path) -> int:
