@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import json
 import multiprocessing
 import os
@@ -656,15 +655,7 @@ def measure(run: Run, rate: float, duration: float, quiet: float) -> dict[str, A
     cpu_before, wall_before = [t.cpu_seconds() for t in run.trackers], time.monotonic()
     redis_before = run.redis.counters() if run.redis else {}
     beats_before = run.beats.take()
-    # The caller's own state (the setup's, kept for the whole run) is frozen out of its
-    # collector: a full collection of it stalled the caller 0.2-0.6 s, which the tracker's own
-    # histogram never saw, and it is the caller's pause, not the tracker's latency.
-    gc.collect()
-    gc.freeze()
-    try:
-        latencies = asyncio.run(locate_load(run.addresses, run.shape, rate, duration))
-    finally:
-        gc.unfreeze()
+    latencies = asyncio.run(locate_load(run.addresses, run.shape, rate, duration))
     wall = time.monotonic() - wall_before
     beats = run.beats.take()
     cpu = [(t.cpu_seconds() - c) / wall for t, c in zip(run.trackers, cpu_before, strict=True)]
