@@ -26,6 +26,7 @@ from bench.client import Pulls
 from bench.cluster import Agent, Cluster
 
 PEER_DOWNLOAD = 'distributed_images_peer_bytes_total{direction="download"}'
+PEER_REDUNDANT = "distributed_images_peer_redundant_bytes_total"
 UPSTREAM_BYTES = "distributed_images_upstream_bytes_total"
 FALLBACKS = "distributed_images_fallbacks_total{reason="
 BLOB_BYTES = "distributed_images_blob_bytes_total{source="
@@ -132,6 +133,7 @@ def _agent_figures(
         round(cpu_seconds / (delivered / GiB), 2) if delivered else None
     )
     details["agent_upstream_bytes"] = int(totals.get(UPSTREAM_BYTES, 0.0))
+    details["peer_redundant_bytes"] = int(totals.get(PEER_REDUNDANT, 0.0))
     details["agent_blob_bytes_by_source"] = by_source
     details["agent_fallbacks"] = {
         key.removeprefix(FALLBACKS).strip('"}'): int(value)

@@ -272,6 +272,9 @@ def _notes(entry: dict[str, Any]) -> list[str]:
             notes.append(f"U = {run['upstream_mbit']:g} Mbit/s")
     notes += _upstream_sending(entry["runs"])
     notes += _reattach(entry["runs"])
+    redundant = [run.get("peer_redundant_bytes") for run in entry["runs"]]
+    if any(redundant):
+        notes.append(f"{_span([_mib(r) for r in redundant], '{:.1f}')} MiB of it redundant")
     fallbacks = sum(sum(run.get("agent_fallbacks", {}).values()) for run in entry["runs"])
     if fallbacks:
         notes.append(f"{fallbacks} fallbacks to upstream")

@@ -34,7 +34,7 @@ from node.overview import Overview, Parts
 from node.p2p import metainfo
 from node.p2p.peermanifests import PeerManifests
 from node.p2p.pull import PullConfig
-from node.p2p.session import PeerSession
+from node.p2p.session import PeerSession, PeerStats
 from node.p2p.swarm import Swarm
 from node.prefetch import Prefetcher
 from node.preheat import Preheater
@@ -144,7 +144,7 @@ async def compose(config: Config) -> AsyncIterator[Node]:
         peer_port,
         config.cluster.upload_limit,
         config.cluster.download_limit,
-        on_stats=lambda sent, received, peers: _peer_stats(metrics, sent, received, peers),
+        on_stats=lambda stats: _peer_stats(metrics, stats),
         on_corrupt=lambda infohash: swarm.corrupt(infohash) if swarm else None,
     )
     await session.start()
@@ -283,10 +283,11 @@ def _evicted(metrics: NodeMetrics, swarm: Swarm | None, digest: str) -> None:
         swarm.forget(digest)
 
 
-def _peer_stats(metrics: NodeMetrics, sent: int, received: int, peers: int) -> None:
-    metrics.peer_bytes.labels("upload").inc(sent)
-    metrics.peer_bytes.labels("download").inc(received)
-    metrics.swarm_peers.set(peers)
+def _peer_stats(metrics: NodeMetrics, stats: PeerStats) -> None:
+    metrics.peer_bytes.labels("upload").inc(stats.sent)
+    metrics.peer_bytes.labels("download").inc(stats.received)
+    metrics.peer_redundant_bytes.inc(stats.redundant)
+    metrics.swarm_peers.set(stats.peers)
 
 
 async def run(config: Config, stop: asyncio.Event | None = None) -> None:

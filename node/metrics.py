@@ -25,6 +25,11 @@ class NodeMetrics:
             ["direction"],
             registry=r,
         )
+        self.peer_redundant_bytes = Counter(
+            "distributed_images_peer_redundant_bytes",
+            "Bytes downloaded from peers that were wasted: already had, or failed their piece hash",
+            registry=r,
+        )
         self.upstream_bytes = Counter(
             "distributed_images_upstream_bytes",
             "Bytes fetched from upstream registries",

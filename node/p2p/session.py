@@ -123,6 +123,16 @@ class _Torrent:
 
 
 @dataclass(frozen=True)
+class PeerStats:
+    """What moved over the swarm since the last report (once a second)."""
+
+    sent: int  # payload bytes uploaded
+    received: int  # payload bytes downloaded, `redundant` included
+    redundant: int  # of those, bytes this node already had or that failed their piece hash
+    peers: int  # connections open now
+
+
+@dataclass(frozen=True)
 class ConnectedPeer:
     """A peer this node has connections open to, over all its chunk torrents."""
 
@@ -139,11 +149,11 @@ class PeerSession:
         port: int,
         upload_limit: int = 0,
         download_limit: int = 0,
-        on_stats: Callable[[int, int, int], None] | None = None,
+        on_stats: Callable[[PeerStats], None] | None = None,
         on_corrupt: Callable[[str], None] | None = None,
     ) -> None:
         self._settings = _settings(host, port, upload_limit, download_limit)
-        self._on_stats = on_stats  # (bytes sent, bytes received since the last call, peers)
+        self._on_stats = on_stats
         self._on_corrupt = on_corrupt  # (infohash) a seeded file failed its piece hash
         self._torrents: dict[str, _Torrent] = {}
         self._starting: dict[str, _Starting] = {}
@@ -155,7 +165,7 @@ class PeerSession:
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._payload = (0, 0)
+        self._payload = (0, 0, 0)  # sent, received, redundant: libtorrent's running totals
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -325,8 +335,12 @@ class PeerSession:
         pop)."""
         if isinstance(alert, lt.session_stats_alert):
             values = alert.values
-            payload = (values["net.sent_payload_bytes"], values["net.recv_payload_bytes"])
-            return "stats", "", (*payload, values["peer.num_peers_connected"])
+            totals = (
+                values["net.sent_payload_bytes"],
+                values["net.recv_payload_bytes"],
+                values["net.recv_redundant_bytes"] + values["net.recv_failed_bytes"],
+            )
+            return "stats", "", (totals, values["peer.num_peers_connected"])
         if isinstance(alert, lt.state_update_alert):
             done = [(self._infohash(s.handle), int(s.total_wanted_done)) for s in alert.status]
             return "progress", "", done
@@ -403,14 +417,14 @@ class PeerSession:
             torrent.handle.force_recheck()  # it no longer counts the pieces it missed as had
             torrent.handle.resume()
 
-    def _stats(self, values: tuple[int, int, int]) -> None:
-        sent, received, peers = values
-        previous_sent, previous_received = self._payload
-        self._payload = (sent, received)
+    def _stats(self, values: tuple[tuple[int, int, int], int]) -> None:
+        totals, peers = values
+        sent, received, redundant = (
+            max(0, now - before) for now, before in zip(totals, self._payload, strict=True)
+        )
+        self._payload = totals
         if self._on_stats:
-            self._on_stats(
-                max(0, sent - previous_sent), max(0, received - previous_received), peers
-            )
+            self._on_stats(PeerStats(sent, received, redundant, peers))
 
 
 def _same_directory(a: Path, b: Path) -> bool:

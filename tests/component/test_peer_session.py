@@ -16,7 +16,7 @@ import pytest
 from node.p2p import metainfo
 from node.p2p import session as session_module
 from node.p2p.metainfo import ChunkTorrent
-from node.p2p.session import PeerSession
+from node.p2p.session import PeerSession, PeerStats
 from node.store.chunking import MiB, chunk_name
 
 BLOB_SIZE = 6 * MiB  # two chunks: 4 MiB and 2 MiB
@@ -101,10 +101,10 @@ def test_metainfo_that_is_not_the_canonical_torrent_is_refused(
 async def test_stats_report_payload_and_open_connections_while_a_chunk_moves(
     tmp_path: Path,
 ) -> None:
-    reports: list[tuple[int, int, int]] = []
+    reports: list[PeerStats] = []
     seeder = PeerSession("127.0.0.1", 0)
     # Slowed to 1 MiB/s, the transfer spans the once-a-second reports.
-    leecher = PeerSession("127.0.0.1", 0, download_limit=MiB, on_stats=lambda *r: reports.append(r))
+    leecher = PeerSession("127.0.0.1", 0, download_limit=MiB, on_stats=reports.append)
     for session in (seeder, leecher):
         await session.start()
     try:
@@ -119,8 +119,9 @@ async def test_stats_report_payload_and_open_connections_while_a_chunk_moves(
     finally:
         for session in (seeder, leecher):
             await session.close()
-    assert sum(received for _, received, _ in reports) >= len(data)
-    assert max(peers for _, _, peers in reports) >= 1
+    assert sum(r.received for r in reports) >= len(data)
+    assert max(r.peers for r in reports) >= 1
+    assert sum(r.redundant for r in reports) == 0  # one peer: no block is asked for twice
 
 
 async def test_add_returns_once_libtorrent_started_the_torrent_not_on_a_timeout(

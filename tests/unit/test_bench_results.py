@@ -101,6 +101,20 @@ def test_a_cold_row_says_when_the_upstream_sent_the_image() -> None:
     text = results.markdown(results.document(params(), runs, {}, LB, SIZE))
     rows = {line.split(" | ")[0]: line for line in text.splitlines() if line.startswith("| p2p")}
     assert "upstream sent at 0.4-10.6, 0.5-11.2 s" in rows["| p2p-cold"]
+
+
+def test_a_row_says_how_much_of_what_peers_sent_was_redundant() -> None:
+    runs = {
+        "p2p-cold": [run([12.0], peer_redundant_bytes=0), run([12.5], peer_redundant_bytes=0)],
+        "p2p-warm": [
+            warm([6.0], peer_redundant_bytes=40 * MiB),
+            warm([6.5], peer_redundant_bytes=int(52.5 * MiB)),
+        ],
+    }
+    text = results.markdown(results.document(params(), runs, {}, LB, SIZE))
+    rows = {line.split(" | ")[0]: line for line in text.splitlines() if line.startswith("| p2p")}
+    assert "40.0-52.5 MiB of it redundant" in rows["| p2p-warm"]
+    assert "redundant" not in rows["| p2p-cold"]
     assert "upstream sent" not in rows["| p2p-warm"]
 
 
