@@ -1,15 +1,21 @@
 """The pulling client: skopeo, run inside a node host, timed from its start to its exit.
 
+skopeo copies into an OCI layout (`oci:`), which takes an image's layers at once, as containerd,
+Docker and podman do; a `dir:` destination takes one layer after the other, so a pull waited for
+each layer's first chunk in turn while the node was already fetching all of them. The layout
+keeps the pushed bytes: layers are not compressed on the way, and the manifest is kept as it is.
+
 `Pulls` starts one skopeo per host at once and waits for all of them; each pull's time is taken
 by a thread blocked in `wait()`, so it is exact whatever the main loop is doing (drawing the
 progress line, killing nodes for a churn scenario). Every copy is then checked against the image
-that was pushed: the manifest's digest, and each blob file's presence and size (skopeo has
-already checked each blob's digest while copying), and deleted.
+that was pushed: the manifest the layout's index names and its bytes, and each blob file's
+presence and size (skopeo has already checked each blob's digest while copying), and deleted.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import subprocess
 import threading
@@ -48,7 +54,8 @@ class Pull:
     def argv(self) -> list[str]:
         return [
             "skopeo", "copy", "--quiet", "--retry-times=0", "--src-tls-verify=false",
-            "--src-no-creds", f"docker://{self.reference}", f"dir:{self.out}",
+            "--src-no-creds", "--preserve-digests", "--dest-oci-accept-uncompressed-layers",
+            f"docker://{self.reference}", f"oci:{self.out}:bench",
         ]  # fmt: skip
 
     def start(self, env: Mapping[str, str]) -> None:
@@ -133,16 +140,21 @@ class Pulls:
 
 
 def check_copy(out: Path, image: Image) -> str | None:
-    """What is wrong with skopeo's `dir:` copy of the image, or None."""
-    manifest = out / "manifest.json"
-    if not manifest.is_file():
-        return "no manifest.json was written"
-    digest = "sha256:" + hashlib.sha256(manifest.read_bytes()).hexdigest()
-    if digest != image.manifest.digest:
-        return f"manifest {digest} is not the pushed {image.manifest.digest}"
-    for blob in (image.config, *image.layers):
-        path = out / blob.digest.removeprefix("sha256:")
+    """What is wrong with skopeo's `oci:` copy of the image, or None."""
+    blobs = out / "blobs" / "sha256"
+    try:
+        index = json.loads((out / "index.json").read_bytes())
+        listed = index["manifests"][0]["digest"]
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as e:
+        return f"no index.json naming a manifest was written ({e})"
+    if listed != image.manifest.digest:
+        return f"manifest {listed} is not the pushed {image.manifest.digest}"
+    for blob in (image.manifest, image.config, *image.layers):
+        path = blobs / blob.digest.removeprefix("sha256:")
         size = path.stat().st_size if path.is_file() else None
         if size != blob.size:
             return f"blob {blob.digest}: {size} bytes written, {blob.size} expected"
+    manifest = blobs / image.manifest.digest.removeprefix("sha256:")
+    if "sha256:" + hashlib.sha256(manifest.read_bytes()).hexdigest() != image.manifest.digest:
+        return f"manifest {image.manifest.digest} was written with other bytes"
     return None
