@@ -307,9 +307,10 @@ class Cluster:
         )
 
     async def view(
-        self, node_id: str, digest: str, chunk_count: int, chunks: Iterable[int]
+        self, node_id: str, digest: str, size: int, chunk_count: int, chunks: Iterable[int]
     ) -> list[ChunkView]:
-        return await self.placement.view(await self.node(node_id), digest, chunk_count, chunks)
+        node = await self.node(node_id)
+        return await self.placement.view(node, digest, size, chunk_count, chunks)
 
     @notifying
     async def renew(

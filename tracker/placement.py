@@ -13,6 +13,8 @@ Per chunk, in order:
   requester relays one chunk of the blob at a time (SEED_WINDOW) and is given the next once it
   holds the last, so relaying is shared by all; a chunk with no relay yet WAITs for one.
 - more complete holders: SWARM from a ranked handout.
+- a blob of at most DIRECT_BLOB bytes (an image config): SWARM from its single source too,
+  neither fanned out nor relayed.
 
 The state is the store's, which other replicas change too: what this code reads may be stale by
 the time it acts. So every decision that must hold cluster-wide is the store's own atomic step
@@ -58,6 +60,10 @@ TICK_SECONDS = 0.1  # how often a call on its way lapses the leases that ran out
 # that asked first relayed every chunk and the others none (a warm rollout of 8 nodes at 2.1 S/B;
 # 1.5 with one, against 2.6 when the first two requesters relayed everything).
 SEED_WINDOW = 1
+# A blob this small (an image config, a tiny layer) goes from its single source to everyone who
+# asks: relayed, it waited for a relay of its own behind the big blobs' chunks (a 501-byte config
+# arrived 11 s into a warm rollout of 128 MiB), and a thousand copies of it are a few MiB.
+DIRECT_BLOB = 64 << 10
 
 
 class Directive(enum.Enum):
@@ -183,24 +189,28 @@ class Placement:
         states = await self.store.chunk_states(
             digest, wanted, node.id, node.zone, self.policy.max_peers, with_metainfo
         )
-        views = await self._views(digest, chunk_count, states, node)
+        views = await self._views(digest, size, chunk_count, states, node)
         await self._ask_republish(digest, size, chunk_count, states, views)
         return views
 
     async def view(
-        self, node: Node, digest: str, chunk_count: int, chunks: Iterable[int]
+        self, node: Node, digest: str, size: int, chunk_count: int, chunks: Iterable[int]
     ) -> list[ChunkView]:
         """What Locate would show the node for these chunks, without granting anything."""
         wanted = [c for c in chunks if c < chunk_count]
         states = await self.store.chunk_states(
             digest, wanted, node.id, node.zone, self.policy.max_peers, True
         )
-        return await self._views(digest, chunk_count, states, node)
+        return await self._views(digest, size, chunk_count, states, node)
 
     async def _views(
-        self, digest: str, chunk_count: int, states: Sequence[ChunkState], node: Node
+        self, digest: str, size: int, chunk_count: int, states: Sequence[ChunkState], node: Node
     ) -> list[ChunkView]:
-        single = [s for s in states if s.sources == 1 and s.peers and s.peers[0].complete]
+        single = [
+            s
+            for s in states
+            if s.sources == 1 and s.peers and s.peers[0].complete and size > DIRECT_BLOB
+        ]
         context = None
         if single:
             sources = {s.peers[0].node_id for s in single}
@@ -448,7 +458,7 @@ class Placement:
         none, that it lacks, and whose only source is a seed of the blob; True if it became one,
         or its window is full."""
         shape = await self.store.blobs.shape(digest)
-        if shape is None:
+        if shape is None or shape[0] <= DIRECT_BLOB:
             return False
         count = shape[1]
         order = [(after + step) % count for step in range(1, count + 1)]

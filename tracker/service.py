@@ -288,7 +288,7 @@ class TrackerService(tracker_pb2_grpc.TrackerServicer):
             while (changed := await watcher.changes()) is not None:
                 try:
                     views = await self.cluster.view(
-                        request.node_id, request.digest, request.chunk_count, changed
+                        request.node_id, request.digest, request.size, request.chunk_count, changed
                     )
                     if views:
                         placement = await placement_message(

@@ -20,7 +20,7 @@ from tracker.errors import (
     TaskUnknown,
 )
 from tracker.hub import Watcher
-from tracker.placement import SEED_WINDOW, TICK_SECONDS
+from tracker.placement import DIRECT_BLOB, SEED_WINDOW, TICK_SECONDS
 from tracker.tasks import Order, PreheatOrder, RepublishOrder, TaskState
 
 D = "sha256:" + "d" * 64
@@ -282,7 +282,7 @@ async def test_a_stalled_lease_moves_to_a_watcher(cluster: Cluster, clock: Clock
     assert await cluster.renew("a", D, 0, 600) is None
     assert await holder(cluster, D, 0) == "b"
     assert await marked(watcher, 0)
-    assert (await cluster.view("b", D, CHUNKS, [0]))[0].directive is Directive.FETCH
+    assert (await cluster.view("b", D, SIZE, CHUNKS, [0]))[0].directive is Directive.FETCH
 
 
 async def test_a_call_lapses_a_lease_that_ran_out_once_a_tick_has_passed(
@@ -525,6 +525,47 @@ async def test_a_requester_relays_one_window_over_all_the_blobs_it_pulls(cluster
     on_v = await cluster.locate("r0", V, SIZE, WIDE)
     assert relayed(on_v) == [] and {v.directive for v in on_v} == {Directive.WAIT}
     assert len(relayed(await cluster.locate("r1", V, SIZE, WIDE))) == SEED_WINDOW
+
+
+CONFIG, CONFIG_SIZE = "sha256:" + "c" * 64, 501  # an image's config: one small chunk
+
+
+async def test_a_config_goes_from_its_seed_to_every_requester_without_a_relay(
+    cluster: Cluster,
+) -> None:
+    """Relayed, a config waited for a requester with a free relay window, behind the big
+    blobs' chunks; it is small enough for the seed to send to everyone."""
+    assert CONFIG_SIZE <= DIRECT_BLOB
+    await join(cluster, "seed")
+    holdings = [Holding(W, SIZE, WIDE, tuple(range(WIDE))), Holding(CONFIG, CONFIG_SIZE, 1, (0,))]
+    await cluster.announce("seed", holdings, [])
+    requesters = [f"r{i}" for i in range(6)]
+    for r in requesters:
+        await join(cluster, r)
+        assert len(relayed(await cluster.locate(r, W, SIZE, WIDE))) == SEED_WINDOW
+    for r in requesters:
+        (view,) = await cluster.locate(r, CONFIG, CONFIG_SIZE, 1)
+        assert view.directive is Directive.SWARM and "seed" in peer_ids(view), r
+    (view,) = await cluster.view("r0", CONFIG, CONFIG_SIZE, 1, [0])  # as its watch shows it
+    assert "seed" in peer_ids(view)
+    after = await cluster.locate("r0", W, SIZE, WIDE)  # a relay is never handed the config
+    assert len(relayed(after)) == SEED_WINDOW
+
+
+async def test_a_config_fetched_from_upstream_goes_from_its_fetcher_to_every_requester(
+    cluster: Cluster,
+) -> None:
+    """A big chunk's first holder is handed to `fanout` requesters that relay it; a config's
+    to everyone."""
+    await join(cluster, "fetcher")
+    await cluster.announce("fetcher", [Holding(CONFIG, CONFIG_SIZE, 1, (0,))], [])
+    requesters = [f"r{i}" for i in range(6)]
+    for r in requesters:
+        await join(cluster, r)
+        await cluster.locate(r, CONFIG, CONFIG_SIZE, 1)
+    for r in requesters:
+        (view,) = await cluster.locate(r, CONFIG, CONFIG_SIZE, 1)
+        assert view.directive is Directive.SWARM and "fetcher" in peer_ids(view), r
 
 
 async def test_a_relay_with_nothing_left_to_relay_in_its_blob_relays_another(
@@ -861,11 +902,12 @@ async def test_a_corrupt_withdrawal_forgets_the_metainfo_nobody_holds_whole(
     await cluster.publish("a", D, SIZE, CHUNKS, 0, b"meta0")
     await cluster.publish("b", D, SIZE, CHUNKS, 1, b"bad1")
     await cluster.withdraw("b", [D], [], corrupt=True)
-    assert [v.metainfo for v in await cluster.view("c", D, CHUNKS, [0, 1])] == [b"meta0", None]
+    views = await cluster.view("c", D, SIZE, CHUNKS, [0, 1])
+    assert [v.metainfo for v in views] == [b"meta0", None]
     await cluster.publish("c", D, SIZE, CHUNKS, 1, b"good1")  # no conflict with what was forgotten
-    assert [v.metainfo for v in await cluster.view("a", D, CHUNKS, [1])] == [b"good1"]
+    assert [v.metainfo for v in await cluster.view("a", D, SIZE, CHUNKS, [1])] == [b"good1"]
     await cluster.withdraw("c", [D], [])  # a plain withdrawal keeps the metainfo
-    assert [v.metainfo for v in await cluster.view("a", D, CHUNKS, [1])] == [b"good1"]
+    assert [v.metainfo for v in await cluster.view("a", D, SIZE, CHUNKS, [1])] == [b"good1"]
 
 
 async def test_a_silent_source_is_passed_over_until_it_is_heard_again(
@@ -875,7 +917,7 @@ async def test_a_silent_source_is_passed_over_until_it_is_heard_again(
     await hold(cluster, "a", D, 0)
     await cluster.locate("a", D, SIZE, CHUNKS, chunks=[1], max_leases=1)
     await cluster.watch("b", D, SIZE, CHUNKS)
-    assert "a" in peer_ids((await cluster.view("c", D, CHUNKS, [0]))[0])
+    assert "a" in peer_ids((await cluster.view("c", D, SIZE, CHUNKS, [0]))[0])
     # a misses its heartbeats (it died, most likely): long before it expires, chunk 0 has no
     # source, so it is fetched anew, and nobody is sent to a.
     clock.advance(1.6)
@@ -885,12 +927,12 @@ async def test_a_silent_source_is_passed_over_until_it_is_heard_again(
     assert "a" in await members(cluster)
     assert await holder(cluster, D, 0) == "b"
     assert await holder(cluster, D, 1) == "b"
-    (view,) = await cluster.view("c", D, CHUNKS, [0])
+    (view,) = await cluster.view("c", D, SIZE, CHUNKS, [0])
     assert view.directive is Directive.WAIT and peer_ids(view) == set()
     # It was only slow: heard again, it is the source, and the fetch it made needless ends.
     await cluster.heartbeat("a", Load())
     assert await holder(cluster, D, 0) is None
-    (view,) = await cluster.view("c", D, CHUNKS, [0])
+    (view,) = await cluster.view("c", D, SIZE, CHUNKS, [0])
     assert view.directive is Directive.SWARM and "a" in peer_ids(view)
 
 
