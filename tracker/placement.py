@@ -206,11 +206,11 @@ class Placement:
     async def _views(
         self, digest: str, size: int, chunk_count: int, states: Sequence[ChunkState], node: Node
     ) -> list[ChunkView]:
-        single = [
-            s
-            for s in states
-            if s.sources == 1 and s.peers and s.peers[0].complete and size > DIRECT_BLOB
-        ]
+        single = (
+            []
+            if _direct(size)
+            else [s for s in states if s.sources == 1 and s.peers and s.peers[0].complete]
+        )
         context = None
         if single:
             sources = {s.peers[0].node_id for s in single}
@@ -458,7 +458,7 @@ class Placement:
         none, that it lacks, and whose only source is a seed of the blob; True if it became one,
         or its window is full."""
         shape = await self.store.blobs.shape(digest)
-        if shape is None or shape[0] <= DIRECT_BLOB:
+        if shape is None or _direct(shape[0]):
             return False
         count = shape[1]
         order = [(after + step) % count for step in range(1, count + 1)]
@@ -635,6 +635,11 @@ def _same_shape(digest: str, known: tuple[int, int] | None, size: int, chunk_cou
             f"{digest} is known as {known[0]} bytes in {known[1]} chunks,"
             f" not {size} in {chunk_count}"
         )
+
+
+def _direct(size: int) -> bool:
+    """Whether a blob this size goes from its single source to every requester (DIRECT_BLOB)."""
+    return size <= DIRECT_BLOB
 
 
 def _holds_all(context: FanoutContext, node_id: str) -> bool:
