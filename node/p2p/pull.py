@@ -154,7 +154,6 @@ class SwarmPull:
         self._directory: Path | None = None
         self._relocate = asyncio.Event()
         self._direct = False  # the tracker failed: every chunk left comes from upstream
-        self._next_direct = 0  # the first chunk a direct fetch may not have started yet
         self._running = 0  # chunk tasks not done
         self._failure: ContentInvalid | None = None  # the blob is not what it was said to be
         self._ended = False
@@ -337,15 +336,13 @@ class SwarmPull:
         self._fetch_direct()
 
     def _fetch_direct(self) -> None:
-        """Fetch the chunks left from upstream, in order, `fallback_parallel` at once."""
-        while (
-            not self._ended
-            and self._failure is None
-            and self._running < self._config.fallback_parallel
-            and self._next_direct < self._count
-        ):
-            chunk = self._chunks[self._next_direct]
-            self._next_direct += 1
+        """Fetch the chunks left from upstream, in order, `fallback_parallel` at once. A chunk
+        that was busy when the tracker failed (swarmed) is among them once that work stops."""
+        for chunk in self._chunks:
+            if self._ended or self._failure is not None:
+                return
+            if self._running >= self._config.fallback_parallel:
+                return
             if not chunk.busy:
                 self._start(chunk, self._fetch(chunk, leased=False))
 
@@ -378,11 +375,12 @@ class SwarmPull:
     def _stalled(self, chunk: _Chunk) -> bool:
         """Whether to fetch the chunk from upstream ourselves: no byte of it came for twice the
         stall timeout from what was getting it (the swarm), or nothing was. A range fetch runs
-        to its end; a chunk we were told to wait for is the tracker's to move on."""
+        to its end; a chunk we were told to wait for is the tracker's to move on, while there
+        is a tracker."""
         now = _now()
         if chunk.fetching:
             return False
-        if chunk.waiting:
+        if chunk.waiting and not self._direct:
             chunk.excused_at = now
             return False
         return now - max(chunk.progress_at, chunk.excused_at) > 2 * self._config.stall_timeout

@@ -23,7 +23,7 @@ from node.p2p.pull import PullConfig, SwarmPull
 from node.store.chunking import MiB, chunk_name
 from tests.support.virtualclock import on_virtual_time
 from tracker.client import ChunkPlacement, Directive, Peer, Placement
-from tracker.errors import NodeUnknown
+from tracker.errors import NodeUnknown, TrackerUnavailable
 
 DIGEST = "sha256:" + "d" * 64
 SIZE = 4 * MiB  # one chunk
@@ -138,6 +138,19 @@ class ForgetfulTracker(Tracker):
     async def locate(self, *args: object, **kwargs: object) -> Placement:
         if not self.knows:
             raise NodeUnknown("unknown node 'node9': join first")
+        return self.placement()
+
+
+class FailingTracker(Tracker):
+    """A tracker that answers until `fail` is set, then is unreachable."""
+
+    def __init__(self, torrent: ChunkTorrent, directive: Directive) -> None:
+        super().__init__(torrent, directive)
+        self.fail = False
+
+    async def locate(self, *args: object, **kwargs: object) -> Placement:
+        if self.fail:
+            raise TrackerUnavailable("no tracker replica answers")
         return self.placement()
 
 
@@ -347,5 +360,22 @@ async def test_a_pull_whose_node_cannot_join_again_fetches_the_rest_from_upstrea
     pull = start(tmp_path, tracker, SlowUpstream(), rejoining=membership)
     await pull.done()
     assert membership.asked == 1
+    assert pull.upstream.opened == [0]
+    assert pull.fallbacks("tracker") == 1
+
+
+@on_virtual_time
+async def test_a_chunk_left_to_wait_for_when_the_tracker_fails_comes_from_upstream(
+    tmp_path: Path, torrent: ChunkTorrent
+) -> None:
+    """The chunk was being swarmed when the tracker said to wait for it (its sources were lost,
+    another node fetches it), then the tracker failed: the rest comes from upstream, and this
+    chunk too once its quiet swarm is stopped, with no tracker left to move it on."""
+    tracker = FailingTracker(torrent, Directive.SWARM)
+    pull = start(tmp_path, tracker, SlowUpstream())
+    await asyncio.sleep(1)
+    tracker.tell(Directive.WAIT)
+    tracker.fail = True
+    await pull.done()
     assert pull.upstream.opened == [0]
     assert pull.fallbacks("tracker") == 1
