@@ -36,6 +36,8 @@ from tracker.v1 import tracker_pb2_grpc
 HELP = "run the tracker: the cluster's gRPC coordination service"
 SERVICE = "tracker.v1.Tracker"
 GC_THRESHOLDS = (2_000, 10, 100)  # CPython's defaults are (700, 10, 10)
+# A call the stopping server cancelled still cleans up in the store: how long the store waits.
+CALLS_END_SECONDS = 5.0
 REPLICA_TTL = 3.0  # a replica not heard from for this long is gone (its watches too)
 
 log = logging.getLogger(__name__)
@@ -133,6 +135,7 @@ class TrackerServer:
         self._reuse_port = reuse_port
         self._server: grpc.aio.Server | None = None
         self._runner: web.AppRunner | None = None
+        self._servicer: TrackerService | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._serving = False
 
@@ -162,7 +165,7 @@ class TrackerServer:
         server = grpc.aio.server(
             interceptors=interceptors, options=_server_options(self._reuse_port)
         )
-        servicer = TrackerService(self.cluster, self.metrics)
+        servicer = self._servicer = TrackerService(self.cluster, self.metrics)
         tracker_pb2_grpc.add_TrackerServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         self.port = self._bind(server)
@@ -205,11 +208,14 @@ class TrackerServer:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
-        await self.cluster.close()
+        self.cluster.hub.close_all()  # every stream ends: its node goes to another replica
         if self._server is not None:
             await self._server.stop(grace)
         if self._runner is not None:
             await self._runner.cleanup()
+        if self._servicer is not None and not await self._servicer.calls.ended(CALLS_END_SECONDS):
+            log.warning("tracker calls still running as the store closes")
+        await self.cluster.close()
 
     async def __aenter__(self) -> TrackerServer:
         await self.start()

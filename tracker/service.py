@@ -7,10 +7,11 @@ Nothing here decides anything about placement.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -45,6 +46,50 @@ async def abort(context: grpc.aio.ServicerContext, error: TrackerError) -> None:
     await context.abort(error.code, error.message, trailing_metadata=((ERROR_KEY, error.kind),))
 
 
+class OpenCalls:
+    """The calls this replica is answering. A call the stopping server cancels still runs its
+    cleanup (a Watch forgets its watcher in the store), so the store closes once they ended:
+    a command after the close would open a connection again that nothing closes."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._none = asyncio.Event()
+        self._none.set()
+
+    def __enter__(self) -> None:
+        self._count += 1
+        self._none.clear()
+
+    def __exit__(self, *exc: object) -> None:
+        self._count -= 1
+        if not self._count:
+            self._none.set()
+
+    async def ended(self, timeout: float) -> bool:
+        """Wait up to `timeout` for every call to end; whether they did."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._none.wait()
+        return self._none.is_set()
+
+
+def streamed(
+    method: Callable[[TrackerService, Any, grpc.aio.ServicerContext], AsyncGenerator[Any, None]],
+) -> Callable[[TrackerService, Any, grpc.aio.ServicerContext], AsyncGenerator[Any, None]]:
+    """Count a stream among the open calls until its generator has finished its cleanup."""
+
+    @functools.wraps(method)
+    async def wrapper(
+        self: TrackerService, request: Any, context: grpc.aio.ServicerContext
+    ) -> AsyncGenerator[Any, None]:
+        with self.calls:
+            async with contextlib.aclosing(method(self, request, context)) as messages:
+                async for message in messages:
+                    yield message
+
+    return wrapper
+
+
 def unary(
     method: Callable[[TrackerService, Any], Awaitable[Any]],
 ) -> Callable[[TrackerService, Any, grpc.aio.ServicerContext], Awaitable[Any]]:
@@ -52,18 +97,19 @@ def unary(
 
     @functools.wraps(method)
     async def wrapper(self: TrackerService, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        try:
-            return await method(self, request)
-        except TrackerError as error:
-            self.metrics.count_error(method.__name__, error.code)
-            await abort(context, error)
-        except Exception:
-            # A bug, not the caller's fault: say so, keep serving.
-            log.exception("%s failed", method.__name__)
-            self.metrics.count_error(method.__name__, grpc.StatusCode.INTERNAL)
-            await context.abort(
-                grpc.StatusCode.INTERNAL, f"{method.__name__} failed in the tracker"
-            )
+        with self.calls:
+            try:
+                return await method(self, request)
+            except TrackerError as error:
+                self.metrics.count_error(method.__name__, error.code)
+                await abort(context, error)
+            except Exception:
+                # A bug, not the caller's fault: say so, keep serving.
+                log.exception("%s failed", method.__name__)
+                self.metrics.count_error(method.__name__, grpc.StatusCode.INTERNAL)
+                await context.abort(
+                    grpc.StatusCode.INTERNAL, f"{method.__name__} failed in the tracker"
+                )
 
     return wrapper
 
@@ -149,6 +195,7 @@ class TrackerService(tracker_pb2_grpc.TrackerServicer):
     def __init__(self, cluster: Cluster, metrics: TrackerMetrics) -> None:
         self.cluster = cluster
         self.metrics = metrics
+        self.calls = OpenCalls()
 
     # ---- membership ----
 
@@ -270,9 +317,10 @@ class TrackerService(tracker_pb2_grpc.TrackerServicer):
             )
         )
 
+    @streamed
     async def Watch(
         self, request: pb.WatchRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[pb.WatchEvent]:
+    ) -> AsyncGenerator[pb.WatchEvent, None]:
         try:
             watcher = await self.cluster.watch(
                 request.node_id, request.digest, request.size, request.chunk_count
@@ -334,9 +382,10 @@ class TrackerService(tracker_pb2_grpc.TrackerServicer):
     async def PreheatStatus(self, request: pb.PreheatStatusRequest) -> pb.PreheatStatusResponse:
         return job_message(await self.cluster.preheat_status(request.task_id))
 
+    @streamed
     async def Tasks(
         self, request: pb.TasksRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[pb.Task]:
+    ) -> AsyncGenerator[pb.Task, None]:
         try:
             inbox = await self.cluster.open_inbox(request.node_id)
         except TrackerError as error:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -11,6 +12,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import grpc
 import pytest
+import redis.asyncio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.support.stores import STORES, fresh_storage
@@ -297,6 +299,53 @@ async def test_a_replica_stops_though_a_store_call_swallowed_its_cancellation(
     stopping = asyncio.create_task(tracker.stop(grace=0))
     done, _ = await asyncio.wait({stopping}, timeout=10)
     assert done, "the replica never stopped"
+
+
+async def test_a_stopped_replica_leaves_no_connection_open_on_redis(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replica stopping while it serves a Watch: the stream's end (which forgets the watcher
+    in the store, here slowly) is done before the store closes, not on a connection the closed
+    store opened again, which nothing would close."""
+    storage = fresh_storage(request, "redis")
+    probe = redis.asyncio.Redis.from_url(storage.store)
+
+    async def connected() -> int:
+        gc.collect()  # a connection dropped earlier, not closed, closes now
+        return len(await probe.client_list())
+
+    try:
+        before = await connected()
+        server = TrackerServer(Config(listen="127.0.0.1:0", http_listen=None, storage=storage))
+        await server.start()
+        client = TrackerClient(server.address, timeout=5)
+        await client.join(node("n1"), "inst")
+        blobs = server.cluster.store.blobs
+        remove_watch = blobs.remove_watch
+
+        async def slow_remove_watch(digest: str, node_id: str, watch: str) -> None:
+            await asyncio.sleep(0.3)
+            await remove_watch(digest, node_id, watch)
+
+        monkeypatch.setattr(blobs, "remove_watch", slow_remove_watch)
+        subscribed = asyncio.Event()
+
+        async def watch() -> None:
+            async with client.watch("n1", D, SIZE, CHUNKS) as events:
+                subscribed.set()
+                async for _ in events:
+                    pass
+
+        watching = asyncio.create_task(watch())
+        await asyncio.wait_for(subscribed.wait(), 5)
+        await server.stop(grace=0)
+        watching.cancel()
+        await asyncio.gather(watching, return_exceptions=True)
+        await client.close()
+        await asyncio.sleep(1)  # whatever the replica still had to do
+        assert await connected() == before
+    finally:
+        await probe.aclose()
 
 
 async def test_calls_that_wait_while_the_replica_is_held_up_are_answered() -> None:
