@@ -39,7 +39,7 @@ from node.store.chunking import chunk_count, chunk_name, chunk_range
 from node.store.contentstore import BlobInfo, BlobWriter
 from tracker import address
 from tracker.client import ChunkPlacement, Directive, Placement, TrackerClient
-from tracker.errors import NodeUnknown, TrackerError
+from tracker.errors import MetainfoUnconfirmed, NodeUnknown, TrackerError
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +105,12 @@ class _Chunk:
         return self.end - self.start
 
     @property
+    def arrived(self) -> bool:
+        """The chunk is here whole (its attempt neither failed nor was called off)."""
+        done = self.done
+        return done.done() and not done.cancelled() and done.exception() is None
+
+    @property
     def busy(self) -> bool:
         return self.done.done() or (self.task is not None and not self.task.done())
 
@@ -165,7 +171,7 @@ class SwarmPull:
         if not self._chunks:
             return "upstream"
         chunk = self._chunks[min(offset // max(1, self._chunks[0].length), self._count - 1)]
-        return chunk.done.result() if chunk.done.done() and not chunk.done.exception() else "peer"
+        return chunk.done.result() if chunk.arrived else "peer"
 
     async def run(self, begin: Begin) -> BlobWriter:
         writer = begin(self.size)
@@ -266,6 +272,10 @@ class SwarmPull:
                 continue
             chunk = self._chunks[placed.index]
             if chunk.done.done():
+                if placed.directive is Directive.FETCH and chunk.arrived:
+                    # The tracker lost track of our copy: a lease we never use would keep the
+                    # chunk from everyone until it lapsed, and be handed out again.
+                    self._announce(complete=(chunk.index,))
                 continue
             chunk.directive = placed.directive
             if placed.directive is Directive.FETCH and not chunk.leased:
@@ -558,6 +568,16 @@ class SwarmPull:
             await self._client.publish(
                 self._node_id, self.digest, self.size, self._count, torrent.index, torrent.metainfo
             )
+        except MetainfoUnconfirmed:
+            # We fetched it without the lease (the tracker's state started afresh, or a stalled
+            # swarm went upstream): the tracker takes our metainfo once another node publishes
+            # the same. Until then it must know we hold the chunk, or it leases it out again
+            # (to us, among others) and the nodes that need it wait on a fetch nobody makes.
+            log.info(
+                "chunk fetched without its lease; its metainfo awaits a second witness",
+                extra={"digest": self.digest, "chunk": torrent.index},
+            )
+            self._announce(complete=(torrent.index,))
         except TrackerError as e:
             log.warning(
                 "publish failed",

@@ -22,12 +22,13 @@ from node.p2p.metainfo import ChunkTorrent
 from node.p2p.pull import PullConfig, SwarmPull
 from node.store.chunking import MiB, chunk_name
 from tests.support.virtualclock import on_virtual_time
-from tracker.client import ChunkPlacement, Directive, Peer, Placement
-from tracker.errors import NodeUnknown, TrackerUnavailable
+from tracker.client import ChunkPlacement, Directive, HeldBlob, Peer, Placement
+from tracker.errors import MetainfoUnconfirmed, NodeUnknown, TrackerUnavailable
 
 DIGEST = "sha256:" + "d" * 64
 SIZE = 4 * MiB  # one chunk
 DATA = bytes(range(256)) * (SIZE // 256)
+TWO_CHUNKS = DATA + DATA[::-1]
 STALL = 10.0  # the default stall timeout: a swarm quiet for 2 x STALL goes upstream
 SLOW = 40 << 10  # bytes a second: a 1 MiB block every 26 s, a chunk in 105 s
 DEADLINE = 1200.0  # virtual seconds a pull may take here before the test calls it hung
@@ -45,6 +46,7 @@ class SlowStream:
     block: int = 1 << 20
     break_after: int | None = None  # bytes into this transfer
     received: int = 0
+    data: bytes = DATA
 
     async def blocks(self) -> AsyncIterator[list[bytes]]:
         position, pending = self.start, 0
@@ -58,7 +60,7 @@ class SlowStream:
             self.received += step
             pending += step
             if broke or pending >= self.block or position + pending == self.end:
-                yield [DATA[position : position + pending]]
+                yield [self.data[position : position + pending]]
                 position, pending = position + pending, 0
             if broke:
                 raise UpstreamUnavailable("connection reset by peer")
@@ -69,36 +71,41 @@ class SlowUpstream:
     rate: int = SLOW
     breaks: list[int] = field(default_factory=list)  # one per transfer, in order
     opened: list[int] = field(default_factory=list)  # the first byte each transfer asked for
+    data: bytes = DATA
 
     @asynccontextmanager
     async def __call__(self, start: int, end: int | None) -> AsyncIterator[SlowStream]:
         self.opened.append(start)
-        stop = SIZE if end is None else end
-        yield SlowStream(
-            SIZE, start, stop, self.rate, break_after=self.breaks.pop(0) if self.breaks else None
-        )
+        size = len(self.data)
+        stop = size if end is None else end
+        breaks = self.breaks.pop(0) if self.breaks else None
+        yield SlowStream(size, start, stop, self.rate, break_after=breaks, data=self.data)
 
 
 class Tracker:
-    """Places the one chunk as the test says, on Locate and on the watch stream."""
+    """Places the chunks as the test says, on Locate and on the watch stream."""
 
-    def __init__(self, torrent: ChunkTorrent, directive: Directive) -> None:
+    def __init__(self, torrent: ChunkTorrent, directive: Directive, chunk_count: int = 1) -> None:
         self.torrent = torrent
-        self.directive = directive
+        self.directives = dict.fromkeys(range(chunk_count), directive)
         self.events: asyncio.Queue[Placement] = asyncio.Queue()
         self.renewals: list[tuple[int, bool]] = []
         self.released: list[int] = []
         self.published: list[int] = []
+        self.refuse_publish = False  # as after the tracker's state started afresh
+        self.announced: list[HeldBlob] = []
 
     def placement(self) -> Placement:
-        swarm = self.directive is Directive.SWARM
-        peers = (Peer("holder", "", "10.0.0.2:6881", ""),) if swarm else ()
-        meta = self.torrent.metainfo if swarm else None
-        placed = ChunkPlacement(0, self.directive, meta, peers, frozenset(), None, 0.0)
-        return Placement(DIGEST, 1, (placed,))
+        placed = []
+        for chunk, directive in self.directives.items():
+            swarm = directive is Directive.SWARM
+            peers = (Peer("holder", "", "10.0.0.2:6881", ""),) if swarm else ()
+            meta = self.torrent.metainfo if swarm else None
+            placed.append(ChunkPlacement(chunk, directive, meta, peers, frozenset(), None, 0.0))
+        return Placement(DIGEST, len(placed), tuple(placed))
 
-    def tell(self, directive: Directive) -> None:
-        self.directive = directive
+    def tell(self, directive: Directive, chunk: int = 0) -> None:
+        self.directives[chunk] = directive
         self.events.put_nowait(self.placement())
 
     async def locate(self, *args: object, **kwargs: object) -> Placement:
@@ -122,10 +129,12 @@ class Tracker:
         self.released.append(chunk)
 
     async def publish(self, *args: object) -> None:
+        if self.refuse_publish:
+            raise MetainfoUnconfirmed("taken once a second node publishes the same")
         self.published.append(int(args[4]))  # type: ignore[call-overload]
 
-    async def announce(self, *args: object, **kwargs: object) -> None:
-        pass
+    async def announce(self, node_id: str, blobs: list[HeldBlob]) -> None:
+        self.announced.extend(blobs)
 
 
 class ForgetfulTracker(Tracker):
@@ -230,7 +239,11 @@ def torrent(tmp_path: Path) -> ChunkTorrent:
 
 
 def start(
-    tmp_path: Path, tracker: Tracker, upstream: SlowUpstream, rejoining: object = None
+    tmp_path: Path,
+    tracker: Tracker,
+    upstream: SlowUpstream,
+    rejoining: object = None,
+    size: int = SIZE,
 ) -> Pull:
     directory = tmp_path / "pull"
     directory.mkdir()
@@ -241,7 +254,7 @@ def start(
 
     pull = SwarmPull(
         DIGEST,
-        SIZE,
+        size,
         upstream,
         Session(),  # type: ignore[arg-type]
         tracker,  # type: ignore[arg-type]
@@ -379,3 +392,39 @@ async def test_a_chunk_left_to_wait_for_when_the_tracker_fails_comes_from_upstre
     await pull.done()
     assert pull.upstream.opened == [0]
     assert pull.fallbacks("tracker") == 1
+
+
+@on_virtual_time
+async def test_a_chunk_fetched_without_its_lease_is_announced_held(
+    tmp_path: Path, torrent: ChunkTorrent
+) -> None:
+    """The tracker's state started afresh while the chunk was fetched: its metainfo waits for a
+    second witness, but the tracker hears at once that this node holds it, so it neither leases
+    it out again nor lets the nodes that need it wait on a fetch nobody makes."""
+    tracker = Tracker(torrent, Directive.FETCH)
+    tracker.refuse_publish = True
+    pull = start(tmp_path, tracker, SlowUpstream(rate=SIZE))
+    await pull.done()
+    await asyncio.sleep(1)  # the announcement goes out
+    assert [(b.digest, b.chunks) for b in tracker.announced] == [(DIGEST, (0,))]
+
+
+@on_virtual_time
+async def test_a_lease_on_a_chunk_already_here_is_answered_with_holding_it(
+    tmp_path: Path, torrent: ChunkTorrent
+) -> None:
+    """The tracker lost track of the node's copy of a chunk and leases it to the node again: the
+    node says it holds the chunk, which ends the lease, rather than sit on a lease it never
+    uses while the nodes that need the chunk wait for it."""
+    tracker = Tracker(torrent, Directive.FETCH, chunk_count=2)
+    tracker.directives[1] = Directive.WAIT
+    upstream = SlowUpstream(rate=SIZE, data=TWO_CHUNKS)
+    pull = start(tmp_path, tracker, upstream, size=len(TWO_CHUNKS))
+    await asyncio.sleep(STALL)
+    assert tracker.published == [0]
+    tracker.tell(Directive.FETCH, chunk=0)
+    await asyncio.sleep(1)
+    assert {(b.digest, b.chunks) for b in tracker.announced} == {(DIGEST, (0,))}
+    tracker.tell(Directive.FETCH, chunk=1)
+    await pull.done()
+    assert upstream.opened == [0, SIZE]
