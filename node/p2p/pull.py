@@ -38,7 +38,7 @@ from node.p2p.session import PeerAddress, PeerSession, TorrentFailed
 from node.store.chunking import chunk_count, chunk_name, chunk_range
 from node.store.contentstore import BlobInfo, BlobWriter
 from tracker import address
-from tracker.client import ChunkPlacement, Directive, Placement, TrackerClient
+from tracker.client import ChunkPlacement, Directive, HeldBlob, Placement, TrackerClient
 from tracker.errors import MetainfoUnconfirmed, NodeUnknown, TrackerError
 
 log = logging.getLogger(__name__)
@@ -163,6 +163,7 @@ class SwarmPull:
         self._running = 0  # chunk tasks not done
         self._failure: ContentInvalid | None = None  # the blob is not what it was said to be
         self._ended = False
+        self._over = False  # committed or failed: nothing of it is held here any more
         self._awaited: _Chunk | None = None  # the next chunk in order, which `run` awaits
         self._leases = 0
 
@@ -637,13 +638,27 @@ class SwarmPull:
         if not self._direct:
             self._announcer.note(self.digest, self.size, self._count, complete, partial)
 
+    def held(self) -> HeldBlob | None:
+        """What this pull holds so far (chunks here whole, chunks being swarmed), for the
+        tracker to hear again when the node joins again: a tracker that started afresh would
+        otherwise believe nobody holds them. None when it holds nothing, or has ended."""
+        if self._over or self._direct:
+            return None
+        complete = tuple(c.index for c in self._chunks if c.arrived)
+        partial = tuple(c.index for c in self._chunks if c.swarming and not c.arrived)
+        if not complete and not partial:
+            return None
+        return HeldBlob(self.digest, self.size, self._count, complete, partial)
+
     # -- the end
 
     async def committed(self, info: BlobInfo) -> None:
+        self._over = True
         torrents = [c.torrent for c in self._chunks if c.torrent is not None]
         await self._on_complete(info, torrents)
 
     async def failed(self, error: BaseException) -> None:
+        self._over = True
         corrupt = isinstance(error, ContentInvalid)  # the metainfo pulled with was bad
         for chunk in self._chunks:
             if chunk.task is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -55,6 +56,7 @@ class Swarm:
         self._membership: Membership | None = None
         self._announcer: Announcer | None = None  # chunk announcements of the pulls, coalesced
         self._seeded: dict[str, list[str]] = {}  # digest -> infohashes
+        self._pulls: weakref.WeakSet[SwarmPull] = weakref.WeakSet()  # under way, or just ended
         # Blobs that failed their digest check when pulled through the cluster: the next try
         # goes to the upstream, until one is stored.
         self._distrusted: Recent[str, None] = Recent(MAX_DISTRUSTED)
@@ -91,7 +93,7 @@ class Swarm:
 
     def pull(self, digest: str, size: int, upstream: Source) -> SwarmPull:
         assert self._membership is not None
-        return SwarmPull(
+        pull = SwarmPull(
             digest,
             size,
             upstream,
@@ -105,6 +107,8 @@ class Swarm:
             self._announcer,
             self._membership,
         )
+        self._pulls.add(pull)
+        return pull
 
     async def completed(self, info: BlobInfo, torrents: list[ChunkTorrent]) -> None:
         """A blob pulled through the swarm is in the store: its chunk torrents (those it still
@@ -220,9 +224,13 @@ class Swarm:
             await self._membership.announce(_held(info))
 
     async def inventory(self) -> Inventory:
+        """Every stored blob, and what the pulls under way hold so far."""
         self._announced_refs = set(self._refs())
+        stored = [_held(info) for info in self._store.blobs()]
+        known = {held.digest for held in stored}
+        pulling = [h for p in list(self._pulls) if (h := p.held()) and h.digest not in known]
         return Inventory(
-            blobs=tuple(_held(info) for info in self._store.blobs()),
+            blobs=(*stored, *pulling),
             refs=tuple(SeededRef(ref, digest) for ref, digest in sorted(self._announced_refs)),
         )
 

@@ -20,6 +20,7 @@ from node.metrics import NodeMetrics
 from node.p2p import metainfo
 from node.p2p.metainfo import ChunkTorrent
 from node.p2p.pull import PullConfig, SwarmPull
+from node.p2p.swarm import Swarm
 from node.store.chunking import MiB, chunk_name
 from tests.support.virtualclock import on_virtual_time
 from tracker.client import ChunkPlacement, Directive, HeldBlob, Peer, Placement
@@ -135,6 +136,9 @@ class Tracker:
 
     async def announce(self, node_id: str, blobs: list[HeldBlob]) -> None:
         self.announced.extend(blobs)
+
+    async def withdraw(self, *args: object, **kwargs: object) -> None:
+        pass
 
 
 class ForgetfulTracker(Tracker):
@@ -428,3 +432,45 @@ async def test_a_lease_on_a_chunk_already_here_is_answered_with_holding_it(
     tracker.tell(Directive.FETCH, chunk=1)
     await pull.done()
     assert upstream.opened == [0, SIZE]
+
+
+@dataclass
+class Member:
+    """This node's membership, as the swarm sees it: its client and id."""
+
+    client: Tracker
+    node_id: str = "node9"
+    joins: int = 1
+
+    async def rejoined(self, since: int) -> bool:
+        return False
+
+
+class EmptyStore:
+    def blobs(self) -> list[object]:
+        return []
+
+
+@on_virtual_time
+async def test_a_node_joining_again_names_what_its_pulls_hold_so_far(
+    tmp_path: Path, torrent: ChunkTorrent
+) -> None:
+    """Redis came back empty mid-pull: the inventory the node announces as it joins again names
+    the chunks its pulls hold already, not only the blobs it stored, or the tracker believes
+    nobody holds them (and may make the node relay a chunk it has, which it never swarms)."""
+    tracker = Tracker(torrent, Directive.FETCH, chunk_count=2)
+    tracker.directives[1] = Directive.WAIT
+    swarm = Swarm(EmptyStore(), Session(), NodeMetrics(), PullConfig(stall_timeout=STALL))  # type: ignore[arg-type]
+    swarm.attach(Member(tracker))  # type: ignore[arg-type]
+    directory = tmp_path / "pull"
+    directory.mkdir()
+    pull = swarm.pull(DIGEST, len(TWO_CHUNKS), SlowUpstream(rate=SIZE, data=TWO_CHUNKS))
+    task = asyncio.create_task(pull.run(lambda size: Writer(directory)))  # type: ignore[arg-type, return-value]
+    await asyncio.sleep(STALL)
+    inventory = await swarm.inventory()
+    assert inventory.blobs == (HeldBlob(DIGEST, len(TWO_CHUNKS), 2, (0,), ()),)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await pull.failed(UpstreamUnavailable("download cancelled"))
+    assert (await swarm.inventory()).blobs == ()
