@@ -24,7 +24,7 @@ from node.p2p.swarm import Swarm
 from node.store.chunking import MiB, chunk_name
 from tests.support.virtualclock import on_virtual_time
 from tracker.client import ChunkPlacement, Directive, HeldBlob, Peer, Placement
-from tracker.errors import MetainfoUnconfirmed, NodeUnknown, TrackerUnavailable
+from tracker.errors import MetainfoUnconfirmed, NodeUnknown, TrackerError, TrackerUnavailable
 
 DIGEST = "sha256:" + "d" * 64
 SIZE = 4 * MiB  # one chunk
@@ -94,6 +94,7 @@ class Tracker:
         self.released: list[int] = []
         self.published: list[int] = []
         self.refuse_publish = False  # as after the tracker's state started afresh
+        self.refusal: TrackerError | None = None  # what every Locate raises, if set
         self.announced: list[HeldBlob] = []
 
     def placement(self) -> Placement:
@@ -110,6 +111,8 @@ class Tracker:
         self.events.put_nowait(self.placement())
 
     async def locate(self, *args: object, **kwargs: object) -> Placement:
+        if self.refusal is not None:
+            raise self.refusal
         return self.placement()
 
     @asynccontextmanager
@@ -141,47 +144,30 @@ class Tracker:
         pass
 
 
-class ForgetfulTracker(Tracker):
-    """A tracker that forgot this node (it was frozen past its TTL) until it joins again."""
-
-    def __init__(self, torrent: ChunkTorrent, directive: Directive) -> None:
-        super().__init__(torrent, directive)
-        self.knows = False
-
-    async def locate(self, *args: object, **kwargs: object) -> Placement:
-        if not self.knows:
-            raise NodeUnknown("unknown node 'node9': join first")
-        return self.placement()
-
-
-class FailingTracker(Tracker):
-    """A tracker that answers until `fail` is set, then is unreachable."""
-
-    def __init__(self, torrent: ChunkTorrent, directive: Directive) -> None:
-        super().__init__(torrent, directive)
-        self.fail = False
-
-    async def locate(self, *args: object, **kwargs: object) -> Placement:
-        if self.fail:
-            raise TrackerUnavailable("no tracker replica answers")
-        return self.placement()
+FORGOTTEN = NodeUnknown("unknown node 'node9': join first")  # it was frozen past its TTL
 
 
 @dataclass
 class Membership:
-    """Joins again when asked, after a heartbeat's round trip, unless the tracker is gone."""
+    """This node's membership: its client and id, as the swarm sees it; and, as a pull sees it,
+    it joins again when asked (after a heartbeat's round trip), unless the tracker is gone."""
 
-    tracker: ForgetfulTracker
+    tracker: Tracker
     can_join: bool = True
     joins: int = 1
     asked: int = 0
+    node_id: str = "node9"
+
+    @property
+    def client(self) -> Tracker:
+        return self.tracker
 
     async def rejoined(self, since: int) -> bool:
         self.asked += 1
         await asyncio.sleep(0.5)
         if self.can_join:
             self.joins += 1
-            self.tracker.knows = True
+            self.tracker.refusal = None
         return self.joins > since
 
 
@@ -356,7 +342,8 @@ async def test_a_pull_whose_tracker_forgot_the_node_goes_on_once_it_joined_again
 ) -> None:
     """A node frozen past its TTL finds itself forgotten: it joins again and the pull goes on
     with the tracker, not to upstream behind the cluster's back (the rest may be in the swarm)."""
-    tracker = ForgetfulTracker(torrent, Directive.WAIT)
+    tracker = Tracker(torrent, Directive.WAIT)
+    tracker.refusal = FORGOTTEN
     membership = Membership(tracker)
     pull = start(tmp_path, tracker, SlowUpstream(), rejoining=membership)
     await asyncio.sleep(STALL)
@@ -372,7 +359,8 @@ async def test_a_pull_whose_tracker_forgot_the_node_goes_on_once_it_joined_again
 async def test_a_pull_whose_node_cannot_join_again_fetches_the_rest_from_upstream(
     tmp_path: Path, torrent: ChunkTorrent
 ) -> None:
-    tracker = ForgetfulTracker(torrent, Directive.WAIT)
+    tracker = Tracker(torrent, Directive.WAIT)
+    tracker.refusal = FORGOTTEN
     membership = Membership(tracker, can_join=False)
     pull = start(tmp_path, tracker, SlowUpstream(), rejoining=membership)
     await pull.done()
@@ -388,11 +376,11 @@ async def test_a_chunk_left_to_wait_for_when_the_tracker_fails_comes_from_upstre
     """The chunk was being swarmed when the tracker said to wait for it (its sources were lost,
     another node fetches it), then the tracker failed: the rest comes from upstream, and this
     chunk too once its quiet swarm is stopped, with no tracker left to move it on."""
-    tracker = FailingTracker(torrent, Directive.SWARM)
+    tracker = Tracker(torrent, Directive.SWARM)
     pull = start(tmp_path, tracker, SlowUpstream())
     await asyncio.sleep(1)
     tracker.tell(Directive.WAIT)
-    tracker.fail = True
+    tracker.refusal = TrackerUnavailable("no tracker replica answers")
     await pull.done()
     assert pull.upstream.opened == [0]
     assert pull.fallbacks("tracker") == 1
@@ -434,18 +422,6 @@ async def test_a_lease_on_a_chunk_already_here_is_answered_with_holding_it(
     assert upstream.opened == [0, SIZE]
 
 
-@dataclass
-class Member:
-    """This node's membership, as the swarm sees it: its client and id."""
-
-    client: Tracker
-    node_id: str = "node9"
-    joins: int = 1
-
-    async def rejoined(self, since: int) -> bool:
-        return False
-
-
 class EmptyStore:
     def blobs(self) -> list[object]:
         return []
@@ -461,7 +437,7 @@ async def test_a_node_joining_again_names_what_its_pulls_hold_so_far(
     tracker = Tracker(torrent, Directive.FETCH, chunk_count=2)
     tracker.directives[1] = Directive.WAIT
     swarm = Swarm(EmptyStore(), Session(), NodeMetrics(), PullConfig(stall_timeout=STALL))  # type: ignore[arg-type]
-    swarm.attach(Member(tracker))  # type: ignore[arg-type]
+    swarm.attach(Membership(tracker))  # type: ignore[arg-type]
     directory = tmp_path / "pull"
     directory.mkdir()
     pull = swarm.pull(DIGEST, len(TWO_CHUNKS), SlowUpstream(rate=SIZE, data=TWO_CHUNKS))
