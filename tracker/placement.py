@@ -430,7 +430,7 @@ class Placement:
         members = await self._fanout_members(digest, chunk, context)
         if not members:
             now = self.clock()
-            if await self.store.blobs.join_relay(digest, chunk, node.id, now, SEED_WINDOW):
+            if await self._join_relay(digest, chunk, node.id, now):
                 members = {node.id: now}
                 self.notices.changed(digest, chunk)
         if node.id in members:
@@ -478,10 +478,19 @@ class Placement:
             if not _holds_all(context, state.peers[0].node_id):
                 continue
             now = self.clock()
-            if await self.store.blobs.join_relay(digest, chunk, node_id, now, SEED_WINDOW):
+            if await self._join_relay(digest, chunk, node_id, now):
                 self.notices.changed(digest, chunk)
             return True
         return False
+
+    async def _join_relay(self, digest: str, chunk: int, node_id: str, now: float) -> bool:
+        """Make the node the chunk's relay if its window has room. A relaying it never started
+        (it holds nothing of that chunk past the lease TTL) frees its place, as it does among
+        the chunk's members (`_fanout_members`)."""
+        stale_after = self.policy.lease_ttl
+        return await self.store.blobs.join_relay(
+            digest, chunk, node_id, now, SEED_WINDOW, stale_after
+        )
 
     async def _fan_out(
         self,

@@ -527,6 +527,39 @@ async def test_a_requester_relays_one_window_over_all_the_blobs_it_pulls(cluster
     assert len(relayed(await cluster.locate("r1", V, SIZE, WIDE))) == SEED_WINDOW
 
 
+async def test_a_relaying_never_started_stops_holding_the_window_after_the_lease_ttl(
+    cluster: Cluster, clock: Clock
+) -> None:
+    """A requester made the relay of a chunk that it then never swarms (its client went away,
+    it crashed before a word) is not kept from relaying forever: past the lease TTL without
+    holding any of that chunk, the relaying stops counting against its window, as it already
+    stops counting as the chunk's relay for the others."""
+    await seed(cluster, (W, WIDE), (V, WIDE))
+    await join(cluster, "r0")
+    assert len(relayed(await cluster.locate("r0", W, SIZE, WIDE))) == SEED_WINDOW
+    clock.advance(cluster.policy.lease_ttl / 2)
+    for node_id in ("seed", "r0"):
+        await cluster.heartbeat(node_id, Load())
+    assert relayed(await cluster.locate("r0", V, SIZE, WIDE)) == []  # its window is still full
+    clock.advance(cluster.policy.lease_ttl / 2 + 0.1)
+    for node_id in ("seed", "r0"):
+        await cluster.heartbeat(node_id, Load())
+    assert len(relayed(await cluster.locate("r0", V, SIZE, WIDE))) == SEED_WINDOW
+
+
+async def test_a_relay_swarming_its_chunk_keeps_its_window_past_the_lease_ttl(
+    cluster: Cluster, clock: Clock
+) -> None:
+    await seed(cluster, (W, WIDE), (V, WIDE))
+    await join(cluster, "r0")
+    (chunk,) = relayed(await cluster.locate("r0", W, SIZE, WIDE))
+    await cluster.announce("r0", [Holding(W, SIZE, WIDE, (), (chunk,))], [])
+    clock.advance(cluster.policy.lease_ttl + 0.1)
+    for node_id in ("seed", "r0"):
+        await cluster.heartbeat(node_id, Load())
+    assert relayed(await cluster.locate("r0", V, SIZE, WIDE)) == []
+
+
 CONFIG, CONFIG_SIZE = "sha256:" + "c" * 64, 501  # an image's config: one small chunk
 
 

@@ -478,7 +478,7 @@ async def test_a_relay_from_a_seed_relays_a_window_of_chunks_it_lacks(store: Sto
 
     async def join(chunk: int, node_id: str, now: float = 1.0, digest: str = D) -> bool:
         await store.blobs.request(digest, 100, 8, node_id, now, 10)
-        return await store.blobs.join_relay(digest, chunk, node_id, now, 2)
+        return await store.blobs.join_relay(digest, chunk, node_id, now, 2, 10.0)
 
     assert await join(5, "q", digest=E) and await join(6, "q", digest=E)
     assert await join(0, "r") and await join(1, "r")
@@ -502,6 +502,23 @@ async def test_a_relay_from_a_seed_relays_a_window_of_chunks_it_lacks(store: Sto
         {"r": 1.0},
         {"q": 1.0},
     ]
+
+
+async def test_a_relaying_never_started_leaves_the_window_after_a_while(store: Store) -> None:
+    """Blobs.join_relay: a membership older than `stale_after` on a chunk the node holds none of
+    no longer counts against its window; one on a chunk it holds part of still does."""
+    await member(store, "r")
+
+    async def join(chunk: int, now: float, digest: str = D) -> bool:
+        await store.blobs.request(digest, 100, 8, "r", now, 10)
+        return await store.blobs.join_relay(digest, chunk, "r", now, 1, 2.0)
+
+    assert await join(0, 1.0)
+    assert not await join(5, 3.0, E), "a full window, within stale_after"
+    assert await join(5, 3.5, E), "chunk 0 was never started"
+    await store.peers.hold("r", E, 0, mask_of([5]))  # r swarms chunk 5 of E
+    assert not await join(6, 9.0, E), "a relaying under way counts however old"
+    assert await store.blobs.fanout(D, 0) == {"r": 1.0}, "the chunk's own members are kept"
 
 
 async def test_metainfo_from_a_witness_waits_for_a_second_one(store: Store) -> None:

@@ -322,13 +322,14 @@ class Blobs(Protocol):
     async def leave_fanout(self, digest: str, chunk: int, node_ids: Collection[str]) -> None: ...
 
     async def join_relay(
-        self, digest: str, chunk: int, node_id: str, now: float, window: int
+        self, digest: str, chunk: int, node_id: str, now: float, window: int, stale_after: float
     ) -> bool:
         """Make the node the chunk's one fan-out member (its relay from a seed) unless the chunk
         has members, or the node is a member of `window` chunks that it does not hold whole yet,
         over all the blobs it asked about: a node's upload is shared by all its relaying, so
         the cluster's relaying is spread over as many requesters as there are chunks to relay.
-        True if it is the chunk's relay."""
+        A membership older than `stale_after` on a chunk the node holds nothing of (it never
+        started, or gave up) does not count. True if it is the chunk's relay."""
         ...
 
     async def witness(self, digest: str, chunk: int, fingerprint: str, node_id: str) -> bool:

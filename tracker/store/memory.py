@@ -339,24 +339,28 @@ class MemoryBlobs:
         return True
 
     async def join_relay(
-        self, digest: str, chunk: int, node_id: str, now: float, window: int
+        self, digest: str, chunk: int, node_id: str, now: float, window: int, stale_after: float
     ) -> bool:
         chunks = self.fanouts.setdefault(digest, {})
         members = chunks.get(chunk)
         if members:
             return node_id in members
-        if self._relaying(node_id) >= window:
+        if self._relaying(node_id, now - stale_after) >= window:
             return False
         chunks[chunk] = {node_id: now}
         return True
 
-    def _relaying(self, node_id: str) -> int:
-        """Chunks the node is a fan-out member of and lacks, over the blobs it asked about."""
+    def _relaying(self, node_id: str, stale_before: float) -> int:
+        """Chunks the node is a fan-out member of and lacks, over the blobs it asked about;
+        a membership from before `stale_before` on a chunk it holds none of does not count."""
         count = 0
         for digest in self.requested.get(node_id, ()):
-            complete = self._masks(node_id, digest)[0]
-            members = self.fanouts.get(digest, {})
-            count += sum(1 for c, m in members.items() if node_id in m and not complete >> c & 1)
+            complete, partial = self._masks(node_id, digest)
+            for c, m in self.fanouts.get(digest, {}).items():
+                since = m.get(node_id)
+                if since is None or complete >> c & 1:
+                    continue
+                count += since >= stale_before or bool(partial >> c & 1)
         return count
 
     async def leave_fanout(self, digest: str, chunk: int, node_ids: Collection[str]) -> None:

@@ -79,16 +79,20 @@ return 1
 """
 
 # The chunk's one relay from a seed: unless it has members already, or the node relays `window`
-# chunks that it does not hold whole yet (read from its bitmaps), over the blobs it asked about.
+# chunks that it does not hold whole yet (read from its bitmaps), over the blobs it asked about;
+# a membership from before `stale_before` on a chunk it holds none of does not count.
 JOIN_RELAY = r"""
 local d, c, node, now, window = ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
+local stale_before = tonumber(ARGV[7])
 local key = k('fo', d, c)
 if redis.call('HLEN', key) > 0 then return redis.call('HEXISTS', key, node) end
 local relaying = 0
 for _, asked in ipairs(redis.call('SMEMBERS', k('nr', node))) do
   for _, other in ipairs(redis.call('SMEMBERS', k('fos', asked))) do
-    if redis.call('HEXISTS', k('fo', asked, other), node) == 1
-        and redis.call('GETBIT', k('mc', asked, node), other) == 0 then
+    local since = redis.call('HGET', k('fo', asked, other), node)
+    if since and redis.call('GETBIT', k('mc', asked, node), other) == 0
+        and (tonumber(since) >= stale_before
+             or redis.call('GETBIT', k('mp', asked, node), other) == 1) then
       relaying = relaying + 1
     end
   end
@@ -343,9 +347,10 @@ class RedisBlobs:
         return bool(await self._join_fanout(digest, chunk, node_id, repr(now), k))
 
     async def join_relay(
-        self, digest: str, chunk: int, node_id: str, now: float, window: int
+        self, digest: str, chunk: int, node_id: str, now: float, window: int, stale_after: float
     ) -> bool:
-        return bool(await self._join_relay(digest, chunk, node_id, repr(now), window))
+        stale_before = repr(now - stale_after)
+        return bool(await self._join_relay(digest, chunk, node_id, repr(now), window, stale_before))
 
     async def leave_fanout(self, digest: str, chunk: int, node_ids: Collection[str]) -> None:
         if node_ids:
