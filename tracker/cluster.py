@@ -332,6 +332,13 @@ class Cluster:
         await self.placement.publish(node, digest, size, chunk_count, chunk, metainfo)
 
     @notifying
+    async def unconfirmed(self, node_id: str, digest: str, chunk: int) -> None:
+        """The node's metainfo for the chunk was not taken: it waits for a second witness."""
+        limits.digest(digest)
+        await self.node(node_id)
+        await self.placement.lease_unconfirmed(digest, chunk, node_id)
+
+    @notifying
     async def watch(self, node_id: str, digest: str, size: int, chunk_count: int) -> Watcher:
         node = await self.node(node_id)
         if self.hub.watch_count(node_id) >= MAX_WATCHES_PER_NODE:

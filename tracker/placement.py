@@ -5,6 +5,9 @@ blob's watchers hear about.
 Per chunk, in order:
 - no complete holder: it is cold. One lease holder fetches it (FETCH); the others WAIT. A lease
   that lapses, is released, or whose holder goes moves at once to a watcher that wants it.
+- one complete holder and no metainfo (the state started afresh, or the holder fetched it
+  without a lease), whose metainfo that holder published in vain (no one node's is taken alone,
+  `tracker.witnesses`): leased to one watcher, which fetches it; the others WAIT on the lease.
 - one complete holder (the fetcher that published it, or a seeder): SWARM, but only `fanout`
   requesters (chosen rotating by chunk) are told about that single source; the others are given
   those requesters, so the source's egress feeds K streams, not N.
@@ -281,6 +284,24 @@ class Placement:
         if not announced.gains and known is None:
             self.notices.changed(digest, chunk)
 
+    async def lease_unconfirmed(self, digest: str, chunk: int, publisher: str) -> None:
+        """The publisher's metainfo for the chunk waits for a second witness (`tracker.witnesses`).
+        When the publisher is the chunk's only source, no other node can be that witness but by
+        fetching the chunk: lease it to one of the blob's watchers, which hears FETCH on its
+        watch stream, so that the cluster fetches it once rather than every requester after its
+        stall timeout (the others WAIT on that lease)."""
+        context = await self.store.fill_context(digest, publisher)
+        if context is None or not 0 <= chunk < context.chunk_count:
+            return
+        holder = self._watcher_for(chunk, dict(context.candidacies), context.silent)
+        if holder is None:
+            return
+        policy = self.policy
+        caps = Caps(policy.max_leases, policy.blob_leases, policy.upstream_leases)
+        leases = self.store.leases
+        if await leases.grant(holder, digest, [chunk], self.clock(), caps, unconfirmed=True):
+            self.notices.changed(digest, chunk)
+
     async def distrust(self, digest: str) -> None:
         """A node pulled the blob with the metainfo known and it failed its digest check: forget
         the metainfo of every chunk nobody holds whole any more, so each is fetched anew."""
@@ -397,7 +418,7 @@ class Placement:
         """`seeding`: a seed of the whole blob that is still the only source of some chunk
         (`_seeding`), left out where other peers hold the chunk whole."""
         chunk, metainfo, peers = state.index, state.metainfo, state.peers
-        if state.sources == 0:
+        if state.sources == 0 or (state.lease is not None and not state.published):
             lease = state.lease
             if lease is None:
                 return ChunkView(chunk, Directive.WAIT, metainfo, peers)

@@ -284,6 +284,7 @@ class TrackerService(tracker_pb2_grpc.TrackerServicer):
     @unary
     async def Publish(self, request: pb.PublishRequest) -> pb.PublishResponse:
         if not await self._vouched_for(request):
+            await self.cluster.unconfirmed(request.node_id, request.digest, request.chunk)
             raise MetainfoUnconfirmed(
                 "metainfo from a node without the chunk's lease is taken once a second node"
                 " publishes the same"

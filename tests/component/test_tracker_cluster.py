@@ -704,6 +704,45 @@ async def test_a_holder_is_asked_to_republish_missing_metainfo(cluster: Cluster)
     assert (order.digest, order.size, order.chunk_count, order.chunks) == (D, SIZE, CHUNKS, (0, 1))
 
 
+async def test_a_chunk_held_by_one_node_without_metainfo_is_leased_to_one_watcher(
+    cluster: Cluster,
+) -> None:
+    """The only holder of a chunk published metainfo that waits for a second witness (after the
+    tracker's state started afresh, it republished as asked): rather than each requester
+    waiting for its stall timeout and then fetching the chunk upstream, one watcher is leased
+    it, the others wait on that lease, and its metainfo is what they then swarm with."""
+    for node_id in "abc":
+        await join(cluster, node_id)
+    await hold(cluster, "a")  # a held the blob before the restart; nothing is published
+    watchers = {r: await cluster.watch(r, D, SIZE, CHUNKS) for r in "bc"}
+    assert Directive.FETCH not in directives(await locate(cluster, "b", max_leases=2))
+    await cluster.unconfirmed("a", D, 0)
+    assert all([await marked(watcher, 0) for watcher in watchers.values()])
+    fetcher = await holder(cluster, D, 0)
+    assert fetcher in ("b", "c")
+    other = "c" if fetcher == "b" else "b"
+    (mine,) = [v for v in await locate(cluster, fetcher) if v.index == 0]
+    (theirs,) = [v for v in await locate(cluster, other) if v.index == 0]
+    assert mine.directive is Directive.FETCH
+    assert (theirs.directive, theirs.lease_holder) == (Directive.WAIT, fetcher)
+    await cluster.publish(fetcher, D, SIZE, CHUNKS, 0, b"meta0")
+    (view,) = [v for v in await locate(cluster, other) if v.index == 0]
+    assert (view.directive, view.metainfo) == (Directive.SWARM, b"meta0")
+    assert fetcher in peer_ids(view)
+
+
+async def test_a_chunk_two_nodes_hold_without_metainfo_is_not_leased(cluster: Cluster) -> None:
+    """Their republished metainfo confirms itself: no upstream fetch is needed."""
+    for node_id in "abc":
+        await join(cluster, node_id)
+    await hold(cluster, "a")
+    await hold(cluster, "b")
+    await cluster.watch("c", D, SIZE, CHUNKS)
+    await cluster.unconfirmed("a", D, 0)
+    assert await holder(cluster, D, 0) is None
+    assert {v.directive for v in await locate(cluster, "c", max_leases=2)} == {Directive.SWARM}
+
+
 async def test_a_chunk_whose_last_holder_withdraws_is_leased_again(cluster: Cluster) -> None:
     await join(cluster, "a")
     await join(cluster, "b")

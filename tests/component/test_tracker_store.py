@@ -323,6 +323,22 @@ async def test_a_grant_leases_cold_chunks_in_order_under_the_caps(store: Store) 
     assert await store.leases.grant("ghost", E, [0], 5.0, CAPS) == [], "not a member"
 
 
+async def test_an_unconfirmed_grant_also_leases_a_chunk_one_node_holds_without_metainfo(
+    store: Store,
+) -> None:
+    """A single holder's metainfo is not taken alone: its chunk may be leased, so that a fetch
+    confirms it; not one held by two (their metainfo confirms itself), nor one whose metainfo
+    is known, nor by a plain grant."""
+    for node_id in "abcd":
+        await member(store, node_id)
+    await store.peers.hold("c", D, mask_of([0, 1, 2]), 0)
+    await store.peers.hold("d", D, mask_of([1]), 0)
+    await store.blobs.publish(D, 2, b"meta2")
+    assert await store.leases.grant("a", D, [0, 1, 2], 5.0, CAPS) == []
+    assert await store.leases.grant("a", D, [0, 1, 2], 5.0, CAPS, unconfirmed=True) == [0]
+    assert await store.leases.grant("c", D, [3], 5.0, CAPS, unconfirmed=True) == [3], "cold"
+
+
 async def test_one_chunk_asked_for_at_once_through_two_replicas_is_leased_once(
     request: pytest.FixtureRequest, store: Store
 ) -> None:

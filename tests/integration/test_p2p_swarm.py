@@ -166,6 +166,30 @@ async def test_pulls_complete_through_upstream_when_the_tracker_is_gone(
         assert now.sum(FALLBACKS, reason="tracker") > 0, node.name
 
 
+async def test_an_image_one_node_held_before_a_tracker_restart_costs_one_upstream_copy(
+    start_cluster: Callable[..., Cluster], p2p_upstream: Registry, p2p_images: P2PImages
+) -> None:
+    """A tracker restarted empty learns again what the nodes hold as they join, but takes no
+    chunk's metainfo from one node alone (docs/security.md): an image one node pulled before
+    the restart is fetched by the others under leases, one copy for the cluster, rather than
+    by each of them once its stall timeout passed."""
+    cluster = start_cluster(size=4)
+    holder, *pullers = cluster.nodes
+    image = p2p_images.big.image()
+    async with client(PULL_TIMEOUT) as session:
+        assert (await pull_image(session, holder, P2PImages.BIG)).blobs == correct(p2p_images.big)
+        cluster.tracker.kill()
+        cluster.tracker.start()
+        alone = dict.fromkeys(image.blobs, 1)
+        await until(lambda: cluster.holders(image.blobs) == alone, "the holder announced again")
+        mark = p2p_upstream.mark()
+        pulled = await asyncio.gather(*(pull_image(session, n, P2PImages.BIG) for n in pullers))
+    assert [p.blobs for p in pulled] == [correct(p2p_images.big)] * len(pullers)
+    assert await upstream_blob_bytes(p2p_upstream, mark, list(image.blobs)) == image.blobs
+    for node in pullers:
+        assert node.metric(FALLBACKS) == 0, node.name
+
+
 def corrupt(path: Path, offset: int, length: int) -> None:
     """Invert `length` bytes of the file at `offset`, in place."""
     with path.open("r+b") as f:

@@ -229,11 +229,18 @@ class Leases(Protocol):
     """Leases on cold chunks (see `tracker.leases` for the rules)."""
 
     async def grant(
-        self, holder: str, digest: str, chunks: Sequence[int], now: float, caps: Caps
+        self,
+        holder: str,
+        digest: str,
+        chunks: Sequence[int],
+        now: float,
+        caps: Caps,
+        unconfirmed: bool = False,
     ) -> list[int]:
         """Lease to `holder`, in order, each chunk that has no lease and no source that is not
-        silent and that the holder does not hold whole, while `caps` allow; the holder must be
-        a member. Returns the chunks leased."""
+        silent (with `unconfirmed`, also one with a single such source and no metainfo: that
+        source's metainfo is not taken alone, `tracker.witnesses`), and that the holder does not
+        hold whole, while `caps` allow; the holder must be a member. Returns the chunks leased."""
         ...
 
     async def get(self, digest: str, chunk: int) -> Lease | None: ...

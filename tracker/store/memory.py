@@ -157,10 +157,17 @@ class MemoryPeers:
 
 
 class MemoryLeases:
-    def __init__(self, table: LeaseTable, members: MemoryMembers, peers: PeerStore) -> None:
+    def __init__(
+        self,
+        table: LeaseTable,
+        members: MemoryMembers,
+        peers: PeerStore,
+        published: Callable[[str, int], bool],
+    ) -> None:
         self.table = table
         self._members = members
         self._peers = peers
+        self._published = published
 
     def sources(self, digest: str, chunk: int, exclude: Collection[str]) -> int:
         count = self._peers.complete_count(digest, chunk)
@@ -170,7 +177,13 @@ class MemoryLeases:
         return count
 
     async def grant(
-        self, holder: str, digest: str, chunks: Sequence[int], now: float, caps: Caps
+        self,
+        holder: str,
+        digest: str,
+        chunks: Sequence[int],
+        now: float,
+        caps: Caps,
+        unconfirmed: bool = False,
     ) -> list[int]:
         table = self.table
         if holder not in self._members.nodes:
@@ -188,11 +201,19 @@ class MemoryLeases:
             if (
                 table.get(digest, chunk) is None
                 and not held >> chunk & 1
-                and self.sources(digest, chunk, silent) == 0
+                and self._leasable(digest, chunk, silent, unconfirmed)
             ):
                 table.grant(holder, digest, chunk, now)
                 granted.append(chunk)
         return granted
+
+    def _leasable(
+        self, digest: str, chunk: int, silent: Collection[str], unconfirmed: bool
+    ) -> bool:
+        sources = self.sources(digest, chunk, silent)
+        if unconfirmed and sources == 1:
+            return not self._published(digest, chunk)
+        return sources == 0
 
     async def get(self, digest: str, chunk: int) -> Lease | None:
         return self.table.get(digest, chunk)
@@ -281,6 +302,9 @@ class MemoryBlobs:
 
     async def published(self, digest: str) -> list[int]:
         return sorted(self.metainfos.get(digest, ()))
+
+    def has_metainfo(self, digest: str, chunk: int) -> bool:
+        return chunk in self.metainfos.get(digest, ())
 
     async def forget_metainfo(self, digest: str, chunks: Sequence[int]) -> None:
         known = self.metainfos.get(digest, {})
@@ -533,8 +557,10 @@ class MemoryStore:
         self.members = MemoryMembers()
         self._peers = IndexedPeerStore(rng)
         self.peers = MemoryPeers(self._peers)
-        self.leases = MemoryLeases(LeaseTable(lease_ttl), self.members, self._peers)
         self.blobs = MemoryBlobs(self._peers.masks)
+        self.leases = MemoryLeases(
+            LeaseTable(lease_ttl), self.members, self._peers, self.blobs.has_metainfo
+        )
         self.refs = MemoryRefs()
         self.tasks = MemoryTasks()
         self.replicas = MemoryReplicas()
