@@ -190,6 +190,30 @@ async def test_an_image_one_node_held_before_a_tracker_restart_costs_one_upstrea
         assert node.metric(FALLBACKS) == 0, node.name
 
 
+async def test_a_tracker_restarted_mid_rollout_costs_no_pull(
+    start_cluster: Callable[..., Cluster], p2p_images: P2PImages
+) -> None:
+    """The tracker restarts empty while three nodes pull an image a fourth holds: no pull fails
+    or hangs, every byte is right. (Each pull fetches what it lacks from upstream once its
+    watch on the tracker breaks; the nodes join the new tracker and announce what they hold.)"""
+    cluster = start_cluster(size=4)
+    holder, *pullers = cluster.nodes
+    layer = p2p_images.big.largest_layer()
+    async with client(PULL_TIMEOUT) as session:
+        assert (await pull_image(session, holder, P2PImages.BIG)).blobs == correct(p2p_images.big)
+        pulls = [asyncio.create_task(pull_image(session, n, P2PImages.BIG)) for n in pullers]
+        await until(lambda: any(receiving(n, layer.digest) for n in pullers), "bytes arrive", 0.005)
+        running = [not pull.done() for pull in pulls]
+        cluster.tracker.kill()
+        cluster.tracker.start()
+        pulled = await asyncio.gather(*pulls)
+    assert running == [True] * len(pullers), "the pulls ended before the tracker restarted"
+    assert [p.blobs for p in pulled] == [correct(p2p_images.big)] * len(pullers)
+    blobs = p2p_images.big.image().blobs
+    everyone = dict.fromkeys(blobs, len(cluster.nodes))
+    await until(lambda: cluster.holders(blobs) == everyone, "the new tracker knows every holder")
+
+
 def corrupt(path: Path, offset: int, length: int) -> None:
     """Invert `length` bytes of the file at `offset`, in place."""
     with path.open("r+b") as f:
