@@ -180,6 +180,14 @@ async def test_an_image_one_node_held_before_a_tracker_restart_costs_one_upstrea
         assert (await pull_image(session, holder, P2PImages.BIG)).blobs == correct(p2p_images.big)
         cluster.tracker.kill()
         cluster.tracker.start()
+        # Every node joins the new tracker (one that has not yet fetches from the upstream on
+        # its own), and the holder announces the image again.
+        await until(
+            lambda: all(
+                n.log_path.read_text().count("joined the cluster") >= 2 for n in cluster.nodes
+            ),
+            "every node joined the new tracker",
+        )
         alone = dict.fromkeys(image.blobs, 1)
         await until(lambda: cluster.holders(image.blobs) == alone, "the holder announced again")
         mark = p2p_upstream.mark()
