@@ -333,10 +333,12 @@ class Cluster:
 
     @notifying
     async def unconfirmed(self, node_id: str, digest: str, chunk: int) -> None:
-        """The node's metainfo for the chunk was not taken: it waits for a second witness."""
+        """The node's metainfo for the chunk was not taken: it waits for a second witness. A node
+        the tracker does not know (forgotten, not joined again yet) is no source: nothing to do,
+        and its publish is refused as unconfirmed, as any other."""
         limits.digest(digest)
-        await self.node(node_id)
-        await self.placement.lease_unconfirmed(digest, chunk, node_id)
+        if await self.store.members.get(node_id) is not None:
+            await self.placement.lease_unconfirmed(digest, chunk, node_id)
 
     @notifying
     async def watch(self, node_id: str, digest: str, size: int, chunk_count: int) -> Watcher:

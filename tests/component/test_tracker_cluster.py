@@ -740,6 +740,8 @@ async def test_a_chunk_two_nodes_hold_without_metainfo_is_not_leased(cluster: Cl
     await cluster.watch("c", D, SIZE, CHUNKS)
     await cluster.unconfirmed("a", D, 0)
     assert await holder(cluster, D, 0) is None
+    await cluster.unconfirmed("ghost", D, 0)  # not a member: no error, and nothing leased
+    assert await holder(cluster, D, 0) is None
     assert {v.directive for v in await locate(cluster, "c", max_leases=2)} == {Directive.SWARM}
 
 
