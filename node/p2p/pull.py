@@ -9,12 +9,15 @@ writer in order, which hashes them, so clients are streamed each chunk as soon a
 before it are here.
 
 A pull never fails while upstream works, and never asks it for the same bytes twice without
-cause. A chunk the swarm brings no byte of for twice `stall_timeout`, or every chunk left when
-the tracker fails, is fetched from upstream directly. A chunk the tracker told us to WAIT for is
-not stalled: another node fetches it, or it waits its turn for an upstream slot (on a slow
-upstream that queue is long), and the tracker moves leases on when their holders stall. A range
-fetch, leased or not, is never cancelled for a lack of progress: it runs to its end, and a
-transfer that breaks is resumed from the first byte missing (`downloads.Resumes`).
+cause. A chunk the swarm brings no byte of for twice `stall_timeout` is fetched from upstream
+directly, and so is every chunk left once the tracker has not answered for `stall_timeout`: a
+tracker that restarts within that time finds the pull waiting for it, its chunks still
+swarming, rather than every node fetching the rest of the image from upstream. A chunk the
+tracker told us to WAIT for is not stalled: another node fetches it, or it waits its turn for an
+upstream slot (on a slow upstream that queue is long), and the tracker moves leases on when
+their holders stall. A range fetch, leased or not, is never cancelled for a lack of progress:
+it runs to its end, and a transfer that breaks is resumed from the first byte missing
+(`downloads.Resumes`).
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ LEASE_RENEW_SECONDS = 1.0
 # to them: a peer may have turned us away (it had not added the chunk yet), and libtorrent only
 # tries again later, or not at all once it stopped counting the peer as a candidate.
 NUDGE_SECONDS = 2.0
+TRACKER_RETRY_SECONDS = 0.5  # between two attempts to reach a tracker that stopped answering
 MAX_SWARM_FAILURES = 3  # then the chunk waits for its stall timeout and goes upstream
 MAX_UPSTREAM_FAILURES = 2  # each after the upstream client's own retries
 
@@ -166,6 +170,7 @@ class SwarmPull:
         self._over = False  # committed or failed: nothing of it is held here any more
         self._awaited: _Chunk | None = None  # the next chunk in order, which `run` awaits
         self._leases = 0
+        self._answers = 0  # rounds of watch and Locate the tracker answered
 
     def source_at(self, offset: int) -> str:
         """Where the byte at `offset` came from: `peer` or `upstream`."""
@@ -201,25 +206,38 @@ class SwarmPull:
 
     async def _coordinate(self) -> None:
         """Watch the blob and place its chunks with the tracker. A tracker that forgot this node
-        (it was frozen or cut off past its TTL) knows it again once the node joins again, and
-        the pull goes on through the swarm: fetching the rest from upstream would fetch again
-        what the cluster holds. Any other failure sends the rest upstream."""
+        (it restarted, or the node was frozen or cut off past its TTL) knows it again once the
+        node joins again, and the pull goes on through the swarm: fetching the rest from
+        upstream would fetch again what the cluster holds. A tracker that does not answer is
+        tried again until it has been silent for `stall_timeout`; then the rest goes upstream."""
+        lost_at: float | None = None  # when the tracker stopped answering this pull
         while True:
             joins = self._rejoining.joins if self._rejoining is not None else 0
+            answers = self._answers
             try:
                 await self._follow_tracker()
-            except NodeUnknown as e:
-                if self._rejoining is not None and await self._rejoining.rejoined(joins):
-                    log.info(
-                        "the tracker forgot this node mid-pull; joined again, the pull goes on",
-                        extra={"digest": self.digest},
-                    )
-                    continue
-                self._tracker_failed(e)
-                return
             except TrackerError as e:
-                self._tracker_failed(e)
-                return
+                if lost_at is None or self._answers > answers:
+                    lost_at = _now()  # a new silence: it answered since the last one
+                    log.info(
+                        "tracker failed mid-pull; the swarm goes on while it is tried again",
+                        extra={"digest": self.digest, "error": e.message},
+                    )
+                if isinstance(e, NodeUnknown) and await self._joined_again(joins):
+                    continue
+                if _now() - lost_at >= self._config.stall_timeout:
+                    self._tracker_failed(e)
+                    return
+                await asyncio.sleep(TRACKER_RETRY_SECONDS)
+
+    async def _joined_again(self, joins: int) -> bool:
+        if self._rejoining is None or not await self._rejoining.rejoined(joins):
+            return False
+        log.info(
+            "the tracker forgot this node mid-pull; joined again, the pull goes on",
+            extra={"digest": self.digest},
+        )
+        return True
 
     async def _follow_tracker(self) -> None:
         async with self._client.watch(self._node_id, self.digest, self.size, self._count) as events:
@@ -228,6 +246,7 @@ class SwarmPull:
                 while True:
                     self._relocate.clear()
                     await self._locate()
+                    self._answers += 1
                     await self._relocate.wait()
                     if watcher.done():
                         watcher.result()  # raises the watch stream's failure
@@ -236,7 +255,7 @@ class SwarmPull:
 
     def _tracker_failed(self, error: TrackerError) -> None:
         log.warning(
-            "tracker failed mid-pull; fetching the rest from upstream",
+            "no tracker answered mid-pull; fetching the rest from upstream",
             extra={"digest": self.digest, "error": error.message},
         )
         self._go_direct()

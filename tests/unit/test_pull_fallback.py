@@ -89,12 +89,12 @@ class Tracker:
     def __init__(self, torrent: ChunkTorrent, directive: Directive, chunk_count: int = 1) -> None:
         self.torrent = torrent
         self.directives = dict.fromkeys(range(chunk_count), directive)
-        self.events: asyncio.Queue[Placement] = asyncio.Queue()
+        self.events: asyncio.Queue[Placement | TrackerError] = asyncio.Queue()
         self.renewals: list[tuple[int, bool]] = []
         self.released: list[int] = []
         self.published: list[int] = []
         self.refuse_publish = False  # as after the tracker's state started afresh
-        self.refusal: TrackerError | None = None  # what every Locate raises, if set
+        self.refusal: TrackerError | None = None  # what every Locate and Watch raises, if set
         self.announced: list[HeldBlob] = []
 
     def placement(self) -> Placement:
@@ -115,11 +115,25 @@ class Tracker:
             raise self.refusal
         return self.placement()
 
+    def fail(self, error: TrackerError) -> None:
+        """The tracker goes away: the watch stream breaks, and every call fails until `back`."""
+        self.refusal = error
+        self.events.put_nowait(error)
+
+    def back(self) -> None:
+        self.refusal = None
+
     @asynccontextmanager
     async def watch(self, *args: object) -> AsyncIterator[AsyncIterator[Placement]]:
+        if self.refusal is not None:
+            raise self.refusal
+
         async def events() -> AsyncIterator[Placement]:
             while True:
-                yield await self.events.get()
+                event = await self.events.get()
+                if isinstance(event, TrackerError):
+                    raise event
+                yield event
 
         yield events()
 
@@ -364,8 +378,52 @@ async def test_a_pull_whose_node_cannot_join_again_fetches_the_rest_from_upstrea
     membership = Membership(tracker, can_join=False)
     pull = start(tmp_path, tracker, SlowUpstream(), rejoining=membership)
     await pull.done()
-    assert membership.asked == 1
+    assert membership.asked >= 1
     assert pull.upstream.opened == [0]
+    assert pull.fallbacks("tracker") == 1
+
+
+@on_virtual_time
+async def test_a_pull_waits_for_a_tracker_that_comes_back_within_the_stall_timeout(
+    tmp_path: Path, torrent: ChunkTorrent
+) -> None:
+    """The tracker restarts while the chunk waits for another node's fetch: the pull tries it
+    again until it answers, and the chunk still comes from the lease holder, not from upstream
+    behind the cluster's back (every node fetching the rest would cost the image again)."""
+    tracker = Tracker(torrent, Directive.WAIT)
+    pull = start(tmp_path, tracker, SlowUpstream())
+    await asyncio.sleep(1)
+    tracker.fail(TrackerUnavailable("no tracker replica answers"))
+    await asyncio.sleep(0.8 * STALL)
+    tracker.back()
+    await asyncio.sleep(5 * STALL)
+    assert pull.upstream.opened == []
+    tracker.tell(Directive.FETCH)
+    await pull.done()
+    assert pull.upstream.opened == [0]
+    assert pull.fallbacks("tracker") == 0
+
+
+@on_virtual_time
+async def test_a_tracker_silent_for_the_stall_timeout_sends_the_rest_upstream(
+    tmp_path: Path, torrent: ChunkTorrent
+) -> None:
+    """Waiting for the tracker is bounded: one silence of `stall_timeout`, counted from its
+    start, then the rest comes from upstream; a tracker that answered in between starts the
+    count again."""
+    tracker = Tracker(torrent, Directive.WAIT)
+    pull = start(tmp_path, tracker, SlowUpstream())
+    await asyncio.sleep(1)
+    tracker.fail(TrackerUnavailable("no tracker replica answers"))
+    await asyncio.sleep(0.8 * STALL)
+    tracker.back()
+    await asyncio.sleep(1)
+    tracker.fail(TrackerUnavailable("no tracker replica answers"))
+    await asyncio.sleep(0.8 * STALL)
+    assert pull.upstream.opened == []
+    await asyncio.sleep(0.4 * STALL)
+    assert pull.upstream.opened == [0]
+    await pull.done()
     assert pull.fallbacks("tracker") == 1
 
 
