@@ -211,7 +211,7 @@ class Blobs:
 
     def _through_swarm(self, digest: str) -> bool:
         swarm = self._swarm
-        return swarm is not None and swarm.available and swarm.trusts(digest)
+        return swarm is not None and swarm.pullable and swarm.trusts(digest)
 
     async def _fill(self, upstream: Upstream, repo: str, digest: str, size: int | None) -> Fill:
         """How the blob comes in; `size`, if known (the swarm needs it)."""
@@ -222,7 +222,7 @@ class Blobs:
                 size = await self._upstream_size(upstream, repo, digest)
             log.info("pulling blob through the swarm", extra={"digest": digest, "bytes": size})
             return swarm.pull(digest, size, source)
-        if swarm is not None and swarm.available:
+        if swarm is not None and swarm.pullable:
             log.warning(
                 "blob failed its digest check through the cluster; fetching it from upstream",
                 extra={"digest": digest},

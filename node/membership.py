@@ -105,6 +105,7 @@ class Membership:
         self.client.attachment.report = self._moved
         self._on_moved = moved
         self.session: Session | None = None
+        self._left_at: float | None = None  # when the node last lost its session
         self.joins = 0  # how many times this node joined (a restarted tracker makes it rejoin)
         self._heartbeat_interval = 0.0  # the last session's
         self._resync = False
@@ -124,6 +125,12 @@ class Membership:
     @property
     def joined(self) -> bool:
         return self.session is not None
+
+    def joined_within(self, seconds: float) -> bool:
+        """Whether the node is joined, or was until less than `seconds` ago (its tracker is
+        restarting, or it is moving to another replica)."""
+        left_at = self._left_at
+        return self.joined or (left_at is not None and time.monotonic() - left_at < seconds)
 
     async def run(self) -> None:
         embedded: TrackerServer | None = None
@@ -204,6 +211,8 @@ class Membership:
                 log.exception("membership failed; retrying")
                 await asyncio.sleep(backoff.next())
             finally:
+                if self.session is not None:
+                    self._left_at = time.monotonic()
                 self.session = None
 
     async def _join(self) -> Session:

@@ -72,6 +72,19 @@ class Swarm:
         membership = self._membership
         return membership is not None and membership.joined and not membership.embedded
 
+    @property
+    def pullable(self) -> bool:
+        """Whether a cold blob is pulled through the cluster: the node is joined, or was a
+        moment ago. A tracker that restarts (or a replica that moves) comes back within a stall
+        timeout, and the pull waits that long for it rather than fetch the whole blob from
+        upstream while the cluster may hold it (`SwarmPull._coordinate`)."""
+        membership = self._membership
+        return (
+            membership is not None
+            and not membership.embedded
+            and membership.joined_within(self._config.stall_timeout)
+        )
+
     def cluster(self) -> tuple[TrackerClient, str] | None:
         """The tracker client and this node's id, when it is part of a cluster right now."""
         if not self.available:
