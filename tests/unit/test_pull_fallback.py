@@ -350,6 +350,16 @@ async def test_a_lease_is_renewed_with_every_byte_read(
     assert all(b > a for a, b in itertools.pairwise(progress))
 
 
+async def leased_at_last(pull: Pull) -> None:
+    """Nothing was fetched behind the tracker's back: leased the chunk at last, the pull fetches
+    it once, and never fell back for want of a tracker."""
+    assert pull.upstream.opened == []
+    pull.tracker.tell(Directive.FETCH)
+    await pull.done()
+    assert pull.upstream.opened == [0]
+    assert pull.fallbacks("tracker") == 0
+
+
 @on_virtual_time
 async def test_a_pull_whose_tracker_forgot_the_node_goes_on_once_it_joined_again(
     tmp_path: Path, torrent: ChunkTorrent
@@ -362,11 +372,7 @@ async def test_a_pull_whose_tracker_forgot_the_node_goes_on_once_it_joined_again
     pull = start(tmp_path, tracker, SlowUpstream(), rejoining=membership)
     await asyncio.sleep(STALL)
     assert membership.asked == 1
-    assert pull.upstream.opened == []
-    tracker.tell(Directive.FETCH)
-    await pull.done()
-    assert pull.upstream.opened == [0]
-    assert pull.fallbacks("tracker") == 0
+    await leased_at_last(pull)
 
 
 @on_virtual_time
@@ -397,11 +403,7 @@ async def test_a_pull_waits_for_a_tracker_that_comes_back_within_the_stall_timeo
     await asyncio.sleep(0.8 * STALL)
     tracker.back()
     await asyncio.sleep(5 * STALL)
-    assert pull.upstream.opened == []
-    tracker.tell(Directive.FETCH)
-    await pull.done()
-    assert pull.upstream.opened == [0]
-    assert pull.fallbacks("tracker") == 0
+    await leased_at_last(pull)
 
 
 @on_virtual_time
