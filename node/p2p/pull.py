@@ -103,6 +103,7 @@ class _Chunk:
     stream: Stream | None = None  # the upstream transfer under way
     progress_at: float = field(default_factory=lambda: _now())  # when bytes last arrived
     excused_at: float = 0.0  # when the chunk was last waiting on the tracker (not stalled)
+    unpublished: bool = False  # the tracker names its sources but has no metainfo of it yet
 
     @property
     def length(self) -> int:
@@ -298,6 +299,7 @@ class SwarmPull:
                     self._announce(complete=(chunk.index,))
                 continue
             chunk.directive = placed.directive
+            chunk.unpublished = placed.directive is Directive.SWARM and not placed.metainfo
             if placed.directive is Directive.FETCH and not chunk.leased:
                 # The lease is ours (its sources were lost, or nobody else fetches it). A range
                 # fetch under way goes on under it: it never starts over.
@@ -434,7 +436,12 @@ class SwarmPull:
                         self._stop_work(chunk)  # swarm it afresh, with the peers we get now
                     chunk.asked_at = now
                     stalled = True
-                elif chunk.swarming and now - max(quiet_since, chunk.nudged_at) > NUDGE_SECONDS:
+                elif (chunk.swarming or (chunk.unpublished and not chunk.busy)) and (
+                    now - max(quiet_since, chunk.nudged_at) > NUDGE_SECONDS
+                ):
+                    # A chunk whose sources have not published its metainfo (the tracker's
+                    # state started afresh) is asked for again too: each ask lets the tracker
+                    # ask its holders to publish, once a lease TTL passed since it last did.
                     chunk.nudged_at = now
                     stalled = True
             if stalled:

@@ -223,11 +223,11 @@ async def test_a_tracker_restarted_mid_rollout_costs_no_pull(
     assert running == [True] * len(pullers), "the pulls ended before the tracker restarted"
     assert [p.blobs for p in pulled] == [correct(p2p_images.big)] * len(pullers)
     fetched = await upstream_blob_bytes(p2p_upstream, mark, list(blobs))
-    # One copy of each blob, but for the chunks the pullers were swarming when the tracker went:
-    # one of those may get no byte after the restart and be fetched again after its stall
-    # timeout (measured: 0 to 2 chunks of the big layer in all; before the pulls waited for the
-    # tracker, each fetched everything it lacked once its watch broke: 2.9 copies).
-    slack = 2 * len(pullers) * chunk_size(layer.size)
+    # One copy of each blob, and a chunk per puller to spare: one it was swarming when the
+    # tracker went could stall and come again after a stall timeout (measured: none did, and
+    # 0-3 chunks of the big layer came from no upstream at all; before the pulls waited for
+    # the tracker, each fetched everything it lacked once its watch broke: 2.9 copies).
+    slack = len(pullers) * chunk_size(layer.size)
     extra = {digest: n - blobs[digest] for digest, n in fetched.items() if n > blobs[digest]}
     assert sum(extra.values()) <= slack, f"bytes fetched from upstream beyond one copy: {extra}"
     for node in pullers:

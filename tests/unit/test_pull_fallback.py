@@ -96,13 +96,15 @@ class Tracker:
         self.refuse_publish = False  # as after the tracker's state started afresh
         self.refusal: TrackerError | None = None  # what every Locate and Watch raises, if set
         self.announced: list[HeldBlob] = []
+        self.published_metainfo = True  # False: it names a chunk's sources, not its metainfo
+        self.located = 0
 
     def placement(self) -> Placement:
         placed = []
         for chunk, directive in self.directives.items():
             swarm = directive is Directive.SWARM
             peers = (Peer("holder", "", "10.0.0.2:6881", ""),) if swarm else ()
-            meta = self.torrent.metainfo if swarm else None
+            meta = self.torrent.metainfo if swarm and self.published_metainfo else None
             placed.append(ChunkPlacement(chunk, directive, meta, peers, frozenset(), None, 0.0))
         return Placement(DIGEST, len(placed), tuple(placed))
 
@@ -113,6 +115,7 @@ class Tracker:
     async def locate(self, *args: object, **kwargs: object) -> Placement:
         if self.refusal is not None:
             raise self.refusal
+        self.located += 1
         return self.placement()
 
     def fail(self, error: TrackerError) -> None:
@@ -190,10 +193,10 @@ class Session:
 
     def __init__(self) -> None:
         self.seeded: list[str] = []
+        self.added: list[str] = []  # torrents to download
 
     async def add(self, torrent: ChunkTorrent, save_path: Path, *, seed: bool, **_: object) -> None:
-        if seed:
-            self.seeded.append(torrent.infohash)
+        (self.seeded if seed else self.added).append(torrent.infohash)
 
     def connect(self, *args: object) -> None:
         pass
@@ -224,6 +227,7 @@ class Pull:
     metrics: NodeMetrics
     directory: Path
     task: asyncio.Task[object]
+    session: Session
 
     async def done(self) -> None:
         async with asyncio.timeout(DEADLINE):
@@ -256,11 +260,12 @@ def start(
     async def nothing(*args: object) -> None:
         pass
 
+    session = Session()
     pull = SwarmPull(
         DIGEST,
         size,
         upstream,
-        Session(),  # type: ignore[arg-type]
+        session,  # type: ignore[arg-type]
         tracker,  # type: ignore[arg-type]
         "node9",
         PullConfig(stall_timeout=STALL),
@@ -270,7 +275,7 @@ def start(
         rejoining=rejoining,  # type: ignore[arg-type]
     )
     task = asyncio.create_task(pull.run(lambda size: Writer(directory)))  # type: ignore[arg-type, return-value]
-    return Pull(tracker, upstream, metrics, directory, task)  # type: ignore[arg-type]
+    return Pull(tracker, upstream, metrics, directory, task, session)  # type: ignore[arg-type]
 
 
 @on_virtual_time
@@ -444,6 +449,28 @@ async def test_a_chunk_left_to_wait_for_when_the_tracker_fails_comes_from_upstre
     await pull.done()
     assert pull.upstream.opened == [0]
     assert pull.fallbacks("tracker") == 1
+
+
+@on_virtual_time
+async def test_a_chunk_whose_sources_have_not_published_its_metainfo_is_asked_for_again(
+    tmp_path: Path, torrent: ChunkTorrent
+) -> None:
+    """After the tracker's state started afresh it may know a chunk's holders before their
+    metainfo: the pull asks for the chunk again every few seconds, as for a quiet swarm (each
+    ask lets the tracker ask the holders to publish), and swarms it once the metainfo comes."""
+    tracker = Tracker(torrent, Directive.SWARM)
+    tracker.published_metainfo = False
+    pull = start(tmp_path, tracker, SlowUpstream())
+    await asyncio.sleep(STALL)
+    assert tracker.located >= 4  # every NUDGE_SECONDS, not once a stall timeout
+    assert pull.upstream.opened == []
+    tracker.published_metainfo = True
+    tracker.tell(Directive.SWARM)
+    await asyncio.sleep(1)
+    assert pull.session.added == [torrent.infohash]
+    pull.task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await pull.task
 
 
 @on_virtual_time
