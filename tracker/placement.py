@@ -186,7 +186,7 @@ class Placement:
         await self.tick()
         per_node = min(max_leases, self.policy.max_leases)
         if per_node > 0:
-            caps = Caps(per_node, self.policy.blob_leases, self.policy.upstream_leases)
+            caps = self._caps(per_node)
             for chunk in await self.store.leases.grant(node.id, digest, wanted, self.clock(), caps):
                 self.notices.changed(digest, chunk)
         states = await self.store.chunk_states(
@@ -296,8 +296,7 @@ class Placement:
         holder = self._watcher_for(chunk, dict(context.candidacies), context.silent)
         if holder is None:
             return
-        policy = self.policy
-        caps = Caps(policy.max_leases, policy.blob_leases, policy.upstream_leases)
+        caps = self._caps(self.policy.max_leases)
         leases = self.store.leases
         if await leases.grant(holder, digest, [chunk], self.clock(), caps, unconfirmed=True):
             self.notices.changed(digest, chunk)
@@ -337,7 +336,7 @@ class Placement:
         if context.fetching_blob >= policy.blob_leases or not context.cold:
             return True
         candidacies = dict(context.candidacies)
-        caps = Caps(policy.max_leases, policy.blob_leases, policy.upstream_leases)
+        caps = self._caps(policy.max_leases)
         for chunk in context.cold:
             holder = self._watcher_for(chunk, candidacies, context.silent)
             if holder is None:
@@ -353,6 +352,11 @@ class Placement:
             was = candidacies[holder]
             candidacies[holder] = Candidacy(was.leases_on_blob + 1, was.leases + 1, was.complete)
         return True
+
+    def _caps(self, per_node: int) -> Caps:
+        """The bounds on a lease granted now: `per_node` leases for the holder on the blob, and
+        the policy's on the blob and on the cluster's upstream fetches."""
+        return Caps(per_node, self.policy.blob_leases, self.policy.upstream_leases)
 
     def _watcher_for(
         self, chunk: int, candidacies: dict[str, Candidacy], silent: Collection[str]
