@@ -106,6 +106,7 @@ class Membership:
         self._on_moved = moved
         self.session: Session | None = None
         self._left_at: float | None = None  # when the node last lost its session
+        self._rejoined_at: float | None = None  # when it last joined a tracker that forgot it
         self.joins = 0  # how many times this node joined (a restarted tracker makes it rejoin)
         self._heartbeat_interval = 0.0  # the last session's
         self._resync = False
@@ -131,6 +132,22 @@ class Membership:
         restarting, or it is moving to another replica)."""
         left_at = self._left_at
         return self.joined or (left_at is not None and time.monotonic() - left_at < seconds)
+
+    def unsettled_for(self, grace: float) -> float:
+        """Seconds for which what the tracker knows may still be incomplete: the node lost its
+        tracker, or joined again one that had forgotten it (restarted, its state rebuilt as the
+        nodes join again), less than `grace` ago. 0 when settled."""
+        since = self._rejoined_at if self.joined else self._left_at
+        return 0.0 if since is None else max(0.0, since + grace - time.monotonic())
+
+    async def wait_joined(self, timeout: float) -> bool:
+        """Wait until the node is joined, at most `timeout` seconds."""
+        try:
+            async with asyncio.timeout(timeout), self._joined:
+                await self._joined.wait_for(lambda: self.joined)
+        except TimeoutError:
+            return False
+        return True
 
     async def run(self) -> None:
         embedded: TrackerServer | None = None
@@ -195,6 +212,8 @@ class Membership:
                     await self._beat()
                     self.session = session
                     log.info("the tracker answers again", extra={"tracker": self.client.target})
+                    async with self._joined:
+                        self._joined.notify_all()
                 backoff.reset()
                 await self._heartbeat(session)
             except NodeUnknown:
@@ -221,6 +240,8 @@ class Membership:
         self._heartbeat_interval = session.heartbeat_interval
         self._resync = False
         self.joins += 1
+        if self.joins > 1:
+            self._rejoined_at = time.monotonic()
         await self._announce_all()
         log.info(
             "joined the cluster",

@@ -4,15 +4,10 @@ a node, whatever the upstream says of its repository (it may not even have it: D
 
 from __future__ import annotations
 
-import logging
-
 from node.p2p.swarm import Swarm
 from node.seed import Seeds
 from node.store.contentstore import ContentStore
 from node.upstream.registries import Upstream
-from tracker.errors import TrackerError
-
-log = logging.getLogger(__name__)
 
 
 class SeededContent:
@@ -29,16 +24,7 @@ class SeededContent:
         """Whether the tag is seeded here or on another node of the cluster."""
         if self.tag_here(upstream, repository, tag):
             return True
-        cluster = self._swarm.cluster()
-        if cluster is None:
-            return False
-        client, node_id = cluster
-        ref = f"{upstream.ns}/{repository}:{tag}"
-        try:
-            return bool(await client.resolve(ref, node_id))
-        except TrackerError as e:
-            log.debug("resolve failed", extra={"ref": ref, "error": e.message})
-            return False
+        return bool(await self._swarm.resolve(f"{upstream.ns}/{repository}:{tag}"))
 
     def content(self, digest: str) -> bool:
         """Whether the blob or manifest is pinned here by an archive of the images directory."""

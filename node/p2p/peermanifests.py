@@ -21,7 +21,6 @@ from node.recent import Recent
 from node.store.contentstore import ContentStore
 from node.upstream.client import MAX_MANIFEST_BYTES
 from node.upstream.registries import Upstream
-from tracker.errors import TrackerError
 
 log = logging.getLogger(__name__)
 
@@ -37,18 +36,9 @@ class PeerManifests:
 
     async def by_tag(self, upstream: Upstream, repo: str, tag: str) -> tuple[str, bytes] | None:
         """(digest, body) of a tag seeded on another node, or None."""
-        cluster = self._swarm.cluster()
-        if cluster is None:
-            return None
-        client, node_id = cluster
         ref = f"{upstream.ns}/{upstream.repository(repo)}:{tag}"
-        try:
-            resolutions = await client.resolve(ref, node_id)
-        except TrackerError as e:
-            log.debug("resolve failed", extra={"ref": ref, "error": e.message})
-            return None
-        for resolution in resolutions:
-            if not any(n.node_id != node_id for n in resolution.nodes):
+        for resolution in await self._swarm.resolve(ref):
+            if not any(n.node_id != self._swarm.node_id for n in resolution.nodes):
                 continue
             body = await self._pull(upstream, repo, resolution.digest, resolution.size)
             if body is not None:

@@ -27,7 +27,7 @@ from node.recent import Recent
 from node.store import integrity
 from node.store.chunking import chunk_count, chunk_name
 from node.store.contentstore import BlobInfo, ContentStore
-from tracker.client import HeldBlob, Inventory, SeededRef, TrackerClient
+from tracker.client import HeldBlob, Inventory, Resolution, SeededRef, TrackerClient
 from tracker.errors import MetainfoUnconfirmed, TrackerError
 
 if TYPE_CHECKING:
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_DISTRUSTED = 1024
+RESOLVE_RETRY_SECONDS = 0.5  # between asks for a seeded tag while the tracker settles
 
 
 class Swarm:
@@ -91,6 +92,41 @@ class Swarm:
             return None
         assert self._membership is not None
         return self._membership.client, self._membership.node_id
+
+    @property
+    def node_id(self) -> str:
+        return self._membership.node_id if self._membership is not None else ""
+
+    async def resolve(self, ref: str) -> list[Resolution]:
+        """The tracker's resolutions of a seeded reference (none when it has none, or cannot
+        be asked). A node whose tracker is away a moment, or came back having forgotten the
+        cluster (it learns the tags again as their seeders join again), asks until a stall
+        timeout has passed since then, twice that at most in all: only the cluster has a seeded
+        tag, and "not found" from a tracker rebuilding its state would fail a pull that a few
+        seconds' wait serves."""
+        membership = self._membership
+        if membership is None or membership.embedded:
+            return []
+        loop = asyncio.get_running_loop()
+        grace = self._config.stall_timeout
+        give_up = loop.time() + 2 * grace  # for the tracker to come back, then to learn the tag
+        while True:
+            if membership.joined:
+                try:
+                    found = await membership.client.resolve(ref, membership.node_id)
+                except TrackerError as e:
+                    log.debug("resolve failed", extra={"ref": ref, "error": e.message})
+                    found = []
+                if found:
+                    return found
+            left = min(membership.unsettled_for(grace), give_up - loop.time())
+            if left <= 0:
+                return []
+            wait = min(RESOLVE_RETRY_SECONDS, left)
+            if membership.joined:
+                await asyncio.sleep(wait)
+            else:
+                await membership.wait_joined(wait)
 
     @property
     def clustered(self) -> bool:

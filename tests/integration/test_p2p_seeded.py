@@ -12,7 +12,7 @@ from pathlib import Path
 import aiohttp
 
 from tests.integration.conftest import P2PImages
-from tests.support.cluster import Cluster, Received, pull_image
+from tests.support.cluster import Cluster, Received, pull_image, until
 from tests.support.process import http_status, run
 from tests.support.registry import Registry
 
@@ -28,16 +28,7 @@ async def test_a_tag_seeded_on_one_node_pulls_on_another_without_any_upstream(
     p2p_images: P2PImages,
     tmp_path: Path,
 ) -> None:
-    images_dir = tmp_path / "images"
-    images_dir.mkdir()
-    name = f"{p2p_upstream.host}/{P2PImages.SMALL}"
-    run(
-        [
-            "skopeo", "copy", "--quiet", "--src-tls-verify=false", "--preserve-digests",
-            f"docker://{name}", f"oci-archive:{images_dir / 'small.tar'}:{name}",
-        ],
-        timeout=120,
-    )  # fmt: skip
+    images_dir = archived(p2p_upstream, tmp_path)
     offline = ["--registry", f"{p2p_upstream.host}={DEAD_UPSTREAM}"]
     cluster = start_cluster(
         size=2,
@@ -68,3 +59,58 @@ async def test_a_tag_seeded_on_one_node_pulls_on_another_without_any_upstream(
     assert pulled.blobs == {d: Received(200, d, size) for d, size in image.blobs.items()}
     assert other.metric(BLOB_BYTES, source="peer") == image.blob_bytes
     assert other.metric(BLOB_BYTES, source="upstream") == 0
+
+
+async def test_a_seeded_tag_asked_for_while_the_tracker_restarts_is_served_once_it_is_back(
+    start_cluster: Callable[..., Cluster],
+    p2p_upstream: Registry,
+    p2p_images: P2PImages,
+    tmp_path: Path,
+) -> None:
+    """A tag only the cluster has (seeded on one node, its upstream unreachable) is asked of a
+    node while the tracker restarts: the node waits for the tracker to come back and to learn
+    the tag again, rather than answer that the tag does not exist."""
+    images_dir = archived(p2p_upstream, tmp_path)
+    offline = ["--registry", f"{p2p_upstream.host}={DEAD_UPSTREAM}"]
+    cluster = start_cluster(
+        size=3,
+        node_args={0: [*offline, "--images-dir", str(images_dir)], 1: offline, 2: offline},
+        seeders=[0],
+    )
+    _, witness, asker = cluster.nodes
+    repository, _, tag = P2PImages.SMALL.rpartition(":")
+    path = f"/v2/{repository}/manifests/{tag}"
+    deadline = time.monotonic() + SEEDED_WITHIN
+    while await asyncio.to_thread(http_status, witness.url + path, 10.0) != 200:
+        assert time.monotonic() < deadline, "the tracker never learned the tag"
+        await asyncio.sleep(0.2)
+
+    cluster.tracker.kill()
+    await until(
+        lambda: "tracker unreachable; serving on" in asker.log_path.read_text(),
+        "the node lost its tracker",
+    )
+    asked = asyncio.create_task(asyncio.to_thread(http_status, asker.url + path, 60.0))
+    await asyncio.sleep(2.0)
+    assert not asked.done(), f"answered {asked.result()} without the tracker"
+    cluster.tracker.start()
+    assert await asked == 200
+    async with aiohttp.ClientSession() as session:
+        pulled = await pull_image(session, asker, P2PImages.SMALL)
+    image = p2p_images.small.image()
+    assert pulled.blobs == {d: Received(200, d, size) for d, size in image.blobs.items()}
+
+
+def archived(upstream: Registry, tmp_path: Path) -> Path:
+    """An images directory holding the small image as an OCI archive."""
+    images_dir = tmp_path / "images"
+    images_dir.mkdir()
+    name = f"{upstream.host}/{P2PImages.SMALL}"
+    run(
+        [
+            "skopeo", "copy", "--quiet", "--src-tls-verify=false", "--preserve-digests",
+            f"docker://{name}", f"oci-archive:{images_dir / 'small.tar'}:{name}",
+        ],
+        timeout=120,
+    )  # fmt: skip
+    return images_dir
