@@ -130,8 +130,7 @@ class Membership:
     def joined_within(self, seconds: float) -> bool:
         """Whether the node is joined, or was until less than `seconds` ago (its tracker is
         restarting, or it is moving to another replica)."""
-        left_at = self._left_at
-        return self.joined or (left_at is not None and time.monotonic() - left_at < seconds)
+        return self.joined or self.unsettled_for(seconds) > 0
 
     def unsettled_for(self, grace: float) -> float:
         """Seconds for which what the tracker knows may still be incomplete: the node lost its
