@@ -10,11 +10,13 @@ Per chunk, in order:
   `tracker.witnesses`): leased to one watcher, which fetches it; the others WAIT on the lease.
 - one complete holder (the fetcher that published it, or a seeder): SWARM, but only `fanout`
   requesters (chosen rotating by chunk) are told about that single source; the others are given
-  those requesters, so the source's egress feeds K streams, not N.
+  those requesters, so the source's egress feeds K streams, not N, and each other, to trade the
+  pieces they got.
 - one complete holder that holds the whole blob (a seed, as in a warm rollout): its egress is
   the rollout's bound, so it sends each chunk once, to one requester that relays it. Each
   requester relays one chunk of the blob at a time (SEED_WINDOW) and is given the next once it
-  holds the last, so relaying is shared by all; a chunk with no relay yet WAITs for one.
+  holds the last, so relaying is shared by all; a chunk with no relay yet WAITs for one. The
+  others are given its relay and each other, as above.
 - more complete holders: SWARM from a ranked handout.
 - a blob of at most DIRECT_BLOB bytes (an image config): SWARM from its single source too,
   neither fanned out nor relayed.
@@ -466,6 +468,7 @@ class Placement:
         partial = [p for p in peers[1:] if not p.complete]
         relays = [Candidate(m, context.zones[m], False) for m in members if m in context.zones]
         handout = rank(node.id, node.zone, [*partial, *relays], self.policy.max_peers, self.rng)
+        handout += self._fellows(chunk, node, peers[0].node_id, handout, context)
         return ChunkView(chunk, Directive.SWARM, metainfo, handout)
 
     async def _next_relay(self, digest: str, after: int, node_id: str) -> None:
@@ -542,7 +545,29 @@ class Placement:
             return self._relayed(chunk, node, peers, members, context)
         partial = [p for p in peers if p.node_id != source]
         relays = [Candidate(m, context.zones[m], False) for m in members if m != node.id]
-        return rank(node.id, node.zone, [*partial, *relays], bound, self.rng)
+        handout = rank(node.id, node.zone, [*partial, *relays], bound, self.rng)
+        return handout + self._fellows(chunk, node, source, handout, context)
+
+    def _fellows(
+        self,
+        chunk: int,
+        node: Node,
+        source: str,
+        handout: list[Candidate],
+        context: FanoutContext,
+    ) -> list[Candidate]:
+        """Other requesters waiting for a chunk whose only source is relayed, to fill the
+        handout of a requester that does not relay it. Its relays forward each piece to every
+        requester; requesters that know each other also trade the pieces they got, so the
+        relays' uplinks are not all that forwards the chunk (a relay that took the chunk from
+        the source faster than it could forward it to all the others held the rollout back)."""
+        room = self.policy.max_peers - len(handout)
+        if room <= 0 or not context.requesters:
+            return []
+        skip = {source, node.id, *(p.node_id for p in handout)}
+        start = self.rng.randrange(len(context.requesters))
+        fellows = context.some_waiting(chunk, skip, room, start)
+        return [Candidate(r, context.zones[r], False) for r in fellows]
 
     def _relayed(
         self,

@@ -633,7 +633,6 @@ class SwarmPull:
             self._directory,
             seed=False,
             peers=_addresses(placed, self._node_id),
-            sequential=True,
         )
         self._announce(partial=(chunk.index,))
         try:

@@ -213,14 +213,15 @@ class PeerSession:
         seed: bool,
         hashed: bool = False,
         peers: Iterable[PeerAddress] = (),
-        sequential: bool = False,
     ) -> None:
         """Add a chunk torrent: seeding a file already in place, or downloading into
         `save_path`. A seed is checked lazily (seed mode: a piece is hashed when first asked
         for, and a bad one is never sent), unless `hashed`: its metainfo was just made from the
         file, so it is seeded as it is. Added paused, given its peers, and resumed once checked,
         so connections start at once (see `_Starting`); returns once the torrent accepts peers,
-        so a seed published next turns none of them away."""
+        so a seed published next turns none of them away. A download takes the rarest pieces
+        first (libtorrent's default): a pull hands a chunk on only once it is whole, so no order
+        within it streams sooner, and requesters that hold different pieces trade them."""
         assert self._session is not None
         if torrent.infohash in self._torrents:
             self.connect(torrent.infohash, peers)
@@ -233,8 +234,6 @@ class PeerSession:
             params.have_pieces = [True] * params.ti.num_pieces()
         elif seed:
             flags |= lt.torrent_flags.seed_mode
-        if sequential:
-            flags |= lt.torrent_flags.sequential_download
         params.flags = flags
         starting = self._starting[torrent.infohash] = _Starting()
         try:

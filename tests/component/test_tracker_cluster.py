@@ -425,6 +425,8 @@ async def test_a_chunk_cannot_be_published_with_other_metainfo(cluster: Cluster)
 
 
 async def test_a_single_source_is_handed_to_two_requesters_only(cluster: Cluster) -> None:
+    """The others are given those two, which relay the chunk, and each other, to trade the
+    pieces they got: not the source."""
     await join(cluster, "src")
     requesters = [f"r{i}" for i in range(6)]
     for r in requesters:
@@ -439,10 +441,32 @@ async def test_a_single_source_is_handed_to_two_requesters_only(cluster: Cluster
         assert len(given_source) == 2
         for r in set(requesters) - given_source:
             view = (await locate(cluster, r))[chunk]
-            assert peer_ids(view) == given_source
+            assert peer_ids(view) == set(requesters) - {r}
             assert all(not p.complete for p in view.peers)
+            assert {p.node_id for p in view.peers[:2]} == given_source  # the relays first
         relays_by_chunk.append(frozenset(given_source))
     assert len(set(relays_by_chunk)) > 1, "the same two requesters relay every chunk"
+
+
+async def test_a_handout_names_at_most_max_peers_however_many_wait(cluster: Cluster) -> None:
+    """Among many requesters, one that does not relay the chunk is given its relays and enough
+    of the others to fill the handout, and different requesters are given different others."""
+    cluster.policy.max_peers = 5
+    await join(cluster, "src")
+    requesters = [f"r{i:02}" for i in range(30)]
+    for r in requesters:
+        await join(cluster, r)
+        await locate(cluster, r)
+    await hold(cluster, "src", D, 0)
+    given_source = {r for r in requesters if "src" in peer_ids((await locate(cluster, r))[0])}
+    others: set[str] = set()
+    for r in set(requesters) - given_source:
+        view = (await locate(cluster, r))[0]
+        assert len(view.peers) == 5
+        assert {p.node_id for p in view.peers[:2]} == given_source
+        assert r not in peer_ids(view) and "src" not in peer_ids(view)
+        others |= peer_ids(view) - given_source
+    assert len(others) > 10, others
 
 
 W, WIDE = "sha256:" + "f" * 64, 16  # a blob of 16 chunks: more than one requester relays at once
@@ -482,7 +506,9 @@ async def test_a_seed_sends_each_chunk_to_one_relay_and_the_requesters_take_turn
                 assert view.directive is Directive.WAIT, (r, view.index)
             elif "seed" not in peer_ids(view):
                 assert view.directive is Directive.SWARM
-                assert relays[view.index][0] in peer_ids(view), (r, view.index)
+                assert view.peers[0].node_id == relays[view.index][0], (r, view.index)
+                # and the other requesters, to trade the pieces the relay sent them
+                assert peer_ids(view) == set(requesters) - {r}, (r, view.index)
 
 
 async def test_a_relay_that_got_its_chunk_relays_the_next_one(cluster: Cluster) -> None:

@@ -83,11 +83,24 @@ class FanoutContext:
     def waiting(self, chunk: int, source: str) -> list[str]:
         """The blob's requesters, in arrival order, that lack the chunk (the source aside) and
         have not missed their heartbeats."""
-        return [
-            r
-            for r in self.requesters
-            if r != source and r in self.zones and not self.held(r, chunk)
-        ]
+        return [r for r in self.requesters if r != source and self._lacks(r, chunk)]
+
+    def some_waiting(self, chunk: int, skip: Collection[str], bound: int, start: int) -> list[str]:
+        """At most `bound` of those `waiting` for the chunk, but those in `skip`: in arrival
+        order from the `start`th requester on, round, so that however many asked, the look is
+        short and different askers are given different ones."""
+        found: list[str] = []
+        count = len(self.requesters)
+        for step in range(count if bound > 0 else 0):
+            r = self.requesters[(start + step) % count]
+            if r not in skip and self._lacks(r, chunk):
+                found.append(r)
+                if len(found) == bound:
+                    break
+        return found
+
+    def _lacks(self, node_id: str, chunk: int) -> bool:
+        return node_id in self.zones and not self.held(node_id, chunk)
 
 
 @dataclass(frozen=True)
