@@ -529,7 +529,7 @@ class Placement:
         context: FanoutContext,
     ) -> list[Candidate]:
         """While `peers[0]` is the chunk's only source, only `fanout` requesters are told about it;
-        the others get those requesters instead.
+        the others get those requesters instead, and other requesters to trade with (`_fellows`).
 
         A requester's connection to a relay that has not added the chunk's torrent yet is
         refused, and libtorrent tries again only a second later; so a relay is also told of the
