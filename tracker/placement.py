@@ -580,8 +580,8 @@ class Placement:
         """A fan-out member's handout: the source, and the requesters it relays to."""
         bound = self.policy.max_peers
         known = {p.node_id for p in peers} | members.keys() | {node.id}
-        waiting = [r for r in context.waiting(chunk, peers[0].node_id) if r not in known]
-        relayed = [Candidate(r, context.zones[r], False) for r in waiting[:bound]]
+        waiting = context.some_waiting(chunk, known, bound - len(peers), 0)
+        relayed = [Candidate(r, context.zones[r], False) for r in waiting]
         return [*peers, *relayed][:bound]
 
     async def _fanout_members(
