@@ -91,8 +91,8 @@ def open_store(config: StoreConfig, lease_ttl: float, rng: random.Random | None 
     if config.store_tls_ca is not None and not url.startswith("rediss://"):
         raise ValueError("--store-tls-ca needs a rediss:// store URL")
     from redis.asyncio import BlockingConnectionPool, Redis
+    from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
-    from redis.retry import Retry
 
     from tracker.store.redisstore import RedisStore
 
