@@ -7,14 +7,14 @@
 
 FROM python:3.11-slim AS build
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY distributed_images distributed_images
 COPY node node
 COPY tracker tracker
 COPY bench bench
 # Wheels for the project and every dependency (libtorrent and grpcio ship manylinux wheels),
 # so the final stage installs without compilers, caches or the sources.
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+RUN pip wheel --no-cache-dir --wheel-dir /wheels --constraint constraints.txt .
 
 FROM python:3.11-slim
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \

@@ -18,7 +18,7 @@ test: install lint
 install: install-debian install-python install-tools
 
 install-python:
-	$(PIP) install --quiet -e '.[test]'
+	$(PIP) install --quiet -e '.[test]' --constraint constraints.txt
 
 # apt-get runs only when a binary the tests use is missing.
 install-debian:
