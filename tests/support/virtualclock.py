@@ -35,10 +35,11 @@ class _JumpingSelector(selectors.DefaultSelector):
         if self.loop.working:  # a worker thread's result will wake the loop: time stands still
             return super().select(min(timeout, BUSY_WAIT))
         ready = super().select(min(timeout, REAL_WAIT))
-        if ready or timeout <= REAL_WAIT:
-            return ready
-        self.loop.advance(timeout)
-        return []
+        if not ready:
+            # Nothing came: the clock goes to the next timer, however near. Left where it was, a
+            # timer due within REAL_WAIT would stay that far ahead, and never fire.
+            self.loop.advance(timeout)
+        return ready
 
 
 class VirtualTimeLoop(asyncio.SelectorEventLoop):
