@@ -5,7 +5,8 @@ into a store writer; any number of readers follow it and get each part as soon a
 and in its file, so no client waits for the whole blob before its first byte. The last HOLDBACK
 bytes are released only once the whole blob's digest is verified: a client can never receive a
 complete response with wrong bytes; on a mismatch every reader's transfer fails and nothing is
-stored.
+stored. They are released as soon as it is verified, while the blob is still being put on disk
+(fsync) and published: the client has the right bytes either way.
 """
 
 from __future__ import annotations
@@ -271,7 +272,7 @@ class Download:
                         yield piece
                     return
                 writer = self._writer
-                released = 0 if writer is None else min(writer.written, writer.size - HOLDBACK)
+                released = 0 if writer is None else _released(writer)
                 if writer is None or position >= released:
                     await self._wait()
                     continue
@@ -286,6 +287,12 @@ class Download:
                     # segment's path is good only until the consumer's next await.
                     yield segments[0]
                     position += segments[0].length
+
+
+def _released(writer: BlobWriter) -> int:
+    """How much of a blob being written its readers may have: all of it once its digest is
+    verified, until then all but the last HOLDBACK bytes written."""
+    return writer.size if writer.verified else min(writer.written, writer.size - HOLDBACK)
 
 
 class Downloads:

@@ -100,6 +100,7 @@ class BlobWriter:
         self.media_type = media_type
         self.accepted = 0
         self.written = 0
+        self.verified = False  # every byte written and the digest checked: readers may end
         self.on_progress: Callable[[], None] | None = None
 
     async def write(self, *parts: bytes) -> None:
@@ -190,6 +191,10 @@ class BlobWriter:
             try:
                 await self.flush()
                 self._check()
+                # The bytes are the blob's: readers get its last bytes while it is put on disk.
+                self.verified = True
+                if self.on_progress:
+                    self.on_progress()
                 await asyncio.get_running_loop().run_in_executor(self._thread, self._pending.sync)
             except BaseException:
                 self.abort()

@@ -28,6 +28,7 @@ from tests.support.cluster import (
     correct,
     pull_image,
     receiving,
+    stored,
     until,
 )
 from tests.support.images import MiB
@@ -293,6 +294,7 @@ async def test_a_corrupted_chunk_on_one_node_never_reaches_a_client(
         assert first.blobs == correct(p2p_images.big)
         # The holder is now the cluster's only source of the layer; one of its chunks goes bad
         # on disk (a piece in the middle of chunk 5), behind the node's back.
+        await stored(holder, layer.digest)
         bad = chunk_file(holder, layer.digest, 5)
         good = hashlib.sha256(bad.read_bytes()).digest()
         corrupt(bad, offset=MiB + 123, length=4096)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ import pytest
 from node.downloads import HOLDBACK, Downloads, UpstreamFill
 from node.errors import ContentInvalid, UpstreamUnavailable
 from node.store.contentstore import ContentStore
+from node.store.memory import MemoryPending
 
 
 def digest_of(data: bytes) -> str:
@@ -104,8 +106,31 @@ async def test_readers_get_every_byte_and_the_blob_is_stored(store: ContentStore
     bodies = await asyncio.gather(*(collect(download.read(0, len(data))) for _ in range(5)))
     assert all(body == data for body in bodies)
     assert await collect(download.read(1000, 2000)) == data[1000:2000]
+    await download.stored()
     assert store.stat(digest_of(data)) is not None
+    assert download.task is not None
+    await download.task
     assert downloads.get(digest_of(data)) is None
+
+
+async def test_the_tail_is_released_once_verified_not_once_on_disk(
+    store: ContentStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Putting a blob on disk (fsync) can take a busy disk half a second: a client that already
+    # has every verified byte but the last ones does not wait for it.
+    on_disk = threading.Event()
+    monkeypatch.setattr(MemoryPending, "sync", lambda self: on_disk.wait(10))
+    data = bytes(range(256)) * 4096
+    source = MemorySource(data)
+    source.gate.set()
+    download = Downloads(store).start(digest_of(data), UpstreamFill(digest_of(data), source))
+    try:
+        assert await asyncio.wait_for(collect(download.read(0, len(data))), 5) == data
+        assert store.stat(digest_of(data)) is None  # still being put on disk
+    finally:
+        on_disk.set()
+    await download.stored()
+    assert store.stat(digest_of(data)) is not None
 
 
 @pytest.mark.parametrize("honour_range", [True, False])
