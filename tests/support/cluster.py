@@ -281,15 +281,11 @@ def _blob_directory(node: Node, digest: str) -> Path:
     return node.data_dir / "blobs" / "sha256" / hex_digest[:2] / hex_digest
 
 
-async def stored(node: Node, digest: str, timeout: float = 10.0) -> None:
+async def stored(node: Node, digest: str) -> None:
     """Wait until the node has put a blob it served in its store: a client gets a blob's last
     bytes once its digest is verified, while the node still puts it on disk and publishes it
     (its directory appears whole, with every chunk file)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not _blob_directory(node, digest).is_dir():
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError(f"{node.name} did not store {digest} within {timeout:.0f} s")
-        await asyncio.sleep(0.02)
+    await until(_blob_directory(node, digest).is_dir, f"{node.name} stored {digest}", 0.02)
 
 
 def receiving(node: Node, digest: str) -> bool:

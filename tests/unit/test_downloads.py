@@ -106,10 +106,9 @@ async def test_readers_get_every_byte_and_the_blob_is_stored(store: ContentStore
     bodies = await asyncio.gather(*(collect(download.read(0, len(data))) for _ in range(5)))
     assert all(body == data for body in bodies)
     assert await collect(download.read(1000, 2000)) == data[1000:2000]
-    await download.stored()
-    assert store.stat(digest_of(data)) is not None
     assert download.task is not None
-    await download.task
+    await download.task  # the readers may end before the blob is on disk
+    assert store.stat(digest_of(data)) is not None
     assert downloads.get(digest_of(data)) is None
 
 
