@@ -16,6 +16,7 @@ power loss can take a blob's record but never leave a recorded blob with bytes n
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import uuid
@@ -107,10 +108,12 @@ class DiskPending:
                 length = min(self._step, self._size - index * self._step)
                 with contextlib.suppress(OSError):  # a hint: one extent, fewer allocations
                     os.posix_fallocate(self._file, 0, length)
-            taken = view[: self._step - offset]
-            os.write(self._file, taken)  # regular files take whole writes
-            self._written += len(taken)
-            view = view[len(taken) :]
+            # A disk that fills up takes what fits (a short write) and refuses the next write.
+            taken = os.write(self._file, view[: self._step - offset])
+            if not taken:
+                raise OSError(errno.EIO, "the disk took no byte of a write")
+            self._written += taken
+            view = view[taken:]
         if self._written >= self._size:
             self._close_file()
 

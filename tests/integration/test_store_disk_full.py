@@ -97,8 +97,11 @@ def test_an_image_larger_than_the_disk_is_pulled_whole(
 
 
 async def _get(url: str) -> tuple[int, str, int]:
+    """Status, digest and length of what the node answered; a transfer that stalls for a minute
+    fails (a response short of its length would keep the client waiting for ever)."""
     digest, length = hashlib.sha256(), 0
-    async with aiohttp.ClientSession() as session, session.get(url) as response:
+    timeout = aiohttp.ClientTimeout(sock_read=60)
+    async with aiohttp.ClientSession(timeout=timeout) as session, session.get(url) as response:
         async for block in response.content.iter_chunked(1 << 16):
             digest.update(block)
             length += len(block)

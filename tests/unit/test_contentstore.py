@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import os
 import random
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -533,6 +534,40 @@ async def test_blocks_queued_after_a_failed_write_are_never_counted_as_written(
     assert len(calls) == 4
     assert writer.written == MiB
     writer.abort()
+
+
+async def test_a_block_the_disk_takes_only_part_of_is_never_counted_as_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A disk that fills up in the middle of a block takes what fits and says so (a short
+    write), and refuses the next write: readers following the blob are offered only the bytes
+    that are in its files (counted whole, the missing ones were sent as a short transfer that
+    its client waited on forever)."""
+    store = ContentStore.open(tmp_path / "data")
+    data = random.Random("short").randbytes(4 * MiB)
+    room, taken = MiB + (300 << 10), 0
+    real_write = os.write
+
+    def disk(fd: int, part: bytes) -> int:  # the kernel's write on a disk with `room` free
+        nonlocal taken
+        if not os.readlink(f"/proc/self/fd/{fd}").startswith(str(tmp_path)):
+            return real_write(fd, part)
+        if taken >= room:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written = real_write(fd, memoryview(part)[: room - taken])
+        taken += written
+        return written
+
+    monkeypatch.setattr(os, "write", disk)
+    writer = store.begin(digest_of(data), len(data))
+    with pytest.raises(StoreFull):
+        for start in range(0, len(data), 512 << 10):
+            await writer.write(data[start : start + (512 << 10)])
+        await writer.flush()
+    assert 0 < writer.written <= room
+    assert await writer.read(0, writer.written) == data[: writer.written]
+    writer.abort()
+    store.close()
 
 
 async def test_room_is_made_by_evicting_unused_content_or_refused() -> None:
