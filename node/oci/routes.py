@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import time
 from collections import Counter
@@ -235,8 +236,12 @@ class RegistryAPI:
                 length = len(piece)
             elif request.transport is not None:
                 file, segment = piece
-                await loop.sendfile(request.transport, file, segment.offset, segment.length)
-                length = segment.length
+                transport = request.transport
+                length = await loop.sendfile(transport, file, segment.offset, segment.length)
+                if length != segment.length:  # the file ends early: sendfile stops, silently
+                    if handle.info is not None:
+                        self._blobs.doubt(handle.digest)
+                    raise OSError(errno.EIO, f"{segment.path} is shorter than the blob says")
             else:
                 raise ConnectionResetError("client went away")
             self._metrics.blob_bytes.labels(source).inc(length)

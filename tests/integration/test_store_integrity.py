@@ -4,9 +4,11 @@ purged and fetched again from where it came, before any client asks for it."""
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from node.store.chunking import chunk_count, chunk_name
@@ -124,6 +126,44 @@ def test_the_scrub_finds_a_damaged_blob_and_fetches_it_again(
     out = skopeo.pull(node.host, f"{TestImages.APP}@{image.digest}", workdir / "after")
     assert skopeo.verify_dir(out) == image.blobs
     assert [e for e in upstream.entries(since=mark)[served:] if e.is_blob()] == []
+
+
+async def test_a_chunk_file_cut_short_on_disk_breaks_the_transfer_rather_than_hanging_it(
+    node_factory: Callable[..., Node],
+    upstream: Registry,
+    test_images: TestImages,
+    workdir: Path,
+) -> None:
+    """A stored chunk file that lost its tail behind the node's back (the scrub has not come
+    to it yet): a client asking for the blob gets a broken transfer, which it can retry, not a
+    response that stops short of its length and keeps the client waiting for ever."""
+    node = node_factory(
+        {upstream.host: upstream.url}, upstream.host, extra_args=["--scrub-rate", "0"]
+    )
+    image = test_images.app.image()
+    skopeo.pull(node.host, f"{TestImages.APP}:{TestImages.TAG}", workdir / "before")
+    layer = max(image.layers, key=lambda blob: blob.size)
+    chunk = _blob_dir(node, layer.digest) / chunk_name(layer.digest, 0)
+    os.truncate(chunk, chunk.stat().st_size // 2)
+
+    mark = upstream.mark()
+    url = f"{node.url}/v2/{TestImages.APP}/blobs/{layer.digest}"
+    timeout = aiohttp.ClientTimeout(sock_read=30)
+    async with aiohttp.ClientSession(timeout=timeout) as session, session.get(url) as response:
+        assert response.status == 200
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await response.read()
+    assert "blob transfer aborted" in node.log_path.read_text(errors="replace")
+    # Found damaged there, it is purged and fetched again, before the scrub would come to it.
+    wait_until(
+        lambda: node.metric(REFETCHES, result="fetched") == 1,
+        60,
+        "the cut blob fetched again",
+        on_timeout=node.log_tail,
+    )
+    assert node.metric(DAMAGED, found_by="scrub") == 1
+    assert len(upstream.blob_fetches(layer.digest, since=mark)) == 1
+    assert _stored(node, layer.digest, layer.size) == test_images.app.read_blob(layer.digest)
 
 
 def test_a_damaged_seeded_blob_is_imported_again_from_its_archive(
