@@ -281,6 +281,7 @@ class Cluster:
                 # A pull that failed may have been handed leases it never used.
                 leased = [lease.chunk for lease in leases if lease.digest == digest]
                 await self.placement.release(node.id, digest, leased)
+                await self.placement.gave_up(node.id, digest)
                 await self.placement.lost(digest, indices_of(lost))
                 if corrupt:
                     await self.placement.distrust(digest)

@@ -475,11 +475,22 @@ class Placement:
         """A relay got the chunk it relayed from a seed: make it the relay of the next chunk
         that has none and that it lacks, of this blob or else of another one it is pulling, so
         its window stays full."""
-        if await self._relay_next_in(digest, after, node_id):
-            return
+        if not await self._relay_next_in(digest, after, node_id):
+            await self._relay_elsewhere(node_id, digest)
+
+    async def _relay_elsewhere(self, node_id: str, digest: str) -> None:
+        """Make the node the relay of the next chunk without one of a blob it pulls, but this."""
         for other in sorted(await self.store.blobs.asked(node_id)):
             if other != digest and await self._relay_next_in(other, -1, node_id):
                 return
+
+    async def gave_up(self, node_id: str, digest: str) -> None:
+        """The node stopped pulling the blob (its pull failed): it is no longer one of its
+        requesters, so a chunk of it that it was to relay no longer holds its relaying window
+        (nor the chunk's other requesters) until the membership goes stale; it relays a chunk
+        of another blob it pulls instead."""
+        await self.store.blobs.forget_requester(digest, node_id)
+        await self._relay_elsewhere(node_id, digest)
 
     async def _relay_next_in(self, digest: str, after: int, node_id: str) -> bool:
         """Make the node the relay of the first chunk of the blob after `after` (round) that has
@@ -588,14 +599,18 @@ class Placement:
         self, digest: str, chunk: int, context: FanoutContext
     ) -> dict[str, float]:
         """The chunk's fan-out members, without those that died, went silent (the others would
-        wait on them until they expire) or never started swarming."""
+        wait on them until they expire), never started swarming, or gave up the blob."""
         members = context.members.get(chunk, {})
         now = self.clock()
+        requesters = set(context.requesters)
         gone = [
             m
             for m, since in members.items()
             if m not in context.zones
-            or (not context.held(m, chunk, partial=True) and now - since > self.policy.lease_ttl)
+            or (
+                not context.held(m, chunk, partial=True)
+                and (now - since > self.policy.lease_ttl or m not in requesters)
+            )
         ]
         if gone:
             await self.store.blobs.leave_fanout(digest, chunk, gone)

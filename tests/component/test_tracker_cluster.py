@@ -573,6 +573,27 @@ async def test_a_relaying_never_started_stops_holding_the_window_after_the_lease
     assert len(relayed(await cluster.locate("r0", V, SIZE, WIDE))) == SEED_WINDOW
 
 
+async def test_a_relay_that_gave_up_its_blob_relays_another_at_once(cluster: Cluster) -> None:
+    """A requester whose pull of one blob failed (its disk filled up with the chunk it relayed)
+    withdraws it: its window is free at once, not after the lease TTL, and it relays a chunk
+    of another blob it pulls; the chunk it gave up gets another relay, also at once."""
+    await seed(cluster, (W, WIDE), (V, WIDE))
+    for r in ("r0", "r1"):
+        await join(cluster, r)
+    (given_up,) = relayed(await cluster.locate("r0", W, SIZE, WIDE))
+    await cluster.announce("r0", [Holding(W, SIZE, WIDE, (), (given_up,))], [])
+    assert relayed(await cluster.locate("r0", V, SIZE, WIDE)) == []  # its window is full
+    assert relayed(await cluster.locate("r1", V, SIZE, WIDE)) != []
+    watcher = await cluster.watch("r0", V, SIZE, WIDE)
+    await cluster.withdraw("r0", [W], [])
+    assert await marked(watcher, *range(WIDE))
+    assert len(relayed(await cluster.locate("r0", V, SIZE, WIDE))) == SEED_WINDOW
+    assert "r0" not in await cluster.store.blobs.requesters(W)
+    # r1 relays a chunk of V; of W, it is now the relay of the one r0 gave up, or waits for it.
+    views = await cluster.locate("r1", W, SIZE, WIDE)
+    assert "r0" not in set().union(*(peer_ids(v) for v in views))
+
+
 async def test_a_relay_swarming_its_chunk_keeps_its_window_past_the_lease_ttl(
     cluster: Cluster, clock: Clock
 ) -> None:
@@ -862,10 +883,12 @@ async def test_a_blob_keeps_its_shape_while_a_node_holds_or_leases_a_chunk(
 
 async def test_a_shape_nobody_holds_yields_to_the_next_one_named(cluster: Cluster) -> None:
     """A wrong manifest named the blob first (its node failed on the upstream's size and let
-    its lease go): the node that pulls it with its real size swarms it, and announces it."""
+    its lease go; another node asks with it still): the node that pulls it with its real size
+    swarms it, and announces it. The one that gave it up is no longer among its requesters."""
     for node_id in "abc":
         await join(cluster, node_id)
     await cluster.locate("a", D, SIZE + (4 << 20), CHUNKS + 1, max_leases=1)
+    await cluster.locate("c", D, SIZE + (4 << 20), CHUNKS + 1, max_leases=0)
     await cluster.publish("a", D, SIZE + (4 << 20), CHUNKS + 1, 0, b"wrong")
     await cluster.release("a", D, 0)
     await cluster.withdraw("a", [D], [])
@@ -873,7 +896,7 @@ async def test_a_shape_nobody_holds_yields_to_the_next_one_named(cluster: Cluste
     assert views[0].directive is Directive.FETCH
     assert await cluster.store.blobs.shape(D) == (SIZE, CHUNKS)
     assert await cluster.store.blobs.metainfo(D, 0) is None
-    assert set(await cluster.store.blobs.requesters(D)) == {"a", "b"}
+    assert set(await cluster.store.blobs.requesters(D)) == {"b", "c"}
     await hold(cluster, "b")
     assert set(await cluster.store.peers.holdings("b")) == {D}
 
