@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -32,14 +33,14 @@ from pathlib import Path
 from typing import Protocol
 
 from node.downloads import Begin, Resumes, Source, Stream, blocks_between
-from node.errors import ContentInvalid, UpstreamUnavailable
+from node.errors import ContentInvalid, StoreFull, UpstreamUnavailable
 from node.metrics import NodeMetrics
 from node.p2p import metainfo
 from node.p2p.announcer import Announcer
 from node.p2p.metainfo import ChunkTorrent, MetainfoInvalid, PieceHashes
 from node.p2p.session import PeerAddress, PeerSession, TorrentFailed
 from node.store.chunking import chunk_count, chunk_name, chunk_range
-from node.store.contentstore import BlobInfo, BlobWriter
+from node.store.contentstore import BlobInfo, BlobWriter, no_space
 from tracker import address
 from tracker.client import ChunkPlacement, Directive, HeldBlob, Placement, TrackerClient
 from tracker.errors import MetainfoUnconfirmed, NodeUnknown, TrackerError
@@ -166,7 +167,9 @@ class SwarmPull:
         self._relocate = asyncio.Event()
         self._direct = False  # the tracker failed: every chunk left comes from upstream
         self._running = 0  # chunk tasks not done
-        self._failure: ContentInvalid | None = None  # the blob is not what it was said to be
+        # What fails the whole pull: the blob is not what it was said to be, or the disk is full.
+        self._failure: ContentInvalid | StoreFull | None = None
+        self._writer: BlobWriter | None = None
         self._ended = False
         self._over = False  # committed or failed: nothing of it is held here any more
         self._awaited: _Chunk | None = None  # the next chunk in order, which `run` awaits
@@ -181,7 +184,7 @@ class SwarmPull:
         return chunk.done.result() if chunk.arrived else "peer"
 
     async def run(self, begin: Begin) -> BlobWriter:
-        writer = begin(self.size)
+        writer = self._writer = begin(self.size)
         if writer.directory is None:
             raise RuntimeError("pulling through the swarm needs a store on disk")
         self._directory = writer.directory
@@ -331,18 +334,20 @@ class SwarmPull:
     def _finished(self, chunk: _Chunk, task: asyncio.Future[None]) -> None:
         self._running -= 1
         error = None if task.cancelled() else task.exception()
-        if isinstance(error, ContentInvalid) and self._failure is None:
+        failure = self._failing(error)
+        if failure is not None and self._failure is None:
             # The whole pull fails, not this chunk alone: the chunk awaited in order says so.
-            self._failure = error
+            self._failure = error = failure
             awaited = self._awaited
             if awaited is not None and not awaited.done.done():
-                awaited.done.set_exception(error)
+                awaited.done.set_exception(failure)
         if self._direct:
             self._fetch_direct()
         if error is None:
             return
-        if self._failure is not None and error is not self._failure:
-            # One failure is logged once, however many chunks met it before the pull stopped.
+        if self._failure is not None and (error is not self._failure or no_space(error)):
+            # One failure is logged once, however many chunks met it before the pull stopped;
+            # a full disk, by the store (once a minute at most, however many pulls meet it).
             log.debug("chunk stopped", extra={"digest": self.digest, "chunk": chunk.index})
             return
         log.warning(
@@ -361,6 +366,18 @@ class SwarmPull:
             self._relocate.set()
         elif not chunk.done.done():
             chunk.done.set_exception(error)
+
+    def _failing(self, error: BaseException | None) -> ContentInvalid | StoreFull | None:
+        """The error as the whole pull's failure, if it is one: bad content, or a chunk file
+        the disk has no room for (libtorrent's or a range fetch's write). The blob's readers
+        then go on from the upstream (`node.blobs`), at once rather than after a stall."""
+        if isinstance(error, ContentInvalid):
+            return error
+        if isinstance(error, TorrentFailed):
+            error = error.os_error
+        if not isinstance(error, OSError) or not no_space(error) or self._writer is None:
+            return None
+        return self._writer.refused(error)
 
     def _go_direct(self) -> None:
         self._direct = True
@@ -700,7 +717,15 @@ class SwarmPull:
 
 def _store(fd: int, block: list[bytes], offset: int, hashes: PieceHashes) -> None:
     """Write a block of a chunk's range at `offset` of its file, and hash it (in a thread)."""
-    os.pwritev(fd, block, offset)
+    length = sum(len(piece) for piece in block)
+    written = os.pwritev(fd, block, offset)
+    if written < length:  # a disk that fills up takes what fits; the next write says why not
+        rest = memoryview(b"".join(block))
+        while written < length:
+            taken = os.pwrite(fd, rest[written:], offset + written)
+            if not taken:
+                raise OSError(errno.EIO, "the disk took no byte of a write")
+            written += taken
     hashes.update(offset, block)
 
 

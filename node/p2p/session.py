@@ -35,7 +35,12 @@ RESTART_DELAY = 0.5
 
 
 class TorrentFailed(Exception):
-    """A chunk torrent hit a storage error or was removed before it finished."""
+    """A chunk torrent hit a storage error or was removed before it finished. `os_error`: the
+    system's error behind a storage error (a full disk says ENOSPC there)."""
+
+    def __init__(self, message: str, os_error: OSError | None = None) -> None:
+        super().__init__(message)
+        self.os_error = os_error
 
 
 def _settings(host: str, port: int, upload_limit: int, download_limit: int) -> dict[str, object]:
@@ -347,6 +352,8 @@ class PeerSession:
             if alert.state == lt.torrent_status.states.checking_files:
                 return "checking", self._infohash(alert.handle), None
             return None
+        if isinstance(alert, (lt.torrent_error_alert, lt.file_error_alert)):
+            return "error", self._infohash(alert.handle), _failure(alert)
         for kind, name in _TORRENT_EVENTS:
             if isinstance(alert, kind):
                 return name, self._infohash(alert.handle), alert.message()
@@ -388,10 +395,20 @@ class PeerSession:
                 self._progress[infohash] = torrent.size
                 torrent.done.set_result(None)
             elif kind == "error":
-                log.warning("chunk torrent failed", extra={"infohash": infohash, "error": value})
-                if not torrent.done.done():
-                    torrent.done.set_exception(TorrentFailed(str(value)))
-                elif torrent.restart is None and torrent.restarts < MAX_RESTARTS:
+                assert isinstance(value, TorrentFailed)
+                failing = not torrent.done.done()
+                restart = (
+                    _succeeded(torrent.done)  # a download that failed is its pull's to handle
+                    and torrent.restart is None
+                    and torrent.restarts < MAX_RESTARTS
+                )
+                if not (failing or restart):
+                    continue  # one error brings an alert for each block it failed: said once
+                extra = {"infohash": infohash, "error": str(value)}
+                log.warning("chunk torrent failed", extra=extra)
+                if failing:
+                    torrent.done.set_exception(value)
+                else:
                     # A seed whose file was out of reach a moment (its blob's directory being
                     # renamed into place as a peer asked for a piece) would stay stopped. One
                     # error brings a file alert and a torrent alert: one restart for both.
@@ -441,11 +458,21 @@ def _everyone_global() -> lt.ip_filter:
     return every
 
 
+def _succeeded(done: asyncio.Future[None]) -> bool:
+    return done.done() and not done.cancelled() and done.exception() is None
+
+
+def _failure(alert: lt.torrent_error_alert | lt.file_error_alert) -> TorrentFailed:
+    """The torrent's failure, with the system's error behind it when there is one."""
+    code = alert.error
+    system = code.category().name() in ("system", "generic") and code.value() != 0
+    os_error = OSError(code.value(), code.message()) if system else None
+    return TorrentFailed(alert.message(), os_error)
+
+
 _TORRENT_EVENTS: tuple[tuple[type[lt.torrent_alert], str], ...] = (
     (lt.torrent_finished_alert, "finished"),
     (lt.cache_flushed_alert, "flushed"),
-    (lt.torrent_error_alert, "error"),
-    (lt.file_error_alert, "error"),
     (lt.hash_failed_alert, "hash_failed"),
     (lt.torrent_checked_alert, "checked"),
     (lt.torrent_resumed_alert, "resumed"),

@@ -163,6 +163,12 @@ class BlobWriter:
             if self.on_progress:
                 self.on_progress()
 
+    def refused(self, error: OSError) -> StoreFull:
+        """A write into this blob's files by someone else (the swarm) that found the disk full,
+        counted and logged as the store's own: the StoreFull it makes."""
+        failure = self._store._failed_write(error)
+        return failure if isinstance(failure, StoreFull) else StoreFull(str(error))
+
     def _raise_failure(self) -> None:
         if self._failure is not None:
             raise self._failure

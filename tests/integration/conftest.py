@@ -67,16 +67,17 @@ def p2p_upstream(workspace: Path, p2p_images: P2PImages) -> Iterator[Registry]:
 def start_cluster(
     workdir: Path, p2p_upstream: Registry, request: pytest.FixtureRequest
 ) -> Iterator[Callable[..., Cluster]]:
-    """`start_cluster(size=4, node_args={i: [flags]}, tracker_args=[flags], upstream_url=URL,
-    seeders=[i], replicas=1, store=URL)`: a tracker (or `replicas` of them sharing the store) and
-    `size` nodes, all joined, whose default registry is `p2p_upstream` (reached at `upstream_url`,
-    its own URL unless given), nodes `seeders` with the seeder role. Stopped at teardown; logs
-    printed on failure."""
+    """`start_cluster(size=4, node_args={i: [flags]}, data_dirs={i: path}, tracker_args=[flags],
+    upstream_url=URL, seeders=[i], replicas=1, store=URL)`: a tracker (or `replicas` of them
+    sharing the store) and `size` nodes, all joined, whose default registry is `p2p_upstream`
+    (reached at `upstream_url`, its own URL unless given), nodes `seeders` with the seeder role.
+    Stopped at teardown; logs printed on failure."""
     started: list[Cluster] = []
 
     def start(
         size: int = 4,
         node_args: Mapping[int, Sequence[str]] | None = None,
+        data_dirs: Mapping[int, Path] | None = None,
         tracker_args: Sequence[str] = (),
         upstream_url: str | None = None,
         seeders: Sequence[int] = (),
@@ -90,6 +91,7 @@ def start_cluster(
             upstream.host,
             size=size,
             node_args=node_args,
+            data_dirs=data_dirs,
             tracker_args=tracker_args,
             seeders=seeders,
             replicas=replicas,

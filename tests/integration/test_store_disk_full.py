@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -13,7 +14,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from node.store.chunking import chunk_count
+from tests.integration.conftest import P2PImages
 from tests.support import skopeo
+from tests.support.cluster import Cluster, client, correct, pull_image, receiving, until
 from tests.support.images import TestImages
 from tests.support.node import Node
 from tests.support.registry import Registry
@@ -21,6 +25,7 @@ from tests.support.registry import Registry
 pytestmark = pytest.mark.integration
 
 DISK = 40 << 20  # smaller than test/big's 64 MiB layer
+PULL_TIMEOUT = 120.0
 FULL_LINE = "the store's disk is full"
 
 
@@ -144,13 +149,56 @@ async def test_a_disk_that_fills_up_mid_download_still_serves_the_whole_blob(
     assert _server_errors(node) == 0
 
 
-def _fill(path: Path) -> None:
+def _fill(path: Path, leave: int = 0) -> None:
+    """Fill the disk `path` is on with it, to the last byte, or until `leave` bytes are free."""
     block = b"\xff" * (1 << 20)
     with path.open("wb", buffering=0) as f:
         while True:
+            if leave and shutil.disk_usage(path).free - len(block) < leave:
+                return
             try:
                 f.write(block)
             except OSError:
                 block = block[: len(block) // 2]
                 if not block:
                     return
+
+
+async def test_a_disk_that_fills_up_while_a_blob_comes_through_the_swarm_still_serves_it_whole(
+    small_disk: Path,
+    start_cluster: Callable[..., Cluster],
+    p2p_upstream: Registry,
+    p2p_images: P2PImages,
+) -> None:
+    """The chunk files libtorrent writes find the disk full: the node goes on from the upstream
+    for its client at once (not after a stall timeout), says so once, and logs each chunk
+    torrent's failure once (not once per block it could not write)."""
+    started = time.monotonic()
+    _fill(small_disk / "before", leave=24 << 20)  # the small image fits, with the reserve
+    cluster = start_cluster(
+        size=2,
+        node_args={0: ["--upload-limit", "4MiB"], 1: ["--prefetch", "0"]},
+        data_dirs={1: small_disk / "data"},
+    )
+    holder, node = cluster.nodes
+    image = p2p_images.small.image()
+    layer = max(image.layers, key=lambda blob: blob.size)
+    async with client(PULL_TIMEOUT) as session:
+        assert (await pull_image(session, holder, P2PImages.SMALL)).blobs == correct(
+            p2p_images.small
+        )
+        mark = p2p_upstream.mark()
+        pull = asyncio.ensure_future(pull_image(session, node, P2PImages.SMALL))
+        await until(lambda: receiving(node, layer.digest) or pull.done(), "the layer arriving")
+        _fill(small_disk / "filler")
+        pulled = await pull
+    assert pulled.blobs == correct(p2p_images.small)
+
+    log = node.log_path.read_text(errors="replace")
+    assert "chunk stalled" not in log
+    assert log.count("chunk torrent failed") <= chunk_count(layer.size)
+    assert layer.digest not in _stored(node)
+    assert node.metric("distributed_images_store_errors_total", kind="disk_full") >= 1
+    assert _logged_once(node, started)
+    # What the swarm could not bring in, the upstream did: the layer, from where the disk filled.
+    assert p2p_upstream.blob_fetches(layer.digest, since=mark)

@@ -171,7 +171,8 @@ class Tracker:
 
 class Cluster:
     """A tracker and `size` nodes, node i on NODE_HOSTS[i] with id `node<i>`; `node_args[i]` adds
-    flags to node i; the nodes of `seeders` (indices) may announce seeded tags."""
+    flags to node i, `data_dirs[i]` is its data dir; the nodes of `seeders` (indices) may
+    announce seeded tags."""
 
     def __init__(
         self,
@@ -181,6 +182,7 @@ class Cluster:
         *,
         size: int = 4,
         node_args: Mapping[int, Sequence[str]] | None = None,
+        data_dirs: Mapping[int, Path] | None = None,
         tracker_args: Sequence[str] = (),
         seeders: Sequence[int] = (),
         replicas: int = 1,
@@ -202,6 +204,7 @@ class Cluster:
             for r in range(1, replicas)
         ]
         node_args = node_args or {}
+        data_dirs = data_dirs or {}
         self.nodes = [
             Node(
                 workdir / f"node{i}",
@@ -216,6 +219,7 @@ class Cluster:
                 ],
                 name=f"node{i}",
                 host=host,
+                data_dir=data_dirs.get(i),
             )
             for i, host in enumerate(NODE_HOSTS[:size])
         ]

@@ -5,7 +5,9 @@ left alone. Fakes stand in for the tracker client and the libtorrent session."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,7 +18,7 @@ from node.errors import ContentInvalid
 from node.metrics import NodeMetrics
 from node.p2p import metainfo
 from node.p2p import pull as pull_module
-from node.p2p.metainfo import ChunkTorrent
+from node.p2p.metainfo import ChunkTorrent, PieceHashes
 from node.p2p.pull import PullConfig, SwarmPull
 from node.p2p.session import PeerAddress
 from node.store.chunking import MiB, chunk_name
@@ -256,3 +258,36 @@ async def test_a_size_other_than_the_declared_one_fails_the_pull_at_once(
     assert upstream.open == 0
     assert upstream.most_open == 2
     assert [r.getMessage() for r in caplog.records].count("chunk failed") == 1
+
+
+def test_a_range_block_the_disk_takes_only_part_of_is_written_whole_or_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chunk's range from upstream goes into its file block by block; a disk that takes part
+    of a block (a short write) has the rest written after it, or refuses it with its error:
+    never a chunk counted whole with a hole in its file."""
+    block = [b"a" * 300_000, b"b" * 300_000]
+    real_pwrite = os.pwrite
+    full = [True]  # after the first 400,000 bytes of a write
+
+    def pwritev(fd: int, parts: list[bytes], offset: int) -> int:  # the disk takes what fits
+        return real_pwrite(fd, b"".join(parts)[:400_000], offset)
+
+    def pwrite(fd: int, data: bytes, offset: int) -> int:
+        if full[0]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwritev", pwritev)
+    monkeypatch.setattr(os, "pwrite", pwrite)
+    path = tmp_path / "chunk"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    try:
+        with pytest.raises(OSError) as refused:
+            pull_module._store(fd, block, 0, PieceHashes(1 << 20))
+        assert refused.value.errno == errno.ENOSPC
+        full[0] = False  # room for the rest, after the short write
+        pull_module._store(fd, block, 0, PieceHashes(1 << 20))
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == b"".join(block)
