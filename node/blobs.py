@@ -19,7 +19,7 @@ from node.p2p.swarm import Swarm
 from node.recent import Recent
 from node.store import integrity
 from node.store.backend import Segment
-from node.store.contentstore import BlobInfo, ContentStore, no_space
+from node.store.contentstore import BlobInfo, ContentStore, unwritable
 from node.upstream.client import UpstreamClient
 from node.upstream.registries import Upstream
 
@@ -67,7 +67,7 @@ class BlobHandle:
                 yield piece
                 position += piece.length if isinstance(piece, Segment) else len(piece)
         except (StoreFull, OSError) as e:
-            if self.upstream is None or not no_space(e):
+            if self.upstream is None or not unwritable(e):
                 raise
             async for block in self._uncached(position, end):
                 yield block

@@ -16,8 +16,8 @@
     │   └── RegistryNotMirrored   an `ns` this node is not configured for
     ├── ContentInvalid            bytes that do not match their digest or size: never stored
     │   └── ManifestInvalid       a "manifest" that is none (type, shape, size): never stored
-    ├── StoreFull                 the local store cannot take a blob now (its disk is full):
-    │                             the blob is streamed to the client without being stored
+    ├── StoreFull                 the local store cannot take a blob now (its disk is full or
+    │                             read-only): the blob is streamed to the client unstored
     ├── CredentialsRequired       the repository needs credentials that the request lacks
     └── UpstreamError             the upstream registry failed us
         ├── UpstreamUnauthorized  401: missing or wrong credentials

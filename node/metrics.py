@@ -130,8 +130,9 @@ class NodeMetrics:
         )
         self.store_errors = Counter(
             "distributed_images_store_errors",
-            "Writes the store could not do: the disk was full (disk_full), or an SQLite"
-            " statement failed (metadata); clients are served without them",
+            "Writes the store could not do: the disk was full (disk_full) or read-only"
+            " (read_only), or an SQLite statement failed (metadata); clients are served"
+            " without them",
             ["kind"],
             registry=r,
         )
@@ -163,7 +164,7 @@ class NodeMetrics:
             self.damaged_blobs.labels(found_by)
         for result in ("fetched", "archive", "failed", "on_demand"):
             self.refetches.labels(result)
-        for kind in ("disk_full", "metadata"):
+        for kind in ("disk_full", "read_only", "metadata"):
             self.store_errors.labels(kind)
         for source in ("peer", "upstream"):
             self.chunk_duration.labels(source)

@@ -40,7 +40,7 @@ from node.p2p.announcer import Announcer
 from node.p2p.metainfo import ChunkTorrent, MetainfoInvalid, PieceHashes
 from node.p2p.session import PeerAddress, PeerSession, TorrentFailed
 from node.store.chunking import chunk_count, chunk_name, chunk_range
-from node.store.contentstore import BlobInfo, BlobWriter, no_space
+from node.store.contentstore import BlobInfo, BlobWriter, unwritable
 from tracker import address
 from tracker.client import ChunkPlacement, Directive, HeldBlob, Placement, TrackerClient
 from tracker.errors import MetainfoUnconfirmed, NodeUnknown, TrackerError
@@ -345,7 +345,7 @@ class SwarmPull:
             self._fetch_direct()
         if error is None:
             return
-        if self._failure is not None and (error is not self._failure or no_space(error)):
+        if self._failure is not None and (error is not self._failure or unwritable(error)):
             # One failure is logged once, however many chunks met it before the pull stopped;
             # a full disk, by the store (once a minute at most, however many pulls meet it).
             log.debug("chunk stopped", extra={"digest": self.digest, "chunk": chunk.index})
@@ -375,7 +375,7 @@ class SwarmPull:
             return error
         if isinstance(error, TorrentFailed):
             error = error.os_error
-        if not isinstance(error, OSError) or not no_space(error) or self._writer is None:
+        if not isinstance(error, OSError) or not unwritable(error) or self._writer is None:
             return None
         return self._writer.refused(error)
 

@@ -52,14 +52,23 @@ IN_FLIGHT = 16 << 20  # bytes a writer may queue ahead of its thread
 DISK_RESERVE = 8 << 20  # left free by `room_for`: metadata and logs need a little room too
 TROUBLE_LOG_INTERVAL = 60.0  # seconds between two log lines of the same trouble
 DISK_FULL = "disk_full"  # trouble: a write found no space
+READ_ONLY = "read_only"  # trouble: a write found the disk read-only
 METADATA = "metadata"  # trouble: an SQLite statement failed
+# The trouble a write's error says the store's disk is in: it takes no writes for now.
+UNWRITABLE = {errno.ENOSPC: DISK_FULL, errno.EDQUOT: DISK_FULL, errno.EROFS: READ_ONLY}
+TROUBLE_LINES = {
+    DISK_FULL: "the store's disk is full: blobs are streamed to clients without being stored",
+    READ_ONLY: "the store's disk is read-only: blobs are streamed to clients without being stored",
+    METADATA: "the store's metadata failed: answering without it",
+}
 
 
-def no_space(error: BaseException) -> bool:
-    """Whether an error means the store's disk (or the user's quota on it) is full."""
+def unwritable(error: BaseException) -> bool:
+    """Whether an error means the store's disk takes no writes for now: it is full, the user's
+    quota on it is, or it is read-only (a file system remounted so after errors)."""
     if isinstance(error, StoreFull):
         return True
-    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
+    return isinstance(error, OSError) and error.errno in UNWRITABLE
 
 
 @dataclass(frozen=True)
@@ -501,11 +510,12 @@ class ContentStore:
     # -- trouble
 
     def _failed_write(self, error: BaseException) -> BaseException:
-        """What a failed write raises: StoreFull when the disk is full, else the error."""
-        if isinstance(error, StoreFull) or not no_space(error):
+        """What a failed write raises: StoreFull when the disk takes no writes, else the error."""
+        if not isinstance(error, OSError) or error.errno not in UNWRITABLE:
             return error
-        self._trouble(DISK_FULL, str(error))
-        return StoreFull("the store's disk is full")
+        kind = UNWRITABLE[error.errno]
+        self._trouble(kind, str(error))
+        return StoreFull(TROUBLE_LINES[kind].partition(":")[0])
 
     def _metadata_failed(self, error: sqlite3.Error) -> None:
         self._trouble(METADATA, str(error))
@@ -517,10 +527,7 @@ class ContentStore:
         if now - self._logged.get(kind, -TROUBLE_LOG_INTERVAL) >= TROUBLE_LOG_INTERVAL:
             self._logged[kind] = now
             log.warning(
-                "the store's disk is full: blobs are streamed to clients without being stored"
-                if kind == DISK_FULL
-                else "the store's metadata failed: answering without it",
-                extra={"error": detail, "times": self._troubles.pop(kind)},
+                TROUBLE_LINES[kind], extra={"error": detail, "times": self._troubles.pop(kind)}
             )
         if self.on_trouble is not None:
             self.on_trouble(kind)

@@ -1,4 +1,5 @@
-"""A data dir on a small disk that fills up: pulls still succeed, streamed through without being
+"""A data dir on a small disk that fills up (before a pull, during one from the upstream or
+through the swarm) or turns read-only: pulls still succeed, streamed through without being
 stored, with one log line and a metric; SQLite failing on the full disk answers no 500."""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import aiohttp
@@ -147,6 +149,44 @@ async def test_a_disk_that_fills_up_mid_download_still_serves_the_whole_blob(
     assert _stored(node) == set()
     assert _logged_once(node, started)
     assert _server_errors(node) == 0
+
+
+async def test_a_store_whose_disk_turns_read_only_still_serves_every_pull(
+    small_disk: Path,
+    node_factory: Callable[..., Node],
+    upstream: Registry,
+    test_images: TestImages,
+) -> None:
+    """Where blobs are written turns read-only (as a file system remounts itself after errors):
+    manifests and blobs are answered all the same, streamed from the upstream, with one log
+    line and a metric; no 500, no traceback."""
+    node = _start(node_factory, upstream, small_disk)
+    image = test_images.app.image()
+    with _read_only(small_disk / "data" / "tmp", small_disk / "data" / "blobs"):
+        manifest = await _get(f"{node.url}/v2/{TestImages.APP}/manifests/{TestImages.TAG}")
+        assert manifest[:2] == (200, image.digest)
+        for blob in (image.config, *image.layers):
+            url = f"{node.url}/v2/{TestImages.APP}/blobs/{blob.digest}"
+            assert await _get(url) == (200, blob.digest, blob.size)
+    assert _stored(node) == set()
+    assert _server_errors(node) == 0
+    log = node.log_path.read_text(errors="replace")
+    assert log.count("the store's disk is read-only") == 1
+    assert "Traceback" not in log
+    assert node.metric("distributed_images_store_errors_total", kind="read_only") >= 1
+
+
+@contextmanager
+def _read_only(*directories: Path) -> Iterator[None]:
+    """The directories read-only (bind-mounted onto themselves so) while in the block."""
+    for directory in directories:
+        subprocess.run(["mount", "--bind", str(directory), str(directory)], check=True)
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(directory)], check=True)
+    try:
+        yield
+    finally:
+        for directory in directories:
+            subprocess.run(["umount", str(directory)], check=True)
 
 
 def _fill(path: Path, leave: int = 0) -> None:
