@@ -39,6 +39,18 @@ def _stored(node: Node, digest: str, size: int) -> bytes:
     )
 
 
+def _scrubbed_and_fetched_again(node: Node, upstream: Registry, digest: str, mark: int) -> None:
+    """The scrub found the blob damaged, and it was purged and fetched again, once."""
+    wait_until(
+        lambda: node.metric(REFETCHES, result="fetched") == 1,
+        60,
+        "the damaged blob fetched again",
+        on_timeout=node.log_tail,
+    )
+    assert node.metric(DAMAGED, found_by="scrub") == 1
+    assert len(upstream.blob_fetches(digest, since=mark)) == 1
+
+
 @pytest.mark.parametrize("mode", powerloss.MODES)
 def test_blobs_lost_before_they_were_synced_are_fetched_again_before_a_client_asks(
     node_factory: Callable[..., Node],
@@ -107,15 +119,8 @@ def test_the_scrub_finds_a_damaged_blob_and_fetches_it_again(
         f.seek(12345)
         f.write(bytes([byte[0] ^ 0x01]))
 
-    wait_until(
-        lambda: node.metric(REFETCHES, result="fetched") == 1,
-        60,
-        "the damaged blob fetched again",
-        on_timeout=node.log_tail,
-    )
-    assert node.metric(DAMAGED, found_by="scrub") == 1
+    _scrubbed_and_fetched_again(node, upstream, layer.digest, mark)
     assert node.metric(VERIFIED, reason="scrub") > 0
-    assert len(upstream.blob_fetches(layer.digest, since=mark)) == 1
     others = [
         e for e in upstream.entries(since=mark) if e.is_blob() and not e.is_blob(layer.digest)
     ]
@@ -155,14 +160,7 @@ async def test_a_chunk_file_cut_short_on_disk_breaks_the_transfer_rather_than_ha
             await response.read()
     assert "blob transfer aborted" in node.log_path.read_text(errors="replace")
     # Found damaged there, it is purged and fetched again, before the scrub would come to it.
-    wait_until(
-        lambda: node.metric(REFETCHES, result="fetched") == 1,
-        60,
-        "the cut blob fetched again",
-        on_timeout=node.log_tail,
-    )
-    assert node.metric(DAMAGED, found_by="scrub") == 1
-    assert len(upstream.blob_fetches(layer.digest, since=mark)) == 1
+    _scrubbed_and_fetched_again(node, upstream, layer.digest, mark)
     assert _stored(node, layer.digest, layer.size) == test_images.app.read_blob(layer.digest)
 
 
