@@ -167,7 +167,8 @@ class SwarmPull:
         self._relocate = asyncio.Event()
         self._direct = False  # the tracker failed: every chunk left comes from upstream
         self._running = 0  # chunk tasks not done
-        # What fails the whole pull: the blob is not what it was said to be, or the disk is full.
+        # What fails the whole pull: the blob is not what it was said to be, or the disk takes
+        # no writes (full, or read-only).
         self._failure: ContentInvalid | StoreFull | None = None
         self._writer: BlobWriter | None = None
         self._ended = False
@@ -347,7 +348,7 @@ class SwarmPull:
             return
         if self._failure is not None and (error is not self._failure or unwritable(error)):
             # One failure is logged once, however many chunks met it before the pull stopped;
-            # a full disk, by the store (once a minute at most, however many pulls meet it).
+            # a disk that takes no writes, by the store (once a minute at most, for all pulls).
             log.debug("chunk stopped", extra={"digest": self.digest, "chunk": chunk.index})
             return
         log.warning(
@@ -368,9 +369,10 @@ class SwarmPull:
             chunk.done.set_exception(error)
 
     def _failing(self, error: BaseException | None) -> ContentInvalid | StoreFull | None:
-        """The error as the whole pull's failure, if it is one: bad content, or a chunk file
-        the disk has no room for (libtorrent's or a range fetch's write). The blob's readers
-        then go on from the upstream (`node.blobs`), at once rather than after a stall."""
+        """The error as the whole pull's failure, if it is one: bad content, or a write of a
+        chunk file (libtorrent's or a range fetch's) that the disk refused, full or read-only.
+        The blob's readers then go on from the upstream (`node.blobs`), at once rather than
+        after a stall."""
         if isinstance(error, ContentInvalid):
             return error
         if isinstance(error, TorrentFailed):

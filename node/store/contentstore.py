@@ -173,8 +173,8 @@ class BlobWriter:
                 self.on_progress()
 
     def refused(self, error: OSError) -> StoreFull:
-        """A write into this blob's files by someone else (the swarm) that found the disk full,
-        counted and logged as the store's own: the StoreFull it makes."""
+        """A write into this blob's files by someone else (the swarm) that the disk refused
+        (full, or read-only), counted and logged as the store's own: the StoreFull it makes."""
         failure = self._store._failed_write(error)
         return failure if isinstance(failure, StoreFull) else StoreFull(str(error))
 
