@@ -488,7 +488,10 @@ class Placement:
         """The node stopped pulling the blob (its pull failed): it is no longer one of its
         requesters, so a chunk of it that it was to relay no longer holds its relaying window
         (nor the chunk's other requesters) until the membership goes stale; it relays a chunk
-        of another blob it pulls instead."""
+        of another blob it pulls instead. (A node that holds the whole blob, withdrawing it as
+        it evicts it, asks for nothing: there is nothing to do.)"""
+        if node_id not in await self.store.blobs.requesters(digest):
+            return
         await self.store.blobs.forget_requester(digest, node_id)
         await self._relay_elsewhere(node_id, digest)
 
