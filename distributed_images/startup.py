@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import socket
 import stat
 import tempfile
@@ -88,6 +89,11 @@ def not_writable(failed: Path, what: str, root: Path, flag: str, error: OSError)
             f"the {what} {root} is on a read-only filesystem: mount a writable volume there, "
             f"or choose another directory with {flag}"
         )
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StartupError(
+            f"the {what} {root} is on a full disk ({_free(root)} free): make room there, "
+            f"or choose another directory with {flag}"
+        )
     if error.errno not in (errno.EACCES, errno.EPERM):
         return StartupError(f"the {what} {root} cannot be used: {error}: check {flag}")
     nearest = failed
@@ -98,6 +104,16 @@ def not_writable(failed: Path, what: str, root: Path, flag: str, error: OSError)
         f"run `chown -R {uid}:{gid} {root}` (on the host, the directory mounted there), "
         f"or choose another directory with {flag}"
     )
+
+
+def _free(path: Path) -> str:
+    """`12345 bytes` free on the disk `path` (or its nearest existing parent) is on."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        return f"{shutil.disk_usage(path).free} bytes"
+    except OSError as e:
+        return f"unknown: {e.strerror or e}"
 
 
 def readable_dir(path: Path, what: str, flag: str) -> None:

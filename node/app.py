@@ -253,9 +253,10 @@ def _open_store(config: Config, on_evict: Callable[[BlobInfo], None]) -> Content
             Path(e.filename or data_dir), "data dir", data_dir, "--data-dir", e
         ) from None
     except sqlite3.OperationalError as e:
-        denied = PermissionError(errno.EACCES, str(e))
+        full = e.sqlite_errorcode == sqlite3.SQLITE_FULL
+        refused = OSError(errno.ENOSPC if full else errno.EACCES, str(e))
         raise startup.not_writable(
-            data_dir / "metadata.sqlite", "data dir", data_dir, "--data-dir", denied
+            data_dir / "metadata.sqlite", "data dir", data_dir, "--data-dir", refused
         ) from None
 
 

@@ -8,6 +8,7 @@ closed to them as it is to the container's uid 10001.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -111,6 +112,23 @@ def test_a_data_dir_with_a_foreign_store_inside_is_reported_the_same_way(tmp_pat
     line = one_line_error(result, "node")
     assert f"the data dir {data} is not writable by uid 0" in line
     assert f"`chown -R 0:0 {data}`" in line
+
+
+def test_a_data_dir_on_a_full_disk_says_the_disk_is_full(tmp_path: Path) -> None:
+    """Not a chown: SQLite failing to create the store's metadata there says SQLITE_FULL."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], check=True)
+    try:
+        with contextlib.suppress(OSError), (disk / "filler").open("wb") as f:
+            f.write(b"\xff" * (64 << 10))
+        result = cli(*node_args(tmp_path), "--data-dir", str(disk / "data"))
+    finally:
+        subprocess.run(["umount", "--lazy", str(disk)], check=True)
+    line = one_line_error(result, "node")
+    assert f"the data dir {disk / 'data'} is on a full disk" in line
+    assert "chown" not in line
+    assert line.endswith("or choose another directory with --data-dir")
 
 
 def test_an_images_dir_the_node_may_not_read_names_its_uid_and_the_chmod(tmp_path: Path) -> None:
