@@ -32,6 +32,7 @@ READ_BLOCK = 1 << 20
 RESUMES = 3  # transfers in a row that broke before bringing a byte; then the fetch fails
 MAX_RESUMES = 32  # resumes of one transfer in all, so requests per blob stay bounded
 RESUME_BACKOFF = 0.5  # seconds before the first resume after a transfer that brought nothing
+COMMIT_GRACE = 2.0  # seconds a stopping node gives a verified blob to go into place
 
 
 class Stream(Protocol):
@@ -248,6 +249,11 @@ class Download:
         finally:
             self._notify()
 
+    @property
+    def committing(self) -> bool:
+        """Every byte is in and verified; the blob is being put on disk and published."""
+        return self._writer is not None and self._writer.verified and self.info is None
+
     async def stored(self) -> BlobInfo:
         """The blob once it is verified and stored; raises the download's error."""
         while self.info is None:
@@ -332,7 +338,20 @@ class Downloads:
             self._active.pop(download.digest, None)
 
     async def close(self) -> None:
-        tasks = [d.task for d in self._active.values() if d.task]
+        """Cancel the downloads still bringing bytes in. One whose bytes are all in and verified
+        is let go into place first (for COMMIT_GRACE at most): its clients may have it whole
+        already, and a node stopped cleanly keeps what it served."""
+        active = [d for d in self._active.values() if d.task is not None]
+        in_place = [asyncio.ensure_future(d.stored()) for d in active if d.committing]
+        for download in active:
+            if download.task is not None and not download.committing:
+                download.task.cancel()
+        if in_place:
+            await asyncio.wait(in_place, timeout=COMMIT_GRACE)
+            for waiting in in_place:
+                waiting.cancel()
+            await asyncio.gather(*in_place, return_exceptions=True)
+        tasks = [d.task for d in active if d.task is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -132,6 +132,30 @@ async def test_the_tail_is_released_once_verified_not_once_on_disk(
     assert store.stat(digest_of(data)) is not None
 
 
+async def test_a_clean_stop_lets_a_verified_blob_go_into_place_and_cancels_the_rest(
+    store: ContentStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its client may have every byte already: a node stopped then keeps it, as it did when the
+    last bytes waited for the disk. A download still bringing bytes in is cancelled."""
+    on_disk = threading.Event()
+    monkeypatch.setattr(MemoryPending, "sync", lambda self: on_disk.wait(10))
+    downloads = Downloads(store)
+    data = bytes(range(256)) * 4096
+    source = MemorySource(data)
+    source.gate.set()
+    verified = downloads.start(digest_of(data), UpstreamFill(digest_of(data), source))
+    assert await asyncio.wait_for(collect(verified.read(0, len(data))), 5) == data
+    arriving = MemorySource(b"a" * 1_000_000)  # its gate stays shut: no byte comes
+    cancelled = downloads.start(digest_of(b"a" * 1_000_000), UpstreamFill("-", arriving))
+    closing = asyncio.ensure_future(downloads.close())
+    await asyncio.sleep(0.1)
+    assert cancelled.task is not None and cancelled.task.done()
+    assert not closing.done()  # waiting for the verified blob to be on disk
+    on_disk.set()
+    await asyncio.wait_for(closing, 5)
+    assert store.stat(digest_of(data)) is not None
+
+
 @pytest.mark.parametrize("honour_range", [True, False])
 async def test_broken_transfers_resume_from_the_last_byte(
     store: ContentStore, honour_range: bool
