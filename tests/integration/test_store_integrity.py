@@ -67,6 +67,8 @@ def test_blobs_lost_before_they_were_synced_are_fetched_again_before_a_client_as
     image = test_images.app.image()
     reference = f"{TestImages.APP}:{TestImages.TAG}"
     skopeo.pull(node.host, reference, workdir / "before")
+    # A client has a blob once it is verified, while the node still puts it in place.
+    wait_until(lambda: all(_blob_dir(node, d).is_dir() for d in image.blobs), 30, "all stored")
     node.kill()
     # A power loss takes the chunk files the node never synced: all of them, without --fsync.
     lost = powerloss.lose_unsynced(node.data_dir / "blobs", mode)

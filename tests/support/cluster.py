@@ -277,10 +277,11 @@ def chunk_file(node: Node, digest: str, index: int) -> Path:
     """Where a node keeps chunk `index` of a complete blob:
     `<data-dir>/blobs/sha256/<2 hex>/<hex>/<hex>.<index>` (DESIGN section 4)."""
     hex_digest = digest.removeprefix("sha256:")
-    return _blob_directory(node, digest) / f"{hex_digest}.{index}"
+    return blob_directory(node, digest) / f"{hex_digest}.{index}"
 
 
-def _blob_directory(node: Node, digest: str) -> Path:
+def blob_directory(node: Node, digest: str) -> Path:
+    """Where a node keeps a stored blob's chunk files."""
     hex_digest = digest.removeprefix("sha256:")
     return node.data_dir / "blobs" / "sha256" / hex_digest[:2] / hex_digest
 
@@ -289,7 +290,7 @@ async def stored(node: Node, digest: str) -> None:
     """Wait until the node has put a blob it served in its store: a client gets a blob's last
     bytes once its digest is verified, while the node still puts it on disk and publishes it
     (its directory appears whole, with every chunk file)."""
-    await until(_blob_directory(node, digest).is_dir, f"{node.name} stored {digest}", 0.02)
+    await until(blob_directory(node, digest).is_dir, f"{node.name} stored {digest}", 0.02)
 
 
 def receiving(node: Node, digest: str) -> bool:
