@@ -15,7 +15,6 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from node.store.chunking import chunk_count, chunk_name
 from tests.support import cluster, powerloss, skopeo
 from tests.support.fakeupstream import FakeBlob, FakeUpstream
 from tests.support.images import TestImages, push
@@ -117,15 +116,6 @@ def test_restarted_node_serves_its_complete_content_without_the_upstream(
     assert node.metric("distributed_images_upstream_bytes_total") == 0
 
 
-def _stored_bytes(node: Node, digest: str, size: int) -> bytes:
-    """The blob as its chunk files in the node's store hold it."""
-    hex_digest = digest.removeprefix("sha256:")
-    directory = node.data_dir / "blobs" / "sha256" / hex_digest[:2] / hex_digest
-    return b"".join(
-        (directory / chunk_name(digest, i)).read_bytes() for i in range(chunk_count(size))
-    )
-
-
 @pytest.mark.parametrize("mode", powerloss.MODES)
 async def test_power_loss_after_a_crash_never_serves_lost_bytes(
     node_factory: Callable[..., Node], fake_upstream: FakeUpstream, mode: str
@@ -165,8 +155,8 @@ async def test_power_loss_after_a_crash_never_serves_lost_bytes(
     assert node.metric("distributed_images_blob_bytes_total", source="cache") == STORED
     # And the store holds both, whole.
     await cluster.stored(node, in_flight_digest)
-    assert _stored_bytes(node, stored_digest, STORED) == stored
-    assert _stored_bytes(node, in_flight_digest, SIZE) == in_flight
+    assert cluster.stored_bytes(node, stored_digest, STORED) == stored
+    assert cluster.stored_bytes(node, in_flight_digest, SIZE) == in_flight
     # Nothing of the interrupted write is left but links to where blobs went since.
     assert [p for p in (node.data_dir / "tmp").iterdir() if not p.is_symlink()] == []
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from node.store.chunking import chunk_count, chunk_name
 from tests.integration.test_seed_node import LAYERS, _node
 from tests.support import powerloss, skopeo
+from tests.support.cluster import blob_directory, chunk_file, stored_bytes
 from tests.support.images import TestImages, build_image
 from tests.support.node import Node
 from tests.support.process import wait_until
@@ -25,18 +25,6 @@ pytestmark = pytest.mark.integration
 DAMAGED = "distributed_images_damaged_blobs_total"
 REFETCHES = "distributed_images_refetches_total"
 VERIFIED = "distributed_images_verified_bytes_total"
-
-
-def _blob_dir(node: Node, digest: str) -> Path:
-    hex_digest = digest.removeprefix("sha256:")
-    return node.data_dir / "blobs" / "sha256" / hex_digest[:2] / hex_digest
-
-
-def _stored(node: Node, digest: str, size: int) -> bytes:
-    directory = _blob_dir(node, digest)
-    return b"".join(
-        (directory / chunk_name(digest, i)).read_bytes() for i in range(chunk_count(size))
-    )
 
 
 def _scrubbed_and_fetched_again(node: Node, upstream: Registry, digest: str, mark: int) -> None:
@@ -68,7 +56,7 @@ def test_blobs_lost_before_they_were_synced_are_fetched_again_before_a_client_as
     reference = f"{TestImages.APP}:{TestImages.TAG}"
     skopeo.pull(node.host, reference, workdir / "before")
     # A client has a blob once it is verified, while the node still puts it in place.
-    wait_until(lambda: all(_blob_dir(node, d).is_dir() for d in image.blobs), 30, "all stored")
+    wait_until(lambda: all(blob_directory(node, d).is_dir() for d in image.blobs), 30, "all stored")
     node.kill()
     # A power loss takes the chunk files the node never synced: all of them, without --fsync.
     lost = powerloss.lose_unsynced(node.data_dir / "blobs", mode)
@@ -94,7 +82,7 @@ def test_blobs_lost_before_they_were_synced_are_fetched_again_before_a_client_as
     # The client got what the node had fetched again: no blob came from the upstream for it.
     assert [e for e in upstream.entries(since=mark)[served:] if e.is_blob()] == []
     for digest, size in image.blobs.items():
-        assert hashlib.sha256(_stored(node, digest, size)).hexdigest() == digest[7:]
+        assert hashlib.sha256(stored_bytes(node, digest, size)).hexdigest() == digest[7:]
 
 
 def test_the_scrub_finds_a_damaged_blob_and_fetches_it_again(
@@ -113,7 +101,7 @@ def test_the_scrub_finds_a_damaged_blob_and_fetches_it_again(
     skopeo.pull(node.host, reference, workdir / "before")
     layer = max(image.layers, key=lambda blob: blob.size)
     # One byte of the layer's second chunk goes bad on disk, behind the node's back.
-    chunk = _blob_dir(node, layer.digest) / chunk_name(layer.digest, 1)
+    chunk = chunk_file(node, layer.digest, 1)
     mark = upstream.mark()
     with chunk.open("r+b") as f:
         f.seek(12345)
@@ -127,7 +115,7 @@ def test_the_scrub_finds_a_damaged_blob_and_fetches_it_again(
         e for e in upstream.entries(since=mark) if e.is_blob() and not e.is_blob(layer.digest)
     ]
     assert others == [], "only the damaged blob is fetched again"
-    assert _stored(node, layer.digest, layer.size) == test_images.app.read_blob(layer.digest)
+    assert stored_bytes(node, layer.digest, layer.size) == test_images.app.read_blob(layer.digest)
 
     served = len(upstream.entries(since=mark))
     out = skopeo.pull(node.host, f"{TestImages.APP}@{image.digest}", workdir / "after")
@@ -150,7 +138,7 @@ async def test_a_chunk_file_cut_short_on_disk_breaks_the_transfer_rather_than_ha
     image = test_images.app.image()
     skopeo.pull(node.host, f"{TestImages.APP}:{TestImages.TAG}", workdir / "before")
     layer = max(image.layers, key=lambda blob: blob.size)
-    chunk = _blob_dir(node, layer.digest) / chunk_name(layer.digest, 0)
+    chunk = chunk_file(node, layer.digest, 0)
     os.truncate(chunk, chunk.stat().st_size // 2)
 
     mark = upstream.mark()
@@ -163,7 +151,7 @@ async def test_a_chunk_file_cut_short_on_disk_breaks_the_transfer_rather_than_ha
     assert "blob transfer aborted" in node.log_path.read_text(errors="replace")
     # Found damaged there, it is purged and fetched again, before the scrub would come to it.
     _scrubbed_and_fetched_again(node, upstream, layer.digest, mark)
-    assert _stored(node, layer.digest, layer.size) == test_images.app.read_blob(layer.digest)
+    assert stored_bytes(node, layer.digest, layer.size) == test_images.app.read_blob(layer.digest)
 
 
 def test_a_damaged_seeded_blob_is_imported_again_from_its_archive(
@@ -178,7 +166,7 @@ def test_a_damaged_seeded_blob_is_imported_again_from_its_archive(
     node.start()
     try:
         layer = max(image.image().layers, key=lambda blob: blob.size)
-        chunk = _blob_dir(node, layer.digest) / chunk_name(layer.digest, 0)
+        chunk = chunk_file(node, layer.digest, 0)
         with chunk.open("r+b") as f:  # one byte goes bad on disk
             f.seek(100)
             byte = f.read(1)
@@ -187,7 +175,7 @@ def test_a_damaged_seeded_blob_is_imported_again_from_its_archive(
         wait_until(
             lambda: (
                 node.metric(REFETCHES, result="archive") == 1
-                and _blob_dir(node, layer.digest).exists()
+                and blob_directory(node, layer.digest).exists()
             ),
             60,
             "the archive imported again",
@@ -195,7 +183,7 @@ def test_a_damaged_seeded_blob_is_imported_again_from_its_archive(
         )
         assert node.metric(DAMAGED, found_by="scrub") == 1
         wait_until(
-            lambda: _stored(node, layer.digest, layer.size) == image.read_blob(layer.digest),
+            lambda: stored_bytes(node, layer.digest, layer.size) == image.read_blob(layer.digest),
             30,
             "the layer whole again",
             on_timeout=node.log_tail,

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import aiohttp
 
+from node.store.chunking import chunk_count
 from tests.support.images import OCI_MANIFEST, OciImage
 from tests.support.node import Metrics, Node, parse_metrics
 from tests.support.process import (
@@ -284,6 +285,11 @@ def blob_directory(node: Node, digest: str) -> Path:
     """Where a node keeps a stored blob's chunk files."""
     hex_digest = digest.removeprefix("sha256:")
     return node.data_dir / "blobs" / "sha256" / hex_digest[:2] / hex_digest
+
+
+def stored_bytes(node: Node, digest: str, size: int) -> bytes:
+    """The blob as the chunk files in the node's store hold it."""
+    return b"".join(chunk_file(node, digest, i).read_bytes() for i in range(chunk_count(size)))
 
 
 async def stored(node: Node, digest: str) -> None:
