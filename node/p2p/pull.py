@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -41,6 +40,7 @@ from node.p2p.metainfo import ChunkTorrent, MetainfoInvalid, PieceHashes
 from node.p2p.session import PeerAddress, PeerSession, TorrentFailed
 from node.store.chunking import chunk_count, chunk_name, chunk_range
 from node.store.contentstore import BlobInfo, BlobWriter, unwritable
+from node.store.disk import pwrite_all
 from tracker import address
 from tracker.client import ChunkPlacement, Directive, HeldBlob, Placement, TrackerClient
 from tracker.errors import MetainfoUnconfirmed, NodeUnknown, TrackerError
@@ -719,15 +719,9 @@ class SwarmPull:
 
 def _store(fd: int, block: list[bytes], offset: int, hashes: PieceHashes) -> None:
     """Write a block of a chunk's range at `offset` of its file, and hash it (in a thread)."""
-    length = sum(len(piece) for piece in block)
     written = os.pwritev(fd, block, offset)
-    if written < length:  # a disk that fills up takes what fits; the next write says why not
-        rest = memoryview(b"".join(block))
-        while written < length:
-            taken = os.pwrite(fd, rest[written:], offset + written)
-            if not taken:
-                raise OSError(errno.EIO, "the disk took no byte of a write")
-            written += taken
+    if written < sum(len(piece) for piece in block):  # a short write: a disk filling up
+        pwrite_all(fd, memoryview(b"".join(block))[written:], offset + written)
     hashes.update(offset, block)
 
 

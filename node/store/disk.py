@@ -43,6 +43,17 @@ def _segments(directory: Path, digest: str, size: int, start: int, end: int) -> 
     return result
 
 
+def pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+    """Write all of `data` at `offset` of the file. A disk that fills up takes what fits (a
+    short write, no error); writing the rest then says why it cannot take more."""
+    view = memoryview(data)
+    while view:
+        taken = os.pwrite(fd, view, offset)
+        if not taken:
+            raise OSError(errno.EIO, "the disk took no byte of a write")
+        view, offset = view[taken:], offset + taken
+
+
 def fsync_path(path: Path) -> None:
     """fsync a file or directory by its path (Linux flushes the inode's pages, whatever the
     descriptor's mode)."""
@@ -108,12 +119,10 @@ class DiskPending:
                 length = min(self._step, self._size - index * self._step)
                 with contextlib.suppress(OSError):  # a hint: one extent, fewer allocations
                     os.posix_fallocate(self._file, 0, length)
-            # A disk that fills up takes what fits (a short write) and refuses the next write.
-            taken = os.write(self._file, view[: self._step - offset])
-            if not taken:
-                raise OSError(errno.EIO, "the disk took no byte of a write")
-            self._written += taken
-            view = view[taken:]
+            part = view[: self._step - offset]
+            pwrite_all(self._file, part, offset)
+            self._written += len(part)
+            view = view[len(part) :]
         if self._written >= self._size:
             self._close_file()
 

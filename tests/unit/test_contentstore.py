@@ -546,19 +546,19 @@ async def test_a_block_the_disk_takes_only_part_of_is_never_counted_as_written(
     store = ContentStore.open(tmp_path / "data")
     data = random.Random("short").randbytes(4 * MiB)
     room, taken = MiB + (300 << 10), 0
-    real_write = os.write
+    real_pwrite = os.pwrite
 
-    def disk(fd: int, part: bytes) -> int:  # the kernel's write on a disk with `room` free
+    def disk(fd: int, part: bytes, offset: int) -> int:  # the kernel's, with `room` free
         nonlocal taken
         if not os.readlink(f"/proc/self/fd/{fd}").startswith(str(tmp_path)):
-            return real_write(fd, part)
+            return real_pwrite(fd, part, offset)
         if taken >= room:
             raise OSError(errno.ENOSPC, "No space left on device")
-        written = real_write(fd, memoryview(part)[: room - taken])
+        written = real_pwrite(fd, memoryview(part)[: room - taken], offset)
         taken += written
         return written
 
-    monkeypatch.setattr(os, "write", disk)
+    monkeypatch.setattr(os, "pwrite", disk)
     writer = store.begin(digest_of(data), len(data))
     with pytest.raises(StoreFull):
         for start in range(0, len(data), 512 << 10):
