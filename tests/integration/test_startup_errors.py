@@ -8,7 +8,6 @@ closed to them as it is to the container's uid 10001.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import socket
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import skopeo
+from tests.support import disks, skopeo
 from tests.support.images import LayerSpec, build_image
 from tests.support.node import CHECKOUT, Node
 from tests.support.permissions import NO_DAC, OTHER_UID, foreign
@@ -116,15 +115,9 @@ def test_a_data_dir_with_a_foreign_store_inside_is_reported_the_same_way(tmp_pat
 
 def test_a_data_dir_on_a_full_disk_says_the_disk_is_full(tmp_path: Path) -> None:
     """Not a chown: SQLite failing to create the store's metadata there says SQLITE_FULL."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], check=True)
-    try:
-        with contextlib.suppress(OSError), (disk / "filler").open("wb") as f:
-            f.write(b"\xff" * (64 << 10))
+    with disks.tmpfs(tmp_path / "disk", 64 << 10) as disk:
+        disks.fill(disk / "filler")
         result = cli(*node_args(tmp_path), "--data-dir", str(disk / "data"))
-    finally:
-        subprocess.run(["umount", "--lazy", str(disk)], check=True)
     line = one_line_error(result, "node")
     assert f"the data dir {disk / 'data'} is on a full disk" in line
     assert "chown" not in line

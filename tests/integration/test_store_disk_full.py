@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import shutil
-import subprocess
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import aiohttp
@@ -18,7 +15,7 @@ import pytest
 
 from node.store.chunking import chunk_count
 from tests.integration.conftest import P2PImages
-from tests.support import skopeo
+from tests.support import disks, skopeo
 from tests.support.cluster import Cluster, client, correct, pull_image, receiving, until
 from tests.support.images import TestImages
 from tests.support.node import Node
@@ -34,15 +31,8 @@ FULL_LINE = "the store's disk is full"
 @pytest.fixture
 def small_disk(workdir: Path) -> Iterator[Path]:
     """A 40 MiB tmpfs, unmounted after the test's nodes are stopped."""
-    mountpoint = workdir / "small-disk"
-    mountpoint.mkdir()
-    subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={DISK}", "tmpfs", str(mountpoint)], check=True
-    )
-    try:
+    with disks.tmpfs(workdir / "small-disk", DISK) as mountpoint:
         yield mountpoint
-    finally:
-        subprocess.run(["umount", "--lazy", str(mountpoint)], check=True)
 
 
 def _start(node_factory: Callable[..., Node], upstream: Registry, disk: Path) -> Node:
@@ -140,7 +130,7 @@ async def test_a_disk_that_fills_up_mid_download_still_serves_the_whole_blob(
 
     # Something else fills the disk to the last byte: SQLite cannot write either. Manifests and
     # blobs are answered all the same.
-    _fill(small_disk / "filler")
+    disks.fill(small_disk / "filler")
     manifest = await _get(f"{node.url}/v2/{TestImages.BIG}/manifests/{TestImages.TAG}")
     assert manifest[:2] == (200, image.digest)
     for blob in (image.config, *image.layers):
@@ -162,7 +152,7 @@ async def test_a_store_whose_disk_turns_read_only_still_serves_every_pull(
     line and a metric; no 500, no traceback."""
     node = _start(node_factory, upstream, small_disk)
     image = test_images.app.image()
-    with _read_only(small_disk / "data" / "tmp", small_disk / "data" / "blobs"):
+    with disks.read_only(small_disk / "data" / "tmp", small_disk / "data" / "blobs"):
         manifest = await _get(f"{node.url}/v2/{TestImages.APP}/manifests/{TestImages.TAG}")
         assert manifest[:2] == (200, image.digest)
         for blob in (image.config, *image.layers):
@@ -176,34 +166,6 @@ async def test_a_store_whose_disk_turns_read_only_still_serves_every_pull(
     assert node.metric("distributed_images_store_errors_total", kind="read_only") >= 1
 
 
-@contextmanager
-def _read_only(*directories: Path) -> Iterator[None]:
-    """The directories read-only (bind-mounted onto themselves so) while in the block."""
-    for directory in directories:
-        subprocess.run(["mount", "--bind", str(directory), str(directory)], check=True)
-        subprocess.run(["mount", "-o", "remount,bind,ro", str(directory)], check=True)
-    try:
-        yield
-    finally:
-        for directory in directories:
-            subprocess.run(["umount", str(directory)], check=True)
-
-
-def _fill(path: Path, leave: int = 0) -> None:
-    """Fill the disk `path` is on with it, to the last byte, or until `leave` bytes are free."""
-    block = b"\xff" * (1 << 20)
-    with path.open("wb", buffering=0) as f:
-        while True:
-            if leave and shutil.disk_usage(path).free - len(block) < leave:
-                return
-            try:
-                f.write(block)
-            except OSError:
-                block = block[: len(block) // 2]
-                if not block:
-                    return
-
-
 async def test_a_disk_that_fills_up_while_a_blob_comes_through_the_swarm_still_serves_it_whole(
     small_disk: Path,
     start_cluster: Callable[..., Cluster],
@@ -214,7 +176,7 @@ async def test_a_disk_that_fills_up_while_a_blob_comes_through_the_swarm_still_s
     for its client at once (not after a stall timeout), says so once, and logs each chunk
     torrent's failure once (not once per block it could not write)."""
     started = time.monotonic()
-    _fill(small_disk / "before", leave=24 << 20)  # the small image fits, with the reserve
+    disks.fill(small_disk / "before", leave=24 << 20)  # the small image fits, with the reserve
     cluster = start_cluster(
         size=2,
         node_args={0: ["--upload-limit", "4MiB"], 1: ["--prefetch", "0"]},
@@ -230,7 +192,7 @@ async def test_a_disk_that_fills_up_while_a_blob_comes_through_the_swarm_still_s
         mark = p2p_upstream.mark()
         pull = asyncio.ensure_future(pull_image(session, node, P2PImages.SMALL))
         await until(lambda: receiving(node, layer.digest) or pull.done(), "the layer arriving")
-        _fill(small_disk / "filler")
+        disks.fill(small_disk / "filler")
         pulled = await pull
     assert pulled.blobs == correct(p2p_images.small)
 
