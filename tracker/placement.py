@@ -605,14 +605,13 @@ class Placement:
         wait on them until they expire), never started swarming, or gave up the blob."""
         members = context.members.get(chunk, {})
         now = self.clock()
-        requesters = set(context.requesters)
         gone = [
             m
             for m, since in members.items()
             if m not in context.zones
             or (
                 not context.held(m, chunk, partial=True)
-                and (now - since > self.policy.lease_ttl or m not in requesters)
+                and (now - since > self.policy.lease_ttl or m not in context.requesters)
             )
         ]
         if gone:
