@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import errno
+import functools
 import logging
 import socket
 import sqlite3
@@ -17,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from distributed_images import startup
+from distributed_images import listener, startup
 from node import allocator
 from node.access import Access, SeededContent
 from node.activity import Activity
@@ -295,13 +296,14 @@ async def run(config: Config, stop: asyncio.Event | None = None) -> None:
     """Serve until `stop` is set (or SIGTERM/SIGINT arrives)."""
     stop = stop or Shutdown(SHUTDOWN_GRACE).install()
     async with compose(config) as node, contextlib.AsyncExitStack() as listeners:
-        site = await listeners.enter_async_context(_serving(node.app, config.listen, "--listen"))
+        serving = functools.partial(_serving, limit=config.max_connections, metrics=node.metrics)
+        site = await listeners.enter_async_context(serving(node.app, config.listen, "--listen"))
         if config.metrics_listen and (probes := node.probes) is not None:
             await listeners.enter_async_context(
-                _serving(probes, config.metrics_listen, "--metrics-listen")
+                serving(probes, config.metrics_listen, "--metrics-listen")
             )
         try:
-            port = _bound_port(site) or address.split(config.listen)[1]
+            port = site.port
             membership = node.membership = _membership(node, port)
             node.swarm.attach(membership)
             node.ready = True
@@ -337,19 +339,22 @@ async def run(config: Config, stop: asyncio.Event | None = None) -> None:
 
 
 @asynccontextmanager
-async def _serving(app: web.Application, listen: str, flag: str) -> AsyncIterator[web.TCPSite]:
-    """`app` on `listen` until the block ends; a port that cannot be bound is a StartupError."""
-    # A request in flight gets a fifth of the grace period to finish, and as long again to end
-    # once cancelled (aiohttp waits twice); the rest is for leaving the cluster.
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE / 5)
-    await runner.setup()
+async def _serving(
+    app: web.Application, listen: str, flag: str, limit: int, metrics: NodeMetrics
+) -> AsyncIterator[listener.Listener]:
+    """`app` on `listen` until the block ends, at most `limit` client connections open at once;
+    a port that cannot be bound is a StartupError."""
+    host, port = address.split(listen)
+    connections = listener.Connections(limit, metrics.shed_connection)
     try:
-        host, port = address.split(listen)
-        site = web.TCPSite(runner, host, port, reuse_address=True)
-        try:
-            await site.start()
-        except OSError as e:
-            raise startup.listen_failed(listen, flag, e) from None
+        # A request in flight gets a fifth of the grace period to finish, and as long again to
+        # end once cancelled (aiohttp waits twice); the rest is for leaving the cluster.
+        runner, site = await listener.start(
+            app, host, port, connections, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE / 5
+        )
+    except OSError as e:
+        raise startup.listen_failed(listen, flag, e) from None
+    try:
         yield site
     finally:
         await runner.cleanup()
@@ -383,9 +388,3 @@ def _advertised_host(config: Config) -> str:
         return socket.gethostbyname(socket.gethostname())
     except OSError:
         return "127.0.0.1"
-
-
-def _bound_port(site: web.TCPSite) -> int | None:
-    server = site._server
-    sockets = getattr(server, "sockets", None) or []
-    return int(sockets[0].getsockname()[1]) if sockets else None

@@ -203,6 +203,14 @@ class Config:
             "metavar": "N",
         },
     )
+    max_connections: int = field(
+        default=1024,
+        metadata={
+            "help": "client connections open at once on each listen address (fewer when the"
+            " process's file limit is low); at the limit the one idle longest is closed",
+            "metavar": "N",
+        },
+    )
     log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
     store: StoreConfig = field(default_factory=StoreConfig)
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)

@@ -149,6 +149,14 @@ class NodeMetrics:
             ["reason"],
             registry=r,
         )
+        self.client_connections_shed = Counter(
+            "distributed_images_client_connections_shed",
+            "Client connections closed at the connection limit: the one idle longest, closed for"
+            " a new one (idle), or a new one answered 503 while every one was in a request"
+            " (all_busy)",
+            ["reason"],
+            registry=r,
+        )
         self.last_peer_success: float | None = None  # monotonic time a chunk last came from peers
         self.since_peer_success = Gauge(
             "distributed_images_seconds_since_peer_success",
@@ -166,6 +174,8 @@ class NodeMetrics:
             self.refetches.labels(result)
         for kind in ("disk_full", "read_only", "metadata"):
             self.store_errors.labels(kind)
+        for reason in ("idle", "all_busy"):
+            self.client_connections_shed.labels(reason)
         for source in ("peer", "upstream"):
             self.chunk_duration.labels(source)
         for source in ("cache", "peer", "upstream", "seed"):
@@ -176,6 +186,9 @@ class NodeMetrics:
     def _since_peer_success(self) -> float:
         last = self.last_peer_success
         return math.nan if last is None else time.monotonic() - last
+
+    def shed_connection(self, reason: str) -> None:
+        self.client_connections_shed.labels(reason).inc()
 
     def chunk_done(self, source: str, seconds: float) -> None:
         self.chunk_duration.labels(source).observe(seconds)

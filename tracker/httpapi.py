@@ -7,7 +7,11 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from distributed_images import listener
 from tracker import address
+
+# Prometheus, the kubelet's probes and the status command: a few at a time.
+MAX_CONNECTIONS = 64
 
 
 def build(
@@ -44,8 +48,6 @@ def build(
 async def serve(app: web.Application, listen: str) -> tuple[web.AppRunner, int]:
     """Start `app` on `listen`; returns its runner (to clean up) and the bound port."""
     host, port = address.split(listen)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    return runner, int(runner.addresses[0][1])
+    connections = listener.Connections(MAX_CONNECTIONS)
+    runner, site = await listener.start(app, host, port, connections, access_log=None)
+    return runner, site.port

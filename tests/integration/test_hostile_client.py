@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import aiohttp
 import pytest
@@ -23,6 +25,9 @@ pytestmark = pytest.mark.integration
 APP = TestImages.APP
 # Far more than a client needs to be answered; a backtracking parser needed hours for these.
 PROMPT = 10.0
+# The files a node's process may open, in the connection test: few, so that a client can take
+# them all; what the node accepts must stay within them.
+FILE_LIMIT = 256
 
 
 @pytest.fixture
@@ -120,7 +125,54 @@ async def test_client_chosen_namespaces_and_upstream_statuses_add_no_metric_labe
         if key.startswith("distributed_images_upstream_requests_total{")
     }
     assert registries == {fake_upstream.host}
-    assert not [key for key in metrics if "client" in key]
+    assert not [key for key in metrics if "client" in key.partition("{")[2]]  # no ns as a label
+
+
+async def test_connections_a_client_opens_and_leaves_idle_lock_no_other_client_out(
+    node_factory: Callable[..., Node], fake_upstream: FakeUpstream
+) -> None:
+    node = node_factory(
+        {fake_upstream.host: fake_upstream.url},
+        fake_upstream.host,
+        wrapper=["prlimit", f"--nofile={FILE_LIMIT}", "--"],
+    )
+    digest = fake_upstream.add(FakeBlob(random.Random(0).randbytes(256 << 10)))
+    with _idle_connections(node, FILE_LIMIT + 40) as idle:
+        timeout = aiohttp.ClientTimeout(total=PROMPT)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            body = await _read(session, f"{node.url}/v2/test/idle/blobs/{digest}")
+            assert _sha256(body) == digest
+            health = await session.get(f"{node.url}/healthz")
+            assert health.status == 200
+        closed = sum(1 for sock in idle if _closed_by_peer(sock))
+    assert closed > 0  # the node made room by closing idle connections...
+    shed = node.metric("distributed_images_client_connections_shed_total", reason="idle")
+    assert shed == closed
+    assert node.running  # ...and never ran out of files
+
+
+@contextmanager
+def _idle_connections(node: Node, count: int) -> Iterator[list[socket.socket]]:
+    """`count` connections to the node that never send a byte."""
+    host, _, port = node.host.rpartition(":")
+    opened: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            opened.append(socket.create_connection((host, int(port)), timeout=PROMPT))
+        yield opened
+    finally:
+        for sock in opened:
+            sock.close()
+
+
+def _closed_by_peer(sock: socket.socket) -> bool:
+    sock.setblocking(False)
+    try:
+        return sock.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except ConnectionResetError:
+        return True
 
 
 async def _read(session: aiohttp.ClientSession, url: str) -> bytes:
