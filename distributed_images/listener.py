@@ -19,6 +19,7 @@ import logging
 import resource
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
@@ -45,11 +46,36 @@ def runner(app: web.Application, **kwargs: object) -> web.AppRunner:
 
 
 def file_bound(limit: int) -> int:
-    """`limit`, lowered so that the connections fit in the process's file limit beside the rest."""
+    """`limit`, lowered so that the connections fit in the process's file limit beside the rest
+    (half of what is left after the process's own files: the other half is its peers')."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         return limit
     return max(1, min(limit, (soft - RESERVED_FILES - BACKLOG) // 2))
+
+
+def raise_file_limit() -> int:
+    """Raise the process's soft limit on open files to its hard limit, as Go programs do: the
+    soft limit of 1024 that many systems set is there for select(), which neither asyncio (epoll)
+    nor libtorrent uses. Returns the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    ceiling = _kernel_file_ceiling()
+    wanted = ceiling if hard == resource.RLIM_INFINITY else min(hard, ceiling)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError) as e:
+            log.debug("open-file limit left as it was", extra={"limit": soft, "error": str(e)})
+            return soft
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def _kernel_file_ceiling() -> int:
+    """The most files one process may be allowed (fs.nr_open)."""
+    try:
+        return int(Path("/proc/sys/fs/nr_open").read_text())
+    except (OSError, ValueError):
+        return 1 << 20
 
 
 class Connections:

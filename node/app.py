@@ -101,6 +101,7 @@ class Node:
 
 def main(config: Config) -> int:
     allocator.tune()
+    listener.raise_file_limit()
     try:
         asyncio.run(run(config))
     except CredentialError as e:

@@ -23,7 +23,7 @@ import grpc
 from aiohttp import web
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from distributed_images import startup
+from distributed_images import listener, startup
 from tracker import address, auth, credentials, httpapi, limits
 from tracker.cluster import MAX_NODES, Cluster, Policy
 from tracker.errors import TrackerError
@@ -320,4 +320,5 @@ async def serve(config: Config) -> int:
 
 
 def main(config: Config) -> int:
+    listener.raise_file_limit()
     return asyncio.run(serve(config))

@@ -22,12 +22,15 @@ from pathlib import Path
 
 import libtorrent as lt
 
+from distributed_images import listener
 from node.p2p.metainfo import ChunkTorrent
 
 log = logging.getLogger(__name__)
 
 PeerAddress = tuple[str, int]
 STATS_INTERVAL = 1.0
+PEER_CONNECTIONS = 4000  # open at once, fewer when the open-file limit is low
+MIN_PEER_CONNECTIONS = 64
 READY_TIMEOUT = 1.0  # seconds to wait for a new torrent to accept peers before going on
 MAX_RESTARTS = 3  # of a complete torrent that stopped on an error
 MAX_LISTED_TORRENTS = 500  # asked for their peers when someone looks (the status page)
@@ -61,7 +64,8 @@ def _settings(host: str, port: int, upload_limit: int, download_limit: int) -> d
         "active_downloads": -1,
         "active_seeds": -1,
         "active_limit": -1,
-        "connections_limit": 4000,
+        # Its peers take the half of the open-file limit the registry port leaves them.
+        "connections_limit": max(MIN_PEER_CONNECTIONS, listener.file_bound(PEER_CONNECTIONS)),
         # A peer that refused us had not added the chunk yet (it may a moment later): retry it
         # within a second, not after the default 60.
         "min_reconnect_time": 1,

@@ -10,6 +10,7 @@ import random
 import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -149,6 +150,20 @@ async def test_connections_a_client_opens_and_leaves_idle_lock_no_other_client_o
     shed = node.metric("distributed_images_client_connections_shed_total", reason="idle")
     assert shed == closed
     assert node.running  # ...and never ran out of files
+
+
+def test_a_node_raises_its_open_file_limit_to_what_the_host_allows(
+    node_factory: Callable[..., Node], fake_upstream: FakeUpstream
+) -> None:
+    """The soft limit of 1024 many systems set is there for select(); the node uses epoll."""
+    node = node_factory(
+        {fake_upstream.host: fake_upstream.url},
+        fake_upstream.host,
+        wrapper=["prlimit", f"--nofile={FILE_LIMIT}:{16 * FILE_LIMIT}", "--"],
+    )
+    limits = Path(f"/proc/{node.pid}/limits").read_text().splitlines()
+    files = next(line for line in limits if line.startswith("Max open files")).split()
+    assert files[3:5] == [str(16 * FILE_LIMIT)] * 2  # soft, hard
 
 
 @contextmanager
