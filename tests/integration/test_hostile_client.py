@@ -11,6 +11,7 @@ import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -87,9 +88,7 @@ async def test_cold_fetches_and_upstream_connections_are_capped(
     method: str,
     most: int,
 ) -> None:
-    node = node_factory(
-        {fake_upstream.host: fake_upstream.url}, fake_upstream.host, extra_args=flags
-    )
+    node = _behind(node_factory, fake_upstream, extra_args=flags)
     blobs = [FakeBlob(random.Random(i).randbytes(512 << 10), rate=2 << 20) for i in range(8)]
     digests = [fake_upstream.add(blob) for blob in blobs]
     async with aiohttp.ClientSession() as session:
@@ -103,11 +102,7 @@ async def test_cold_fetches_and_upstream_connections_are_capped(
 async def test_client_chosen_namespaces_and_upstream_statuses_add_no_metric_labels(
     node_factory: Callable[..., Node], fake_upstream: FakeUpstream
 ) -> None:
-    node = node_factory(
-        {fake_upstream.host: fake_upstream.url},
-        fake_upstream.host,
-        extra_args=["--upstream-retries", "0"],
-    )
+    node = _behind(node_factory, fake_upstream, extra_args=["--upstream-retries", "0"])
     for status in (299, 418, 451, 599, 999):
         fake_upstream.answer_with(f"/v2/test/odd/manifests/{status}", status)
         await rawhttp.request(node.host, "GET", f"/v2/test/odd/manifests/{status}")
@@ -132,11 +127,7 @@ async def test_client_chosen_namespaces_and_upstream_statuses_add_no_metric_labe
 async def test_connections_a_client_opens_and_leaves_idle_lock_no_other_client_out(
     node_factory: Callable[..., Node], fake_upstream: FakeUpstream
 ) -> None:
-    node = node_factory(
-        {fake_upstream.host: fake_upstream.url},
-        fake_upstream.host,
-        wrapper=["prlimit", f"--nofile={FILE_LIMIT}", "--"],
-    )
+    node = _behind(node_factory, fake_upstream, wrapper=["prlimit", f"--nofile={FILE_LIMIT}", "--"])
     digest = fake_upstream.add(FakeBlob(random.Random(0).randbytes(256 << 10)))
     with _idle_connections(node, FILE_LIMIT + 40) as idle:
         timeout = aiohttp.ClientTimeout(total=PROMPT)
@@ -156,14 +147,19 @@ def test_a_node_raises_its_open_file_limit_to_what_the_host_allows(
     node_factory: Callable[..., Node], fake_upstream: FakeUpstream
 ) -> None:
     """The soft limit of 1024 many systems set is there for select(); the node uses epoll."""
-    node = node_factory(
-        {fake_upstream.host: fake_upstream.url},
-        fake_upstream.host,
+    node = _behind(
+        node_factory,
+        fake_upstream,
         wrapper=["prlimit", f"--nofile={FILE_LIMIT}:{16 * FILE_LIMIT}", "--"],
     )
     limits = Path(f"/proc/{node.pid}/limits").read_text().splitlines()
     files = next(line for line in limits if line.startswith("Max open files")).split()
     assert files[3:5] == [str(16 * FILE_LIMIT)] * 2  # soft, hard
+
+
+def _behind(node_factory: Callable[..., Node], fake_upstream: FakeUpstream, **kwargs: Any) -> Node:
+    """A node whose one registry is the fake upstream."""
+    return node_factory({fake_upstream.host: fake_upstream.url}, fake_upstream.host, **kwargs)
 
 
 @contextmanager
