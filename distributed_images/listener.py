@@ -39,12 +39,6 @@ REFUSAL = (
 )
 
 
-def runner(app: web.Application, **kwargs: object) -> web.AppRunner:
-    """The app's runner, idle connections closed after IDLE_SECONDS (aiohttp's own default is an
-    hour, and it applies to a connection that never finished its first request too)."""
-    return web.AppRunner(app, keepalive_timeout=IDLE_SECONDS, **kwargs)  # type: ignore[arg-type]
-
-
 def file_bound(limit: int) -> int:
     """`limit`, lowered so that the connections fit in the process's file limit beside the rest
     (half of what is left after the process's own files: the other half is its peers')."""
@@ -54,10 +48,10 @@ def file_bound(limit: int) -> int:
     return max(1, min(limit, (soft - RESERVED_FILES - BACKLOG) // 2))
 
 
-def raise_file_limit() -> int:
+def raise_file_limit() -> None:
     """Raise the process's soft limit on open files to its hard limit, as Go programs do: the
     soft limit of 1024 that many systems set is there for select(), which neither asyncio (epoll)
-    nor libtorrent uses. Returns the soft limit now in force."""
+    nor libtorrent uses."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     ceiling = _kernel_file_ceiling()
     wanted = ceiling if hard == resource.RLIM_INFINITY else min(hard, ceiling)
@@ -66,8 +60,6 @@ def raise_file_limit() -> int:
             resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
         except (ValueError, OSError) as e:
             log.debug("open-file limit left as it was", extra={"limit": soft, "error": str(e)})
-            return soft
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def _kernel_file_ceiling() -> int:
@@ -201,12 +193,14 @@ async def start(
     """Serve `app` on host:port with `connections` bounding its clients; `kwargs` go to its
     runner. Raises OSError when the port cannot be bound (the runner cleaned up)."""
     app.middlewares.insert(0, connections.middleware)
-    app_runner = runner(app, **kwargs)
-    await app_runner.setup()
-    listener = Listener(app_runner, host, port, connections)
+    # Idle connections closed after IDLE_SECONDS: aiohttp's own default is an hour, and it is
+    # also all the time a connection that never finishes its first request head is given.
+    runner = web.AppRunner(app, keepalive_timeout=IDLE_SECONDS, **kwargs)  # type: ignore[arg-type]
+    await runner.setup()
+    listener = Listener(runner, host, port, connections)
     try:
         await listener.start()
     except BaseException:
-        await app_runner.cleanup()
+        await runner.cleanup()
         raise
-    return app_runner, listener
+    return runner, listener
