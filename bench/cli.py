@@ -87,14 +87,23 @@ class Config:
     )
     image_size: int = field(
         default=256 * MiB,
-        metadata={"help": "image size S (256MiB)", "parse": parse_size, "metavar": "SIZE"},
+        metadata={
+            "min": 1,
+            "help": "image size S (256MiB)",
+            "parse": parse_size,
+            "metavar": "SIZE",
+        },
     )
-    layers: int = field(default=3, metadata={"help": "layers of the image (3)", "metavar": "N"})
+    layers: int = field(
+        default=3, metadata={"min": 1, "help": "layers of the image (3)", "metavar": "N"}
+    )
     node_mbit: float = field(
-        default=400.0, metadata={"help": "each node's link B, Mbit/s (400)", "metavar": "MBIT"}
+        default=400.0,
+        metadata={"above": 0, "help": "each node's link B, Mbit/s (400)", "metavar": "MBIT"},
     )
     upstream_mbit: float = field(
-        default=200.0, metadata={"help": "the upstream's link U, Mbit/s (200)", "metavar": "MBIT"}
+        default=200.0,
+        metadata={"above": 0, "help": "the upstream's link U, Mbit/s (200)", "metavar": "MBIT"},
     )
     scenarios: list[str] = field(
         default_factory=lambda: list(SCENARIOS),
@@ -104,7 +113,9 @@ class Config:
             "parse": _scenario_names,
         },
     )
-    repeat: int = field(default=1, metadata={"help": "runs of each scenario (1)", "metavar": "N"})
+    repeat: int = field(
+        default=1, metadata={"min": 1, "help": "runs of each scenario (1)", "metavar": "N"}
+    )
     out: Path = field(
         default=Path("bench-results"),
         metadata={"help": "results directory (./bench-results)", "metavar": "DIR"},
@@ -117,7 +128,7 @@ class Config:
         },
     )
     mtu: int = field(
-        default=1500, metadata={"help": "MTU of every link (1500)", "metavar": "BYTES"}
+        default=1500, metadata={"min": 68, "help": "MTU of every link (1500)", "metavar": "BYTES"}
     )
     pull_timeout: float = field(
         default=0.0,

@@ -7,13 +7,16 @@ three sources can never drift apart. Precedence: defaults < file < environment <
 
 Field metadata understood here: `help`, `metavar`, `parse` (a str -> value function for sizes and
 the like), `positional: True` for a command's operand, and `flag: False` for fields that are set
-only by code.
+only by code. A number is finite and at least 0 unless its field says otherwise with `min`,
+`above` (more than) or `max`: a count of 0 or a time of 0 that would stop the work is refused at
+the edge, with the key named, rather than found out as a hang.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import tomllib
 import types
 import typing
@@ -40,6 +43,9 @@ class _Leaf:
     help: str
     metavar: str | None
     positional: bool
+    minimum: float  # numbers only, like the two below
+    above: float | None
+    maximum: float | None
 
     @property
     def flag(self) -> str:
@@ -57,7 +63,7 @@ def parse_size(text: str) -> int:
     raw = text.strip().lower().removesuffix("b").removesuffix("/s")
     number = raw.rstrip("kmgti")
     unit = raw[len(number) :]
-    if unit not in units or not number:
+    if unit not in units or not number or not math.isfinite(float(number)):
         raise ValueError(f"not a size: {text!r}")
     return int(float(number) * units[unit])
 
@@ -90,6 +96,9 @@ def _leaves(config_type: type, path: tuple[str, ...] = ()) -> Iterator[_Leaf]:
             help=f.metadata.get("help", ""),
             metavar=f.metadata.get("metavar"),
             positional=f.metadata.get("positional", False),
+            minimum=f.metadata.get("min", 0),
+            above=f.metadata.get("above"),
+            maximum=f.metadata.get("max"),
         )
 
 
@@ -165,11 +174,23 @@ def _coerce(leaf: _Leaf, raw: Any, source: str) -> Any:
             return None
         if leaf.kind is bool:
             return raw if isinstance(raw, bool) else _parse_bool(str(raw))
-        if leaf.parse is not None:
-            return leaf.parse(str(raw))
-        return leaf.kind(raw)
+        value = leaf.parse(str(raw)) if leaf.parse is not None else leaf.kind(raw)
+        if leaf.kind in (int, float):
+            _check_bounds(leaf, value)
+        return value
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{source}: {e}") from None
+
+
+def _check_bounds(leaf: _Leaf, value: float) -> None:
+    if not math.isfinite(value):
+        raise ValueError(f"must be a finite number, got {value}")
+    if leaf.above is not None and not value > leaf.above:
+        raise ValueError(f"must be more than {leaf.above:g}, got {value:g}")
+    if value < leaf.minimum:
+        raise ValueError(f"must be at least {leaf.minimum:g}, got {value:g}")
+    if leaf.maximum is not None and value > leaf.maximum:
+        raise ValueError(f"must be at most {leaf.maximum:g}, got {value:g}")
 
 
 def _parse_bool(text: str) -> bool:

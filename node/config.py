@@ -34,7 +34,7 @@ class StoreConfig:
         },
     )
     cache_low_watermark: float = field(
-        default=0.9, metadata={"help": "eviction stops at this fraction of the quota"}
+        default=0.9, metadata={"max": 1, "help": "eviction stops at this fraction of the quota"}
     )
     fsync: bool = field(
         default=True,
@@ -89,6 +89,7 @@ class UpstreamConfig:
     cold_fetches: int = field(
         default=16,
         metadata={
+            "min": 1,
             "help": "blobs fetched into this node at once, from upstream or the cluster; more"
             " wait their turn",
             "metavar": "N",
@@ -97,6 +98,7 @@ class UpstreamConfig:
     upstream_connections: int = field(
         default=64,
         metadata={
+            "min": 1,
             "help": "connections open at once to the public registries, and to each configured one",
             "metavar": "N",
         },
@@ -106,7 +108,8 @@ class UpstreamConfig:
         metadata={"help": "Docker config.json with upstream credentials", "metavar": "FILE"},
     )
     upstream_timeout: float = field(
-        default=30.0, metadata={"help": "seconds to wait for an upstream to answer", "metavar": "S"}
+        default=30.0,
+        metadata={"above": 0, "help": "seconds to wait for an upstream to answer", "metavar": "S"},
     )
     upstream_retries: int = field(
         default=3, metadata={"help": "retries on connection errors and 5xx", "metavar": "N"}
@@ -155,6 +158,7 @@ class ClusterConfig:
     stall_timeout: float = field(
         default=10.0,
         metadata={
+            "above": 0,
             "help": "seconds a chunk may go without a byte from its peers before it is asked"
             " for again; after twice this it is fetched from upstream directly",
             "metavar": "S",
@@ -206,6 +210,7 @@ class Config:
     max_connections: int = field(
         default=1024,
         metadata={
+            "min": 1,
             "help": "client connections open at once on each listen address (fewer when the"
             " process's file limit is low); at the limit the one idle longest is closed",
             "metavar": "N",

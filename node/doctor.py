@@ -82,7 +82,7 @@ class Config:
         },
     )
     timeout: float = field(
-        default=2.0, metadata={"help": "seconds to wait for each probe", "metavar": "S"}
+        default=2.0, metadata={"above": 0, "help": "seconds to wait for each probe", "metavar": "S"}
     )
 
 

@@ -228,7 +228,8 @@ class Connection:
         default=None, metadata={"help": "talk TLS, trusting this PEM CA", "metavar": "FILE"}
     )
     timeout: float = field(
-        default=5.0, metadata={"help": "seconds to wait for each answer", "metavar": "S"}
+        default=5.0,
+        metadata={"above": 0, "help": "seconds to wait for each answer", "metavar": "S"},
     )
 
     def client(self) -> TrackerClient:

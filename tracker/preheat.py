@@ -36,7 +36,8 @@ class Config:
     zone: str = field(default="", metadata={"help": "only nodes of this zone", "metavar": "NAME"})
     wait: bool = field(default=False, metadata={"help": "wait until every node is done"})
     deadline: float = field(
-        default=3600.0, metadata={"help": "seconds the nodes get to finish", "metavar": "S"}
+        default=3600.0,
+        metadata={"above": 0, "help": "seconds the nodes get to finish", "metavar": "S"},
     )
     log_level: str = field(default="warning", metadata={"help": "debug, info, warning or error"})
 

@@ -20,7 +20,9 @@ class Config:
     connection: Connection = field(default_factory=Connection)
     json: bool = field(default=False, metadata={"help": "print one JSON object"})
     blobs: bool = field(default=False, metadata={"help": "list blobs and their swarms too"})
-    max_blobs: int = field(default=1000, metadata={"help": "blobs to list at most", "metavar": "N"})
+    max_blobs: int = field(
+        default=1000, metadata={"min": 1, "help": "blobs to list at most", "metavar": "N"}
+    )
     log_level: str = field(default="warning", metadata={"help": "debug, info, warning or error"})
 
 

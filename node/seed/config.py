@@ -30,10 +30,15 @@ class SeedConfig:
     )
     seed_scan_interval: float = field(
         default=1.0,
-        metadata={"help": "seconds between two scans of the images directory", "metavar": "S"},
+        metadata={
+            "above": 0,
+            "help": "seconds between two scans of the images directory",
+            "metavar": "S",
+        },
     )
     seed_workers: int = field(
-        default=2, metadata={"help": "blobs imported from archives at once", "metavar": "N"}
+        default=2,
+        metadata={"min": 1, "help": "blobs imported from archives at once", "metavar": "N"},
     )
 
     @property

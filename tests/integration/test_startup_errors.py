@@ -90,6 +90,24 @@ def test_a_tracker_whose_port_is_in_use_says_so_and_names_the_flag(
     assert line.endswith(f"with {flag}")
 
 
+@pytest.mark.parametrize(
+    ("flag", "value", "reason"),
+    [
+        # Started, this node would make every cold pull wait forever for a fetch slot.
+        ("--cold-fetches", "0", "must be at least 1, got 0"),
+        ("--cache-max-bytes", "inf", "not a size: 'inf'"),
+        ("--upstream-timeout", "nan", "must be a finite number, got nan"),
+    ],
+)
+def test_a_number_out_of_range_is_refused_with_the_flag_named(
+    tmp_path: Path, flag: str, value: str, reason: str
+) -> None:
+    result = cli(*node_args(tmp_path), flag, value)
+    assert result.returncode == 2, f"exit {result.returncode}\n{result.stderr}"
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] == f"distributed-images: error: {flag}: {reason}"
+
+
 def test_a_data_dir_the_node_may_not_write_names_its_uid_and_the_chown(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()

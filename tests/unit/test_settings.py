@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 from pathlib import Path
 
 import pytest
 
 from distributed_images import settings
+from distributed_images.cli import COMMANDS
 from node.config import Config
 from tracker.address import split as split_host_port
 
@@ -63,3 +65,96 @@ def test_host_port() -> None:
     assert split_host_port("host", 7070) == ("host", 7070)
     with pytest.raises(ValueError):
         split_host_port("host")
+
+
+def _config_types() -> dict[str, type]:
+    return {name: importlib.import_module(module).Config for name, (module, _) in COMMANDS.items()}
+
+
+def _numeric_flags() -> list[tuple[str, str]]:
+    return [
+        (name, leaf.flag)
+        for name, config_type in _config_types().items()
+        for leaf in settings._leaves(config_type)
+        if leaf.kind in (int, float)
+    ]
+
+
+def _load(command: str, argv: list[str]) -> object:
+    config_type = _config_types()[command]
+    parser = argparse.ArgumentParser()
+    settings.add_arguments(parser, config_type)
+    # A command's operand (preheat's image) is not what these tests are about.
+    positional = [leaf for leaf in settings._leaves(config_type) if leaf.positional]
+    return settings.load(config_type, parser.parse_args(["x"] * len(positional) + argv), {})
+
+
+@pytest.mark.parametrize(("command", "flag"), _numeric_flags())
+@pytest.mark.parametrize("value", ["-1", "nan", "inf"])
+def test_no_number_a_command_takes_may_be_negative_or_endless(
+    command: str, flag: str, value: str
+) -> None:
+    with pytest.raises(settings.ConfigError, match=f"^{flag}: "):
+        _load(command, [f"{flag}={value}"])
+
+
+@pytest.mark.parametrize(
+    ("command", "flag"),
+    [
+        # A semaphore of 0: every cold pull would wait forever.
+        ("node", "--cold-fetches"),
+        ("node", "--upstream-connections"),
+        ("node", "--max-connections"),
+        ("node", "--seed-workers"),
+        ("node", "--upstream-timeout"),
+        ("node", "--stall-timeout"),
+        ("node", "--seed-scan-interval"),
+        # No lease ever granted: every cold chunk would wait for one.
+        ("tracker", "--upstream-leases"),
+        ("tracker", "--blob-leases"),
+        ("tracker", "--max-leases"),
+        ("tracker", "--max-peers"),
+        ("tracker", "--fanout"),
+        # Heartbeats in a tight loop, nodes forgotten as they join.
+        ("tracker", "--heartbeat-interval"),
+        ("tracker", "--node-ttl"),
+        ("tracker", "--lease-ttl"),
+        ("bench", "--repeat"),
+        ("bench", "--node-mbit"),
+    ],
+)
+def test_a_count_or_a_time_of_zero_is_refused_where_it_would_stop_the_work(
+    command: str, flag: str
+) -> None:
+    with pytest.raises(settings.ConfigError, match=f"^{flag}: must be "):
+        _load(command, [f"{flag}=0"])
+
+
+@pytest.mark.parametrize(
+    ("command", "flag"),
+    [
+        ("node", "--cache-max-bytes"),
+        ("node", "--upload-limit"),
+        ("node", "--download-limit"),
+        ("node", "--prefetch"),
+        ("node", "--scrub-rate"),
+        ("node", "--upstream-retries"),
+        ("node", "--access-ttl"),
+        ("tracker", "--silent-after"),
+        ("bench", "--pull-timeout"),
+        ("bench", "--slow-upstream-mbit"),
+    ],
+)
+def test_zero_still_means_what_the_help_says(command: str, flag: str) -> None:
+    _load(command, [f"{flag}=0"])
+
+
+def test_a_fraction_is_between_0_and_1() -> None:
+    with pytest.raises(settings.ConfigError, match=r"^DI_CACHE_LOW_WATERMARK: must be at most 1,"):
+        parse([], {"DI_CACHE_LOW_WATERMARK": "1.5"})
+    assert parse(["--cache-low-watermark", "0.5"]).store.cache_low_watermark == 0.5
+
+
+def test_every_default_is_within_its_own_bounds() -> None:
+    for command in _config_types():
+        _load(command, [])
