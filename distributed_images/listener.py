@@ -27,10 +27,13 @@ from aiohttp.web_protocol import RequestHandler
 log = logging.getLogger(__name__)
 
 IDLE_SECONDS = 60.0
+# A port for probes and scrapes (a node's --metrics-listen, a tracker's --http-listen): a few
+# callers, so a few connections, and they come out of the process's reserve below.
+SIDE_PORT_CONNECTIONS = 64
 # Connections accepted in one turn of the event loop are counted only from the next: the limit
-# leaves the process room for as many again, and for its own files.
+# leaves the process room for as many again, and for its own files and a side port.
 BACKLOG = 128
-RESERVED_FILES = 256
+RESERVED_FILES = 256 + SIDE_PORT_CONNECTIONS
 LOG_EVERY = 60.0
 _REFUSED_BODY = b"too many connections in flight; retry shortly\n"
 REFUSAL = (

@@ -300,8 +300,10 @@ async def run(config: Config, stop: asyncio.Event | None = None) -> None:
         serving = functools.partial(_serving, limit=config.max_connections, metrics=node.metrics)
         site = await listeners.enter_async_context(serving(node.app, config.listen, "--listen"))
         if config.metrics_listen and (probes := node.probes) is not None:
+            # Prometheus and the kubelet's probes: a few at a time.
+            limit = min(config.max_connections, listener.SIDE_PORT_CONNECTIONS)
             await listeners.enter_async_context(
-                serving(probes, config.metrics_listen, "--metrics-listen")
+                serving(probes, config.metrics_listen, "--metrics-listen", limit=limit)
             )
         try:
             port = site.port

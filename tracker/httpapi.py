@@ -10,9 +10,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from distributed_images import listener
 from tracker import address
 
-# Prometheus, the kubelet's probes and the status command: a few at a time.
-MAX_CONNECTIONS = 64
-
 
 def build(
     registry: CollectorRegistry,
@@ -48,6 +45,7 @@ def build(
 async def serve(app: web.Application, listen: str) -> tuple[web.AppRunner, int]:
     """Start `app` on `listen`; returns its runner (to clean up) and the bound port."""
     host, port = address.split(listen)
-    connections = listener.Connections(MAX_CONNECTIONS)
+    # Prometheus, the kubelet's probes and the status command: a few at a time.
+    connections = listener.Connections(listener.SIDE_PORT_CONNECTIONS)
     runner, site = await listener.start(app, host, port, connections, access_log=None)
     return runner, site.port

@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 import random
 import socket
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,10 +17,12 @@ from typing import Any
 import aiohttp
 import pytest
 
+from distributed_images.listener import SIDE_PORT_CONNECTIONS
 from tests.support import rawhttp
 from tests.support.fakeupstream import FakeBlob, FakeUpstream
 from tests.support.images import TestImages
 from tests.support.node import Node
+from tests.support.process import LOOPBACK, free_port
 from tests.support.registry import Registry
 
 pytestmark = pytest.mark.integration
@@ -30,6 +33,7 @@ PROMPT = 10.0
 # The files a node's process may open, in the connection test: few, so that a client can take
 # them all; what the node accepts must stay within them.
 FILE_LIMIT = 256
+IDLE_ON_METRICS_PORT = 100
 
 
 @pytest.fixture
@@ -143,6 +147,23 @@ async def test_connections_a_client_opens_and_leaves_idle_lock_no_other_client_o
     assert node.running  # ...and never ran out of files
 
 
+async def test_idle_connections_to_the_metrics_port_take_only_its_few_files(
+    node_factory: Callable[..., Node], fake_upstream: FakeUpstream
+) -> None:
+    """A scraper and probes need a few connections: the metrics port is not given the registry
+    port's share of the file limit again."""
+    metrics_port = free_port()
+    node = _behind(
+        node_factory, fake_upstream, extra_args=["--metrics-listen", f"{LOOPBACK}:{metrics_port}"]
+    )
+    with _idle_connections(node, IDLE_ON_METRICS_PORT, metrics_port, pace=0.01) as idle:
+        scrape = await rawhttp.request(f"{LOOPBACK}:{metrics_port}", "GET", "/metrics")
+        assert scrape.status == 200
+        closed = sum(1 for sock in idle if _closed_by_peer(sock))
+    assert closed >= IDLE_ON_METRICS_PORT + 1 - SIDE_PORT_CONNECTIONS
+    assert node.metric("distributed_images_client_connections_shed_total", reason="idle") == closed
+
+
 def test_a_node_raises_its_open_file_limit_to_what_the_host_allows(
     node_factory: Callable[..., Node], fake_upstream: FakeUpstream
 ) -> None:
@@ -163,13 +184,18 @@ def _behind(node_factory: Callable[..., Node], fake_upstream: FakeUpstream, **kw
 
 
 @contextmanager
-def _idle_connections(node: Node, count: int) -> Iterator[list[socket.socket]]:
-    """`count` connections to the node that never send a byte."""
-    host, _, port = node.host.rpartition(":")
+def _idle_connections(
+    node: Node, count: int, port: int | None = None, pace: float = 0.0
+) -> Iterator[list[socket.socket]]:
+    """`count` connections to the node (its registry port unless `port`) that never send a byte,
+    `pace` seconds apart (a node counts those it accepts in one go only from its next turn)."""
+    host, _, registry_port = node.host.rpartition(":")
     opened: list[socket.socket] = []
     try:
         for _ in range(count):
-            opened.append(socket.create_connection((host, int(port)), timeout=PROMPT))
+            address = (host, port or int(registry_port))
+            opened.append(socket.create_connection(address, timeout=PROMPT))
+            time.sleep(pace)
         yield opened
     finally:
         for sock in opened:
