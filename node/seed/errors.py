@@ -22,6 +22,9 @@ class ArchiveUnsupported(ArchiveInvalid):
 
 
 class ArchiveTooLarge(ArchiveInvalid):
-    def __init__(self, message: str, detail: object = None, fix: str = "") -> None:
+    def __init__(self, message: str, detail: object = None, fix: str = "", room: int = 0) -> None:
         super().__init__(message, detail)
         self.fix = fix  # what makes it fit
+        # The bytes the store had no room for (it may have, later); 0: too large whatever the
+        # room, as a decompression bomb is.
+        self.room = room

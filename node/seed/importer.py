@@ -54,7 +54,10 @@ KEPT_DOCUMENTS_LIMIT = 64 << 20  # JSON kept in memory during a pass over a comp
 # Bytes read ahead of the store's writer: local reads outrun hashing, so a few blocks keep the
 # writer busy, and memory stays low however many blobs are copied at once.
 IN_FLIGHT = 4 * BLOCK
-MAKE_ROOM = "free disk space under --data-dir, or raise --cache-max-bytes; or remove other archives"
+MAKE_ROOM = (
+    "free disk space under --data-dir, or raise --cache-max-bytes, or remove other archives: it"
+    " is imported once there is room"
+)
 _OCI_BLOB = re.compile(r"blobs/sha256/([a-f0-9]{64})")
 _UNREADABLE = (tarfile.TarError, EOFError, zlib.error, zstandard.ZstdError, gzip.BadGzipFile)
 
@@ -103,7 +106,9 @@ class ArchiveImport:
             kept = await self._store.keep(document.digest, document.body, document.media_type)
             if not kept and self._store.stat(document.digest) is None:
                 raise ArchiveTooLarge(
-                    "too large for this node: no room for its manifests", fix=MAKE_ROOM
+                    "too large for this node: no room for its manifests",
+                    fix=MAKE_ROOM,
+                    room=len(document.body),
                 )
         return plan
 
@@ -213,7 +218,7 @@ class ArchiveImport:
         one (whose sizes come in stream order) before each blob."""
         refusal = self._store.no_room_to_pin(size)
         if refusal is not None:
-            raise ArchiveTooLarge(f"too large for this node: {refusal}", fix=MAKE_ROOM)
+            raise ArchiveTooLarge(f"too large for this node: {refusal}", fix=MAKE_ROOM, room=size)
 
     def _claim(self, digest: str, size: int) -> bool:
         """Pin the blob to this archive; whether it still has to be written."""

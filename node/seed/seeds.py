@@ -4,7 +4,9 @@ One owner task (`run`) scans the directory every `seed_scan_interval` seconds. A
 archive is imported once it has settled (unchanged for one scan, or not modified for a few
 seconds), in a task of its own, so a long import never delays the next one; while a changed
 archive is imported, its previous content goes on being served. A removed archive is unpinned
-and its tags dropped. A broken one is logged once and skipped until it changes. Tags become
+and its tags dropped. A broken one is logged once and skipped until it changes; one the store
+had no room for (its quota, its disk full or read-only) is imported again once the store says
+there is room, its tries spaced out from RETRY_SPACING to MAX_RETRY_SPACING. Tags become
 visible only once everything an archive holds is in the store.
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -27,7 +30,7 @@ from node.seed.errors import ArchiveInvalid, ArchiveTooLarge, ArchiveUnsupported
 from node.seed.importer import ArchiveImport, Imported
 from node.seed.refs import ImageRef
 from node.seed.watcher import Found, look, scan
-from node.store.contentstore import ContentStore
+from node.store.contentstore import ContentStore, unwritable
 
 log = logging.getLogger("node.seed")
 
@@ -37,6 +40,8 @@ REWRITE = (
     "oci-archive:), or remove it"
 )
 CHANGED_WHILE_IMPORTED = "archive changed while imported: it is imported again"
+RETRY_SPACING = 5.0
+MAX_RETRY_SPACING = 300.0
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,19 @@ class Skipped:
     name: str  # its path relative to the images directory
     reason: str
     fix: str
+
+
+@dataclass(frozen=True)
+class _Failure:
+    found: Found  # the archive as it was when it failed
+    skipped: Skipped
+    room: int | None  # bytes the store had no room for, to try again once it has; None: never
+    tries: int
+    at: float  # time.monotonic() of the last try
+
+    def due(self, now: float) -> bool:
+        spacing = min(MAX_RETRY_SPACING, RETRY_SPACING * 2 ** (self.tries - 1))
+        return self.room is not None and now - self.at >= spacing
 
 
 @runtime_checkable
@@ -69,7 +87,7 @@ class Seeds:
         self._config = config
         self.on_change = on_change
         self._catalog = Catalog()
-        self._failed: dict[str, tuple[Found, Skipped]] = {}
+        self._failed: dict[str, _Failure] = {}
         self._previous: dict[str, Found] = {}
         self._importing: dict[str, asyncio.Task[None]] = {}
         self._stale: set[str] = set()  # seeded archives whose content was damaged: import again
@@ -120,11 +138,11 @@ class Seeds:
 
     def failures(self) -> dict[str, str]:
         """Archives skipped as broken, with the reason."""
-        return {name: skipped.reason for name, (_, skipped) in self._failed.items()}
+        return {name: failure.skipped.reason for name, failure in self._failed.items()}
 
     def skipped(self) -> list[Skipped]:
         """Archives skipped, with the reason and the fix, by name."""
-        return [self._failed[name][1] for name in sorted(self._failed)]
+        return [self._failed[name].skipped for name in sorted(self._failed)]
 
     def waiting_for(self) -> int:
         """Archives found at start and not yet dealt with (0 once `ready` is set)."""
@@ -201,10 +219,18 @@ class Seeds:
         if current is not None and current.owner == archive.owner:
             return archive.name in self._stale
         failed = self._failed.get(archive.name)
-        if failed is not None and failed[0].owner == archive.owner:
-            return False
+        if failed is not None and failed.found.owner == archive.owner:
+            return self._room_again(failed)
         previous = self._previous.get(archive.name)
         return archive.settled() or (previous is not None and previous.owner == archive.owner)
+
+    def _room_again(self, failed: _Failure) -> bool:
+        """Whether an archive the store had no room for may be tried again: not too soon, and
+        only once the store says it has the room (evicting unused content if that makes it)."""
+        if not failed.due(time.monotonic()):
+            return False
+        assert failed.room is not None
+        return self._store.no_room_to_pin(failed.room) is None
 
     # -- one archive
 
@@ -216,16 +242,23 @@ class Seeds:
         job = ArchiveImport(archive.path, archive.name, archive.owner, self._store, self._workers)
         try:
             imported = await job.run()
+        except ArchiveTooLarge as e:
+            room = max(e.room, _size(archive.path)) if e.room else None
+            self._skip(archive, e.message, e.detail, e.fix, room)
+            return
         except ArchiveInvalid as e:
             fix = "" if isinstance(e, ArchiveUnsupported) else REWRITE
-            fix = e.fix if isinstance(e, ArchiveTooLarge) else fix
             self._skip(archive, e.message, e.detail, fix)
             return
         except PermissionError as e:
             self._skip(archive, *self._unreadable(archive, e))
             return
         except (NodeError, OSError) as e:
-            self._skip(archive, str(e), None)
+            if unwritable(e):  # the disk, not the archive: full, or read-only for now
+                fix = "free disk space under --data-dir: it is imported again once there is room"
+                self._skip(archive, str(e), None, fix, _size(archive.path))
+            else:
+                self._skip(archive, str(e), None)
             return
         except Exception as e:  # a bug must not stop the node: the archive is skipped
             log.exception("importing archive failed", extra={"archive": archive.name})
@@ -282,7 +315,9 @@ class Seeds:
         )
         return reason, None, fix
 
-    def _skip(self, archive: Found, reason: str, detail: object, fix: str = "") -> None:
+    def _skip(
+        self, archive: Found, reason: str, detail: object, fix: str = "", room: int | None = None
+    ) -> None:
         self._store.unpin(archive.owner)
         if look(self._dir, archive.path) != archive:
             log.info(CHANGED_WHILE_IMPORTED, extra={"archive": archive.name})
@@ -290,7 +325,10 @@ class Seeds:
         if detail:
             reason = f"{reason} ({_flat(detail)})"
         log.error("archive skipped", extra={"archive": archive.name, "reason": reason, "fix": fix})
-        self._failed[archive.name] = (archive, Skipped(archive.name, reason, fix))
+        before = self._failed.get(archive.name)
+        tries = before.tries + 1 if before and before.found.owner == archive.owner else 1
+        skipped = Skipped(archive.name, reason, fix)
+        self._failed[archive.name] = _Failure(archive, skipped, room, tries, time.monotonic())
         # The archive as it was before is gone: its content no longer seeds anything.
         previous = self._catalog.remove(archive.name)
         if previous is not None:
@@ -328,6 +366,17 @@ class Seeds:
             self.on_change()
         except Exception:
             log.exception("seed change callback failed")
+
+
+def _size(path: Path) -> int:
+    """The bytes of an archive on disk: at least what its blobs take in the store, less only
+    when compressed."""
+    try:
+        if path.is_dir():
+            return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _flat(detail: object) -> str:

@@ -1,15 +1,19 @@
 """Archives that would exhaust a node are refused before they are written: a decompression bomb,
-and an archive larger than the store's quota. The node goes on seeding the rest."""
+and an archive larger than the store's quota. The node goes on seeding the rest, and seeds one
+that did not fit once there is room for it: the fix its reason names needs no other step."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.integration.test_seed_node import LAYERS, _node, manifest
+from tests.support import disks
 from tests.support.images import LayerSpec, build_image
 from tests.support.node import Node
+from tests.support.process import wait_until
 from tests.unit.test_seed_import import bomb, layout_files, pack
 
 pytestmark = pytest.mark.integration
@@ -53,3 +57,70 @@ def test_a_bomb_and_an_archive_over_the_quota_are_skipped_before_they_are_writte
     finally:
         node.stop()
         print(node.log_tail())
+
+
+def _skipped(node: Node, archive: str, why: str) -> bool:
+    log = node.log_path.read_text()
+    return any(
+        f"archive={archive}" in line and why in line
+        for line in log.splitlines()
+        if 'msg="archive skipped"' in line
+    )
+
+
+def _seed_when_room(
+    tmp_path: Path,
+    why: str,
+    make_room: Callable[[Path], None],
+    *node_args: str,
+    data_dir: Path | None = None,
+) -> None:
+    """`first.tar` is seeded, `second.tar` added later does not fit (`why` in the reason),
+    `make_room(images_dir)`: `second.tar`, unchanged, is then seeded (the node's store in
+    `data_dir` if given)."""
+    images_dir = tmp_path / "images"
+    images_dir.mkdir()
+    first = build_image(
+        tmp_path / "src" / "1", "docker.io/test/first:1", [LayerSpec(14 * MiB)], seed="first"
+    )
+    second = build_image(
+        tmp_path / "src" / "2", "docker.io/test/second:1", [LayerSpec(14 * MiB)], seed="second"
+    )
+    pack(layout_files(first.layout), images_dir / "first.tar")
+    node = _node(tmp_path / "node", images_dir, None, *node_args, data_dir=data_dir)
+    node.start()
+    try:
+        assert manifest(node, "docker.io/test/first:1") == (200, first.digest)
+        pack(layout_files(second.layout), tmp_path / "second.tar")
+        (tmp_path / "second.tar").rename(images_dir / "second.tar")
+        wait_until(lambda: _skipped(node, "second.tar", why), 30, "second.tar skipped")
+        assert manifest(node, "docker.io/test/second:1")[0] != 200
+        make_room(images_dir)
+        wait_until(
+            lambda: manifest(node, "docker.io/test/second:1") == (200, second.digest),
+            30,
+            "second.tar seeded once there is room",
+        )
+    except BaseException:
+        print(node.log_tail())
+        raise
+    finally:
+        node.stop()
+
+
+def test_an_archive_over_the_quota_is_seeded_once_another_archive_is_removed(
+    node_command: None, tmp_path: Path
+) -> None:
+    def remove_first(images_dir: Path) -> None:
+        (images_dir / "first.tar").unlink()
+
+    _seed_when_room(tmp_path, "quota", remove_first, "--cache-max-bytes", str(QUOTA))
+
+
+def test_an_archive_the_full_disk_cannot_take_is_seeded_once_the_disk_has_room(
+    node_command: None, tmp_path: Path
+) -> None:
+    with disks.tmpfs(tmp_path / "disk", 64 * MiB) as disk:
+        filler = disk / "filler"
+        disks.fill(filler, leave=24 * MiB)  # room for first.tar, not for second.tar too
+        _seed_when_room(tmp_path, "disk", lambda _: filler.unlink(), data_dir=disk / "data")

@@ -167,13 +167,15 @@ async def _check_synthesized(store: ContentStore, digest: str, image: ImageManif
 # -- a node with no upstream
 
 
-def _node(workdir: Path, images_dir: Path, upstream: str | None, *extra: str) -> Node:
+def _node(
+    workdir: Path, images_dir: Path, upstream: str | None, *extra: str, data_dir: Path | None = None
+) -> Node:
     """A node whose docker.io and ghcr.io go to `upstream`, or to a dead loopback port."""
     target = upstream or f"http://127.0.0.1:{free_port()}"
     registries = {"docker.io": target, "ghcr.io": target}
     args = ["--images-dir", str(images_dir), "--seed-scan-interval", "0.5"]
     args += ["--upstream-retries", "0", "--upstream-timeout", "5", *extra]
-    return Node(workdir, registries, "docker.io", extra_args=args)
+    return Node(workdir, registries, "docker.io", extra_args=args, data_dir=data_dir)
 
 
 @pytest.fixture(scope="module")

@@ -4,20 +4,24 @@ so each can be broken on purpose (the integration tests use archives skopeo writ
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import io
 import json
 import logging
+import os
 import tarfile
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
+from unittest.mock import patch
 
 import pytest
 import zstandard
 
 from node.oci import mediatypes
 from node.seed import SeedConfig, Seeds
+from node.seed import seeds as seeds_module
 from node.store.contentstore import DISK_RESERVE, ContentStore
 from node.store.memory import UNLIMITED, MemoryBlobs
 from node.store.metadata import Metadata
@@ -557,3 +561,52 @@ async def test_an_archive_already_stored_is_seeded_on_a_full_disk(tmp_path: Path
     assert again.failures() == {}
     assert again.lookup("docker.io", "test/app", "1") == image.digest
     store.close()
+
+
+class FillingBlobs(MemoryBlobs):
+    """A disk that something else fills up while the node looks away: it says it has room,
+    and refuses every write while `full`."""
+
+    full = False
+
+    def allocate(self, length: int) -> None:
+        if self.full and length > 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        super().allocate(length)
+
+
+async def test_an_archive_the_disk_filled_up_under_is_imported_again_once_it_has_room(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(seeds_module, "RETRY_SPACING", 0.0)
+    image = oci_image(tmp_path)
+    blobs = FillingBlobs()
+    store = ContentStore(blobs, Metadata(None))
+    seeder = Seeder(tmp_path / "images", store)
+    pack(layout_files(image.layout), seeder.images / "app.tar")
+    blobs.full = True
+    await seeder.settle()
+    assert "disk is full" in seeder.seeds.failures()["app.tar"]
+    assert "free disk space" in seeder.seeds.skipped()[0].fix
+    assert seeder.lookup(APP) is None
+    blobs.full = False
+    await seeder.settle()
+    assert seeder.seeds.failures() == {}
+    assert seeder.lookup(APP) == image.digest
+    await seeder.check_blobs(image.blobs)
+    store.close()
+
+
+async def test_an_archive_at_fault_is_not_tried_again_until_it_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(seeds_module, "RETRY_SPACING", 0.0)
+    seeder = Seeder(tmp_path / "images")
+    image = build_image(tmp_path / "small", APP, [LayerSpec(1000)], seed="small")
+    bomb(image, seeder.images / "bomb.tar.zst", 128 << 20)
+    with patch.object(seeds_module, "ArchiveImport", wraps=seeds_module.ArchiveImport) as job:
+        for _ in range(3):
+            await seeder.settle()
+    assert job.call_count == 1
+    assert "decompression bomb" in seeder.seeds.failures()["bomb.tar.zst"]
+    seeder.store.close()
