@@ -113,13 +113,18 @@ class TrackerServer:
         self, config: Config, *, reuse_port: bool = False, secret: bytes | None = None
     ) -> None:
         policy = config.policy
-        if (
-            policy.node_ttl <= policy.heartbeat_interval
-            or min(policy.lease_ttl, policy.fanout) <= 0
-        ):
-            raise ValueError("need node_ttl > heartbeat_interval, lease_ttl > 0 and fanout > 0")
+        if policy.node_ttl <= policy.heartbeat_interval:
+            raise startup.StartupError(
+                f"--node-ttl ({policy.node_ttl:g} s) must be longer than --heartbeat-interval"
+                f" ({policy.heartbeat_interval:g} s), or every node is forgotten between two"
+                " of its heartbeats: three times as long is usual"
+            )
+        if min(policy.lease_ttl, policy.fanout) <= 0:
+            raise startup.StartupError("--lease-ttl and --fanout must be more than 0")
         if (config.tls_cert is None) != (config.tls_key is None):
-            raise ValueError("--tls-cert and --tls-key go together")
+            raise startup.StartupError(
+                "--tls-cert and --tls-key go together: give both, or neither for plain gRPC"
+            )
         self.config = config
         self.secret = secret if secret is not None else _secret(config)
         shared = config.storage.shared

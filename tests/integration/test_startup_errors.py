@@ -108,6 +108,24 @@ def test_a_number_out_of_range_is_refused_with_the_flag_named(
     assert result.stderr.splitlines()[-1] == f"distributed-images: error: {flag}: {reason}"
 
 
+@pytest.mark.parametrize(
+    ("flags", "reason"),
+    [
+        (
+            ["--node-ttl", "3"],
+            "--node-ttl (3 s) must be longer than --heartbeat-interval (5 s)",
+        ),
+        (["--tls-cert", "/etc/hostname"], "--tls-cert and --tls-key go together"),
+    ],
+)
+def test_a_tracker_given_flags_that_do_not_go_together_says_which(
+    flags: list[str], reason: str
+) -> None:
+    ports = ["--listen", f"{LOOPBACK}:{free_port()}", "--http-listen", f"{LOOPBACK}:{free_port()}"]
+    line = one_line_error(cli("tracker", *ports, *flags), "tracker")
+    assert reason in line
+
+
 def test_a_data_dir_the_node_may_not_write_names_its_uid_and_the_chown(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
