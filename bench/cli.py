@@ -44,6 +44,7 @@ from bench.netns import Network, remove_stale
 from bench.progress import Progress
 from bench.scenarios import SCENARIOS, Bench, ScenarioError, Skip
 from bench.security import IDENTITY, parse_mode
+from distributed_images.logs import level_field
 from distributed_images.settings import parse_size
 
 HELP = "benchmark a cluster in network namespaces: direct, pull-through cache and peer-to-peer"
@@ -163,7 +164,7 @@ class Config:
             "metavar": "on|off",
         },
     )
-    log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
+    log_level: str = level_field("info")
 
 
 def main(config: Config) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 import time
@@ -31,6 +32,24 @@ class LogfmtFormatter(logging.Formatter):
         if record.exc_info:
             fields["error"] = self.formatException(record.exc_info)
         return " ".join(f"{k}={_quote(v)}" for k, v in fields.items())
+
+
+LEVELS = ("debug", "info", "warning", "error")
+
+
+def parse_level(text: str) -> str:
+    """`--log-level`: one of LEVELS, in any case."""
+    level = text.strip().lower()
+    if level not in LEVELS:
+        raise ValueError(f"not a log level: {text!r} (one of {', '.join(LEVELS)})")
+    return level
+
+
+def level_field(default: str) -> Any:
+    """A command's `--log-level` field (its `Config`'s), starting at `default`."""
+    return dataclasses.field(
+        default=default, metadata={"parse": parse_level, "help": ", ".join(LEVELS)}
+    )
 
 
 def setup(level: str = "info") -> None:

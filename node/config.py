@@ -6,13 +6,15 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from distributed_images.logs import level_field
 from distributed_images.settings import parse_size
 from node.access.config import AccessConfig
 from node.downloads import DEFAULT_MAX_SIZE, parse_max_size
 from node.scrub import ScrubConfig
 from node.seed.config import SeedConfig
 from node.upstream.reach import Network, parse_network
-from node.upstream.registries import PUBLIC_REGISTRIES, parse_namespace
+from node.upstream.registries import PUBLIC_REGISTRIES, checked_mapping, parse_namespace
+from tracker import address, targets
 
 
 def _default_auth_file() -> str:
@@ -50,6 +52,7 @@ class UpstreamConfig:
     registry: list[str] = field(
         default_factory=list,
         metadata={
+            "parse": checked_mapping,
             "help": "map a namespace to an upstream URL, NS=URL (repeatable)",
             "metavar": "NS=URL",
         },
@@ -121,6 +124,7 @@ class ClusterConfig:
     tracker: str | None = field(
         default=None,
         metadata={
+            "parse": targets.checked,
             "help": "tracker HOST:PORT (default: run one in-process)",
             "metavar": "HOST:PORT",
         },
@@ -146,7 +150,11 @@ class ClusterConfig:
     )
     peer_listen: str = field(
         default="0.0.0.0:6881",
-        metadata={"help": "peer-to-peer listen address", "metavar": "HOST:PORT"},
+        metadata={
+            "parse": address.checked,
+            "help": "peer-to-peer listen address",
+            "metavar": "HOST:PORT",
+        },
     )
     advertise_host: str | None = field(
         default=None,
@@ -186,11 +194,16 @@ class ClusterConfig:
 class Config:
     listen: str = field(
         default="0.0.0.0:8080",
-        metadata={"help": "registry API listen address", "metavar": "HOST:PORT"},
+        metadata={
+            "parse": address.checked,
+            "help": "registry API listen address",
+            "metavar": "HOST:PORT",
+        },
     )
     metrics_listen: str | None = field(
         default=None,
         metadata={
+            "parse": address.checked,
             "help": "also serve /metrics, /healthz and /readyz here, for when --listen is the"
             " host's loopback (default: only on --listen)",
             "metavar": "HOST:PORT",
@@ -216,7 +229,7 @@ class Config:
             "metavar": "N",
         },
     )
-    log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
+    log_level: str = level_field("info")
     store: StoreConfig = field(default_factory=StoreConfig)
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)

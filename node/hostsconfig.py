@@ -52,6 +52,12 @@ _DOCKER_HUB = ("docker.io", "https://registry-1.docker.io")
 log = logging.getLogger("node.hostsconfig")
 
 
+def checked_target(text: str) -> str:
+    """`--registry NS[=URL]` as given, once `parse_target` takes it."""
+    parse_target(text)
+    return text
+
+
 @dataclass
 class Config:
     hosts_dir: Path = field(
@@ -65,6 +71,7 @@ class Config:
     registry: list[str] = field(
         default_factory=list,
         metadata={
+            "parse": checked_target,
             "help": "a registry to send through the node, NS or NS=URL (repeatable; "
             "_default: every registry)",
             "metavar": "NS[=URL]",

@@ -24,6 +24,7 @@ from aiohttp import web
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from distributed_images import listener, startup
+from distributed_images.logs import level_field
 from tracker import address, auth, credentials, httpapi, limits
 from tracker.cluster import MAX_NODES, Cluster, Policy
 from tracker.errors import TrackerError
@@ -46,11 +47,16 @@ log = logging.getLogger(__name__)
 @dataclass
 class Config:
     listen: str = field(
-        default="0.0.0.0:7070", metadata={"help": "gRPC listen address", "metavar": "HOST:PORT"}
+        default="0.0.0.0:7070",
+        metadata={"parse": address.checked, "help": "gRPC listen address", "metavar": "HOST:PORT"},
     )
     http_listen: str | None = field(
         default="0.0.0.0:7071",
-        metadata={"help": "/metrics and /healthz address (empty: off)", "metavar": "HOST:PORT"},
+        metadata={
+            "parse": address.checked,
+            "help": "/metrics and /healthz address (empty: off)",
+            "metavar": "HOST:PORT",
+        },
     )
     secret_file: Path | None = field(
         default=None,
@@ -76,12 +82,13 @@ class Config:
     advertise: str | None = field(
         default=None,
         metadata={
+            "parse": address.checked,
             "help": "address other hosts reach this replica at, as `status` lists it"
             " (default: the host name and the gRPC port)",
             "metavar": "HOST:PORT",
         },
     )
-    log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
+    log_level: str = level_field("info")
     policy: Policy = field(default_factory=Policy)
     storage: StoreConfig = field(default_factory=StoreConfig)
 

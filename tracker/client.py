@@ -214,7 +214,12 @@ class Connection:
     `--tls-ca`."""
 
     tracker: str | None = field(
-        default=None, metadata={"help": "tracker address (required)", "metavar": "HOST:PORT"}
+        default=None,
+        metadata={
+            "parse": targets.checked,
+            "help": "tracker address (required)",
+            "metavar": "HOST:PORT",
+        },
     )
     credential_file: Path | None = field(
         default=None,

@@ -14,6 +14,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from distributed_images.logs import level_field
 from tracker.credentials import CredentialError, Role, issue, new_secret, read_secret
 
 HELP = "make the cluster secret and issue node and operator credentials from it"
@@ -40,7 +41,7 @@ class Config:
             "metavar": "FILE",
         },
     )
-    log_level: str = field(default="warning", metadata={"help": "debug, info, warning or error"})
+    log_level: str = level_field("warning")
 
 
 def write_private(path: Path, data: bytes) -> None:

@@ -12,6 +12,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from distributed_images.logs import level_field
 from tracker.client import Connection, PreheatProgress, TaskState, TrackerClient
 from tracker.errors import TrackerError
 
@@ -39,7 +40,7 @@ class Config:
         default=3600.0,
         metadata={"above": 0, "help": "seconds the nodes get to finish", "metavar": "S"},
     )
-    log_level: str = field(default="warning", metadata={"help": "debug, info, warning or error"})
+    log_level: str = level_field("warning")
 
 
 def node_count(text: str) -> int:

@@ -9,6 +9,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from distributed_images.logs import level_field
 from tracker.client import ClusterStatus, Connection
 from tracker.errors import TrackerError
 
@@ -23,7 +24,7 @@ class Config:
     max_blobs: int = field(
         default=1000, metadata={"min": 1, "help": "blobs to list at most", "metavar": "N"}
     )
-    log_level: str = field(default="warning", metadata={"help": "debug, info, warning or error"})
+    log_level: str = level_field("warning")
 
 
 def as_json(status: ClusterStatus, tracker: str) -> dict[str, Any]:

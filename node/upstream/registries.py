@@ -109,6 +109,12 @@ def parse_mapping(text: str) -> tuple[str, str]:
     return parse_namespace(ns), url.rstrip("/")
 
 
+def checked_mapping(text: str) -> str:
+    """`--registry NS=URL` as given, once `parse_mapping` takes it."""
+    parse_mapping(text)
+    return text
+
+
 class Registries:
     """The registries this node mirrors, by `ns`."""
 

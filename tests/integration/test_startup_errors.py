@@ -97,9 +97,13 @@ def test_a_tracker_whose_port_is_in_use_says_so_and_names_the_flag(
         ("--cold-fetches", "0", "must be at least 1, got 0"),
         ("--cache-max-bytes", "inf", "not a size: 'inf'"),
         ("--upstream-timeout", "nan", "must be a finite number, got nan"),
+        # These three used to end the node with a traceback.
+        ("--metrics-listen", "abc", "expected HOST:PORT, got 'abc'"),
+        ("--tracker", "nohost", "expected HOST:PORT, got 'nohost'"),
+        ("--registry", "x=ftp://y", "expected NS=URL with an http(s) URL, got 'x=ftp://y'"),
     ],
 )
-def test_a_number_out_of_range_is_refused_with_the_flag_named(
+def test_a_value_out_of_range_is_refused_with_the_flag_named(
     tmp_path: Path, flag: str, value: str, reason: str
 ) -> None:
     result = cli(*node_args(tmp_path), flag, value)

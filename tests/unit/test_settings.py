@@ -158,3 +158,43 @@ def test_a_fraction_is_between_0_and_1() -> None:
 def test_every_default_is_within_its_own_bounds() -> None:
     for command in _config_types():
         _load(command, [])
+
+
+@pytest.mark.parametrize(
+    ("command", "flag", "value"),
+    [
+        ("node", "--listen", "abc"),
+        ("node", "--listen", "127.0.0.1:99999"),
+        ("node", "--metrics-listen", "abc"),
+        ("node", "--peer-listen", "1.2.3:x"),
+        ("node", "--tracker", "nohost"),
+        ("node", "--registry", "foo"),
+        ("node", "--registry", "x=ftp://y"),
+        ("node", "--log-level", "loud"),
+        ("tracker", "--listen", "7070"),
+        ("tracker", "--http-listen", "abc"),
+        ("tracker", "--advertise", "abc"),
+        ("tracker", "--log-level", "loud"),
+        ("status", "--tracker", "a:1,b"),
+        ("preheat", "--tracker", "abc"),
+        ("doctor", "--tracker", "abc"),
+        ("containerd-config", "--registry", "x=ftp://y"),
+        ("bench", "--log-level", "verbose"),
+    ],
+)
+def test_an_address_or_a_name_that_cannot_work_is_refused_with_its_flag(
+    command: str, flag: str, value: str
+) -> None:
+    with pytest.raises(settings.ConfigError, match=f"^{flag}: "):
+        _load(command, [f"{flag}={value}"])
+
+
+def test_addresses_and_levels_as_written_are_kept() -> None:
+    config = parse(
+        ["--listen", "[::1]:8080", "--tracker", "a:1, b:2", "--log-level", "DEBUG"],
+        {"DI_REGISTRY": "registry.local:5000=http://10.0.0.1:5000"},
+    )
+    assert config.listen == "[::1]:8080"
+    assert config.cluster.tracker == "a:1, b:2"
+    assert config.log_level == "debug"
+    assert config.upstream.registry == ["registry.local:5000=http://10.0.0.1:5000"]
