@@ -14,6 +14,7 @@ import logging
 import random
 import signal
 import socket
+import ssl
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,6 +94,26 @@ class Config:
     storage: StoreConfig = field(default_factory=StoreConfig)
 
 
+def _server_tls(cert: Path, key: Path | None) -> grpc.ServerCredentials:
+    """gRPC's TLS credentials from `--tls-cert` and `--tls-key`, checked: a file that cannot be
+    read, or that is no certificate and its key, is a StartupError naming it."""
+    assert key is not None
+    for flag, path in (("--tls-cert", cert), ("--tls-key", key)):
+        try:
+            path.read_bytes()
+        except OSError as e:
+            raise startup.StartupError(f"cannot read {flag} {path}: {e.strerror}") from None
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except ssl.SSLError as e:
+        if e.reason == "KEY_VALUES_MISMATCH":
+            problem = f"--tls-key {key} is not the private key of --tls-cert {cert}"
+        else:
+            problem = f"--tls-cert {cert} and --tls-key {key} are not a PEM certificate and its key"
+        raise startup.StartupError(problem) from None
+    return auth.server_credentials(cert, key)
+
+
 def _server_options(reuse_port: bool) -> list[tuple[str, int]]:
     return [
         ("grpc.max_receive_message_length", limits.MAX_MESSAGE_BYTES),
@@ -132,6 +153,7 @@ class TrackerServer:
             raise startup.StartupError(
                 "--tls-cert and --tls-key go together: give both, or neither for plain gRPC"
             )
+        self._tls = _server_tls(config.tls_cert, config.tls_key) if config.tls_cert else None
         self.config = config
         self.secret = secret if secret is not None else _secret(config)
         shared = config.storage.shared
@@ -200,9 +222,8 @@ class TrackerServer:
     def _bind(self, server: grpc.aio.Server) -> int:
         listen = self.config.listen
         try:
-            if self.config.tls_cert and self.config.tls_key:
-                creds = auth.server_credentials(self.config.tls_cert, self.config.tls_key)
-                port = server.add_secure_port(listen, creds)
+            if self._tls is not None:
+                port = server.add_secure_port(listen, self._tls)
             else:
                 port = server.add_insecure_port(listen)
         except RuntimeError as e:

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import disks, skopeo
+from tests.support.certs import write_self_signed
 from tests.support.images import LayerSpec, build_image
 from tests.support.node import CHECKOUT, Node
 from tests.support.permissions import NO_DAC, OTHER_UID, foreign
@@ -110,6 +111,28 @@ def test_a_value_out_of_range_is_refused_with_the_flag_named(
     assert result.returncode == 2, f"exit {result.returncode}\n{result.stderr}"
     assert "Traceback" not in result.stderr
     assert result.stderr.splitlines()[-1] == f"distributed-images: error: {flag}: {reason}"
+
+
+@pytest.mark.parametrize("problem", ["missing", "not_pem", "another_key"])
+def test_a_tracker_whose_certificate_or_key_cannot_serve_says_which(
+    tmp_path: Path, problem: str
+) -> None:
+    """These used to end the start with a traceback, or with "cannot listen" for a bad file."""
+    cert, key = write_self_signed(tmp_path, "tracker")
+    _, other_key = write_self_signed(tmp_path, "other")
+    if problem == "missing":
+        key = tmp_path / "gone.key"
+        expected = f"cannot read --tls-key {key}: No such file or directory"
+    elif problem == "not_pem":
+        cert = key = tmp_path / "not.pem"
+        key.write_text("not a certificate\n")
+        expected = f"--tls-cert {cert} and --tls-key {key} are not a PEM certificate and its key"
+    else:
+        key = other_key
+        expected = f"--tls-key {key} is not the private key of --tls-cert {cert}"
+    ports = ["--listen", f"{LOOPBACK}:{free_port()}", "--http-listen", f"{LOOPBACK}:{free_port()}"]
+    result = cli("tracker", *ports, "--tls-cert", str(cert), "--tls-key", str(key))
+    assert one_line_error(result, "tracker") == f"distributed-images tracker: {expected}"
 
 
 @pytest.mark.parametrize(
