@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from distributed_images import pem
 from distributed_images.logs import level_field
 from distributed_images.settings import parse_size
 from node.access.config import AccessConfig
@@ -146,7 +147,11 @@ class ClusterConfig:
     )
     tracker_tls_ca: Path | None = field(
         default=None,
-        metadata={"help": "talk TLS to the tracker, trusting this PEM CA", "metavar": "FILE"},
+        metadata={
+            "parse": pem.ca_file,
+            "help": "talk TLS to the tracker, trusting this PEM CA",
+            "metavar": "FILE",
+        },
     )
     peer_listen: str = field(
         default="0.0.0.0:6881",

@@ -14,7 +14,6 @@ import logging
 import random
 import signal
 import socket
-import ssl
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,7 @@ import grpc
 from aiohttp import web
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from distributed_images import listener, startup
+from distributed_images import listener, pem, startup
 from distributed_images.logs import level_field
 from tracker import address, auth, credentials, httpapi, limits
 from tracker.cluster import MAX_NODES, Cluster, Policy
@@ -95,22 +94,12 @@ class Config:
 
 
 def _server_tls(cert: Path, key: Path | None) -> grpc.ServerCredentials:
-    """gRPC's TLS credentials from `--tls-cert` and `--tls-key`, checked: a file that cannot be
-    read, or that is no certificate and its key, is a StartupError naming it."""
+    """gRPC's TLS credentials from `--tls-cert` and `--tls-key`, checked first."""
     assert key is not None
-    for flag, path in (("--tls-cert", cert), ("--tls-key", key)):
-        try:
-            path.read_bytes()
-        except OSError as e:
-            raise startup.StartupError(f"cannot read {flag} {path}: {e.strerror}") from None
     try:
-        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
-    except ssl.SSLError as e:
-        if e.reason == "KEY_VALUES_MISMATCH":
-            problem = f"--tls-key {key} is not the private key of --tls-cert {cert}"
-        else:
-            problem = f"--tls-cert {cert} and --tls-key {key} are not a PEM certificate and its key"
-        raise startup.StartupError(problem) from None
+        pem.check_key_pair(cert, key)
+    except ValueError as e:
+        raise startup.StartupError(f"--tls-cert, --tls-key: {e}") from None
     return auth.server_credentials(cert, key)
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import grpc
 
+from distributed_images import pem
 from tracker import address, auth, credentials, errors, limits, targets
 from tracker.attachment import Attachment
 from tracker.cluster import Session
@@ -230,7 +231,12 @@ class Connection:
     )
     tls: bool = field(default=False, metadata={"help": "talk TLS (system trust roots)"})
     tls_ca: Path | None = field(
-        default=None, metadata={"help": "talk TLS, trusting this PEM CA", "metavar": "FILE"}
+        default=None,
+        metadata={
+            "parse": pem.ca_file,
+            "help": "talk TLS, trusting this PEM CA",
+            "metavar": "FILE",
+        },
     )
     timeout: float = field(
         default=5.0,

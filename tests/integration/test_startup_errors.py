@@ -122,17 +122,18 @@ def test_a_tracker_whose_certificate_or_key_cannot_serve_says_which(
     _, other_key = write_self_signed(tmp_path, "other")
     if problem == "missing":
         key = tmp_path / "gone.key"
-        expected = f"cannot read --tls-key {key}: No such file or directory"
+        expected = f"cannot read {key}: No such file or directory"
     elif problem == "not_pem":
         cert = key = tmp_path / "not.pem"
         key.write_text("not a certificate\n")
-        expected = f"--tls-cert {cert} and --tls-key {key} are not a PEM certificate and its key"
+        expected = f"{cert} and {key} are not a PEM certificate and its key"
     else:
         key = other_key
-        expected = f"--tls-key {key} is not the private key of --tls-cert {cert}"
+        expected = f"{key} is not the private key of {cert}"
     ports = ["--listen", f"{LOOPBACK}:{free_port()}", "--http-listen", f"{LOOPBACK}:{free_port()}"]
     result = cli("tracker", *ports, "--tls-cert", str(cert), "--tls-key", str(key))
-    assert one_line_error(result, "tracker") == f"distributed-images tracker: {expected}"
+    line = one_line_error(result, "tracker")
+    assert line == f"distributed-images tracker: --tls-cert, --tls-key: {expected}"
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,38 @@
+"""PEM files named on a command line, checked before they are used: one that cannot be read, or
+that holds no certificate, is refused naming itself, rather than failing later deep inside gRPC
+or Redis (a traceback, or C-level lines about a handshake, while the process keeps running)."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+
+def ca_file(text: str) -> Path:
+    """A `--*tls-ca` flag: a PEM file of the certificates to trust (ValueError if it is none)."""
+    path = Path(text)
+    data = _read(path)
+    try:
+        ssl.create_default_context(cadata=data.decode("ascii", errors="replace"))
+    except (ssl.SSLError, ValueError):
+        raise ValueError(f"{path} holds no PEM certificate") from None
+    return path
+
+
+def check_key_pair(cert: Path, key: Path) -> None:
+    """ValueError unless `cert` is a PEM certificate and `key` its private key."""
+    for path in (cert, key):
+        _read(path)
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except ssl.SSLError as e:
+        if e.reason == "KEY_VALUES_MISMATCH":
+            raise ValueError(f"{key} is not the private key of {cert}") from None
+        raise ValueError(f"{cert} and {key} are not a PEM certificate and its key") from None
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise ValueError(f"cannot read {path}: {e.strerror}") from None
