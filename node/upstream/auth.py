@@ -79,19 +79,30 @@ class Credentials:
         except (OSError, ValueError) as e:
             log.warning("ignoring unreadable auth file", extra={"path": str(path), "error": str(e)})
             return cls()
+        auths = document.get("auths") if isinstance(document, dict) else None
+        if not isinstance(auths, dict):
+            if auths is not None or not isinstance(document, dict):
+                log.warning(
+                    "ignoring an auth file that is not a Docker config.json",
+                    extra={"path": str(path), "expected": '{"auths": {REGISTRY: {"auth": ...}}}'},
+                )
+            return cls()
         found: dict[str, tuple[str, str]] = {}
-        for key, entry in (document.get("auths") or {}).items():
+        for key, entry in auths.items():
             pair = cls._pair(entry) if isinstance(entry, dict) else None
             if pair:
                 found[_registry_key(key)] = pair
         return cls(found)
 
     @staticmethod
-    def _pair(entry: dict[str, str]) -> tuple[str, str] | None:
-        if entry.get("username") and entry.get("password"):
-            return entry["username"], entry["password"]
+    def _pair(entry: dict[str, object]) -> tuple[str, str] | None:
+        user, password, auth = entry.get("username"), entry.get("password"), entry.get("auth")
+        if isinstance(user, str) and isinstance(password, str) and user and password:
+            return user, password
+        if not isinstance(auth, str):
+            return None
         try:
-            user, sep, password = base64.b64decode(entry.get("auth", "")).decode().partition(":")
+            user, sep, password = base64.b64decode(auth).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):
             return None
         return (user, password) if sep else None

@@ -141,3 +141,25 @@ async def test_tokens_for_client_chosen_repositories_are_kept_for_a_bounded_numb
     assert authenticator.cached(upstream, scopes[-1]) == "Bearer t"
     assert authenticator.cached(upstream, scopes[0]) is None  # the oldest are forgotten
     assert service.asked == len(scopes)
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        [],
+        5,
+        {"auths": 5},
+        {"auths": []},
+        {"auths": {"127.0.0.1:5000": {"auth": 5}}},
+        {"auths": {"127.0.0.1:5000": {"username": 5, "password": ["pw"]}}},
+        {"auths": {"127.0.0.1:5000": "alice:pw"}},
+    ],
+)
+def test_an_auth_file_of_another_shape_is_ignored_not_a_crash(
+    tmp_path: Path, document: object
+) -> None:
+    """JSON, but not a Docker config.json: the node ended with a traceback at start."""
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(document))
+    credentials = Credentials.load(path)
+    assert credentials.for_upstream(Upstream("127.0.0.1:5000", "http://127.0.0.1:5000")) is None
