@@ -27,7 +27,7 @@ from distributed_images import listener, pem, startup
 from distributed_images.logs import level_field
 from tracker import address, auth, credentials, httpapi, limits
 from tracker.cluster import MAX_NODES, Cluster, Policy
-from tracker.errors import TrackerError
+from tracker.errors import StoreUnavailable, TrackerError
 from tracker.metrics import TimingInterceptor, TrackerMetrics
 from tracker.service import TrackerService
 from tracker.store import Replica
@@ -262,6 +262,8 @@ class TrackerServer:
                 await self._beat()
                 if await store.replicas.sweeper(cluster.instance, REPLICA_TTL):
                     await cluster.sweep()
+            except StoreUnavailable:
+                pass  # the store says so itself, once an outage
             except Exception:
                 log.exception("sweep failed")
 

@@ -390,6 +390,11 @@ async def test_with_redis_unreachable_the_replicas_send_every_pull_upstream_at_o
         for node in cluster.nodes:
             assert node.metric(FALLBACKS) >= 1, node.name
             assert "store is unreachable" in node.log_path.read_text(), node.name
+        # Each replica said so once, not with a traceback every sweep (as it used to).
+        for tracker in cluster.trackers:
+            log = tracker.log_path.read_text()
+            assert log.count("the store is unreachable") == 1, tracker.log_tail()
+            assert "Traceback" not in log, tracker.log_tail()
         redis.start()
         await until(
             lambda: all(
@@ -397,6 +402,12 @@ async def test_with_redis_unreachable_the_replicas_send_every_pull_upstream_at_o
             ),
             "every node joined again",
         )
+        back = ("the store is reachable again", "the store's state started afresh")
+        for tracker in cluster.trackers:
+            await until(
+                lambda t=tracker: any(line in t.log_path.read_text() for line in back),
+                "each replica says its store is back",
+            )
         fallbacks = [node.metric(FALLBACKS) for node in cluster.nodes]
         image = p2p_images.big.image()
         mark = p2p_upstream.mark()

@@ -155,6 +155,10 @@ class Tracker:
     def running(self) -> bool:
         return self._daemon.running
 
+    @property
+    def log_path(self) -> Path:
+        return self._daemon.stderr_path
+
     def log_tail(self, lines: int = 80) -> str:
         return self._daemon.log_tail(lines)
 

@@ -17,7 +17,6 @@ to the upstream.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import random
@@ -246,10 +245,12 @@ class RedisStore:
         """Deliver every notification sent from now on; an unreachable Redis is waited for in
         the background (meanwhile every request is answered UNAVAILABLE)."""
         start = None
-        with contextlib.suppress(*UNREACHABLE):
+        try:
             start = await self._position()
             self._state = await self.cluster_id()
             self._healthy = True
+        except UNREACHABLE as e:
+            log.warning("the store is unreachable", extra={"error": str(e)})
         self._listener = asyncio.create_task(self._listen(hub, start), name="store-notifications")
 
     async def close(self) -> None:
