@@ -45,9 +45,13 @@ def validate_digest(digest: str) -> str:
 
 
 def validate_namespace(ns: str) -> str:
-    if len(ns) > MAX_NAMESPACE or not NAMESPACE.fullmatch(ns):
+    if not is_namespace(ns):
         raise NameInvalid("invalid registry namespace", {"ns": ns[:MAX_NAMESPACE]})
     return ns
+
+
+def is_namespace(ns: str) -> bool:
+    return len(ns) <= MAX_NAMESPACE and NAMESPACE.fullmatch(ns) is not None
 
 
 def is_digest(reference: str) -> bool:

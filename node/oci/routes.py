@@ -24,7 +24,7 @@ from node.oci import mediatypes
 from node.oci.errors import CHALLENGE, Handler, oci_errors
 from node.oci.listing import Listing
 from node.oci.ranges import parse_range
-from node.oci.reference import Reference, validate_digest, validate_name
+from node.oci.reference import Reference, is_namespace, validate_digest, validate_name
 from node.prefetch import Prefetcher
 from node.readiness import Readiness
 from node.store.backend import Segment
@@ -294,5 +294,5 @@ async def _registry_headers(request: web.Request, response: web.StreamResponse) 
     if request.path.startswith("/v2"):
         response.headers["Docker-Distribution-API-Version"] = "registry/2.0"
         ns = request.query.get("ns")
-        if ns:
+        if ns and is_namespace(ns):  # never the client's bytes as they came: a header of its own
             response.headers["OCI-Namespace"] = ns

@@ -199,6 +199,22 @@ async def test_ns_is_echoed_as_oci_namespace(node: Node, upstream: Registry) -> 
         assert response.headers["OCI-Namespace"] == upstream.host
 
 
+@pytest.mark.parametrize("ns", ["%00", "%0d%0aSet-Cookie:%20x=1", "%7f", "a%0ab"])
+@pytest.mark.parametrize(
+    "target", ["/v2/", f"/v2/{APP}/manifests/1", f"/v2/{APP}/blobs/{ZERO_DIGEST}"]
+)
+async def test_an_ns_no_registry_has_is_answered_and_never_echoed(
+    node: Node, ns: str, target: str
+) -> None:
+    """Echoed into OCI-Namespace, a control character made aiohttp drop the connection without
+    an answer (and log a traceback)."""
+    response = await rawhttp.request(node.host, "GET", f"{target}?ns={ns}")
+    assert response.status in (200, 400), response
+    assert "OCI-Namespace" not in response.headers
+    assert "Set-Cookie" not in response.headers
+    assert "Traceback" not in node.log_path.read_text()
+
+
 # Range requests, on the app image's 8 MiB layer (two 4 MiB chunks and a bit).
 
 
