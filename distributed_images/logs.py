@@ -12,10 +12,26 @@ from typing import Any
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
 
+# Characters a client may put in a path or a header are never written raw: a CR or LF would
+# forge log lines, an escape sequence would drive the terminal of whoever reads them.
+_NAMED = {"\\": "\\\\", '"': '\\"', "\n": "\\n"}
+
+
+def _escaped(c: str) -> str:
+    if c in _NAMED:
+        return _NAMED[c]
+    if c.isprintable():
+        return c
+    code = ord(c)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
 def _quote(value: Any) -> str:
     text = str(value)
-    if not text or any(c in text for c in ' ="\n'):
-        return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    if not text or any(c in text for c in ' ="') or not text.isprintable():
+        return '"' + "".join(map(_escaped, text)) + '"'
     return text
 
 
@@ -52,6 +68,22 @@ def level_field(default: str) -> Any:
     )
 
 
+class _MalformedRequests(logging.Filter):
+    """aiohttp answers a request it cannot parse with 400, then logs it at error level with its
+    traceback: a client's bad bytes are no error of this process. One line at info instead, as
+    other refused requests get."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if type(error).__module__ != "aiohttp.http_exceptions":
+            return True
+        record.levelno, record.levelname = logging.INFO, "INFO"
+        record.msg, record.args = "malformed request refused", ()
+        record.exc_info = record.exc_text = None
+        record.error = getattr(error, "message", "") or type(error).__name__
+        return logging.getLogger().isEnabledFor(logging.INFO)
+
+
 def setup(level: str = "info") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(LogfmtFormatter())
@@ -60,5 +92,6 @@ def setup(level: str = "info") -> None:
     root.setLevel(level.upper())
     # aiohttp's access log repeats what our request metrics and logs already say.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("aiohttp.server").addFilter(_MalformedRequests())
     # grpc's own debug lines (one per call) drown ours.
     logging.getLogger("grpc").setLevel(max(root.level, logging.INFO))
