@@ -255,7 +255,7 @@ class Seeds:
             return
         except (NodeError, OSError) as e:
             if unwritable(e):  # the disk, not the archive: full, or read-only for now
-                fix = "free disk space under --data-dir: it is imported again once there is room"
+                fix = "free disk space under --data-dir (or mend the disk): it is imported again"
                 self._skip(archive, str(e), None, fix, _size(archive.path))
             else:
                 self._skip(archive, str(e), None)

@@ -5,7 +5,8 @@ Writes follow one order: temporary area, hash while writing, check size then dig
 served that skipped this path. The bytes live in a backend (chunk files on disk, or memory for
 tests); the logic here is shared by both.
 
-A full disk is no error for a client: a write that runs out of space fails with `StoreFull`
+A full disk is no error for a client: a write that runs out of space (or that a read-only or
+failing disk refuses) fails with `StoreFull`
 (the caller streams the blob through without storing it), `room_for` tells beforehand whether a
 blob fits, and a failed metadata statement degrades to a cache miss. Each kind of trouble is
 logged once a minute at most, and reported to `on_trouble` each time.
@@ -53,19 +54,28 @@ DISK_RESERVE = 8 << 20  # left free by `room_for`: metadata and logs need a litt
 TROUBLE_LOG_INTERVAL = 60.0  # seconds between two log lines of the same trouble
 DISK_FULL = "disk_full"  # trouble: a write found no space
 READ_ONLY = "read_only"  # trouble: a write found the disk read-only
+IO_ERROR = "io_error"  # trouble: the disk failed a write (EIO: a failing disk or its driver)
 METADATA = "metadata"  # trouble: an SQLite statement failed
 # The trouble a write's error says the store's disk is in: it takes no writes for now.
-UNWRITABLE = {errno.ENOSPC: DISK_FULL, errno.EDQUOT: DISK_FULL, errno.EROFS: READ_ONLY}
+UNWRITABLE = {
+    errno.ENOSPC: DISK_FULL,
+    errno.EDQUOT: DISK_FULL,
+    errno.EROFS: READ_ONLY,
+    errno.EIO: IO_ERROR,
+}
 TROUBLE_LINES = {
     DISK_FULL: "the store's disk is full: blobs are streamed to clients without being stored",
     READ_ONLY: "the store's disk is read-only: blobs are streamed to clients without being stored",
+    IO_ERROR: "the store's disk failed a write (I/O error): blobs are streamed to clients"
+    " without being stored",
     METADATA: "the store's metadata failed: answering without it",
 }
 
 
 def unwritable(error: BaseException) -> bool:
     """Whether an error means the store's disk takes no writes for now: it is full, the user's
-    quota on it is, or it is read-only (a file system remounted so after errors)."""
+    quota on it is, it is read-only (a file system remounted so after errors), or it failed the
+    write (EIO)."""
     if isinstance(error, StoreFull):
         return True
     return isinstance(error, OSError) and error.errno in UNWRITABLE

@@ -4,6 +4,8 @@ mid-way go on from the upstream where they were."""
 
 from __future__ import annotations
 
+import errno
+import os
 import random
 
 import pytest
@@ -13,6 +15,8 @@ from node.downloads import HOLDBACK, Downloads, UpstreamFill
 from node.errors import ContentInvalid
 from node.store.backend import Segment
 from node.store.contentstore import ContentStore
+from node.store.memory import MemoryBlobs
+from node.store.metadata import Metadata
 from tests.unit.test_downloads import MemorySource, digest_of
 
 SIZE = 3 << 20
@@ -72,3 +76,39 @@ async def test_readers_of_a_download_that_runs_out_of_room_go_on_from_the_upstre
     assert download.task is not None
     await download.task
     assert store.usage() == 0
+
+
+class FailingDisk(MemoryBlobs):
+    """A disk that fails every write with EIO once `good` bytes are on it: a dying disk."""
+
+    def __init__(self, good: int) -> None:
+        super().__init__()
+        self.good = good
+
+    def allocate(self, length: int) -> None:
+        if length > 0 and self.good < length:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        self.good -= max(0, length)
+        super().allocate(length)
+
+
+async def test_readers_of_a_download_the_disk_fails_under_go_on_from_the_upstream() -> None:
+    """A write failing with EIO answered the client 500; like a full disk, it now costs the
+    store the blob, not the client its pull."""
+    data = random.Random("eio").randbytes(SIZE)
+    digest = digest_of(data)
+    source = MemorySource(data, hold_at=512 << 10)
+    store = ContentStore(FailingDisk(good=1 << 20), Metadata(None))
+    troubles: list[str] = []
+    store.on_trouble = troubles.append
+    download = Downloads(store).start(digest, UpstreamFill(digest, source))
+    handle = BlobHandle(digest, SIZE, None, download, store, upstream=source)
+    got = bytearray()
+    async for piece in handle.pieces(0, SIZE):
+        assert not isinstance(piece, Segment)
+        got += piece
+        source.gate.set()
+    assert bytes(got) == data
+    assert handle.source_at(SIZE - 1) == "upstream"
+    assert store.stat(digest) is None
+    assert troubles == ["io_error"]
