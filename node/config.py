@@ -15,7 +15,7 @@ from node.scrub import ScrubConfig
 from node.seed.config import SeedConfig
 from node.upstream.reach import Network, parse_network
 from node.upstream.registries import PUBLIC_REGISTRIES, checked_mapping, parse_namespace
-from tracker import address, targets
+from tracker import address, limits, targets
 
 
 def _default_auth_file() -> str:
@@ -133,6 +133,7 @@ class ClusterConfig:
     node_id: str | None = field(
         default=None,
         metadata={
+            "parse": limits.flag_parser(limits.node_id),
             "help": "this node's id in the cluster (default: the credential's, else the"
             " registry address)",
             "metavar": "ID",
@@ -166,7 +167,12 @@ class ClusterConfig:
         metadata={"help": "address other nodes reach this one at", "metavar": "HOST"},
     )
     zone: str = field(
-        default="", metadata={"help": "topology zone, preferred for peers", "metavar": "NAME"}
+        default="",
+        metadata={
+            "parse": limits.flag_parser(limits.zone),
+            "help": "topology zone, preferred for peers",
+            "metavar": "NAME",
+        },
     )
     stall_timeout: float = field(
         default=10.0,

@@ -7,7 +7,7 @@ make the tracker's memory grow without limit. A failed check raises `InvalidArgu
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from tracker.errors import InvalidArgument
 
@@ -35,6 +35,19 @@ def node_id(value: str) -> str:
     if not value or len(value) > MAX_TEXT or not _PRINTABLE.fullmatch(value):
         raise InvalidArgument(f"not a node id: {value[:80]!r}")
     return value
+
+
+def flag_parser(check: Callable[[str], str]) -> Callable[[str], str]:
+    """`check` as the parser of a flag whose value the tracker will check: a value it would
+    refuse is refused at start (ValueError), not at every join."""
+
+    def parse(text: str) -> str:
+        try:
+            return check(text)
+        except InvalidArgument as e:
+            raise ValueError(e.message) from None
+
+    return parse
 
 
 def address(value: str, what: str) -> str:

@@ -172,6 +172,10 @@ def test_every_default_is_within_its_own_bounds() -> None:
         ("node", "--registry", "foo"),
         ("node", "--registry", "x=ftp://y"),
         ("node", "--log-level", "loud"),
+        # The tracker refuses these at every join: the node retried forever, saying the
+        # tracker was unreachable.
+        ("node", "--zone", "a b"),
+        ("node", "--node-id", "x" * 300),
         ("tracker", "--listen", "7070"),
         ("tracker", "--http-listen", "abc"),
         ("tracker", "--advertise", "abc"),
