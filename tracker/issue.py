@@ -15,9 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from distributed_images.logs import level_field
+from tracker import limits
 from tracker.credentials import CredentialError, Role, issue, new_secret, read_secret
 
 HELP = "make the cluster secret and issue node and operator credentials from it"
+
+
+def _name(text: str) -> str:
+    return limits.flag_parser(limits.node_id)(text) if text else text
 
 
 @dataclass
@@ -28,11 +33,19 @@ class Config:
     new_secret: bool = field(
         default=False, metadata={"help": "write a new random secret to --secret-file"}
     )
+    # Names the tracker would refuse (as a node id) are refused here, before a credential
+    # nobody can use is handed out.
     node: str = field(
-        default="", metadata={"help": "issue this node id's credential", "metavar": "ID"}
+        default="",
+        metadata={
+            "parse": _name,
+            "help": "issue this node id's credential",
+            "metavar": "ID",
+        },
     )
     operator: str = field(
-        default="", metadata={"help": "issue an operator credential", "metavar": "NAME"}
+        default="",
+        metadata={"parse": _name, "help": "issue an operator credential", "metavar": "NAME"},
     )
     out: Path | None = field(
         default=None,

@@ -176,6 +176,7 @@ def test_every_default_is_within_its_own_bounds() -> None:
         # tracker was unreachable.
         ("node", "--zone", "a b"),
         ("node", "--node-id", "x" * 300),
+        ("credential", "--node", "a b"),  # a credential no node could join with
         ("tracker", "--listen", "7070"),
         ("tracker", "--http-listen", "abc"),
         ("tracker", "--advertise", "abc"),
