@@ -44,7 +44,7 @@ from node.store.integrity import (
     Verdict,
 )
 from node.store.memory import UNLIMITED, MemoryBlobs
-from node.store.metadata import Metadata, TagRecord
+from node.store.metadata import Metadata, TagRecord, open_metadata
 
 log = logging.getLogger(__name__)
 
@@ -301,7 +301,7 @@ class ContentStore:
     def open(cls, data_dir: Path, fsync: bool = True, **options: object) -> ContentStore:
         data_dir.mkdir(parents=True, exist_ok=True)
         backend = DiskBlobs(data_dir, fsync)
-        return cls(backend, Metadata(data_dir / "metadata.sqlite"), **options)  # type: ignore[arg-type]
+        return cls(backend, open_metadata(data_dir / "metadata.sqlite"), **options)  # type: ignore[arg-type]
 
     @classmethod
     def memory(cls, capacity: int = UNLIMITED, **options: object) -> ContentStore:

@@ -11,6 +11,7 @@ or answers as if nothing were recorded (a cache miss), and `on_error` hears of i
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +21,11 @@ from typing import Concatenate, ParamSpec, TypeVar, cast
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+# What SQLite says of a file that is not (or no longer) a whole database.
+DAMAGED = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS blobs (
@@ -106,11 +112,46 @@ def _nothing() -> None:
     return None
 
 
+class _Damaged(sqlite3.DatabaseError):
+    """What quick_check found wrong."""
+
+
+def open_metadata(path: Path) -> Metadata:
+    """The store's metadata at `path`. A database damaged on disk (a torn write, a bad sector)
+    is set aside, renamed with the time, and an empty one made: the store then records its blobs
+    again from their files, each verified before it is served. Other errors (a locked or
+    unreadable file) are raised."""
+    try:
+        return Metadata(path, check=True)
+    except sqlite3.DatabaseError as e:
+        if not isinstance(e, _Damaged) and getattr(e, "sqlite_errorcode", None) not in DAMAGED:
+            raise
+        error = e
+    aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
+    path.rename(aside)
+    for suffix in ("-wal", "-shm"):  # the old file's journal is no journal of the new one
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
+    log.warning(
+        "the store's metadata was damaged: set aside, and the blobs on disk recorded again"
+        " (each verified before it is served)",
+        extra={"error": str(error), "set_aside": str(aside)},
+    )
+    return Metadata(path)
+
+
 class Metadata:
-    def __init__(self, path: Path | None) -> None:
-        """`path=None` keeps everything in memory (the in-memory store's twin)."""
+    def __init__(self, path: Path | None, check: bool = False) -> None:
+        """`path=None` keeps everything in memory (the in-memory store's twin). `check`: read the
+        whole database once (SQLite's quick_check), so damage shows now, not mid-request."""
         self.on_error: Callable[[sqlite3.Error], None] | None = None
         self._db = sqlite3.connect(str(path) if path else ":memory:", isolation_level=None)
+        try:
+            self._prepare(check)
+        except sqlite3.Error:
+            self._db.close()
+            raise
+
+    def _prepare(self, check: bool) -> None:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
@@ -119,6 +160,10 @@ class Metadata:
             if name not in columns:
                 self._db.execute(f"ALTER TABLE blobs ADD COLUMN {name} {definition}")
         self._db.execute("CREATE INDEX IF NOT EXISTS blobs_by_verification ON blobs (verified_at)")
+        if check:
+            found = [row[0] for row in self._db.execute("PRAGMA quick_check")]
+            if found != ["ok"]:
+                raise _Damaged(f"quick_check: {'; '.join(found[:3])}")
 
     def close(self) -> None:
         self._checkpoint()

@@ -193,3 +193,37 @@ def test_a_damaged_seeded_blob_is_imported_again_from_its_archive(
         assert skopeo.verify_dir(out) == image.image().blobs
     finally:
         node.stop()
+
+
+@pytest.mark.parametrize("damage", ["cut_short", "overwritten"])
+def test_a_node_whose_metadata_is_damaged_starts_and_serves_its_blobs_again(
+    node_factory: Callable[..., Node],
+    upstream: Registry,
+    test_images: TestImages,
+    workdir: Path,
+    damage: str,
+) -> None:
+    """The metadata database damaged on disk (a torn write, a bad sector): the node would not
+    start (a traceback, 'database disk image is malformed'). It sets the damaged file aside and
+    records its blobs again from their files, each verified before it is served."""
+    node = node_factory({upstream.host: upstream.url}, upstream.host)
+    image = test_images.app.image()
+    skopeo.pull(node.host, f"{TestImages.APP}@{image.digest}", workdir / "before")
+    node.stop()
+    database = node.data_dir / "metadata.sqlite"
+    size = database.stat().st_size
+    with database.open("r+b") as f:
+        if damage == "cut_short":
+            f.truncate(1000)
+        else:
+            f.seek(0)
+            f.write(os.urandom(size))
+    mark = upstream.mark()
+    node.start()
+    out = skopeo.pull(node.host, f"{TestImages.APP}@{image.digest}", workdir / "after")
+    assert skopeo.verify_dir(out) == image.blobs
+    assert [e for e in upstream.entries(since=mark) if e.is_blob()] == []  # all from the store
+    assert node.metric(VERIFIED, reason="recovery") > 0
+    aside = list(node.data_dir.glob("metadata.sqlite.damaged-*"))
+    assert len(aside) == 1 and aside[0].stat().st_size == (1000 if damage == "cut_short" else size)
+    assert node.log_path.read_text().count("the store's metadata was damaged") == 1
