@@ -187,9 +187,9 @@ class Blobs:
         return BlobHandle(handle.digest, info.size, info, None, self._store, handle.download.fill)
 
     def doubt(self, digest: str) -> None:
-        """A stored blob whose files ended before its size while it was sent: scrubbed now, out
-        of turn, in the background (the store checks a blob once at a time); found damaged, it
-        is purged and fetched again (`node.repair`)."""
+        """A stored blob whose files ended before its size, or could not be read (EIO), while
+        it was sent: scrubbed now, out of turn, in the background (the store checks a blob once
+        at a time); found damaged, it is purged and fetched again (`node.repair`)."""
         check = asyncio.ensure_future(self._store.verify(digest, integrity.SCRUB))
         self._checks.add(check)
         check.add_done_callback(self._checks.discard)

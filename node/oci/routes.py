@@ -237,7 +237,12 @@ class RegistryAPI:
             elif request.transport is not None:
                 file, segment = piece
                 transport = request.transport
-                length = await loop.sendfile(transport, file, segment.offset, segment.length)
+                try:
+                    length = await loop.sendfile(transport, file, segment.offset, segment.length)
+                except OSError as e:
+                    if e.errno == errno.EIO and handle.info is not None:  # the disk, not the peer
+                        self._blobs.doubt(handle.digest)
+                    raise
                 if length != segment.length:  # the file ends early: sendfile stops, silently
                     if handle.info is not None:
                         self._blobs.doubt(handle.digest)

@@ -4,6 +4,7 @@ behaviours that a real registry cannot be made to show (wrong bytes, 429, 5xx, r
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import json
 from collections import Counter
@@ -368,3 +369,41 @@ async def test_bad_requests(harness: Harness) -> None:
     async with harness.http.head(harness.url("/v2/Bad/manifests/1")) as r:
         assert r.status == 400
         assert await r.read() == b""
+
+
+async def test_a_stored_blob_the_disk_cannot_read_is_purged_and_fetched_again(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bad sector under a stored blob: sending it fails with EIO. The transfer breaks (the
+    client retries), and the blob is read back at once: unreadable, it is purged, so the retry
+    fetches it again rather than failing the same way forever."""
+    data = b"B" * (300 << 10)
+    digest = digest_of(data)
+    harness.upstream.blobs[digest] = data
+    path = f"/v2/test/app/blobs/{digest}"
+    async with harness.http.get(harness.url(path)) as r:
+        assert await r.read() == data
+    await _until(lambda: harness.node.store.stat(digest) is not None)  # put on disk after
+
+    def bad_sector(*args: object, **kwargs: object) -> object:
+        raise OSError(errno.EIO, "Input/output error")
+
+    loop = asyncio.get_running_loop()
+    with monkeypatch.context() as disk:
+        disk.setattr(loop, "sendfile", bad_sector)
+        disk.setattr(harness.node.store._backend, "read", bad_sector)
+        with pytest.raises(aiohttp.ClientPayloadError):
+            async with harness.http.get(harness.url(path)) as r:
+                await r.read()
+        await _until(lambda: harness.node.store.stat(digest) is None)  # purged, not served
+    async with harness.http.get(harness.url(path)) as r:
+        assert await r.read() == data
+    assert harness.upstream.hits[path] == 2
+
+
+async def _until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
+    for _ in range(int(seconds / 0.05)):
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+    assert condition()
