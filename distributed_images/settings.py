@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 ENV_PREFIX = "DI_"
+_KINDS = {int: "a whole number", float: "a number"}
 
 
 class ConfigError(ValueError):
@@ -174,6 +175,9 @@ def _coerce(leaf: _Leaf, raw: Any, source: str) -> Any:
             return None
         if leaf.kind is bool:
             return raw if isinstance(raw, bool) else _parse_bool(str(raw))
+        if isinstance(raw, bool) or (leaf.kind is int and isinstance(raw, float)):
+            # A TOML true or 2.7 where a count goes: int() would make it 1 or 2.
+            raise ValueError(f"not {_KINDS.get(leaf.kind, 'text')}: {raw!r}")
         value = leaf.parse(str(raw)) if leaf.parse is not None else leaf.kind(raw)
         if leaf.kind in (int, float):
             _check_bounds(leaf, value)

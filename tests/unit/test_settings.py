@@ -223,3 +223,30 @@ def test_a_ca_file_that_is_missing_or_holds_no_certificate_is_refused(
         _load(command, [f"{flag}={text}"])
     cert, _ = write_self_signed(tmp_path)
     _load(command, [f"{flag}={cert}"])
+
+
+@pytest.mark.parametrize(
+    ("line", "key"),
+    [
+        ("cold-fetches = true", "cold-fetches"),  # was 1
+        ("upstream-retries = 2.7", "upstream-retries"),  # was 2
+        ("upstream-timeout = false", "upstream-timeout"),
+    ],
+)
+def test_a_config_file_value_of_another_type_is_refused_not_converted(
+    tmp_path: Path, line: str, key: str
+) -> None:
+    file = tmp_path / "node.toml"
+    file.write_text(line + "\n")
+    with pytest.raises(settings.ConfigError, match=f"^{file}: {key}: "):
+        parse(["--config", str(file)])
+
+
+def test_a_config_file_takes_numbers_as_numbers_or_as_text(tmp_path: Path) -> None:
+    file = tmp_path / "node.toml"
+    file.write_text(
+        'cold-fetches = 4\nupstream-timeout = 2\nupstream-retries = "5"\nfsync = false\n'
+    )
+    config = parse(["--config", str(file)])
+    assert (config.upstream.cold_fetches, config.upstream.upstream_timeout) == (4, 2.0)
+    assert (config.upstream.upstream_retries, config.store.fsync) == (5, False)
