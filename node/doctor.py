@@ -213,7 +213,7 @@ def _check_containerd(path: Path, hosts_dir: Path | None) -> Generator[Finding, 
             _config_path_fix(path, default_dirs[0]),
         )
         return default_dirs
-    except (OSError, tomllib.TOMLDecodeError) as e:
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         yield Finding(Level.FAIL, subject, f"unreadable: {e}", "fix the file; containerd fails too")
         return default_dirs
     version = document.get("version", 1)
@@ -333,7 +333,7 @@ def _check_hosts_file(
     subject = f"hosts.toml for {ns} ({path})"
     try:
         document = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as e:
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         yield Finding(Level.FAIL, subject, f"unreadable: {e}: containerd ignores it", fix)
         return
     hosts = _table(document, ("host",))

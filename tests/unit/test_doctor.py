@@ -168,11 +168,17 @@ def test_a_host_that_may_not_pull_is_never_asked(healthy: Config) -> None:
     assert "no [host] that may pull" in failure
 
 
-def test_a_hosts_file_that_does_not_parse_is_a_failure(healthy: Config) -> None:
+@pytest.mark.parametrize("content", [b"[host.\n", b"\xaa\xff not UTF-8\n"])
+def test_a_hosts_file_that_does_not_parse_is_a_failure(healthy: Config, content: bytes) -> None:
     path = healthy.containerd_config.parent / "certs.d" / "docker.io" / "hosts.toml"
-    path.write_text("[host.\n")
+    path.write_bytes(content)  # bytes that are not UTF-8 ended doctor with a traceback
     [failure] = failures(diagnose(healthy))
     assert "unreadable" in failure
+
+
+def test_a_containerd_config_that_is_not_utf8_is_a_failure(healthy: Config) -> None:
+    healthy.containerd_config.write_bytes(b"\xaa\xff")
+    assert any("unreadable" in failure for failure in failures(diagnose(healthy)))
 
 
 def test_hub_files_under_the_api_host_name_are_flagged(healthy: Config) -> None:
