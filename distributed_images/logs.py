@@ -35,6 +35,15 @@ def _quote(value: Any) -> str:
     return text
 
 
+def printable(text: str) -> str:
+    """`text` with what would not print (control characters, bytes a file name had that were
+    not UTF-8) written as escapes: a name shown to a person, in a page or a terminal."""
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return (
+        text if text.isprintable() else "".join(c if c.isprintable() else _escaped(c) for c in text)
+    )
+
+
 class LogfmtFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))

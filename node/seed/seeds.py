@@ -22,6 +22,7 @@ from functools import partial
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from distributed_images.logs import printable
 from distributed_images.startup import ownership
 from node.errors import NodeError
 from node.seed.catalog import Catalog, Seeded
@@ -204,6 +205,9 @@ class Seeds:
             if name not in self._importing:
                 self._forget(name)
         for archive in found.values():
+            if not _utf8(archive.name):
+                self._refuse_name(archive)
+                continue
             if archive.name not in self._importing and self._due(archive):
                 task = asyncio.create_task(self._import(archive), name=f"seed {archive.name}")
                 self._importing[archive.name] = task
@@ -223,6 +227,19 @@ class Seeds:
             return self._room_again(failed)
         previous = self._previous.get(archive.name)
         return archive.settled() or (previous is not None and previous.owner == archive.owner)
+
+    def _refuse_name(self, archive: Found) -> None:
+        """An archive whose name is not UTF-8 (copied from a host with another locale) is never
+        imported: the store records names as UTF-8 only. Skipped once, named printably."""
+        failed = self._failed.get(archive.name)
+        if failed is not None and failed.found.owner == archive.owner:
+            return
+        name = printable(archive.name)
+        reason = "its name is not UTF-8"
+        fix = "rename it (its name in UTF-8, as the other archives' are)"
+        log.error("archive skipped", extra={"archive": name, "reason": reason, "fix": fix})
+        skipped = Skipped(name, reason, fix)
+        self._failed[archive.name] = _Failure(archive, skipped, None, 1, time.monotonic())
 
     def _room_again(self, failed: _Failure) -> bool:
         """Whether an archive the store had no room for may be tried again: not too soon, and
@@ -327,7 +344,7 @@ class Seeds:
         log.error("archive skipped", extra={"archive": archive.name, "reason": reason, "fix": fix})
         before = self._failed.get(archive.name)
         tries = before.tries + 1 if before and before.found.owner == archive.owner else 1
-        skipped = Skipped(archive.name, reason, fix)
+        skipped = Skipped(printable(archive.name), reason, fix)
         self._failed[archive.name] = _Failure(archive, skipped, room, tries, time.monotonic())
         # The archive as it was before is gone: its content no longer seeds anything.
         previous = self._catalog.remove(archive.name)
@@ -366,6 +383,14 @@ class Seeds:
             self.on_change()
         except Exception:
             log.exception("seed change callback failed")
+
+
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _size(path: Path) -> int:

@@ -16,6 +16,8 @@ import pytest
 from node.seed import SeedConfig, Seeds
 from node.seed.progress import Progress
 from node.store.contentstore import ContentStore
+from node.store.memory import MemoryBlobs
+from node.store.metadata import Metadata
 from tests.support.images import LayerSpec, build_image
 from tests.unit.test_seed_import import APP, Seeder, layout_files, logged, oci_image, pack
 
@@ -227,3 +229,27 @@ async def test_an_archive_holding_a_damaged_blob_is_imported_again(
     assert seeder.store.stat(layer) is not None
     assert seeder.store.pinned(layer)
     assert seeder.lookup(APP) == image.digest
+
+
+async def test_an_archive_whose_name_is_not_utf8_is_skipped_and_the_rest_seeded(
+    tmp_path: Path,
+) -> None:
+    """A file name of bytes that are not UTF-8 (copied from a host with another locale): its
+    import raised on every scan (SQLite takes only UTF-8) and the node never became ready."""
+    image = oci_image(tmp_path)
+    images = tmp_path / "images"
+    aged(pack(layout_files(image.layout), images / "app.tar"))
+    odd = images / os.fsdecode(b"caf\xe9.tar")
+    aged(pack(layout_files(image.layout), odd))
+    store = ContentStore(MemoryBlobs(), Metadata(tmp_path / "metadata.sqlite"))
+    seeds = Seeds(images, store, SeedConfig(seed_scan_interval=0.05))
+    running = asyncio.create_task(seeds.run())
+    try:
+        await asyncio.wait_for(seeds.ready.wait(), 10)
+    finally:
+        running.cancel()
+    assert seeds.lookup("docker.io", "test/app", "1") == image.digest
+    [skipped] = seeds.skipped()
+    assert skipped.name == "caf\\xe9.tar"  # printable, as the status page shows it
+    assert "not UTF-8" in skipped.reason and "rename" in skipped.fix
+    store.close()
