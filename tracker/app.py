@@ -39,6 +39,7 @@ SERVICE = "tracker.v1.Tracker"
 GC_THRESHOLDS = (2_000, 10, 100)  # CPython's defaults are (700, 10, 10)
 # A call the stopping server cancelled still cleans up in the store: how long the store waits.
 CALLS_END_SECONDS = 5.0
+HANDSHAKE_SECONDS = 10.0
 REPLICA_TTL = 3.0  # a replica not heard from for this long is gone (its watches too)
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,9 @@ def _server_options(reuse_port: bool) -> list[tuple[str, int]]:
         # heartbeats waiting: they wait their turn, up to the nodes' own deadlines.
         ("grpc.server.max_pending_requests", MAX_NODES),
         ("grpc.server.max_pending_requests_hard_limit", 2 * MAX_NODES),
+        # A connection that never finishes its handshake (TCP open, no HTTP/2 preface or TLS
+        # hello) holds one of the process's files until this; gRPC's own default is 120 s.
+        ("grpc.server_handshake_timeout_ms", int(HANDSHAKE_SECONDS * 1000)),
     ]
 
 

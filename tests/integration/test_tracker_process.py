@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import sys
+import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from node.config import ClusterConfig
 from node.membership import Membership
 from tests.support.cluster import process_environment
 from tests.support.process import Daemon, free_port, http_status
+from tracker.app import HANDSHAKE_SECONDS
 from tracker.client import HeldBlob, Inventory, SeededRef, TrackerClient
 from tracker.errors import TrackerUnavailable
 
@@ -221,3 +223,18 @@ async def test_preheat_waits_until_the_nodes_are_done(tracker_process: TrackerPr
         assert preheated == ["docker.io/library/app:1"] * 2
         code, out, _ = await cli(*args, "broken:1", "--zone", "z1")
         assert code == 1 and "0 done, 3 failed" in out and "no such image" in out
+
+
+async def test_a_connection_that_never_says_a_word_is_closed_soon(
+    tracker_process: TrackerProcess,
+) -> None:
+    """A client that opens TCP connections to the gRPC port and sends nothing held a file each
+    for 120 s (gRPC's default): enough of them and no node could connect."""
+    await tracker_process.start()
+    reader, writer = await asyncio.open_connection("127.0.0.1", tracker_process.port)
+    started = time.monotonic()
+    try:
+        assert await asyncio.wait_for(reader.read(), HANDSHAKE_SECONDS + 20) is not None
+    finally:
+        writer.close()
+    assert time.monotonic() - started < HANDSHAKE_SECONDS + 5
