@@ -57,27 +57,6 @@ async def test_wrong_bytes_streamed_through_never_make_a_whole_response() -> Non
     assert len(got) <= SIZE - HOLDBACK
 
 
-async def test_readers_of_a_download_that_runs_out_of_room_go_on_from_the_upstream() -> None:
-    data = random.Random("room").randbytes(SIZE)
-    digest = digest_of(data)
-    source = MemorySource(data, hold_at=512 << 10)  # until the reader has its first bytes
-    store = ContentStore.memory(capacity=1 << 20)  # a third of the blob
-    download = Downloads(store).start(digest, UpstreamFill(digest, source))
-    handle = BlobHandle(digest, SIZE, None, download, store, upstream=source)
-    got = bytearray()
-    async for piece in handle.pieces(0, SIZE):
-        assert not isinstance(piece, Segment)
-        got += piece
-        source.gate.set()
-    assert bytes(got) == data
-    assert source.offsets[0] == 0 and 0 < source.offsets[1] <= 1 << 20
-    assert handle.source_at(SIZE - 1) == "upstream"
-    assert store.stat(digest) is None
-    assert download.task is not None
-    await download.task
-    assert store.usage() == 0
-
-
 class FailingDisk(MemoryBlobs):
     """A disk that fails every write with EIO once `good` bytes are on it: a dying disk."""
 
@@ -92,13 +71,19 @@ class FailingDisk(MemoryBlobs):
         super().allocate(length)
 
 
-async def test_readers_of_a_download_the_disk_fails_under_go_on_from_the_upstream() -> None:
-    """A write failing with EIO answered the client 500; like a full disk, it now costs the
-    store the blob, not the client its pull."""
-    data = random.Random("eio").randbytes(SIZE)
+@pytest.mark.parametrize("disk", ["full", "failing"])
+async def test_readers_of_a_download_the_disk_takes_no_more_of_go_on_from_the_upstream(
+    disk: str,
+) -> None:
+    """The disk full a third of the way in, or failing with EIO there (which used to answer
+    the client 500): it costs the store the blob, not the client its pull."""
+    data = random.Random(disk).randbytes(SIZE)
     digest = digest_of(data)
-    source = MemorySource(data, hold_at=512 << 10)
-    store = ContentStore(FailingDisk(good=1 << 20), Metadata(None))
+    source = MemorySource(data, hold_at=512 << 10)  # until the reader has its first bytes
+    if disk == "full":
+        store = ContentStore.memory(capacity=1 << 20)  # a third of the blob
+    else:
+        store = ContentStore(FailingDisk(good=1 << 20), Metadata(None))
     troubles: list[str] = []
     store.on_trouble = troubles.append
     download = Downloads(store).start(digest, UpstreamFill(digest, source))
@@ -109,6 +94,10 @@ async def test_readers_of_a_download_the_disk_fails_under_go_on_from_the_upstrea
         got += piece
         source.gate.set()
     assert bytes(got) == data
+    assert source.offsets[0] == 0 and 0 < source.offsets[1] <= 1 << 20
     assert handle.source_at(SIZE - 1) == "upstream"
     assert store.stat(digest) is None
-    assert troubles == ["io_error"]
+    assert troubles == ["disk_full" if disk == "full" else "io_error"]
+    assert download.task is not None
+    await download.task
+    assert store.usage() == 0
