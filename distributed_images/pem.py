@@ -8,15 +8,13 @@ import ssl
 from pathlib import Path
 
 
-def ca_file(text: str) -> Path:
-    """A `--*tls-ca` flag: a PEM file of the certificates to trust (ValueError if it is none)."""
-    path = Path(text)
+def check_ca_file(path: Path) -> None:
+    """ValueError unless `path` is a PEM file of certificates to trust (a `--*tls-ca` flag)."""
     data = _read(path)
     try:
         ssl.create_default_context(cadata=data.decode("ascii", errors="replace"))
     except (ssl.SSLError, ValueError):
         raise ValueError(f"{path} holds no PEM certificate") from None
-    return path
 
 
 def check_key_pair(cert: Path, key: Path) -> None:

@@ -16,11 +16,23 @@ import stat
 import tempfile
 from pathlib import Path
 
+from distributed_images import pem
 from tracker import address
 
 
 class StartupError(Exception):
     """The command cannot start; the message says why and what to do."""
+
+
+def usable_ca_file(path: Path | None, flag: str) -> None:
+    """StartupError unless `path` (the value of `flag`, if given) is a PEM file of certificates:
+    found now, not once the process dials and fails its handshakes over and over."""
+    if path is None:
+        return
+    try:
+        pem.check_ca_file(path)
+    except ValueError as e:
+        raise StartupError(f"{flag}: {e}") from None
 
 
 def listen_failed(listen: str, flag: str, error: OSError) -> StartupError:

@@ -117,6 +117,7 @@ async def compose(config: Config) -> AsyncIterator[Node]:
     store = _open_store(config, lambda info: _evicted(metrics, swarm, info.digest))
     if config.images_dir:
         startup.readable_dir(config.images_dir, "images dir", "--images-dir")
+    startup.usable_ca_file(config.cluster.tracker_tls_ca, "--tracker-tls-ca")
     metrics.store_bytes.set_function(store.usage)
     store.on_trouble = lambda kind: metrics.store_errors.labels(kind).inc()
     registries = Registries(

@@ -6,7 +6,6 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from distributed_images import pem
 from distributed_images.logs import level_field
 from distributed_images.settings import parse_size
 from node.access.config import AccessConfig
@@ -149,7 +148,6 @@ class ClusterConfig:
     tracker_tls_ca: Path | None = field(
         default=None,
         metadata={
-            "parse": pem.ca_file,
             "help": "talk TLS to the tracker, trusting this PEM CA",
             "metavar": "FILE",
         },

@@ -147,6 +147,7 @@ class TrackerServer:
                 "--tls-cert and --tls-key go together: give both, or neither for plain gRPC"
             )
         self._tls = _server_tls(config.tls_cert, config.tls_key) if config.tls_cert else None
+        startup.usable_ca_file(config.storage.store_tls_ca, "--store-tls-ca")
         self.config = config
         self.secret = secret if secret is not None else _secret(config)
         shared = config.storage.shared

@@ -233,7 +233,6 @@ class Connection:
     tls_ca: Path | None = field(
         default=None,
         metadata={
-            "parse": pem.ca_file,
             "help": "talk TLS, trusting this PEM CA",
             "metavar": "FILE",
         },
@@ -246,6 +245,11 @@ class Connection:
     def client(self) -> TrackerClient:
         if not self.tracker:
             raise errors.InvalidArgument("--tracker HOST:PORT is required")
+        if self.tls_ca is not None:
+            try:
+                pem.check_ca_file(self.tls_ca)
+            except ValueError as e:
+                raise errors.InvalidArgument(f"--tls-ca: {e}") from None
         credential = None
         if self.credential_file is not None:
             try:

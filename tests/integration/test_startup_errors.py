@@ -113,6 +113,36 @@ def test_a_value_out_of_range_is_refused_with_the_flag_named(
     assert result.stderr.splitlines()[-1] == f"distributed-images: error: {flag}: {reason}"
 
 
+@pytest.mark.parametrize("command", ["node", "tracker", "status"])
+@pytest.mark.parametrize("problem", ["missing", "no_certificate"])
+def test_a_ca_file_that_is_missing_or_holds_no_certificate_ends_the_start(
+    tmp_path: Path, command: str, problem: str
+) -> None:
+    """The node used to fail once it dialed the tracker: a traceback for a missing file, and
+    gRPC's own lines about its handshake, again and again, for a file with no certificate."""
+    ca = tmp_path / "ca.pem"
+    if problem == "no_certificate":
+        ca.write_text("no certificate here\n")
+    expected = (
+        f"cannot read {ca}: No such file or directory"
+        if problem == "missing"
+        else f"{ca} holds no PEM certificate"
+    )
+    if command == "node":
+        args = [*node_args(tmp_path), "--tracker", f"{LOOPBACK}:1", "--tracker-tls-ca", str(ca)]
+        line = one_line_error(cli(*args), "node")
+        assert line.endswith(f"--tracker-tls-ca: {expected}")
+    elif command == "tracker":
+        ports = ["--listen", f"{LOOPBACK}:{free_port()}", "--http-listen", f"{LOOPBACK}:0"]
+        store = ["--store", f"rediss://{LOOPBACK}:1/0", "--store-tls-ca", str(ca)]
+        line = one_line_error(cli("tracker", *ports, *store), "tracker")
+        assert line.endswith(f"--store-tls-ca: {expected}")
+    else:
+        result = cli("status", "--tracker", f"{LOOPBACK}:1", "--tls-ca", str(ca))
+        assert result.returncode != 0 and "Traceback" not in result.stderr
+        assert result.stderr.strip().endswith(f"--tls-ca: {expected}"), result.stderr
+
+
 @pytest.mark.parametrize("problem", ["missing", "not_pem", "another_key"])
 def test_a_tracker_whose_certificate_or_key_cannot_serve_says_which(
     tmp_path: Path, problem: str

@@ -9,7 +9,6 @@ import pytest
 from distributed_images import settings
 from distributed_images.cli import COMMANDS
 from node.config import Config
-from tests.support.certs import write_self_signed
 from tracker.address import split as split_host_port
 
 
@@ -204,25 +203,6 @@ def test_addresses_and_levels_as_written_are_kept() -> None:
     assert config.cluster.tracker == "a:1, b:2"
     assert config.log_level == "debug"
     assert config.upstream.registry == ["registry.local:5000=http://10.0.0.1:5000"]
-
-
-@pytest.mark.parametrize(
-    ("command", "flag"),
-    [("node", "--tracker-tls-ca"), ("status", "--tls-ca"), ("tracker", "--store-tls-ca")],
-)
-def test_a_ca_file_that_is_missing_or_holds_no_certificate_is_refused(
-    tmp_path: Path, command: str, flag: str
-) -> None:
-    """These used to fail once the node dialed the tracker: a traceback for a missing file, and
-    gRPC's own lines about its handshake, again and again, for a file with no certificate."""
-    missing, text = tmp_path / "missing.pem", tmp_path / "text.pem"
-    text.write_text("no certificate here\n")
-    with pytest.raises(settings.ConfigError, match=f"^{flag}: cannot read {missing}: No such"):
-        _load(command, [f"{flag}={missing}"])
-    with pytest.raises(settings.ConfigError, match=f"^{flag}: {text} holds no PEM certificate"):
-        _load(command, [f"{flag}={text}"])
-    cert, _ = write_self_signed(tmp_path)
-    _load(command, [f"{flag}={cert}"])
 
 
 @pytest.mark.parametrize(

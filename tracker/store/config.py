@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distributed_images import pem
 from tracker.store import Store
 from tracker.store.memory import MemoryStore
 
@@ -75,7 +74,6 @@ class StoreConfig:
     store_tls_ca: Path | None = field(
         default=None,
         metadata={
-            "parse": pem.ca_file,
             "help": "PEM CA to trust for rediss:// (default: the system's)",
             "metavar": "FILE",
         },
