@@ -42,6 +42,11 @@ def store_url(text: str) -> str:
     parts = urllib.parse.urlsplit(text)
     if parts.scheme not in SCHEMES or not parts.hostname:
         raise ValueError(f"expected memory or redis://HOST:PORT/DB, got {describe(text)!r}")
+    try:
+        parts.port  # noqa: B018 (urllib checks the port when it is read)
+    except ValueError:
+        shown = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+        raise ValueError(f"the port in {shown!r} is not a port") from None
     db = parts.path.strip("/")
     if db and not db.isdigit():
         raise ValueError(f"the database in {describe(text)!r} is not a number")
