@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -104,9 +105,18 @@ def parse_namespace(text: str) -> str:
 
 def parse_mapping(text: str) -> tuple[str, str]:
     ns, sep, url = text.partition("=")
-    if not sep or not ns or not url.startswith(("http://", "https://")):
+    if not sep or not ns or not _http_url(url):
         raise ValueError(f"expected NS=URL with an http(s) URL, got {text!r}")
     return parse_namespace(ns), url.rstrip("/")
+
+
+def _http_url(url: str) -> bool:
+    """An http(s) URL with a host, and a port that is one (urllib checks it when read)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        return parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # a port out of range or not a number, a [ without its ]
+        return False
 
 
 def checked_mapping(text: str) -> str:

@@ -170,6 +170,8 @@ def test_every_default_is_within_its_own_bounds() -> None:
         ("node", "--tracker", "nohost"),
         ("node", "--registry", "foo"),
         ("node", "--registry", "x=ftp://y"),
+        ("node", "--registry", "x.io=http://127.0.0.1:99999"),  # was taken, and failed later
+        ("node", "--registry", "x.io=http://[zz"),
         ("node", "--log-level", "loud"),
         # The tracker refuses these at every join: the node retried forever, saying the
         # tracker was unreachable.
