@@ -25,7 +25,7 @@ from pathlib import Path
 
 from node.errors import NameInvalid
 from node.oci.reference import validate_namespace
-from node.upstream.registries import is_loopback_host
+from node.upstream.registries import http_url, is_loopback_host
 
 __all__ = [
     "BACKUP_NAME",
@@ -106,7 +106,7 @@ def parse_target(text: str) -> RegistryTarget:
     except NameInvalid:
         raise ValueError(f"not a registry host[:port]: {ns!r}") from None
     if sep:
-        if not _URL.fullmatch(url):
+        if not _URL.fullmatch(url) or not http_url(url):
             raise ValueError(f"expected NS=URL with an http(s) URL, got {text!r}")
         return RegistryTarget(ns, url.rstrip("/"))
     return RegistryTarget(ns, default_server(ns))
@@ -190,7 +190,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 def _check_mirror(url: str) -> str:
-    if not _URL.fullmatch(url) or "/" in url.split("://", 1)[1].rstrip("/"):
+    if not _URL.fullmatch(url) or not http_url(url) or "/" in url.split("://", 1)[1].rstrip("/"):
         raise ValueError(f"--mirror must be a scheme and host, like http://127.0.0.1:8080: {url!r}")
     return url.rstrip("/")
 

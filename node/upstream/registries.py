@@ -105,12 +105,12 @@ def parse_namespace(text: str) -> str:
 
 def parse_mapping(text: str) -> tuple[str, str]:
     ns, sep, url = text.partition("=")
-    if not sep or not ns or not _http_url(url):
+    if not sep or not ns or not http_url(url):
         raise ValueError(f"expected NS=URL with an http(s) URL, got {text!r}")
     return parse_namespace(ns), url.rstrip("/")
 
 
-def _http_url(url: str) -> bool:
+def http_url(url: str) -> bool:
     """An http(s) URL with a host, and a port that is one (urllib checks it when read)."""
     try:
         parts = urllib.parse.urlsplit(url)

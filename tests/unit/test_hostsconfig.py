@@ -68,6 +68,7 @@ def test_nothing_is_written_without_a_registry_or_with_a_bad_mirror(tmp_path: Pa
     assert run(tmp_path, "--registry", "docker.io", "--mirror", "127.0.0.1:8080") == 2
     assert run(tmp_path, "--registry", "docker.io", "--mirror", "http://h:1/v2") == 2
     assert run(tmp_path, "--registry", "docker.io", "--mirror", 'http://h"x') == 2
+    assert run(tmp_path, "--registry", "docker.io", "--mirror", "http://h:99999") == 2
     assert run(tmp_path, "--registry", "docker.io", "--dial-timeout", "200") == 2
     assert snapshot(tmp_path) == {}
 
