@@ -46,6 +46,18 @@ def test_config_file_from_environment_and_unknown_keys(tmp_path: Path) -> None:
         parse([], {"DI_CONFIG": str(file)})
 
 
+@pytest.mark.parametrize("content", [None, b"\xaa\xff = 1\n"])
+def test_a_config_file_that_cannot_be_read_is_named(tmp_path: Path, content: bytes | None) -> None:
+    """A directory, or bytes that are not UTF-8, ended the command with a traceback."""
+    file = tmp_path / "node.toml"
+    if content is None:
+        file.mkdir()
+    else:
+        file.write_bytes(content)
+    with pytest.raises(settings.ConfigError, match=str(file)):
+        parse(["--config", str(file)])
+
+
 def test_bad_values_name_their_source() -> None:
     with pytest.raises(settings.ConfigError, match="DI_CACHE_MAX_BYTES"):
         parse([], {"DI_CACHE_MAX_BYTES": "lots"})
