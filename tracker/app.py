@@ -70,6 +70,7 @@ class Config:
     seeder: list[str] = field(
         default_factory=list,
         metadata={
+            "parse": limits.flag_parser(limits.node_id),
             "help": "a node id that may announce seeded tags to the cluster (repeatable)",
             "metavar": "NODE_ID",
         },

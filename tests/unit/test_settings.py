@@ -190,6 +190,7 @@ def test_every_default_is_within_its_own_bounds() -> None:
         ("node", "--zone", "a b"),
         ("node", "--node-id", "x" * 300),
         ("credential", "--node", "a b"),  # a credential no node could join with
+        ("tracker", "--seeder", "x" * 300),  # a node id no node could have
         ("tracker", "--listen", "7070"),
         ("tracker", "--http-listen", "abc"),
         ("tracker", "--advertise", "abc"),
