@@ -147,10 +147,7 @@ class ClusterConfig:
     )
     tracker_tls_ca: Path | None = field(
         default=None,
-        metadata={
-            "help": "talk TLS to the tracker, trusting this PEM CA",
-            "metavar": "FILE",
-        },
+        metadata={"help": "talk TLS to the tracker, trusting this PEM CA", "metavar": "FILE"},
     )
     peer_listen: str = field(
         default="0.0.0.0:6881",

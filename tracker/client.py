@@ -231,11 +231,7 @@ class Connection:
     )
     tls: bool = field(default=False, metadata={"help": "talk TLS (system trust roots)"})
     tls_ca: Path | None = field(
-        default=None,
-        metadata={
-            "help": "talk TLS, trusting this PEM CA",
-            "metavar": "FILE",
-        },
+        default=None, metadata={"help": "talk TLS, trusting this PEM CA", "metavar": "FILE"}
     )
     timeout: float = field(
         default=5.0,
