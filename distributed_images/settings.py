@@ -69,6 +69,17 @@ def parse_size(text: str) -> int:
     return int(float(number) * units[unit])
 
 
+def as_given(check: Callable[[str], object]) -> Callable[[str], str]:
+    """A `parse` that keeps the text as given once `check` takes it (ValueError if not): for
+    values parsed again where they are used, such as addresses and NS=URL mappings."""
+
+    def parse(text: str) -> str:
+        check(text)
+        return text
+
+    return parse
+
+
 def format_size(count: float) -> str:
     """`512 B`, `1.5 MiB`, `3.2 GiB`: sizes for people (parse_size reads them back)."""
     for unit in ("B", "KiB", "MiB", "GiB"):

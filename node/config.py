@@ -7,13 +7,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from distributed_images.logs import level_field
-from distributed_images.settings import parse_size
+from distributed_images.settings import as_given, parse_size
 from node.access.config import AccessConfig
 from node.downloads import DEFAULT_MAX_SIZE, parse_max_size
 from node.scrub import ScrubConfig
 from node.seed.config import SeedConfig
 from node.upstream.reach import Network, parse_network
-from node.upstream.registries import PUBLIC_REGISTRIES, checked_mapping, parse_namespace
+from node.upstream.registries import PUBLIC_REGISTRIES, parse_mapping, parse_namespace
 from tracker import address, limits, targets
 
 
@@ -52,7 +52,7 @@ class UpstreamConfig:
     registry: list[str] = field(
         default_factory=list,
         metadata={
-            "parse": checked_mapping,
+            "parse": as_given(parse_mapping),
             "help": "map a namespace to an upstream URL, NS=URL (repeatable)",
             "metavar": "NS=URL",
         },
@@ -124,7 +124,7 @@ class ClusterConfig:
     tracker: str | None = field(
         default=None,
         metadata={
-            "parse": targets.checked,
+            "parse": as_given(targets.parse),
             "help": "tracker HOST:PORT (default: run one in-process)",
             "metavar": "HOST:PORT",
         },
@@ -152,7 +152,7 @@ class ClusterConfig:
     peer_listen: str = field(
         default="0.0.0.0:6881",
         metadata={
-            "parse": address.checked,
+            "parse": as_given(address.split),
             "help": "peer-to-peer listen address",
             "metavar": "HOST:PORT",
         },
@@ -201,7 +201,7 @@ class Config:
     listen: str = field(
         default="0.0.0.0:8080",
         metadata={
-            "parse": address.checked,
+            "parse": as_given(address.split),
             "help": "registry API listen address",
             "metavar": "HOST:PORT",
         },
@@ -209,7 +209,7 @@ class Config:
     metrics_listen: str | None = field(
         default=None,
         metadata={
-            "parse": address.checked,
+            "parse": as_given(address.split),
             "help": "also serve /metrics, /healthz and /readyz here, for when --listen is the"
             " host's loopback (default: only on --listen)",
             "metavar": "HOST:PORT",

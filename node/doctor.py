@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from node.hostsconfig import DEFAULT_NAMESPACE, checked_target, parse_duration
+from distributed_images.settings import as_given
+from node.hostsconfig import DEFAULT_NAMESPACE, parse_duration, parse_target
 from tracker import targets
 
 __all__ = [
@@ -70,7 +71,7 @@ class Config:
     tracker: str | None = field(
         default=None,
         metadata={
-            "parse": targets.checked,
+            "parse": as_given(targets.parse),
             "help": "tracker to check (default: none, an embedded one)",
             "metavar": "HOST:PORT",
         },
@@ -78,7 +79,7 @@ class Config:
     registry: list[str] = field(
         default_factory=list,
         metadata={
-            "parse": checked_target,
+            "parse": as_given(parse_target),
             "help": "a registry that must go through the node (repeatable; default: every "
             "hosts.toml found)",
             "metavar": "NS[=URL]",

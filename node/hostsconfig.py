@@ -23,6 +23,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from distributed_images.settings import as_given
 from node.errors import NameInvalid
 from node.oci.reference import validate_namespace
 from node.upstream.registries import http_url, is_loopback_host
@@ -52,40 +53,6 @@ _DOCKER_HUB = ("docker.io", "https://registry-1.docker.io")
 log = logging.getLogger("node.hostsconfig")
 
 
-def checked_target(text: str) -> str:
-    """`--registry NS[=URL]` as given, once `parse_target` takes it."""
-    parse_target(text)
-    return text
-
-
-@dataclass
-class Config:
-    hosts_dir: Path = field(
-        default=Path("/etc/containerd/certs.d"),
-        metadata={"help": "containerd's config_path directory", "metavar": "DIR"},
-    )
-    mirror: str = field(
-        default="http://127.0.0.1:8080",
-        metadata={"help": "the node's registry URL, as containerd reaches it", "metavar": "URL"},
-    )
-    registry: list[str] = field(
-        default_factory=list,
-        metadata={
-            "parse": checked_target,
-            "help": "a registry to send through the node, NS or NS=URL (repeatable; "
-            "_default: every registry)",
-            "metavar": "NS[=URL]",
-        },
-    )
-    dial_timeout: str = field(
-        default="200ms",
-        metadata={"help": "how long containerd waits to connect to the node", "metavar": "D"},
-    )
-    remove: bool = field(
-        default=False, metadata={"help": "remove our files and restore the ones they replaced"}
-    )
-
-
 @dataclass(frozen=True)
 class RegistryTarget:
     """One registry namespace and the URL containerd falls back to (None for `_default`)."""
@@ -110,6 +77,34 @@ def parse_target(text: str) -> RegistryTarget:
             raise ValueError(f"expected NS=URL with an http(s) URL, got {text!r}")
         return RegistryTarget(ns, url.rstrip("/"))
     return RegistryTarget(ns, default_server(ns))
+
+
+@dataclass
+class Config:
+    hosts_dir: Path = field(
+        default=Path("/etc/containerd/certs.d"),
+        metadata={"help": "containerd's config_path directory", "metavar": "DIR"},
+    )
+    mirror: str = field(
+        default="http://127.0.0.1:8080",
+        metadata={"help": "the node's registry URL, as containerd reaches it", "metavar": "URL"},
+    )
+    registry: list[str] = field(
+        default_factory=list,
+        metadata={
+            "parse": as_given(parse_target),
+            "help": "a registry to send through the node, NS or NS=URL (repeatable; "
+            "_default: every registry)",
+            "metavar": "NS[=URL]",
+        },
+    )
+    dial_timeout: str = field(
+        default="200ms",
+        metadata={"help": "how long containerd waits to connect to the node", "metavar": "D"},
+    )
+    remove: bool = field(
+        default=False, metadata={"help": "remove our files and restore the ones they replaced"}
+    )
 
 
 def parse_duration(text: str) -> float:

@@ -15,11 +15,5 @@ def split(text: str, default_port: int | None = None) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
-def checked(text: str) -> str:
-    """A `HOST:PORT` flag as given, once `split` takes it (ValueError when it does not)."""
-    split(text)
-    return text
-
-
 def join(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -25,6 +25,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from distributed_images import listener, pem, startup
 from distributed_images.logs import level_field
+from distributed_images.settings import as_given
 from tracker import address, auth, credentials, httpapi, limits
 from tracker.cluster import MAX_NODES, Cluster, Policy
 from tracker.errors import StoreUnavailable, TrackerError
@@ -49,12 +50,16 @@ log = logging.getLogger(__name__)
 class Config:
     listen: str = field(
         default="0.0.0.0:7070",
-        metadata={"parse": address.checked, "help": "gRPC listen address", "metavar": "HOST:PORT"},
+        metadata={
+            "parse": as_given(address.split),
+            "help": "gRPC listen address",
+            "metavar": "HOST:PORT",
+        },
     )
     http_listen: str | None = field(
         default="0.0.0.0:7071",
         metadata={
-            "parse": address.checked,
+            "parse": as_given(address.split),
             "help": "/metrics and /healthz address (empty: off)",
             "metavar": "HOST:PORT",
         },
@@ -84,7 +89,7 @@ class Config:
     advertise: str | None = field(
         default=None,
         metadata={
-            "parse": address.checked,
+            "parse": as_given(address.split),
             "help": "address other hosts reach this replica at, as `status` lists it"
             " (default: the host name and the gRPC port)",
             "metavar": "HOST:PORT",

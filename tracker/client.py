@@ -20,6 +20,7 @@ from typing import Any
 import grpc
 
 from distributed_images import pem
+from distributed_images.settings import as_given
 from tracker import address, auth, credentials, errors, limits, targets
 from tracker.attachment import Attachment
 from tracker.cluster import Session
@@ -217,7 +218,7 @@ class Connection:
     tracker: str | None = field(
         default=None,
         metadata={
-            "parse": targets.checked,
+            "parse": as_given(targets.parse),
             "help": "tracker address (required)",
             "metavar": "HOST:PORT",
         },

@@ -30,12 +30,6 @@ def parse(spec: str) -> list[tuple[str, int]]:
     return found
 
 
-def checked(spec: str) -> str:
-    """`--tracker` as given, once `parse` takes it (ValueError when it does not)."""
-    parse(spec)
-    return spec
-
-
 def _is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host)

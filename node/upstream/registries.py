@@ -119,12 +119,6 @@ def http_url(url: str) -> bool:
         return False
 
 
-def checked_mapping(text: str) -> str:
-    """`--registry NS=URL` as given, once `parse_mapping` takes it."""
-    parse_mapping(text)
-    return text
-
-
 class Registries:
     """The registries this node mirrors, by `ns`."""
 
