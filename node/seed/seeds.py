@@ -232,14 +232,9 @@ class Seeds:
         """An archive whose name is not UTF-8 (copied from a host with another locale) is never
         imported: the store records names as UTF-8 only. Skipped once, named printably."""
         failed = self._failed.get(archive.name)
-        if failed is not None and failed.found.owner == archive.owner:
-            return
-        name = printable(archive.name)
-        reason = "its name is not UTF-8"
-        fix = "rename it (its name in UTF-8, as the other archives' are)"
-        log.error("archive skipped", extra={"archive": name, "reason": reason, "fix": fix})
-        skipped = Skipped(name, reason, fix)
-        self._failed[archive.name] = _Failure(archive, skipped, None, 1, time.monotonic())
+        if failed is None or failed.found.owner != archive.owner:
+            fix = "rename it (its name in UTF-8, as the other archives' are)"
+            self._failed_now(archive, "its name is not UTF-8", fix, None)
 
     def _room_again(self, failed: _Failure) -> bool:
         """Whether an archive the store had no room for may be tried again: not too soon, and
@@ -341,16 +336,20 @@ class Seeds:
             return
         if detail:
             reason = f"{reason} ({_flat(detail)})"
-        log.error("archive skipped", extra={"archive": archive.name, "reason": reason, "fix": fix})
-        before = self._failed.get(archive.name)
-        tries = before.tries + 1 if before and before.found.owner == archive.owner else 1
-        skipped = Skipped(printable(archive.name), reason, fix)
-        self._failed[archive.name] = _Failure(archive, skipped, room, tries, time.monotonic())
+        self._failed_now(archive, reason, fix, room)
         # The archive as it was before is gone: its content no longer seeds anything.
         previous = self._catalog.remove(archive.name)
         if previous is not None:
             self._store.unpin(previous.owner)
             self._changed()
+
+    def _failed_now(self, archive: Found, reason: str, fix: str, room: int | None) -> None:
+        """Log the archive skipped and remember why, counting its tries as it is."""
+        log.error("archive skipped", extra={"archive": archive.name, "reason": reason, "fix": fix})
+        before = self._failed.get(archive.name)
+        tries = before.tries + 1 if before and before.found.owner == archive.owner else 1
+        skipped = Skipped(printable(archive.name), reason, fix)
+        self._failed[archive.name] = _Failure(archive, skipped, room, tries, time.monotonic())
 
     def _forget(self, name: str) -> None:
         self._failed.pop(name, None)
