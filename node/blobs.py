@@ -17,7 +17,6 @@ from node.metrics import NodeMetrics
 from node.oci.descriptors import Sizes
 from node.p2p.swarm import Swarm
 from node.recent import Recent
-from node.store import integrity
 from node.store.backend import Segment
 from node.store.contentstore import BlobInfo, ContentStore, unwritable
 from node.upstream.client import UpstreamClient
@@ -115,7 +114,6 @@ class Blobs:
         # Blobs fetched ahead of their clients (prefetch, preheat), none of which has read them
         # yet: the first is counted as served from where the bytes came, not from the cache.
         self._unread: Recent[str, Fill] = Recent(MAX_UNREAD)
-        self._checks: set[asyncio.Task[object]] = set()
 
     async def _cached(self, digest: str) -> BlobHandle | None:
         info = await self._store.check(digest)
@@ -185,14 +183,6 @@ class Blobs:
             return handle
         info = await handle.download.stored()
         return BlobHandle(handle.digest, info.size, info, None, self._store, handle.download.fill)
-
-    def doubt(self, digest: str) -> None:
-        """A stored blob whose files ended before its size, or could not be read (EIO), while
-        it was sent: scrubbed now, out of turn, in the background (the store checks a blob once
-        at a time); found damaged, it is purged and fetched again (`node.repair`)."""
-        check = asyncio.ensure_future(self._store.verify(digest, integrity.SCRUB))
-        self._checks.add(check)
-        check.add_done_callback(self._checks.discard)
 
     def present(self, digest: str) -> bool:
         """Whether the blob is stored or on its way."""

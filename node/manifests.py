@@ -177,7 +177,9 @@ class Manifests:
             return None
         if head and info.media_type:
             return Manifest(digest, info.media_type, info.size, None)
-        body = await self._store.read_all(digest)
+        body = await self._store.content(digest)
+        if body is None:
+            return None
         media_type = info.media_type or mediatypes.sniff(body)
         return Manifest(digest, media_type, info.size, None if head else body)
 

@@ -299,7 +299,8 @@ class Access:
             return False
         origin = self._store.origin(digest)
         if origin is None:
-            config = descriptors(await self._store.read_all(digest))[:1]
+            body = await self._store.content(digest)
+            config = descriptors(body)[:1] if body is not None else []
             origin = self._store.origin(config[0][0]) if config else None
         if origin is None:
             return False

@@ -241,11 +241,11 @@ class RegistryAPI:
                     length = await loop.sendfile(transport, file, segment.offset, segment.length)
                 except OSError as e:
                     if e.errno == errno.EIO and handle.info is not None:  # the disk, not the peer
-                        self._blobs.doubt(handle.digest)
+                        handle.store.doubt(handle.digest)
                     raise
                 if length != segment.length:  # the file ends early: sendfile stops, silently
                     if handle.info is not None:
-                        self._blobs.doubt(handle.digest)
+                        handle.store.doubt(handle.digest)
                     raise OSError(errno.EIO, f"{segment.path} is shorter than the blob says")
             else:
                 raise ConnectionResetError("client went away")

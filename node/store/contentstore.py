@@ -396,14 +396,34 @@ class ContentStore:
             position = start
             while position < end:
                 stop = min(end, position + READ_BLOCK)
-                yield await asyncio.to_thread(
-                    self._backend.read, info.digest, info.size, position, stop
-                )
+                try:
+                    block = await asyncio.to_thread(
+                        self._backend.read, info.digest, info.size, position, stop
+                    )
+                except OSError as e:
+                    if e.errno == errno.EIO:
+                        self.doubt(info.digest)
+                    raise
+                yield block
                 position = stop
 
     async def read_all(self, digest: str) -> bytes:
         info = self.require(digest)
         return b"".join([part async for part in self.read(info)])
+
+    async def content(self, digest: str) -> bytes | None:
+        """The whole of a stored blob (a manifest, a config), or None when it is not stored or
+        the disk cannot read it: then it is checked before this returns, and purged if unreadable,
+        so the caller fetches it again rather than failing on it at every request."""
+        try:
+            return await self.read_all(digest)
+        except BlobUnknown:
+            return None
+        except OSError as e:
+            if e.errno != errno.EIO:
+                raise
+        await self.verify(digest, integrity.SCRUB)
+        return None
 
     async def pieces(
         self, info: BlobInfo, start: int = 0, end: int | None = None
@@ -566,13 +586,22 @@ class ContentStore:
     async def verify(self, digest: str, reason: str, pace: Pace | None = None) -> Verdict:
         """Read the blob back and hash it. Good: a suspect is synced and served from now on.
         Bad: the blob is purged and reported (`events.damaged`). One check per blob at once."""
+        return await asyncio.shield(self._check(digest, reason, pace))
+
+    def doubt(self, digest: str) -> None:
+        """A stored blob that could not be read (EIO), or whose files ended before its size:
+        checked now, out of turn, in the background; found damaged, it is purged (and fetched
+        again when asked for, `node.repair`)."""
+        self._check(digest, integrity.SCRUB, None)
+
+    def _check(self, digest: str, reason: str, pace: Pace | None) -> asyncio.Future[Verdict]:
         running = self._checks.get(digest)
         if running is not None:
-            return await asyncio.shield(running)
+            return running
         check = asyncio.ensure_future(self._verify(digest, reason, pace))
         self._checks[digest] = check
         check.add_done_callback(lambda _: self._checks.pop(digest, None))
-        return await asyncio.shield(check)
+        return check
 
     async def _verify(self, digest: str, reason: str, pace: Pace | None) -> Verdict:
         record = self._meta.blob(digest)

@@ -407,3 +407,34 @@ async def _until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
             return
         await asyncio.sleep(0.05)
     assert condition()
+
+
+async def test_a_stored_manifest_the_disk_cannot_read_is_purged_and_fetched_again(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bad sector under a stored manifest: reading it fails with EIO. The store reads the copy
+    back at once and purges it, and the request is answered from upstream, which puts a fresh
+    copy in its place; nothing answers 500 for it."""
+    manifest, _ = harness.upstream.add_image("v1", b"L" * 1000)
+    path = f"/v2/test/app/manifests/{manifest}"
+    async with harness.http.get(harness.url(path)) as r:
+        assert r.status == 200
+        body = await r.read()
+    assert harness.node.store.stat(manifest) is not None
+    damaged = harness.node.metrics.damaged_blobs.labels("scrub")
+
+    def bad_sector(*args: object, **kwargs: object) -> object:
+        raise OSError(errno.EIO, "Input/output error")
+
+    with monkeypatch.context() as disk:
+        disk.setattr(harness.node.store._backend, "read", bad_sector)
+        for attempt in (1, 2):
+            async with harness.http.get(harness.url(path)) as r:
+                assert r.status == 200
+                assert await r.read() == body
+            assert damaged._value.get() == attempt
+            assert harness.upstream.hits[path] == 1 + attempt
+    async with harness.http.get(harness.url(path)) as r:  # the fresh copy, from the store
+        assert await r.read() == body
+    assert harness.upstream.hits[path] == 3
+    assert harness.node.store.stat(manifest) is not None
