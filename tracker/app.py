@@ -41,6 +41,13 @@ GC_THRESHOLDS = (2_000, 10, 100)  # CPython's defaults are (700, 10, 10)
 # A call the stopping server cancelled still cleans up in the store: how long the store waits.
 CALLS_END_SECONDS = 5.0
 HANDSHAKE_SECONDS = 10.0
+# A connection with no call in flight for this long is closed (GOAWAY): a client could otherwise
+# hold connections it never calls on, a file and some memory each, for ever. Nodes call at every
+# heartbeat, and a channel whose connection was closed opens another at its next call.
+IDLE_SECONDS = listener.IDLE_SECONDS
+# Every node holds one connection. Beyond this many, or what the process's file limit leaves
+# room for, gRPC closes a new connection as soon as it is accepted.
+MAX_CONNECTIONS = 2 * MAX_NODES
 REPLICA_TTL = 3.0  # a replica not heard from for this long is gone (its watches too)
 
 log = logging.getLogger(__name__)
@@ -130,6 +137,8 @@ def _server_options(reuse_port: bool) -> list[tuple[str, int]]:
         # A connection that never finishes its handshake (TCP open, no HTTP/2 preface or TLS
         # hello) holds one of the process's files until this; gRPC's own default is 120 s.
         ("grpc.server_handshake_timeout_ms", int(HANDSHAKE_SECONDS * 1000)),
+        ("grpc.max_connection_idle_ms", int(IDLE_SECONDS * 1000)),
+        ("grpc.max_allowed_incoming_connections", listener.file_bound(MAX_CONNECTIONS)),
     ]
 
 

@@ -15,6 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.support.certs import write_self_signed
 from tests.support.stores import STORES, fresh_storage
+from tracker import app as tracker_app
 from tracker.app import Config, TrackerServer
 from tracker.client import Directive, HeldBlob, NodeAddress, SeededRef, TrackerClient
 from tracker.credentials import Role, issue
@@ -240,3 +241,69 @@ async def test_tls_with_a_trusted_certificate(tmp_path: Path) -> None:
         finally:
             for client in (node, operator, plain):
                 await client.close()
+
+
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+
+async def test_a_connection_that_makes_no_call_is_closed_once_idle(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A client may finish gRPC's handshake (the HTTP/2 preface) and then hold the connection
+    without a call: each held one of the tracker's files and some memory, for ever. It is closed
+    once idle for IDLE_SECONDS; a node's channel, whose connection is closed the same way
+    between calls, connects again at its next call."""
+    monkeypatch.setattr(tracker_app, "IDLE_SECONDS", 1.0)
+    async with TrackerServer(Config(listen="127.0.0.1:0", http_listen=None)) as tracker:
+        client = TrackerClient(tracker.address)
+        held = [await _hold_connection(tracker.port) for _ in range(3)]
+        try:
+            await client.join(address(HONEST), "i")
+            assert [await _closed_within(reader, 10.0) for reader, _ in held] == [True] * 3
+            await client.heartbeat(HONEST)
+        finally:
+            await client.close()
+            for _, writer in held:
+                writer.close()
+
+
+async def test_connections_beyond_the_bound_are_closed_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Beyond MAX_CONNECTIONS (here 4: a node's and three held without a call), a new connection
+    is closed as soon as it is accepted; those open stay open."""
+    monkeypatch.setattr(tracker_app, "MAX_CONNECTIONS", 4)
+    async with TrackerServer(Config(listen="127.0.0.1:0", http_listen=None)) as tracker:
+        client = TrackerClient(tracker.address)
+        held = []
+        try:
+            await client.join(address(HONEST), "i")
+            held = [await _hold_connection(tracker.port) for _ in range(4)]
+            assert await _closed_within(held[3][0], 5.0)
+            assert [await _closed_within(reader, 0.2) for reader, _ in held[:3]] == [False] * 3
+            await client.heartbeat(HONEST)
+        finally:
+            await client.close()
+            for _, writer in held:
+                writer.close()
+
+
+async def _hold_connection(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(HTTP2_PREFACE)
+    await writer.drain()
+    return reader, writer
+
+
+async def _closed_within(reader: asyncio.StreamReader, seconds: float) -> bool:
+    """Whether the server closes the connection within `seconds` (frames it sends are read)."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while (left := deadline - asyncio.get_running_loop().time()) > 0:
+        try:
+            if not await asyncio.wait_for(reader.read(65536), left):
+                return True
+        except TimeoutError:
+            return False
+        except ConnectionError:
+            return True
+    return False
