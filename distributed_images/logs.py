@@ -77,20 +77,30 @@ def level_field(default: str) -> Any:
     )
 
 
+# What aiohttp says of a TLS handshake sent to a plain HTTP port.
+TLS_ON_PLAIN_HTTP = "Received HTTPS traffic on an HTTP port"
+TLS_REFUSED = "TLS handshake on the plain HTTP port refused (a client trying HTTPS first)"
+
+
 class _MalformedRequests(logging.Filter):
     """aiohttp answers a request it cannot parse with 400, then logs it at error level with its
     traceback: a client's bad bytes are no error of this process. One line at info instead, as
-    other refused requests get."""
+    other refused requests get; at debug for a TLS handshake, which Docker and podman send first
+    at every pull from a registry they are told is insecure, before they fall back to HTTP."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
         if type(error).__module__ != "aiohttp.http_exceptions":
             return True
-        record.levelno, record.levelname = logging.INFO, "INFO"
-        record.msg, record.args = "malformed request refused", ()
+        message = getattr(error, "message", "") or type(error).__name__
+        level, record.msg = logging.INFO, "malformed request refused"
+        if message == TLS_ON_PLAIN_HTTP:
+            level, record.msg = logging.DEBUG, TLS_REFUSED
+        record.levelno, record.levelname = level, logging.getLevelName(level)
+        record.args = ()
         record.exc_info = record.exc_text = None
-        record.error = getattr(error, "message", "") or type(error).__name__
-        return logging.getLogger().isEnabledFor(logging.INFO)
+        record.error = message
+        return logging.getLogger().isEnabledFor(level)
 
 
 def setup(level: str = "info") -> None:

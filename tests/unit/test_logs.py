@@ -46,9 +46,7 @@ def node_logs() -> Iterator[None]:
     root.setLevel(level)
 
 
-async def test_a_request_aiohttp_cannot_parse_is_one_line_at_info(
-    node_logs: None, caplog: pytest.LogCaptureFixture
-) -> None:
+async def _sent_to_a_server(request: bytes) -> bytes:
     runner = web.AppRunner(web.Application())
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -56,14 +54,39 @@ async def test_a_request_aiohttp_cannot_parse_is_one_line_at_info(
     port = runner.addresses[0][1]
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"GET /v2/ HTTP/1.1\r\nHost: x\r\nAccept: \x01\x02\r\n\r\n")
+        writer.write(request)
         answer = await reader.read()
         writer.close()
     finally:
         await runner.cleanup()
+    return answer
+
+
+async def test_a_request_aiohttp_cannot_parse_is_one_line_at_info(
+    node_logs: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    answer = await _sent_to_a_server(b"GET /v2/ HTTP/1.1\r\nHost: x\r\nAccept: \x01\x02\r\n\r\n")
     assert answer.startswith(b"HTTP/1.0 400") or answer.startswith(b"HTTP/1.1 400"), answer
     refused = [r for r in caplog.records if r.name == "aiohttp.server"]
     assert [(r.levelno, r.getMessage(), r.exc_info) for r in refused] == [
         (logging.INFO, "malformed request refused", None)
     ]
     assert "Invalid header value char" in refused[0].__dict__["error"]
+
+
+async def test_a_client_trying_https_first_is_no_news(
+    node_logs: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Docker and podman, told a registry is insecure, open each pull with a TLS handshake and
+    fall back to plain HTTP: that is how they work, so it is a line at debug, none at info."""
+    client_hello = bytes.fromhex("16030100a5010000a10303") + bytes(32) + b"\x00\x00\x02\x13\x01"
+    for level in (logging.INFO, logging.DEBUG):
+        caplog.clear()
+        logging.getLogger().setLevel(level)
+        answer = await _sent_to_a_server(client_hello)
+        assert answer.startswith(b"HTTP/1.0 400") or answer.startswith(b"HTTP/1.1 400"), answer
+        await asyncio.sleep(0.05)
+        records = [r for r in caplog.records if r.name == "aiohttp.server"]
+        refused = [(r.levelno, r.getMessage()) for r in records]
+        expected = "TLS handshake on the plain HTTP port refused (a client trying HTTPS first)"
+        assert refused == ([] if level == logging.INFO else [(logging.DEBUG, expected)])
