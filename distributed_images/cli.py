@@ -51,8 +51,15 @@ def build_parser(
     return parser, modules
 
 
+# gRPC's C core prints its informational lines to stderr unless told otherwise: one per failed
+# TLS handshake, so any client could make a tracker's log as long as it liked. Its errors still
+# show; GRPC_VERBOSITY (and GRPC_TRACE) set in the environment asks for more.
+GRPC_VERBOSITY = "ERROR"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    os.environ.setdefault("GRPC_VERBOSITY", GRPC_VERBOSITY)  # before a command imports grpc
     chosen = next((a for a in argv if not a.startswith("-")), None)
     parser, modules = build_parser(chosen if chosen in COMMANDS else None)
     args = parser.parse_args(argv)

@@ -16,6 +16,7 @@ import pytest
 
 from node.config import ClusterConfig
 from node.membership import Membership
+from tests.support.certs import write_self_signed
 from tests.support.cluster import process_environment
 from tests.support.process import Daemon, free_port, http_status
 from tracker.app import HANDSHAKE_SECONDS
@@ -30,7 +31,9 @@ CLEAN_ENV = process_environment()  # this checkout first on the path, no DI_* of
 
 
 class TrackerProcess:
-    def __init__(self, workdir: Path, secret_file: Path | None = None) -> None:
+    def __init__(
+        self, workdir: Path, secret_file: Path | None = None, extra_args: tuple[str, ...] = ()
+    ) -> None:
         self.port = free_port()
         self.http_port = free_port()
         self.address = f"127.0.0.1:{self.port}"
@@ -47,6 +50,7 @@ class TrackerProcess:
             "2",
             "--log-level",
             "debug",
+            *extra_args,
         ]
         env = dict(CLEAN_ENV, DI_SECRET_FILE=str(secret_file)) if secret_file else CLEAN_ENV
         self.daemon = Daemon("tracker", argv, workdir, env=env, cwd=workdir)
@@ -238,3 +242,25 @@ async def test_a_connection_that_never_says_a_word_is_closed_soon(
     finally:
         writer.close()
     assert time.monotonic() - started < HANDSHAKE_SECONDS + 5
+
+
+async def test_connections_that_fail_the_tls_handshake_leave_no_line_each(workdir: Path) -> None:
+    """Any client may open connections to the TLS port and send garbage: gRPC's C core printed
+    one line for each failed handshake, so a client could make the tracker's log as long as it
+    liked. The core's own lines below its errors are off unless GRPC_VERBOSITY asks for them."""
+    cert, key = write_self_signed(workdir)
+    tracker = TrackerProcess(workdir, extra_args=("--tls-cert", str(cert), "--tls-key", str(key)))
+    await tracker.start()
+    try:
+        for _ in range(5):
+            reader, writer = await asyncio.open_connection("127.0.0.1", tracker.port)
+            writer.write(b"GET / HTTP/1.1\r\n\r\n")
+            await asyncio.wait_for(reader.read(), 10)
+            writer.close()
+        await asyncio.sleep(0.5)
+        assert tracker.daemon.running
+    finally:
+        tracker.daemon.stop()
+    log = tracker.daemon.log_tail(1000)
+    assert "tracker ready" in log and "tls=True" in log
+    assert "Handshake failed" not in log
