@@ -8,8 +8,8 @@ import errno
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from typing import BinaryIO
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from typing import BinaryIO, TypeVar
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -34,6 +34,12 @@ log = logging.getLogger(__name__)
 
 NAME = r"{name:[^?#]+?}"
 ENDPOINT = web.RequestKey("endpoint", str)
+# A client that takes less than a slice of a blob in this long is cut off (its transfer
+# breaks; it may resume with a Range): one that stopped reading held its connection, a file and
+# the blob, kept from eviction, for as long as it liked. A client reading at 17 KB/s or more
+# is never cut off.
+SEND_STALL_SECONDS = 60.0
+SEND_SLICE = 1 << 20
 
 
 class RegistryAPI:
@@ -227,26 +233,14 @@ class RegistryAPI:
         pieces: AsyncIterator[_Piece],
         delivered: Counter[str],
     ) -> None:
-        loop = asyncio.get_running_loop()
         position = start
         while piece is not None:
             source = handle.source_at(position)
             if isinstance(piece, bytes):
-                await response.write(piece)
+                await _taken(response.write(piece))
                 length = len(piece)
             elif request.transport is not None:
-                file, segment = piece
-                transport = request.transport
-                try:
-                    length = await loop.sendfile(transport, file, segment.offset, segment.length)
-                except OSError as e:
-                    if e.errno == errno.EIO and handle.info is not None:  # the disk, not the peer
-                        handle.store.doubt(handle.digest)
-                    raise
-                if length != segment.length:  # the file ends early: sendfile stops, silently
-                    if handle.info is not None:
-                        handle.store.doubt(handle.digest)
-                    raise OSError(errno.EIO, f"{segment.path} is shorter than the blob says")
+                length = await _send_segment(request.transport, handle, *piece)
             else:
                 raise ConnectionResetError("client went away")
             self._metrics.blob_bytes.labels(source).inc(length)
@@ -254,7 +248,7 @@ class RegistryAPI:
             delivered[source] += length
             position += length
             piece = await anext(pieces, None)
-        await response.write_eof()
+        await _taken(response.write_eof())
 
     async def unsupported(self, request: web.Request) -> web.Response:
         raise Unsupported("this registry is a pull-through mirror: push is not supported")
@@ -273,6 +267,43 @@ class RegistryAPI:
 
 # Bytes, or a file segment with its file already open.
 _Piece = bytes | tuple[BinaryIO, Segment]
+_T = TypeVar("_T")
+
+
+async def _send_segment(
+    transport: asyncio.Transport, handle: BlobHandle, file: BinaryIO, segment: Segment
+) -> int:
+    """Send a file segment with sendfile, a slice at a time; the bytes sent. A stored blob the
+    disk fails to read, or whose file ends early, is doubted (checked, and purged if damaged)."""
+    loop = asyncio.get_running_loop()
+    offset, end = segment.offset, segment.offset + segment.length
+    while offset < end:
+        count = min(SEND_SLICE, end - offset)
+        try:
+            sent = await _taken(loop.sendfile(transport, file, offset, count))
+        except OSError as e:
+            if e.errno == errno.EIO and handle.info is not None:  # the disk, not the peer
+                handle.store.doubt(handle.digest)
+            raise
+        if sent != count:  # the file ends early: sendfile stops, silently
+            if handle.info is not None:
+                handle.store.doubt(handle.digest)
+            raise OSError(errno.EIO, f"{segment.path} is shorter than the blob says")
+        offset += count
+    return segment.length
+
+
+async def _taken(sending: Awaitable[_T]) -> _T:
+    """What `sending` returns, once the client took it; ClientStalled when it has not within
+    SEND_STALL_SECONDS."""
+    try:
+        return await asyncio.wait_for(sending, SEND_STALL_SECONDS)
+    except TimeoutError:
+        raise ClientStalled(f"the client took no byte for {SEND_STALL_SECONDS:.0f} s") from None
+
+
+class ClientStalled(ConnectionError):
+    """A client stopped reading a response."""
 
 
 async def _opened(pieces: AsyncIterator[bytes | Segment]) -> AsyncGenerator[_Piece, None]:

@@ -7,6 +7,7 @@ import asyncio
 import errno
 import hashlib
 import json
+import random
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from aiohttp.test_utils import TestServer
 
 from node.app import Node, compose
 from node.config import Config
-from node.oci import mediatypes
+from node.oci import mediatypes, routes
 
 
 def digest_of(data: bytes) -> str:
@@ -438,3 +439,34 @@ async def test_a_stored_manifest_the_disk_cannot_read_is_purged_and_fetched_agai
         assert await r.read() == body
     assert harness.upstream.hits[path] == 3
     assert harness.node.store.stat(manifest) is not None
+
+
+async def test_a_client_that_stops_reading_a_blob_is_cut_off(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that asks for a blob and then reads nothing held its connection, a file and the
+    blob (kept from eviction) for ever: enough of them and every connection the node allows is
+    taken. A transfer the client has taken nothing of for SEND_STALL_SECONDS is aborted."""
+    monkeypatch.setattr(routes, "SEND_STALL_SECONDS", 1.0)
+    data = random.Random(7).randbytes(32 << 20)  # far more than socket buffers hold
+    digest = digest_of(data)
+    harness.upstream.blobs[digest] = data
+    path = harness.url(f"/v2/test/app/blobs/{digest}").removeprefix(harness.base)
+    async with harness.http.get(harness.url(f"/v2/test/app/blobs/{digest}")) as r:
+        assert await r.read() == data
+    await _until(lambda: harness.node.store.stat(digest) is not None)
+
+    host, port = harness.base.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    await writer.drain()
+    await asyncio.sleep(3.0)  # reads nothing meanwhile
+    received = 0  # the head and what the node sent before it gave up: then the end
+    try:
+        while received < len(data) and (chunk := await asyncio.wait_for(reader.read(1 << 20), 5)):
+            received += len(chunk)
+    except ConnectionResetError:
+        pass
+    finally:
+        writer.close()
+    assert 0 < received < len(data)
