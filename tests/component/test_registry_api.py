@@ -447,7 +447,6 @@ async def test_a_client_that_stops_reading_a_blob_is_cut_off(
     """A client that asks for a blob and then reads nothing held its connection, a file and the
     blob (kept from eviction) for ever: enough of them and every connection the node allows is
     taken. A transfer the client has taken nothing of for SEND_STALL_SECONDS is aborted."""
-    monkeypatch.setattr(routes, "SEND_STALL_SECONDS", 1.0)
     data = random.Random(7).randbytes(32 << 20)  # far more than socket buffers hold
     digest = digest_of(data)
     harness.upstream.blobs[digest] = data
@@ -455,6 +454,7 @@ async def test_a_client_that_stops_reading_a_blob_is_cut_off(
     async with harness.http.get(harness.url(f"/v2/test/app/blobs/{digest}")) as r:
         assert await r.read() == data
     await _until(lambda: harness.node.store.stat(digest) is not None)
+    monkeypatch.setattr(routes, "SEND_STALL_SECONDS", 1.0)
 
     host, port = harness.base.removeprefix("http://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
