@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 
 # What SQLite says of a file that is not (or no longer) a whole database.
 DAMAGED = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+# A database this large takes about a second to check at start with a cold page cache (172 MiB,
+# the metadata of a TB of layers, took 2.6 s): the node says so, rather than seem to hang.
+CHECK_NOTICE_BYTES = 64 << 20
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS blobs (
@@ -146,12 +149,12 @@ class Metadata:
         self.on_error: Callable[[sqlite3.Error], None] | None = None
         self._db = sqlite3.connect(str(path) if path else ":memory:", isolation_level=None)
         try:
-            self._prepare(check)
+            self._prepare(check, path)
         except sqlite3.Error:
             self._db.close()
             raise
 
-    def _prepare(self, check: bool) -> None:
+    def _prepare(self, check: bool, path: Path | None) -> None:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
@@ -160,10 +163,21 @@ class Metadata:
             if name not in columns:
                 self._db.execute(f"ALTER TABLE blobs ADD COLUMN {name} {definition}")
         self._db.execute("CREATE INDEX IF NOT EXISTS blobs_by_verification ON blobs (verified_at)")
-        if check:
-            found = [row[0] for row in self._db.execute("PRAGMA quick_check")]
-            if found != ["ok"]:
-                raise _Damaged(f"quick_check: {'; '.join(found[:3])}")
+        if check and path is not None:
+            self._check(path)
+
+    def _check(self, path: Path) -> None:
+        size = path.stat().st_size
+        noticed = size >= CHECK_NOTICE_BYTES
+        if noticed:
+            log.info("checking the store's metadata", extra={"mib": size >> 20})
+        started = time.monotonic()
+        found = [row[0] for row in self._db.execute("PRAGMA quick_check")]
+        if found != ["ok"]:
+            raise _Damaged(f"quick_check: {'; '.join(found[:3])}")
+        if noticed:
+            seconds = round(time.monotonic() - started, 1)
+            log.info("the store's metadata is whole", extra={"seconds": seconds})
 
     def close(self) -> None:
         self._checkpoint()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import logging
 import os
 import random
 import sqlite3
@@ -18,9 +19,11 @@ import pytest
 
 from node.errors import BlobUnknown, ContentInvalid, StoreFull
 from node.p2p import metainfo
+from node.store import metadata
 from node.store.chunking import MiB, chunk_name, chunk_size, piece_size
 from node.store.contentstore import DISK_RESERVE, BlobInfo, ContentStore
 from node.store.integrity import RECOVERY, SCRUB, Damaged, Verdict
+from node.store.metadata import open_metadata
 from tests.support import powerloss
 
 StoreFactory = Callable[..., ContentStore]
@@ -609,3 +612,21 @@ async def test_failing_metadata_is_a_cache_miss_and_a_blob_it_cannot_record_is_n
     assert store._backend.digests() == {digest_of(data)}  # type: ignore[attr-defined]
     assert set(troubles) == {"metadata"}
     store.close()
+
+
+def test_a_large_metadata_database_is_said_to_be_checked_at_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Checking a large store's database at start takes seconds: the node says so, rather than
+    seem to hang; a small one is checked without a word."""
+    path = tmp_path / "metadata.sqlite"
+    open_metadata(path).close()
+    caplog.set_level(logging.INFO, logger="node.store.metadata")
+    open_metadata(path).close()
+    assert not caplog.records
+    monkeypatch.setattr(metadata, "CHECK_NOTICE_BYTES", path.stat().st_size)
+    open_metadata(path).close()
+    assert [r.getMessage() for r in caplog.records] == [
+        "checking the store's metadata",
+        "the store's metadata is whole",
+    ]
