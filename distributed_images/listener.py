@@ -24,6 +24,8 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
+from distributed_images import logs
+
 log = logging.getLogger(__name__)
 
 IDLE_SECONDS = 60.0
@@ -82,8 +84,7 @@ class Connections:
         self._on_shed = on_shed
         self._busy: dict[RequestHandler, int] = {}
         self._idle_since: dict[RequestHandler, float] = {}
-        self._logged = 0.0
-        self._shed = 0
+        self._shed = logs.Throttle(LOG_EVERY)
 
     @web.middleware
     async def middleware(
@@ -131,19 +132,16 @@ class Connections:
     def _shedding(self, reason: str) -> None:
         if self._on_shed is not None:
             self._on_shed(reason)
-        self._shed += 1
-        now = time.monotonic()
-        if now - self._logged >= LOG_EVERY:
+        if shed := self._shed.due():
             log.warning(
                 "client connections at their limit",
                 extra={
                     "limit": self.limit,
-                    "shed": self._shed,
+                    "shed": shed,
                     "how": "the connection idle longest is closed for a new one; with every"
                     " one in a request, a new one is answered 503",
                 },
             )
-            self._logged, self._shed = now, 0
 
 
 class _Refused(asyncio.Protocol):

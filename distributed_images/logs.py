@@ -62,6 +62,30 @@ class LogfmtFormatter(logging.Formatter):
 LEVELS = ("debug", "info", "warning", "error")
 
 
+class Throttle:
+    """At most one line per `interval` seconds for what happens again and again (a tracker
+    still unreachable, a disk still full): `due` counts each time, and says how many times it
+    happened since the last line when a line is due."""
+
+    def __init__(self, interval: float = 60.0) -> None:
+        self.interval = interval
+        self._times = 0
+        self._logged: float | None = None
+
+    def due(self) -> int:
+        """One more time; the times since the last line if a line is due now, else 0."""
+        self._times += 1
+        now = time.monotonic()
+        if self._logged is not None and now - self._logged < self.interval:
+            return 0
+        self._logged, times, self._times = now, self._times, 0
+        return times
+
+    def reset(self) -> None:
+        """It stopped happening: the next time is said at once."""
+        self._times, self._logged = 0, None
+
+
 def parse_level(text: str) -> str:
     """`--log-level`: one of LEVELS, in any case."""
     level = text.strip().lower()

@@ -29,6 +29,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+from distributed_images import logs
 from node.config import ClusterConfig
 from tracker import address, credentials
 from tracker.app import Config as TrackerConfig
@@ -202,6 +203,7 @@ class Membership:
         a backoff: only a tracker that no longer knows this node (it restarted, or its store
         started afresh) makes it join again, since joining again ends its pulls' watches."""
         backoff = Backoff()
+        unreachable = logs.Throttle()
         session: Session | None = None
         while True:
             try:
@@ -214,16 +216,16 @@ class Membership:
                     async with self._joined:
                         self._joined.notify_all()
                 backoff.reset()
+                unreachable.reset()
                 await self._heartbeat(session)
             except NodeUnknown:
                 log.info("the tracker does not know this node: joining again")
                 session = None
             except TrackerError as e:
                 delay = backoff.next()
-                log.warning(
-                    "tracker unreachable; serving on",
-                    extra={"tracker": self.tracker_address, "error": e.message, "retry_in": delay},
-                )
+                if times := unreachable.due():
+                    extra = {"tracker": self.tracker_address, "error": e.message, "times": times}
+                    log.warning("tracker unreachable; serving on", extra=extra)
                 await asyncio.sleep(delay)
             except Exception:
                 log.exception("membership failed; retrying")

@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from distributed_images.logs import Throttle
 from node.errors import BlobUnknown, ContentInvalid, StoreFull
 from node.store import integrity
 from node.store.backend import BlobBackend, PendingBlob, Segment
@@ -286,8 +287,7 @@ class ContentStore:
         self._canonical_torrent = canonical_torrent
         self.events: IntegrityEvents = NoEvents()
         self.on_trouble: Callable[[str], None] | None = None
-        self._troubles: Counter[str] = Counter()  # since each kind was last logged
-        self._logged: dict[str, float] = {}  # when each kind was last logged
+        self._troubles = {kind: Throttle(TROUBLE_LOG_INTERVAL) for kind in TROUBLE_LINES}
         self._meta.on_error = self._metadata_failed
         self._writers: set[BlobWriter] = set()
         self._gone: set[str] = set()  # deleted, but their records could not be removed
@@ -552,13 +552,8 @@ class ContentStore:
 
     def _trouble(self, kind: str, detail: str) -> None:
         """Report each time; log once a minute at most, with how often it happened since."""
-        self._troubles[kind] += 1
-        now = time.monotonic()
-        if now - self._logged.get(kind, -TROUBLE_LOG_INTERVAL) >= TROUBLE_LOG_INTERVAL:
-            self._logged[kind] = now
-            log.warning(
-                TROUBLE_LINES[kind], extra={"error": detail, "times": self._troubles.pop(kind)}
-            )
+        if times := self._troubles[kind].due():
+            log.warning(TROUBLE_LINES[kind], extra={"error": detail, "times": times})
         if self.on_trouble is not None:
             self.on_trouble(kind)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import sys
 import time
 import urllib.request
@@ -264,3 +265,16 @@ async def test_connections_that_fail_the_tls_handshake_leave_no_line_each(workdi
     log = tracker.daemon.log_tail(1000)
     assert "tracker ready" in log and "tls=True" in log
     assert "Handshake failed" not in log
+
+
+async def test_a_tracker_that_stays_unreachable_is_said_once_a_minute(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A node retries an unreachable tracker every few seconds, for as long as it is down: a
+    warning at each try made thousands of the same line in a few hours. The first try says so;
+    the next line comes a minute later at most, with how many tries failed since."""
+    caplog.set_level(logging.INFO, logger="node.membership")
+    async with members([member(0, f"127.0.0.1:{free_port()}")]):
+        await asyncio.sleep(4.0)  # tries at about 0, 0.2, 0.6, 1.4 and 3 s
+    lines = [r for r in caplog.records if r.getMessage().startswith("tracker unreachable")]
+    assert [(r.levelno, r.__dict__.get("times")) for r in lines] == [(logging.WARNING, 1)]

@@ -90,3 +90,18 @@ async def test_a_client_trying_https_first_is_no_news(
         refused = [(r.levelno, r.getMessage()) for r in records]
         expected = "TLS handshake on the plain HTTP port refused (a client trying HTTPS first)"
         assert refused == ([] if level == logging.INFO else [(logging.DEBUG, expected)])
+
+
+def test_a_throttle_says_a_repeated_event_once_per_interval_with_its_count(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(logs.time, "monotonic", lambda: now[0])
+    throttle = logs.Throttle(60.0)
+    said = []
+    for step in range(0, 150, 10):  # every 10 s for 140 s
+        now[0] = 1000.0 + step
+        said.append(throttle.due())
+    assert said == [1, 0, 0, 0, 0, 0, 6, 0, 0, 0, 0, 0, 6, 0, 0]
+    throttle.reset()
+    assert throttle.due() == 1
