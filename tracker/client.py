@@ -577,11 +577,13 @@ class TrackerClient:
         digests: Sequence[str],
         refs: Sequence[SeededRef] = (),
         corrupt: bool = False,
+        chunks: Sequence[int] = (),
     ) -> None:
-        """The node no longer holds these blobs; `corrupt`: they failed their digest check."""
+        """The node no longer holds these blobs; `corrupt`: they failed their digest check;
+        `chunks`: only these chunks of the one blob, the rest still held."""
         refs_message = [pb.SeededRef(ref=r.ref, digest=r.digest) for r in refs]
         request = pb.WithdrawRequest(
-            node_id=node_id, digests=digests, refs=refs_message, corrupt=corrupt
+            node_id=node_id, digests=digests, refs=refs_message, corrupt=corrupt, chunks=chunks
         )
         await self._call("Withdraw", request)
 

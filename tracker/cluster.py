@@ -268,12 +268,16 @@ class Cluster:
         digests: Sequence[str],
         refs: Sequence[tuple[str, str]],
         corrupt: bool = False,
+        chunks: Sequence[int] = (),
     ) -> None:
         node = await self.node(node_id)
         limits.count(len(digests), limits.MAX_BLOBS_PER_CALL, "digests")
         limits.count(len(refs), limits.MAX_REFS_PER_CALL, "refs")
         for digest in digests:
             limits.digest(digest)
+        if chunks:
+            await self._withdraw_chunks(node.id, digests, chunks)
+            return
         leases = await self.store.leases.held_by(node.id)
         for digest in digests:
             lost = await self.store.peers.drop(node.id, digest)
@@ -288,6 +292,27 @@ class Cluster:
                 await self.placement.drop_if_idle([digest])
         for ref, digest in refs:
             await self.store.refs.remove(node.id, ref, digest)
+
+    async def _withdraw_chunks(
+        self, node_id: str, digests: Sequence[str], chunks: Sequence[int]
+    ) -> None:
+        """Chunks of one blob the node can no longer serve (their files cannot be read): the
+        others it still holds. Its holdings of the blob are set again without them, and the
+        chunks it held whole are placed as lost: leased out if nobody else holds them."""
+        if len(digests) != 1:
+            raise InvalidArgument("chunks are withdrawn from one blob at a time")
+        limits.count(len(chunks), limits.MAX_CHUNKS_PER_BLOB, "chunks")
+        digest = digests[0]
+        shape = await self.store.blobs.shape(digest)
+        if shape is None:
+            return
+        gone = mask_of(limits.chunk_indices(chunks, shape[1]))
+        complete, partial = await self.store.peers.masks(node_id, digest)
+        if not (complete | partial) & gone:
+            return
+        await self.store.peers.drop(node_id, digest)
+        await self.store.peers.hold(node_id, digest, complete & ~gone, partial & ~gone)
+        await self.placement.lost(digest, indices_of(complete & gone))
 
     # ---- placement ----
 

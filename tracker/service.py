@@ -239,7 +239,9 @@ class TrackerService(tracker_pb2_grpc.TrackerServicer):
     @unary
     async def Withdraw(self, request: pb.WithdrawRequest) -> pb.WithdrawResponse:
         refs = [(r.ref, r.digest) for r in request.refs]
-        await self.cluster.withdraw(request.node_id, list(request.digests), refs, request.corrupt)
+        await self.cluster.withdraw(
+            request.node_id, list(request.digests), refs, request.corrupt, list(request.chunks)
+        )
         if request.corrupt:
             log.warning(
                 "blobs failed their digest check; their metainfo is forgotten",

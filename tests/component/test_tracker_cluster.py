@@ -20,6 +20,7 @@ from tracker.errors import (
     TaskUnknown,
 )
 from tracker.hub import Watcher
+from tracker.peerstore import mask_of
 from tracker.placement import DIRECT_BLOB, SEED_WINDOW, TICK_SECONDS
 from tracker.tasks import Order, PreheatOrder, RepublishOrder, TaskState
 
@@ -1031,6 +1032,29 @@ async def test_a_corrupt_withdrawal_forgets_the_metainfo_nobody_holds_whole(
     assert [v.metainfo for v in await cluster.view("a", D, SIZE, CHUNKS, [1])] == [b"good1"]
     await cluster.withdraw("c", [D], [])  # a plain withdrawal keeps the metainfo
     assert [v.metainfo for v in await cluster.view("a", D, SIZE, CHUNKS, [1])] == [b"good1"]
+
+
+async def test_a_chunk_its_only_holder_cannot_read_is_leased_out_and_the_rest_still_served(
+    abc: Cluster,
+) -> None:
+    """a holds D whole, but the file of chunk 1 cannot be read: it withdraws that chunk alone.
+    A puller of D is sent to a for every other chunk, and chunk 1 is leased to a watcher at once
+    (no node holds it), rather than the puller waiting on a source that cannot send it."""
+    cluster = abc
+    await hold(cluster, "a", D)
+    await cluster.watch("b", D, SIZE, CHUNKS)
+    assert await holder(cluster, D, 1) is None
+    await cluster.withdraw("a", [D], [], chunks=[1])
+    assert await holder(cluster, D, 1) == "b"
+    views = await cluster.view("c", D, SIZE, CHUNKS, list(range(CHUNKS)))
+    assert ["a" in peer_ids(v) for v in views] == [i != 1 for i in range(CHUNKS)]
+    assert await cluster.store.peers.masks("a", D) == (mask_of({0, 2, 3}), 0)
+    await cluster.withdraw("a", [D], [], chunks=[1])  # again: nothing more changes
+    assert await cluster.store.peers.masks("a", D) == (mask_of({0, 2, 3}), 0)
+    with pytest.raises(InvalidArgument):
+        await cluster.withdraw("a", [D], [], chunks=[CHUNKS])
+    with pytest.raises(InvalidArgument):
+        await cluster.withdraw("a", [D, E], [], chunks=[0])
 
 
 async def test_a_silent_source_is_passed_over_until_it_is_heard_again(

@@ -138,16 +138,18 @@ class AnnounceResponse(_message.Message):
     def __init__(self, refused: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class WithdrawRequest(_message.Message):
-    __slots__ = ("node_id", "digests", "refs", "corrupt")
+    __slots__ = ("node_id", "digests", "refs", "corrupt", "chunks")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     DIGESTS_FIELD_NUMBER: _ClassVar[int]
     REFS_FIELD_NUMBER: _ClassVar[int]
     CORRUPT_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     digests: _containers.RepeatedScalarFieldContainer[str]
     refs: _containers.RepeatedCompositeFieldContainer[SeededRef]
     corrupt: bool
-    def __init__(self, node_id: _Optional[str] = ..., digests: _Optional[_Iterable[str]] = ..., refs: _Optional[_Iterable[_Union[SeededRef, _Mapping]]] = ..., corrupt: _Optional[bool] = ...) -> None: ...
+    chunks: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, node_id: _Optional[str] = ..., digests: _Optional[_Iterable[str]] = ..., refs: _Optional[_Iterable[_Union[SeededRef, _Mapping]]] = ..., corrupt: _Optional[bool] = ..., chunks: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class WithdrawResponse(_message.Message):
     __slots__ = ()
