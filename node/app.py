@@ -149,6 +149,7 @@ async def compose(config: Config) -> AsyncIterator[Node]:
         config.cluster.download_limit,
         on_stats=lambda stats: _peer_stats(metrics, stats),
         on_corrupt=lambda infohash: swarm.corrupt(infohash) if swarm else None,
+        on_unreadable=lambda infohash: swarm.unreadable(infohash) if swarm else None,
     )
     await session.start()
     try:

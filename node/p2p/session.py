@@ -13,6 +13,7 @@ network thread, and the answer a wait).
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import threading
 import time
@@ -33,17 +34,22 @@ PEER_CONNECTIONS = 4000  # open at once, fewer when the open-file limit is low
 MIN_PEER_CONNECTIONS = 64
 READY_TIMEOUT = 1.0  # seconds to wait for a new torrent to accept peers before going on
 MAX_RESTARTS = 3  # of a complete torrent that stopped on an error
+FILE_TOO_SHORT = 23  # libtorrent's own error code: a file ends before the torrent's pieces do
 MAX_LISTED_TORRENTS = 500  # asked for their peers when someone looks (the status page)
 RESTART_DELAY = 0.5
 
 
 class TorrentFailed(Exception):
     """A chunk torrent hit a storage error or was removed before it finished. `os_error`: the
-    system's error behind a storage error (a full disk says ENOSPC there)."""
+    system's error behind a storage error (a full disk says ENOSPC there); `damaged`: the file
+    ends before the chunk does, or the disk cannot read it (EIO), which no restart mends."""
 
-    def __init__(self, message: str, os_error: OSError | None = None) -> None:
+    def __init__(
+        self, message: str, os_error: OSError | None = None, damaged: bool = False
+    ) -> None:
         super().__init__(message)
         self.os_error = os_error
+        self.damaged = damaged
 
 
 def _settings(host: str, port: int, upload_limit: int, download_limit: int) -> dict[str, object]:
@@ -129,6 +135,7 @@ class _Torrent:
     finished: bool = False
     restarts: int = 0  # after errors, once it was complete
     restart: asyncio.TimerHandle | None = None  # one is due
+    unreadable: bool = False  # its file lost bytes or fails reads: said once
 
 
 @dataclass(frozen=True)
@@ -160,10 +167,12 @@ class PeerSession:
         download_limit: int = 0,
         on_stats: Callable[[PeerStats], None] | None = None,
         on_corrupt: Callable[[str], None] | None = None,
+        on_unreadable: Callable[[str], None] | None = None,
     ) -> None:
         self._settings = _settings(host, port, upload_limit, download_limit)
         self._on_stats = on_stats
         self._on_corrupt = on_corrupt  # (infohash) a seeded file failed its piece hash
+        self._on_unreadable = on_unreadable  # (infohash) a seeded file lost bytes, or fails reads
         self._torrents: dict[str, _Torrent] = {}
         self._starting: dict[str, _Starting] = {}
         # Written by the thread that adds a torrent, read by the alert thread: hash(handle) is
@@ -400,6 +409,15 @@ class PeerSession:
                 torrent.done.set_result(None)
             elif kind == "error":
                 assert isinstance(value, TorrentFailed)
+                if value.damaged and _succeeded(torrent.done) and self._on_unreadable:
+                    # A seed whose file lost bytes or sits on a bad sector: no restart brings
+                    # them back. Said once; the swarm stops offering the chunk.
+                    if not torrent.unreadable:
+                        torrent.unreadable = True
+                        extra = {"infohash": infohash, "error": str(value)}
+                        log.warning("seeded chunk unreadable", extra=extra)
+                        self._on_unreadable(infohash)
+                    continue
                 failing = not torrent.done.done()
                 restart = (
                     _succeeded(torrent.done)  # a download that failed is its pull's to handle
@@ -471,7 +489,9 @@ def _failure(alert: lt.torrent_error_alert | lt.file_error_alert) -> TorrentFail
     code = alert.error
     system = code.category().name() in ("system", "generic") and code.value() != 0
     os_error = OSError(code.value(), code.message()) if system else None
-    return TorrentFailed(alert.message(), os_error)
+    short = code.category().name() == "libtorrent" and code.value() == FILE_TOO_SHORT
+    damaged = short or (os_error is not None and os_error.errno == errno.EIO)
+    return TorrentFailed(alert.message(), os_error, damaged)
 
 
 _TORRENT_EVENTS: tuple[tuple[type[lt.torrent_alert], str], ...] = (

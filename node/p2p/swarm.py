@@ -229,18 +229,38 @@ class Swarm:
             return
         self._store.condemn(digest, integrity.SWARM)
 
+    def unreadable(self, infohash: str) -> None:
+        """A seeded chunk's file lost bytes or fails reads: peers sent here for it would wait on
+        a source that cannot send it. It is seeded no more, and the tracker hears that this node
+        lacks that chunk alone, so it sends pullers to its other holders, or leases it out when
+        there are none; the blob's other chunks are seeded on. The blob is left to the scrub or
+        a client's read, which purge it: purged now, its good chunks would go too, and pullers
+        with no other source would fetch them all again from upstream."""
+        found = next(((d, h) for d, h in self._seeded.items() if infohash in h), None)
+        if found is None:
+            return
+        digest, infohashes = found
+        self._session.remove(infohash)
+        self._spawn_withdrawal(digest, [infohashes.index(infohash)])
+
     def forget(self, digest: str) -> None:
         """The blob left the store (evicted): stop seeding it and tell the tracker."""
         for infohash in self._seeded.pop(digest, []):
             self._session.remove(infohash)
+        self._spawn_withdrawal(digest)
+
+    def _spawn_withdrawal(self, digest: str, chunks: list[int] | None = None) -> None:
+        """Tell the tracker, in the background, that this node no longer holds the blob, or
+        these chunks of it."""
         membership = self._membership
         if membership is not None and membership.joined:
-            task = asyncio.get_running_loop().create_task(self._withdraw(membership, digest))
+            withdrawal = self._withdraw(membership, digest, chunks or [])
+            task = asyncio.get_running_loop().create_task(withdrawal)
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
-    async def _withdraw(self, membership: Membership, digest: str) -> None:
+    async def _withdraw(self, membership: Membership, digest: str, chunks: list[int]) -> None:
         with contextlib.suppress(TrackerError):
-            await membership.client.withdraw(membership.node_id, [digest])
+            await membership.client.withdraw(membership.node_id, [digest], chunks=chunks)
 
     async def _publish(self, info: BlobInfo, torrents: list[ChunkTorrent]) -> None:
         membership = self._membership

@@ -314,6 +314,38 @@ async def test_a_corrupted_chunk_on_one_node_never_reaches_a_client(
         assert node.metric(BLOB_BYTES, source="peer") > 0, node.name
 
 
+async def test_a_chunk_file_the_only_holder_lost_is_withdrawn_alone(
+    start_cluster: Callable[..., Cluster], p2p_upstream: Registry, p2p_images: P2PImages
+) -> None:
+    """The cluster's only holder of a layer lost the tail of one chunk file behind its back (an
+    unclean stop, a bad disk): its peers' requests for that chunk fail to read. The holder stops
+    offering that chunk and withdraws it alone, so the tracker leases it to one puller and the
+    others get it from there, while every other chunk still comes from the holder. (Pullers the
+    tracker had already sent to the holder as relays of that chunk still wait out their stall
+    timeout and fetch it themselves, as every puller did before.)"""
+    cluster = start_cluster(size=4, node_args={0: ["--scrub-rate", "0"]})
+    holder, *pullers = cluster.nodes
+    layer = p2p_images.big.largest_layer()
+    async with client(PULL_TIMEOUT) as session:
+        assert (await pull_image(session, holder, P2PImages.BIG)).blobs == correct(p2p_images.big)
+        await stored(holder, layer.digest)
+        lost = chunk_file(holder, layer.digest, 5)
+        os.truncate(lost, lost.stat().st_size // 2)
+        mark = p2p_upstream.mark()
+        pulled = await asyncio.gather(
+            *(pull_image(session, node, P2PImages.BIG) for node in pullers)
+        )
+
+    assert [p.blobs for p in pulled] == [correct(p2p_images.big)] * len(pullers)
+    assert "seeded chunk unreadable" in holder.log_path.read_text()
+    nodes = cluster.tracker.status()["nodes"]
+    assert isinstance(nodes, list)
+    chunks = {node["registry"]: node["chunks"] for node in nodes}
+    assert {chunks[node.host] for node in pullers} == {chunks[holder.host] + 1}
+    refetched = (await upstream_blob_bytes(p2p_upstream, mark, [layer.digest]))[layer.digest]
+    assert refetched <= len(pullers) * chunk_size(layer.size)
+
+
 @asynccontextmanager
 async def rogue_peer(
     cluster: Cluster, workdir: Path, digest: str, size: int, chunk: int
