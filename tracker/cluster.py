@@ -277,7 +277,7 @@ class Cluster:
             limits.digest(digest)
         if chunks:
             await self._withdraw_chunks(node.id, digests, chunks)
-            return
+            digests = []  # the blob itself is still held
         leases = await self.store.leases.held_by(node.id)
         for digest in digests:
             lost = await self.store.peers.drop(node.id, digest)

@@ -1051,6 +1051,11 @@ async def test_a_chunk_its_only_holder_cannot_read_is_leased_out_and_the_rest_st
     assert await cluster.store.peers.masks("a", D) == (mask_of({0, 2, 3}), 0)
     await cluster.withdraw("a", [D], [], chunks=[1])  # again: nothing more changes
     assert await cluster.store.peers.masks("a", D) == (mask_of({0, 2, 3}), 0)
+    await cluster.announce("a", [], [("app:1", D)])
+    assert await cluster.store.refs.count("a") == 1
+    await cluster.withdraw("a", [D], [("app:1", D)], chunks=[2])  # refs go as they would
+    assert await cluster.store.peers.masks("a", D) == (mask_of({0, 3}), 0)
+    assert await cluster.store.refs.count("a") == 0
     with pytest.raises(InvalidArgument):
         await cluster.withdraw("a", [D], [], chunks=[CHUNKS])
     with pytest.raises(InvalidArgument):
