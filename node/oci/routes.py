@@ -299,7 +299,8 @@ async def _taken(sending: Awaitable[_T]) -> _T:
     try:
         return await asyncio.wait_for(sending, SEND_STALL_SECONDS)
     except TimeoutError:
-        raise ClientStalled(f"the client took no byte for {SEND_STALL_SECONDS:.0f} s") from None
+        stalled = f"the client took under {SEND_SLICE >> 20} MiB in {SEND_STALL_SECONDS:.0f} s"
+        raise ClientStalled(stalled) from None
 
 
 class ClientStalled(ConnectionError):
