@@ -18,7 +18,7 @@ from node.seed.progress import Progress
 from node.store.contentstore import ContentStore
 from node.store.memory import MemoryBlobs
 from node.store.metadata import Metadata
-from tests.support.images import LayerSpec, build_image
+from tests.support.images import LayerSpec, OciImage, build_image
 from tests.unit.test_seed_import import APP, Seeder, layout_files, logged, oci_image, pack
 
 ARCHIVE_AGE = 60.0
@@ -29,6 +29,14 @@ def aged(path: Path) -> Path:
     then = time.time() - ARCHIVE_AGE
     os.utime(path, (then, then))
     return path
+
+
+def archived(tmp_path: Path) -> tuple[OciImage, Path]:
+    """An image packed as `images/app.tar`, settled: the image, and the images directory."""
+    image = oci_image(tmp_path)
+    images = tmp_path / "images"
+    aged(pack(layout_files(image.layout), images / "app.tar"))
+    return image, images
 
 
 @pytest.fixture
@@ -57,9 +65,7 @@ async def test_an_archive_added_later_is_seeded_once_it_is_completely_written(
 async def test_a_removed_archive_is_unpinned_and_its_blobs_become_evictable(
     tmp_path: Path,
 ) -> None:
-    image = oci_image(tmp_path)
-    images = tmp_path / "images"
-    aged(pack(layout_files(image.layout), images / "app.tar"))
+    image, images = archived(tmp_path)
     quota = sum(image.blobs.values()) + image.top.size + 1000
     store = ContentStore.memory(max_bytes=quota, low_watermark=0.5)
     seeds = Seeds(images, store, SeedConfig())
@@ -189,9 +195,7 @@ async def test_the_event_loop_keeps_serving_during_a_large_import(
 async def test_pins_of_archives_removed_while_the_node_was_down_are_released(
     tmp_path: Path,
 ) -> None:
-    image = oci_image(tmp_path)
-    images = tmp_path / "images"
-    aged(pack(layout_files(image.layout), images / "app.tar"))
+    image, images = archived(tmp_path)
     store = ContentStore.open(tmp_path / "data")
     await Seeds(images, store, SeedConfig()).sync()
     store.close()
@@ -236,9 +240,7 @@ async def test_an_archive_whose_name_is_not_utf8_is_skipped_and_the_rest_seeded(
 ) -> None:
     """A file name of bytes that are not UTF-8 (copied from a host with another locale): its
     import raised on every scan (SQLite takes only UTF-8) and the node never became ready."""
-    image = oci_image(tmp_path)
-    images = tmp_path / "images"
-    aged(pack(layout_files(image.layout), images / "app.tar"))
+    image, images = archived(tmp_path)
     odd = images / os.fsdecode(b"caf\xe9.tar")
     aged(pack(layout_files(image.layout), odd))
     store = ContentStore(MemoryBlobs(), Metadata(tmp_path / "metadata.sqlite"))
