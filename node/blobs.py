@@ -122,6 +122,11 @@ class Blobs:
         fetched_by = self._unread.pop(digest)
         return BlobHandle(digest, info.size, info, None, self._store, fetched_by)
 
+    def stored(self, digest: str) -> BlobHandle | None:
+        """A stored blob or manifest as it is, to be sent (never a suspect's copy)."""
+        info = self._store.stat(digest)
+        return BlobHandle(digest, info.size, info, None, self._store) if info else None
+
     async def open(self, upstream: Upstream, repo: str, digest: str) -> BlobHandle:
         """The blob for a client: from the store, or following its download (started now)."""
         handle, started = await self._open(upstream, repo, digest)

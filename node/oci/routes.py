@@ -148,7 +148,24 @@ class RegistryAPI:
         # then sends the credentials it holds for this host; others meet it on a 401.
         return web.json_response({}, headers={"WWW-Authenticate": CHALLENGE})
 
-    async def manifest(self, request: web.Request) -> web.Response:
+    async def manifest(self, request: web.Request) -> web.StreamResponse:
+        headers, body = await self._manifest(request)
+        if body is None:
+            return web.Response(headers=headers)
+        response = web.StreamResponse(headers=headers)
+        response.content_length = int(headers["Content-Length"])
+        if isinstance(body, BlobHandle):
+            await _transfer(request, response, body.pieces(0, body.size), _uncounted, body)
+        else:
+            await _transfer(request, response, _slices(body), _uncounted)
+        return response
+
+    async def _manifest(
+        self, request: web.Request
+    ) -> tuple[dict[str, str], BlobHandle | bytes | None]:
+        """The response's headers and what its body is sent from: the stored copy where there
+        is one (a client that reads nothing then holds no copy of it in memory, up to 4 MiB a
+        connection), else the bytes; None for a HEAD."""
         name = validate_name(request.match_info["name"])
         reference = Reference.parse(request.match_info["reference"])
         grant = await self._authorized(request, name, Target.manifest(reference.value))
@@ -172,7 +189,10 @@ class RegistryAPI:
             "ETag": f'"{manifest.digest}"',
             "Content-Length": str(manifest.size),
         }
-        return web.Response(body=manifest.body, headers=headers)
+        if head:
+            return headers, None
+        stored = self._blobs.stored(manifest.digest)
+        return headers, stored if stored and stored.size == manifest.size else manifest.body
 
     async def blob(self, request: web.Request) -> web.StreamResponse:
         name = validate_name(request.match_info["name"])
@@ -200,55 +220,23 @@ class RegistryAPI:
         response.content_length = end - start
         if span:
             response.headers["Content-Range"] = f"bytes {start}-{end - 1}/{handle.size}"
-        pieces = _opened(handle.pieces(start, end))
         delivered: Counter[str] = Counter()
-        complete = False
-        try:
-            # The first bytes come before the status line: a download that fails before them
-            # (a size that is not the blob's, bad content, an upstream gone) is answered with
-            # its error, not with a transfer that breaks.
-            first = await anext(pieces, None)
-            await response.prepare(request)
-            try:
-                await self._send(request, response, handle, start, first, pieces, delivered)
-                complete = True
-            except (NodeError, OSError) as e:
-                # The status line is gone: the only honest signal left is a broken transfer.
-                log.warning("blob transfer aborted", extra={"digest": digest, "error": str(e)})
-                if request.transport is not None:
-                    request.transport.abort()
-        finally:
-            await pieces.aclose()
-            client = request.remote or "-"
-            self._activity.pulls.blob(client, upstream.ns, name, delivered, complete)
-        return response
 
-    async def _send(
-        self,
-        request: web.Request,
-        response: web.StreamResponse,
-        handle: BlobHandle,
-        start: int,
-        piece: _Piece | None,
-        pieces: AsyncIterator[_Piece],
-        delivered: Counter[str],
-    ) -> None:
-        position = start
-        while piece is not None:
+        def sent(position: int, length: int) -> None:
             source = handle.source_at(position)
-            if isinstance(piece, bytes):
-                await _taken(response.write(piece))
-                length = len(piece)
-            elif request.transport is not None:
-                length = await _send_segment(request.transport, handle, *piece)
-            else:
-                raise ConnectionResetError("client went away")
             self._metrics.blob_bytes.labels(source).inc(length)
             self._activity.delivered(source, length)
             delivered[source] += length
-            position += length
-            piece = await anext(pieces, None)
-        await _taken(response.write_eof())
+
+        complete = False
+        try:
+            complete = await _transfer(
+                request, response, handle.pieces(start, end), sent, handle, start
+            )
+        finally:
+            client = request.remote or "-"
+            self._activity.pulls.blob(client, upstream.ns, name, delivered, complete)
+        return response
 
     async def unsupported(self, request: web.Request) -> web.Response:
         raise Unsupported("this registry is a pull-through mirror: push is not supported")
@@ -270,8 +258,53 @@ _Piece = bytes | tuple[BinaryIO, Segment]
 _T = TypeVar("_T")
 
 
+async def _transfer(
+    request: web.Request,
+    response: web.StreamResponse,
+    body: AsyncIterator[bytes | Segment],
+    sent: Callable[[int, int], None],
+    handle: BlobHandle | None = None,
+    start: int = 0,
+) -> bool:
+    """Send `body` (from `start` of `handle`, where it comes from a blob) as `response`'s,
+    `sent(position, length)` after each piece; whether all of it went. A transfer that fails
+    once begun is broken off; a client that stops reading is cut off (ClientStalled)."""
+    pieces = _opened(body)
+    try:
+        # The first bytes come before the status line: a download that fails before them
+        # (a size that is not the blob's, bad content, an upstream gone) is answered with
+        # its error, not with a transfer that breaks.
+        piece = await anext(pieces, None)
+        await response.prepare(request)
+        position = start
+        try:
+            while piece is not None:
+                if isinstance(piece, bytes):
+                    await _taken(response.write(piece))
+                    length = len(piece)
+                elif request.transport is not None:
+                    length = await _send_segment(request.transport, handle, *piece)
+                else:
+                    raise ConnectionResetError("client went away")
+                sent(position, length)
+                position += length
+                piece = await anext(pieces, None)
+            await _taken(response.write_eof())
+            return True
+        except (NodeError, OSError) as e:
+            # The status line is gone: the only honest signal left is a broken transfer.
+            digest = response.headers["Docker-Content-Digest"]
+            what = request.get(ENDPOINT, "response")
+            log.warning(f"{what} transfer aborted", extra={"digest": digest, "error": str(e)})
+            if request.transport is not None:
+                request.transport.abort()
+            return False
+    finally:
+        await pieces.aclose()
+
+
 async def _send_segment(
-    transport: asyncio.Transport, handle: BlobHandle, file: BinaryIO, segment: Segment
+    transport: asyncio.Transport, handle: BlobHandle | None, file: BinaryIO, segment: Segment
 ) -> int:
     """Send a file segment with sendfile, a slice at a time; the bytes sent. A stored blob the
     disk fails to read, or whose file ends early, is doubted (checked, and purged if damaged)."""
@@ -282,11 +315,11 @@ async def _send_segment(
         try:
             sent = await _taken(loop.sendfile(transport, file, offset, count))
         except OSError as e:
-            if e.errno == errno.EIO and handle.info is not None:  # the disk, not the peer
+            if e.errno == errno.EIO and handle and handle.info:  # the disk, not the peer
                 handle.store.doubt(handle.digest)
             raise
         if sent != count:  # the file ends early: sendfile stops, silently
-            if handle.info is not None:
+            if handle and handle.info:
                 handle.store.doubt(handle.digest)
             raise OSError(errno.EIO, f"{segment.path} is shorter than the blob says")
         offset += count
@@ -305,6 +338,17 @@ async def _taken(sending: Awaitable[_T]) -> _T:
 
 class ClientStalled(ConnectionError):
     """A client stopped reading a response."""
+
+
+def _uncounted(position: int, length: int) -> None:
+    pass
+
+
+async def _slices(body: bytes) -> AsyncIterator[bytes]:
+    """`body` a slice at a time, each one the client must take within SEND_STALL_SECONDS."""
+    view = memoryview(body)
+    for offset in range(0, len(body), SEND_SLICE):
+        yield bytes(view[offset : offset + SEND_SLICE])
 
 
 async def _opened(pieces: AsyncIterator[bytes | Segment]) -> AsyncGenerator[_Piece, None]:

@@ -470,3 +470,56 @@ async def test_a_client_that_stops_reading_a_blob_is_cut_off(
     finally:
         writer.close()
     assert 0 < received < len(data)
+
+
+@pytest.mark.parametrize("stored", [True, False], ids=["stored", "unstored"])
+async def test_a_client_that_stops_reading_manifests_is_cut_off(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, stored: bool
+) -> None:
+    """A manifest was answered whole at once, after the handler: a client that asked for one
+    near the 4 MiB bound a few times over one connection and read nothing held its connection,
+    and about 10 MiB of the node's memory, for ever. It is now sent as a blob is, from the
+    stored copy (or a slice at a time when the store could not keep it), and cut off the same."""
+    monkeypatch.setattr(routes, "SEND_STALL_SECONDS", 1.0)
+    if not stored:
+
+        async def refused(digest: str, data: bytes, media_type: str | None = None) -> bool:
+            return False
+
+        monkeypatch.setattr(harness.node.store, "keep", refused)
+    config = b'{"architecture":"amd64","os":"linux"}'
+    harness.upstream.blobs[digest_of(config)] = config
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": mediatypes.OCI_MANIFEST,
+            "config": {"digest": digest_of(config), "size": len(config)},
+            "layers": [],
+            "annotations": {"padding": "x" * 4_000_000},
+        }
+    ).encode()
+    harness.upstream.manifests["big"] = (manifest, mediatypes.OCI_MANIFEST)
+    url = harness.url("/v2/test/app/manifests/big")
+    async with harness.http.get(url) as r:
+        assert r.status == 200
+        assert await r.read() == manifest
+    assert (harness.node.store.stat(digest_of(manifest)) is not None) == stored
+
+    host, port = harness.base.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    asked = 4  # more than the socket buffers between the two hold
+    request = f"GET {url.removeprefix(harness.base)} HTTP/1.1\r\nHost: {host}\r\n\r\n"
+    writer.write(request.encode() * asked)
+    await writer.drain()
+    await asyncio.sleep(3.0)  # reads nothing meanwhile
+    received = 0
+    try:
+        while received < asked * len(manifest) and (
+            chunk := await asyncio.wait_for(reader.read(1 << 20), 5)
+        ):
+            received += len(chunk)
+    except ConnectionResetError:
+        pass
+    finally:
+        writer.close()
+    assert 0 < received < asked * len(manifest)
