@@ -14,6 +14,7 @@ those after `last`, and a `Link: <...>; rel="next"` header when more follow.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from urllib.parse import urlencode
 
@@ -27,6 +28,7 @@ from node.errors import (
     UpstreamUnauthorized,
     UpstreamUnavailable,
 )
+from node.oci import sending
 from node.oci.reference import validate_name
 from node.upstream.client import MAX_TAGS, UpstreamClient
 from node.upstream.registries import Registries, Upstream
@@ -54,7 +56,7 @@ class Listing:
         self._seeded_repositories = seeded_repositories
         self._access = access
 
-    async def tags(self, request: web.Request) -> web.Response:
+    async def tags(self, request: web.Request) -> web.StreamResponse:
         name = validate_name(request.match_info["name"])
         n, last = page_query(request)
         upstream = self._registries.resolve(request.query.get("ns"))
@@ -62,7 +64,7 @@ class Listing:
             upstream = self._access.live(upstream, request.headers.get("Authorization"))
         tags = await self.all_tags(upstream, name)
         page, more = paginate(tags, n, last)
-        return _answer(request, {"name": name, "tags": page}, page, n, more)
+        return await _answer(request, {"name": name, "tags": page}, page, n, more)
 
     async def all_tags(self, upstream: Upstream, name: str) -> list[str]:
         seeded = self._seeded_tags(upstream.ns, upstream.repository(name))
@@ -74,12 +76,12 @@ class Listing:
             listed = []
         return sorted(set(listed).union(seeded))[:MAX_TAGS]
 
-    async def catalog(self, request: web.Request) -> web.Response:
+    async def catalog(self, request: web.Request) -> web.StreamResponse:
         n, last = page_query(request)
         upstream = self._registries.resolve(request.query.get("ns"))
         repositories = sorted(self._seeded_repositories(upstream.ns))
         page, more = paginate(repositories, n, last)
-        return _answer(request, {"repositories": page}, page, n, more)
+        return await _answer(request, {"repositories": page}, page, n, more)
 
 
 def page_query(request: web.Request) -> tuple[int | None, str | None]:
@@ -101,13 +103,15 @@ def paginate(entries: list[str], n: int | None, last: str | None) -> tuple[list[
     return after[:n], len(after) > n
 
 
-def _answer(
+async def _answer(
     request: web.Request, body: dict[str, object], page: list[str], n: int | None, more: bool
-) -> web.Response:
-    response = web.json_response(body)
+) -> web.StreamResponse:
+    """The page as JSON, sent a slice at a time: a list of 10,000 long tags is over a MiB, and a
+    client that stops reading it is cut off as from a blob."""
+    response = web.StreamResponse(headers={"Content-Type": "application/json; charset=utf-8"})
     if more and n and page:
         query = {"n": str(n), "last": page[-1]}
         if "ns" in request.query:
             query["ns"] = request.query["ns"]
         response.headers["Link"] = f'<{request.path}?{urlencode(query, safe=":/")}>; rel="next"'
-    return response
+    return await sending.send_bytes(request, response, json.dumps(body).encode(), "listing")

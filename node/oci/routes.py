@@ -3,13 +3,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import errno
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from typing import BinaryIO, TypeVar
+from collections.abc import Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -17,29 +14,22 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from node.access import Access, Grant, Target
 from node.activity import Activity
 from node.blobs import BlobHandle, Blobs
-from node.errors import NodeError, Unsupported, UpstreamDenied, UpstreamUnauthorized
+from node.errors import Unsupported, UpstreamDenied, UpstreamUnauthorized
 from node.manifests import Manifests
 from node.metrics import NodeMetrics
-from node.oci import mediatypes
+from node.oci import mediatypes, sending
 from node.oci.errors import CHALLENGE, Handler, oci_errors
 from node.oci.listing import Listing
 from node.oci.ranges import parse_range
 from node.oci.reference import Reference, is_namespace, validate_digest, validate_name
 from node.prefetch import Prefetcher
 from node.readiness import Readiness
-from node.store.backend import Segment
 from node.upstream.registries import Registries, Upstream
 
 log = logging.getLogger(__name__)
 
 NAME = r"{name:[^?#]+?}"
 ENDPOINT = web.RequestKey("endpoint", str)
-# A client that takes less than a slice of a blob in this long is cut off (its transfer
-# breaks; it may resume with a Range): one that stopped reading held its connection, a file and
-# the blob, kept from eviction, for as long as it liked. A client reading at 17 KB/s or more
-# is never cut off.
-SEND_STALL_SECONDS = 60.0
-SEND_SLICE = 1 << 20
 
 
 class RegistryAPI:
@@ -153,11 +143,10 @@ class RegistryAPI:
         if body is None:
             return web.Response(headers=headers)
         response = web.StreamResponse(headers=headers)
-        response.content_length = int(headers["Content-Length"])
-        if isinstance(body, BlobHandle):
-            await _transfer(request, response, body.pieces(0, body.size), _uncounted, body)
-        else:
-            await _transfer(request, response, _slices(body), _uncounted)
+        if isinstance(body, bytes):
+            return await sending.send_bytes(request, response, body, "manifest")
+        response.content_length = body.size
+        await sending.transfer(request, response, body.pieces(0, body.size), "manifest", None, body)
         return response
 
     async def _manifest(
@@ -230,8 +219,8 @@ class RegistryAPI:
 
         complete = False
         try:
-            complete = await _transfer(
-                request, response, handle.pieces(start, end), sent, handle, start
+            complete = await sending.transfer(
+                request, response, handle.pieces(start, end), "blob", sent, handle, start
             )
         finally:
             client = request.remote or "-"
@@ -251,116 +240,6 @@ class RegistryAPI:
     async def readyz(self, request: web.Request) -> web.Response:
         readiness = self._readiness()
         return web.Response(status=200 if readiness.ready else 503, text=readiness.text())
-
-
-# Bytes, or a file segment with its file already open.
-_Piece = bytes | tuple[BinaryIO, Segment]
-_T = TypeVar("_T")
-
-
-async def _transfer(
-    request: web.Request,
-    response: web.StreamResponse,
-    body: AsyncIterator[bytes | Segment],
-    sent: Callable[[int, int], None],
-    handle: BlobHandle | None = None,
-    start: int = 0,
-) -> bool:
-    """Send `body` (from `start` of `handle`, where it comes from a blob) as `response`'s,
-    `sent(position, length)` after each piece; whether all of it went. A transfer that fails
-    once begun is broken off; a client that stops reading is cut off (ClientStalled)."""
-    pieces = _opened(body)
-    try:
-        # The first bytes come before the status line: a download that fails before them
-        # (a size that is not the blob's, bad content, an upstream gone) is answered with
-        # its error, not with a transfer that breaks.
-        piece = await anext(pieces, None)
-        await response.prepare(request)
-        position = start
-        try:
-            while piece is not None:
-                if isinstance(piece, bytes):
-                    await _taken(response.write(piece))
-                    length = len(piece)
-                elif request.transport is not None:
-                    length = await _send_segment(request.transport, handle, *piece)
-                else:
-                    raise ConnectionResetError("client went away")
-                sent(position, length)
-                position += length
-                piece = await anext(pieces, None)
-            await _taken(response.write_eof())
-            return True
-        except (NodeError, OSError) as e:
-            # The status line is gone: the only honest signal left is a broken transfer.
-            digest = response.headers["Docker-Content-Digest"]
-            what = request.get(ENDPOINT, "response")
-            log.warning(f"{what} transfer aborted", extra={"digest": digest, "error": str(e)})
-            if request.transport is not None:
-                request.transport.abort()
-            return False
-    finally:
-        await pieces.aclose()
-
-
-async def _send_segment(
-    transport: asyncio.Transport, handle: BlobHandle | None, file: BinaryIO, segment: Segment
-) -> int:
-    """Send a file segment with sendfile, a slice at a time; the bytes sent. A stored blob the
-    disk fails to read, or whose file ends early, is doubted (checked, and purged if damaged)."""
-    loop = asyncio.get_running_loop()
-    offset, end = segment.offset, segment.offset + segment.length
-    while offset < end:
-        count = min(SEND_SLICE, end - offset)
-        try:
-            sent = await _taken(loop.sendfile(transport, file, offset, count))
-        except OSError as e:
-            if e.errno == errno.EIO and handle and handle.info:  # the disk, not the peer
-                handle.store.doubt(handle.digest)
-            raise
-        if sent != count:  # the file ends early: sendfile stops, silently
-            if handle and handle.info:
-                handle.store.doubt(handle.digest)
-            raise OSError(errno.EIO, f"{segment.path} is shorter than the blob says")
-        offset += count
-    return segment.length
-
-
-async def _taken(sending: Awaitable[_T]) -> _T:
-    """What `sending` returns, once the client took it; ClientStalled when it has not within
-    SEND_STALL_SECONDS."""
-    try:
-        return await asyncio.wait_for(sending, SEND_STALL_SECONDS)
-    except TimeoutError:
-        stalled = f"the client took under {SEND_SLICE >> 20} MiB in {SEND_STALL_SECONDS:.0f} s"
-        raise ClientStalled(stalled) from None
-
-
-class ClientStalled(ConnectionError):
-    """A client stopped reading a response."""
-
-
-def _uncounted(position: int, length: int) -> None:
-    pass
-
-
-async def _slices(body: bytes) -> AsyncIterator[bytes]:
-    """`body` a slice at a time, each one the client must take within SEND_STALL_SECONDS."""
-    view = memoryview(body)
-    for offset in range(0, len(body), SEND_SLICE):
-        yield bytes(view[offset : offset + SEND_SLICE])
-
-
-async def _opened(pieces: AsyncIterator[bytes | Segment]) -> AsyncGenerator[_Piece, None]:
-    """The pieces, each segment's file opened as it comes: it must be opened before the next
-    await (the blob's directory moves when it is committed, or is evicted), and stays open
-    until the next piece is asked for."""
-    async for piece in pieces:
-        if isinstance(piece, Segment):
-            with open(piece.path, "rb") as file:
-                yield file, piece
-        else:
-            yield piece
 
 
 def _named(endpoint: str, handler: Handler) -> Handler:

@@ -4,6 +4,7 @@ directory holding an OCI layout whose tags the node seeds."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from aiohttp.test_utils import TestServer
 
 from node.app import compose
 from node.config import Config
+from node.oci import sending
 from tests.support.images import LayerSpec, build_image
 
 PAGE = 2
@@ -28,6 +30,7 @@ class PagingUpstream:
     tags: dict[str, list[str]] = field(default_factory=dict)
     answer: int | None = None
     next_link: str | None = None  # a Link to send instead of the right one
+    page: int = PAGE
     requests: list[str] = field(default_factory=list)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -39,7 +42,7 @@ class PagingUpstream:
             return web.json_response({"errors": [{"code": "X"}]}, status=self.answer)
         if not request.path.endswith("/tags/list") or name not in self.tags:
             return web.json_response({"errors": [{"code": "NAME_UNKNOWN"}]}, status=404)
-        n = min(int(request.query.get("n", PAGE)), PAGE)
+        n = min(int(request.query.get("n", self.page)), self.page)
         last = request.query.get("last", "")
         rest = [t for t in sorted(self.tags[name]) if t > last]
         response = web.json_response({"name": name, "tags": rest[:n]})
@@ -210,3 +213,52 @@ async def test_head_answers_the_tags_list_without_a_body(harness: Harness) -> No
     response = await harness.http.head(f"{harness.base}/v2/only/seeded/tags/list?ns={harness.ns}")
     assert response.status == 200
     assert await response.read() == b""
+
+
+async def test_head_and_get_of_a_tags_list_share_a_connection(harness: Harness) -> None:
+    """The head of a HEAD, then the whole of a GET, each framed by its Content-Length."""
+    host, port = harness.base.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    path = f"/v2/only/seeded/tags/list?ns={harness.ns}"
+    writer.write(f"HEAD {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+    answers = (await asyncio.wait_for(reader.read(), 10)).split(b"HTTP/1.1 ")
+    writer.close()
+    assert [a.split(b"\r\n", 1)[0] for a in answers[1:]] == [b"200 OK", b"200 OK"]
+    head, get = (a.partition(b"\r\n\r\n") for a in answers[1:])
+    assert head[2] == b""
+    assert json.loads(get[2]) == {"name": "only/seeded", "tags": ["1", "2"]}
+
+
+async def test_a_client_that_stops_reading_a_tags_list_is_cut_off(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A list of 10,000 long tags is over a MiB: a client that asked for it a few times over
+    one connection and read nothing held the connection and that much of the node's memory
+    for ever. It is sent a slice at a time now, and cut off as a blob's reader is."""
+    monkeypatch.setattr(sending, "SEND_STALL_SECONDS", 1.0)
+    harness.upstream.page = 1000
+    harness.upstream.tags["test/many"] = [f"{i:05d}-" + "t" * 120 for i in range(10_000)]
+    listed = await harness.get("/v2/test/many/tags/list")
+    assert listed.status == 200
+    size = len(await listed.read())
+    assert size > 1 << 20
+
+    host, port = harness.base.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    asked = 12  # more than the socket buffers between the two hold
+    request = f"GET /v2/test/many/tags/list?ns={harness.ns} HTTP/1.1\r\nHost: {host}\r\n\r\n"
+    writer.write(request.encode() * asked)
+    await writer.drain()
+    await asyncio.sleep(3.0)  # reads nothing meanwhile
+    received = 0
+    try:
+        while received < asked * size and (
+            chunk := await asyncio.wait_for(reader.read(1 << 20), 5)
+        ):
+            received += len(chunk)
+    except ConnectionResetError:
+        pass
+    finally:
+        writer.close()
+    assert 0 < received < asked * size

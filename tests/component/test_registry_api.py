@@ -20,7 +20,7 @@ from aiohttp.test_utils import TestServer
 
 from node.app import Node, compose
 from node.config import Config
-from node.oci import mediatypes, routes
+from node.oci import mediatypes, sending
 
 
 def digest_of(data: bytes) -> str:
@@ -454,7 +454,7 @@ async def test_a_client_that_stops_reading_a_blob_is_cut_off(
     async with harness.http.get(harness.url(f"/v2/test/app/blobs/{digest}")) as r:
         assert await r.read() == data
     await _until(lambda: harness.node.store.stat(digest) is not None)
-    monkeypatch.setattr(routes, "SEND_STALL_SECONDS", 1.0)
+    monkeypatch.setattr(sending, "SEND_STALL_SECONDS", 1.0)
 
     host, port = harness.base.removeprefix("http://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
@@ -480,7 +480,7 @@ async def test_a_client_that_stops_reading_manifests_is_cut_off(
     near the 4 MiB bound a few times over one connection and read nothing held its connection,
     and about 10 MiB of the node's memory, for ever. It is now sent as a blob is, from the
     stored copy (or a slice at a time when the store could not keep it), and cut off the same."""
-    monkeypatch.setattr(routes, "SEND_STALL_SECONDS", 1.0)
+    monkeypatch.setattr(sending, "SEND_STALL_SECONDS", 1.0)
     if not stored:
 
         async def refused(digest: str, data: bytes, media_type: str | None = None) -> bool:
