@@ -13,6 +13,7 @@ network thread, and the answer a wait).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import threading
@@ -175,6 +176,7 @@ class PeerSession:
         self._on_unreadable = on_unreadable  # (infohash) a seeded file lost bytes, or fails reads
         self._torrents: dict[str, _Torrent] = {}
         self._starting: dict[str, _Starting] = {}
+        self._abandoned: dict[str, asyncio.Future[None]] = {}  # adds cancelled midway
         # Written by the thread that adds a torrent, read by the alert thread: hash(handle) is
         # the torrent's identity within the session.
         self._infohashes: dict[int, str] = {}
@@ -241,6 +243,8 @@ class PeerSession:
         first (libtorrent's default): a pull hands a chunk on only once it is whole, so no order
         within it streams sooner, and requesters that hold different pieces trade them."""
         assert self._session is not None
+        if (abandoned := self._abandoned.get(torrent.infohash)) is not None:
+            await asyncio.shield(abandoned)  # out of the session first: it would be handed back
         if torrent.infohash in self._torrents:
             self.connect(torrent.infohash, peers)
             return
@@ -254,8 +258,15 @@ class PeerSession:
             flags |= lt.torrent_flags.seed_mode
         params.flags = flags
         starting = self._starting[torrent.infohash] = _Starting()
+        adding = asyncio.ensure_future(
+            asyncio.to_thread(self._start, torrent.infohash, params, list(peers))
+        )
         try:
-            handle = await asyncio.to_thread(self._start, torrent.infohash, params, list(peers))
+            try:
+                handle = await asyncio.shield(adding)
+            except asyncio.CancelledError:
+                self._abandon(torrent.infohash, adding)
+                raise
             size = params.ti.total_size() if params.ti is not None else 0
             self._torrents[torrent.infohash] = _Torrent(handle, seed, save_path, size)
             if seed:
@@ -270,6 +281,26 @@ class PeerSession:
                 self._resume(torrent.infohash)
         finally:
             self._starting.pop(torrent.infohash, None)
+
+    def _abandon(self, infohash: str, adding: asyncio.Future[lt.torrent_handle]) -> None:
+        """Take out of the session the torrent an `add` cancelled midway is putting in, once it
+        is in: the worker thread adds it all the same, and the torrent would be left there
+        unknown to us, a paused download that a later `add` of the chunk (its seed, once
+        fetched) would be handed back by libtorrent instead of adding its own."""
+
+        async def taken_out() -> None:
+            with contextlib.suppress(Exception):
+                handle = await adding
+                self._infohashes.pop(hash(handle), None)
+                if self._session is not None:
+                    self._session.remove_torrent(handle)
+
+        def done(task: asyncio.Future[None]) -> None:
+            if self._abandoned.get(infohash) is task:
+                del self._abandoned[infohash]
+
+        self._abandoned[infohash] = asyncio.ensure_future(taken_out())
+        self._abandoned[infohash].add_done_callback(done)
 
     def _resume(self, infohash: str) -> None:
         """Resume a torrent being added, unless it was removed meanwhile (its handle is dead)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import shutil
@@ -283,6 +284,33 @@ async def test_a_download_removed_while_it_is_being_added_is_left_alone(
     peers = [("127.0.0.1", seeder.port)]
     await asyncio.wait_for(leecher.add(torrent, tmp_path / "a", seed=False, peers=peers), 30)
     assert not leecher.has(torrent.infohash)
+
+
+async def test_a_download_cancelled_while_it_is_being_added_leaves_no_torrent_behind(
+    sessions: list[PeerSession], tmp_path: Path
+) -> None:
+    """A pull that stops swarming a chunk (to fetch it from upstream) cancels its `add`, maybe
+    while libtorrent adds the torrent on a worker thread: the torrent went into the session all
+    the same, unknown to the node, and the seed added once the chunk was fetched got that
+    paused, empty download back. Published as the chunk's source, it sent its peers nothing,
+    and they waited out their stall timeout."""
+    node, leecher, _ = sessions
+    data = os.urandom(4 * MiB)
+    torrent = metainfo.from_file(write_chunk(tmp_path / "made", 0, data), DIGEST, BLOB_SIZE, 0)
+    adding = asyncio.ensure_future(node.add(torrent, tmp_path / "node", seed=False))
+    await asyncio.sleep(0)  # `add` is on its worker thread now
+    adding.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await adding
+    node.remove(torrent.infohash)  # as the pull does when it stops swarming a chunk
+    await asyncio.sleep(0.2)  # the worker thread is done by now
+
+    write_chunk(tmp_path / "node", 0, data)  # fetched from upstream
+    await asyncio.wait_for(node.add(torrent, tmp_path / "node", seed=True, hashed=True), 30)
+    peers = [("127.0.0.1", node.port)]
+    await leecher.add(torrent, tmp_path / "leecher", seed=False, peers=peers)
+    await asyncio.wait_for(leecher.finished(torrent.infohash), 30)
+    assert (tmp_path / "leecher" / chunk_name(DIGEST, 0)).read_bytes() == data
 
 
 async def test_the_connected_peers_are_listed_with_the_bytes_they_exchanged(
