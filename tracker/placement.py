@@ -472,9 +472,9 @@ class Placement:
         return ChunkView(chunk, Directive.SWARM, metainfo, handout)
 
     async def _next_relay(self, digest: str, after: int, node_id: str) -> None:
-        """A relay got the chunk it relayed from a seed: make it the relay of the next chunk
-        that has none and that it lacks, of this blob or else of another one it is pulling, so
-        its window stays full."""
+        """A relay's chunk from a seed is held whole by a requester (the relay, or another that
+        traded its pieces): make the relay the relay of the next chunk that has none and that
+        it lacks, of this blob or else of another one it is pulling, so its window stays full."""
         if not await self._relay_next_in(digest, after, node_id):
             await self._relay_elsewhere(node_id, digest)
 
@@ -662,8 +662,8 @@ class Placement:
         digest = gain.digest
         if gain.released:
             await self.fill_slots()
-        for chunk in gain.relayed:
-            await self._next_relay(digest, chunk, holder)
+        for chunk, relay in gain.relayed:
+            await self._next_relay(digest, chunk, relay)
         for chunk, count in zip(gain.chunks, gain.counts, strict=True):
             if count <= 2:
                 self.notices.changed(digest, chunk)

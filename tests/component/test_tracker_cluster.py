@@ -527,6 +527,24 @@ async def test_a_relay_that_got_its_chunk_relays_the_next_one(cluster: Cluster) 
             assert peer_ids(v) >= {"r0"} and "seed" not in peer_ids(v)
 
 
+async def test_a_relay_whose_chunk_another_requester_held_first_relays_the_next_one(
+    cluster: Cluster,
+) -> None:
+    """The requesters of a relayed chunk trade its pieces, so another may hold it whole before
+    its relay does. The relay's window is free then all the same: it relays the next chunk at
+    once. It was given none, and the chunks after it waited for a relay until the requesters'
+    stall timeouts asked again (7.6 s of a 4-node pull doing nothing)."""
+    views = await seed_and_request(cluster, ["r0", "r1"])
+    waiting = [v.index for v in views["r0"] if v.directive is Directive.WAIT]
+    (relayed,) = [v.index for v in views["r0"] if "seed" in peer_ids(v)]
+    watcher = await cluster.watch("r0", W, SIZE, WIDE)
+    await cluster.announce("r1", [Holding(W, SIZE, WIDE, (relayed,))], [])  # before r0
+    assert await marked(watcher, *waiting)  # r0 waits on those: it is told to look again
+    after = await cluster.locate("r0", W, SIZE, WIDE)
+    taken = [v.index for v in after if "seed" in peer_ids(v) and v.index in waiting]
+    assert len(taken) == SEED_WINDOW
+
+
 V, Y = "sha256:" + "5" * 64, "sha256:" + "6" * 64  # more blobs of a seeded image: 16 and 2 chunks
 
 

@@ -756,8 +756,9 @@ async def test_a_chunks_first_holder_gets_fanout_members_and_its_second_takes_th
     store: Store,
 ) -> None:
     """The first whole holder of a chunk: `fanout` of the requesters that lack it, neither
-    silent nor gone, rotating by chunk. The second: the fan-out ends, and a node that was its
-    one member hears it relayed the chunk."""
+    silent nor gone, rotating by chunk. The second: the fan-out ends, and where it had one
+    member (a relay from a seed), that member is named, whichever requester brought the second
+    copy: its window is free."""
     for node_id in ("src", "w1", "w2", "w3", "has", "quiet"):
         await member(store, node_id)
     for at, node_id in enumerate(("w1", "has", "ghost", "w2", "quiet", "w3", "src")):
@@ -779,8 +780,8 @@ async def test_a_chunks_first_holder_gets_fanout_members_and_its_second_takes_th
     assert (gain.counts, gain.relayed) == ((2,), ())
     assert await store.blobs.fanout(D, 0) == {}
     await store.blobs.set_fanout(D, 3, {"w2": 11.0})
-    [gain] = (await store.announce("w2", [claim(D, [3])], 12.0, 2)).gains
-    assert gain.relayed == (3,) and await store.blobs.fanout(D, 3) == {}
+    [gain] = (await store.announce("w3", [claim(D, [3])], 12.0, 2)).gains  # before w2
+    assert gain.relayed == ((3, "w2"),) and await store.blobs.fanout(D, 3) == {}
 
 
 async def test_a_node_that_holds_the_whole_blob_is_no_longer_its_requester(store: Store) -> None:

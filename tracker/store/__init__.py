@@ -119,14 +119,15 @@ class Claim:
 class Gain:
     """What one claim changed: the chunks the node now holds whole and did not before, with
     each one's whole holders afterwards; the leases on them that ended; and those of them, now
-    at two whole holders, whose one fan-out member was the node (a relay from a seed, whose
-    next chunk to relay is the caller's to find)."""
+    at two whole holders, that had one fan-out member, with that member (a relay from a seed:
+    the node, or one that another requester beat to the whole chunk; either way its window is
+    free, and its next chunk to relay is the caller's to find)."""
 
     digest: str
     chunks: tuple[int, ...]
     counts: tuple[int, ...]
     released: tuple[Lease, ...] = ()
-    relayed: tuple[int, ...] = ()
+    relayed: tuple[tuple[int, str], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -707,8 +707,9 @@ class MemoryStore:
                 members = fanout_members(context.waiting(chunk, node_id), chunk, fanout)
                 await self.blobs.set_fanout(digest, chunk, dict.fromkeys(members, now))
             elif count == 2:
-                if list(context.members.get(chunk, {})) == [node_id]:
-                    relayed.append(chunk)
+                members = list(context.members.get(chunk, {}))
+                if len(members) == 1:
+                    relayed.append((chunk, members[0]))
                 await self.blobs.set_fanout(digest, chunk, {})
         return Gain(digest, tuple(chunks), tuple(counts), tuple(released), tuple(relayed))
 

@@ -68,7 +68,7 @@ end
 
 -- The node holds `chunks` of d whole anew: end their leases, give those with one whole holder
 -- their fan-out members, take them from those with two. Returns the chunks, their counts, the
--- leases ended and the chunks whose one fan-out member was the node.
+-- leases ended and the chunks that had one fan-out member, with that member.
 local function gain(node, d, chunks, now, fanout)
   local fields = {}
   for i, c in ipairs(chunks) do fields[i] = tostring(c) end
@@ -92,7 +92,7 @@ local function gain(node, d, chunks, now, fanout)
       set_fanout(d, c, members_for(waiting, chunks[i], fanout), now)
     elseif counts[i] == 2 then
       local members = redis.call('HKEYS', k('fo', d, c))
-      if #members == 1 and members[1] == node then relayed[#relayed + 1] = c end
+      if #members == 1 then relayed[#relayed + 1] = {c, members[1]} end
       set_fanout(d, c, {}, now)
     end
   end
@@ -157,5 +157,5 @@ def _gain(reply: list[Any]) -> Gain:
         tuple(int(c) for c in chunks),
         tuple(int(n) for n in counts),
         tuple(ended(released)),
-        tuple(int(c) for c in relayed),
+        tuple((int(c), text(relay)) for c, relay in relayed),
     )
