@@ -57,6 +57,9 @@ class Swarm:
         self._membership: Membership | None = None
         self._announcer: Announcer | None = None  # chunk announcements of the pulls, coalesced
         self._seeded: dict[str, list[str]] = {}  # digest -> infohashes
+        # digest -> chunks seeded no more, their files unreadable: never announced again, until
+        # the blob leaves the store (purged by the scrub or a client's read, or evicted)
+        self._unreadable: dict[str, set[int]] = {}
         self._pulls: weakref.WeakSet[SwarmPull] = weakref.WeakSet()  # under way, or just ended
         # Blobs that failed their digest check when pulled through the cluster: the next try
         # goes to the upstream, until one is stored.
@@ -240,11 +243,14 @@ class Swarm:
         if found is None:
             return
         digest, infohashes = found
+        chunk = infohashes.index(infohash)
+        self._unreadable.setdefault(digest, set()).add(chunk)
         self._session.remove(infohash)
-        self._spawn_withdrawal(digest, [infohashes.index(infohash)])
+        self._spawn_withdrawal(digest, [chunk])
 
     def forget(self, digest: str) -> None:
         """The blob left the store (evicted): stop seeding it and tell the tracker."""
+        self._unreadable.pop(digest, None)
         for infohash in self._seeded.pop(digest, []):
             self._session.remove(infohash)
         self._spawn_withdrawal(digest)
@@ -290,12 +296,22 @@ class Swarm:
 
     async def _announce(self, info: BlobInfo) -> None:
         if self._membership is not None:
-            await self._membership.announce(_held(info))
+            await self._membership.announce(self._held(info))
+
+    def _held(self, info: BlobInfo) -> HeldBlob:
+        """A stored blob as the tracker should know it: every chunk whole, but those whose
+        files were found unreadable (a tracker that restarted would send peers for them here
+        again)."""
+        count = chunk_count(info.size)
+        lost = self._unreadable.get(info.digest, set())
+        return HeldBlob(
+            info.digest, info.size, count, tuple(c for c in range(count) if c not in lost)
+        )
 
     async def inventory(self) -> Inventory:
         """Every stored blob, and what the pulls under way hold so far."""
         self._announced_refs = set(self._refs())
-        stored = [_held(info) for info in self._store.blobs()]
+        stored = [self._held(info) for info in self._store.blobs()]
         known = {held.digest for held in stored}
         pulling = [h for p in list(self._pulls) if (h := p.held()) and h.digest not in known]
         return Inventory(
@@ -330,8 +346,3 @@ class Swarm:
             self._announced_refs = current
         except TrackerError as e:
             log.warning("could not announce seeded images", extra={"error": e.message})
-
-
-def _held(info: BlobInfo) -> HeldBlob:
-    count = chunk_count(info.size)
-    return HeldBlob(info.digest, info.size, count, tuple(range(count)))

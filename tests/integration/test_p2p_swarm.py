@@ -350,6 +350,16 @@ async def test_a_chunk_file_the_only_holder_lost_is_withdrawn_alone(
     for node in pullers:
         assert node.metric(FALLBACKS) == 0, node.name
 
+    # A tracker restarted empty hears again what each node holds: the holder leaves that chunk
+    # out (it announced the whole blob again, and peers were sent to it for the chunk anew).
+    cluster.tracker.kill()
+    cluster.tracker.start()
+    await until(
+        lambda: all(n.log_path.read_text().count("joined the cluster") >= 2 for n in cluster.nodes),
+        "every node joined the new tracker",
+    )
+    await until(one_chunk_fewer, "the restarted tracker counts the holder one chunk short")
+
 
 @asynccontextmanager
 async def rogue_peer(
