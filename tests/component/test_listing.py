@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestServer
 from node.app import compose
 from node.config import Config
 from node.oci import sending
+from tests.support import rawhttp
 from tests.support.images import LayerSpec, build_image
 
 PAGE = 2
@@ -244,21 +245,8 @@ async def test_a_client_that_stops_reading_a_tags_list_is_cut_off(
     size = len(await listed.read())
     assert size > 1 << 20
 
-    host, port = harness.base.removeprefix("http://").split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
     asked = 12  # more than the socket buffers between the two hold
-    request = f"GET /v2/test/many/tags/list?ns={harness.ns} HTTP/1.1\r\nHost: {host}\r\n\r\n"
-    writer.write(request.encode() * asked)
-    await writer.drain()
-    await asyncio.sleep(3.0)  # reads nothing meanwhile
-    received = 0
-    try:
-        while received < asked * size and (
-            chunk := await asyncio.wait_for(reader.read(1 << 20), 5)
-        ):
-            received += len(chunk)
-    except ConnectionResetError:
-        pass
-    finally:
-        writer.close()
+    target = f"/v2/test/many/tags/list?ns={harness.ns}"
+    host = harness.base.removeprefix("http://")
+    received = await rawhttp.stalled_read(host, target, asked, asked * size)
     assert 0 < received < asked * size

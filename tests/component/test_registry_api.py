@@ -21,6 +21,7 @@ from aiohttp.test_utils import TestServer
 from node.app import Node, compose
 from node.config import Config
 from node.oci import mediatypes, sending
+from tests.support import rawhttp
 
 
 def digest_of(data: bytes) -> str:
@@ -456,19 +457,9 @@ async def test_a_client_that_stops_reading_a_blob_is_cut_off(
     await _until(lambda: harness.node.store.stat(digest) is not None)
     monkeypatch.setattr(sending, "SEND_STALL_SECONDS", 1.0)
 
-    host, port = harness.base.removeprefix("http://").split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
-    await writer.drain()
-    await asyncio.sleep(3.0)  # reads nothing meanwhile
-    received = 0  # the head and what the node sent before it gave up: then the end
-    try:
-        while received < len(data) and (chunk := await asyncio.wait_for(reader.read(1 << 20), 5)):
-            received += len(chunk)
-    except ConnectionResetError:
-        pass
-    finally:
-        writer.close()
+    host = harness.base.removeprefix("http://")
+    # The head and what the node sent before it gave up: then the end.
+    received = await rawhttp.stalled_read(host, path, 1, len(data))
     assert 0 < received < len(data)
 
 
@@ -505,21 +496,8 @@ async def test_a_client_that_stops_reading_manifests_is_cut_off(
         assert await r.read() == manifest
     assert (harness.node.store.stat(digest_of(manifest)) is not None) == stored
 
-    host, port = harness.base.removeprefix("http://").split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
     asked = 4  # more than the socket buffers between the two hold
-    request = f"GET {url.removeprefix(harness.base)} HTTP/1.1\r\nHost: {host}\r\n\r\n"
-    writer.write(request.encode() * asked)
-    await writer.drain()
-    await asyncio.sleep(3.0)  # reads nothing meanwhile
-    received = 0
-    try:
-        while received < asked * len(manifest) and (
-            chunk := await asyncio.wait_for(reader.read(1 << 20), 5)
-        ):
-            received += len(chunk)
-    except ConnectionResetError:
-        pass
-    finally:
-        writer.close()
+    target = url.removeprefix(harness.base)
+    host = harness.base.removeprefix("http://")
+    received = await rawhttp.stalled_read(host, target, asked, asked * len(manifest))
     assert 0 < received < asked * len(manifest)

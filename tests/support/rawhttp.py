@@ -66,3 +66,23 @@ def _dechunk(headers: CIMultiDict[str], body: bytes) -> bytes:
         out += rest[:size]
         rest = rest[size + 2 :]
     return bytes(out)
+
+
+async def stalled_read(host: str, target: str, times: int, whole: int, idle: float = 3.0) -> int:
+    """Ask for `target` `times` over one connection to `host` (HOST:PORT), read nothing for
+    `idle` seconds, then read until the connection ends or `whole` bytes came: how many came.
+    A server that cuts off a client that stopped reading sends less than `whole`."""
+    address, _, port = host.rpartition(":")
+    reader, writer = await asyncio.open_connection(address, int(port))
+    writer.write(f"GET {target} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode() * times)
+    await writer.drain()
+    await asyncio.sleep(idle)
+    received = 0
+    try:
+        while received < whole and (chunk := await asyncio.wait_for(reader.read(1 << 20), 5)):
+            received += len(chunk)
+    except ConnectionResetError:
+        pass
+    finally:
+        writer.close()
+    return received
