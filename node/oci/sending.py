@@ -69,8 +69,10 @@ async def transfer(
             return True
         except (NodeError, OSError) as e:
             # The status line is gone: the only honest signal left is a broken transfer.
-            digest = response.headers["Docker-Content-Digest"]
-            log.warning(f"{what} transfer aborted", extra={"digest": digest, "error": str(e)})
+            extra = {"error": str(e)}
+            if digest := response.headers.get("Docker-Content-Digest"):
+                extra["digest"] = digest
+            log.warning(f"{what} transfer aborted", extra=extra)
             if request.transport is not None:
                 request.transport.abort()
             return False

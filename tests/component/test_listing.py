@@ -232,7 +232,7 @@ async def test_head_and_get_of_a_tags_list_share_a_connection(harness: Harness) 
 
 
 async def test_a_client_that_stops_reading_a_tags_list_is_cut_off(
-    harness: Harness, monkeypatch: pytest.MonkeyPatch
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A list of 10,000 long tags is over a MiB: a client that asked for it a few times over
     one connection and read nothing held the connection and that much of the node's memory
@@ -250,3 +250,5 @@ async def test_a_client_that_stops_reading_a_tags_list_is_cut_off(
     host = harness.base.removeprefix("http://")
     received = await rawhttp.stalled_read(host, target, asked, asked * size)
     assert 0 < received < asked * size
+    assert "listing transfer aborted" in caplog.messages
+    assert not [r for r in caplog.records if r.exc_info], "no traceback"
