@@ -246,7 +246,7 @@ class Cluster:
         if not announced.fit:
             raise InvalidArgument(f"a node may announce at most {MAX_BLOBS_PER_NODE} blobs")
         for gain in announced.gains:
-            await self.placement.gained(gain, node_id)
+            await self.placement.gained(gain)
         return announced
 
     def _claim(self, holding: Holding) -> Claim:

@@ -282,7 +282,7 @@ class Placement:
         claim = Claim(digest, size, chunk_count, 1 << chunk, 0)
         announced = await self.store.announce(node.id, [claim], self.clock(), self.policy.fanout)
         for gain in announced.gains:
-            await self.gained(gain, node.id)
+            await self.gained(gain)
         if not announced.gains and known is None:
             self.notices.changed(digest, chunk)
 
@@ -655,8 +655,8 @@ class Placement:
 
     # ---- chunk events ----
 
-    async def gained(self, gain: Gain, holder: str) -> None:
-        """`holder` now holds `gain.chunks` complete, and the store did its part
+    async def gained(self, gain: Gain) -> None:
+        """A node now holds `gain.chunks` complete, and the store did its part
         (`Store.announce`): tell the watchers of the chunks with few sources, move the upstream
         slots that ended leases freed, and give a relay from a seed its next chunk."""
         digest = gain.digest
