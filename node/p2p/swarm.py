@@ -227,10 +227,9 @@ class Swarm:
         """A seeded chunk failed its piece hash: the blob on disk is damaged. The store purges
         it, so neither a peer nor a client of this node gets it again, and reports it (to
         `node.repair`, which stops seeding it and fetches it again)."""
-        digest = next((d for d, hashes in self._seeded.items() if infohash in hashes), None)
-        if digest is None:
-            return
-        self._store.condemn(digest, integrity.SWARM)
+        seeded = self._seeded_chunk(infohash)
+        if seeded is not None:
+            self._store.condemn(seeded[0], integrity.SWARM)
 
     def unreadable(self, infohash: str) -> None:
         """A seeded chunk's file lost bytes or fails reads: peers sent here for it would wait on
@@ -239,14 +238,20 @@ class Swarm:
         there are none; the blob's other chunks are seeded on. The blob is left to the scrub or
         a client's read, which purge it: purged now, its good chunks would go too, and pullers
         with no other source would fetch them all again from upstream."""
-        found = next(((d, h) for d, h in self._seeded.items() if infohash in h), None)
-        if found is None:
+        seeded = self._seeded_chunk(infohash)
+        if seeded is None:
             return
-        digest, infohashes = found
-        chunk = infohashes.index(infohash)
+        digest, chunk = seeded
         self._unreadable.setdefault(digest, set()).add(chunk)
         self._session.remove(infohash)
         self._spawn_withdrawal(digest, [chunk])
+
+    def _seeded_chunk(self, infohash: str) -> tuple[str, int] | None:
+        """The blob and chunk index of a seeded chunk torrent, if it is one."""
+        for digest, infohashes in self._seeded.items():
+            if infohash in infohashes:
+                return digest, infohashes.index(infohash)
+        return None
 
     def forget(self, digest: str) -> None:
         """The blob left the store (evicted): stop seeding it and tell the tracker."""
