@@ -375,6 +375,7 @@ def _membership(node: Node, registry_port: int) -> Membership:
         address.join(_advertised_host(node.config), registry_port),
         node.swarm.inventory,
         metainfo=node.swarm.metainfo,
+        check=node.swarm.check,
         preheat=node.preheater.preheat,
         tls_ca=node.config.cluster.tracker_tls_ca,
         moved=node.metrics.tracker_failover.observe,

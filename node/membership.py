@@ -1,11 +1,11 @@
 """The node's place in the cluster: join the tracker, heartbeat, keep it told what this node holds.
 
 `run()` is one long-running task of the node. It joins, announces the whole inventory, heartbeats,
-and takes work orders (preheat, republish) from the tracker's Tasks stream. `--tracker` may name
-several tracker replicas (a list, or a DNS name with several addresses): the client moves to
-another replica when its own fails, and the Tasks stream is opened again there; once its calls
-are answered there and every stream is open there, it logs how long the move took ("moved to
-another tracker replica", `seconds`) and counts it in a histogram. Whenever the
+and takes work orders (preheat, republish, check) from the tracker's Tasks stream. `--tracker`
+may name several tracker replicas (a list, or a DNS name with several addresses): the client
+moves to another replica when its own fails, and the Tasks stream is opened again there; once
+its calls are answered there and every stream is open there, it logs how long the move took
+("moved to another tracker replica", `seconds`) and counts it in a histogram. Whenever the
 tracker answers "unknown node" (it restarted, its store started afresh, or it forgot a silent
 node), the node joins again and re-announces everything: the tracker's state is soft and the
 nodes rebuild it. While no replica is reachable the node keeps serving; membership only retries
@@ -26,7 +26,7 @@ import logging
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 
 from distributed_images import logs
@@ -36,6 +36,7 @@ from tracker.app import Config as TrackerConfig
 from tracker.app import TrackerServer
 from tracker.backoff import Backoff
 from tracker.client import (
+    CheckOrder,
     HeldBlob,
     Inventory,
     Load,
@@ -57,6 +58,7 @@ MAX_RUNNING_ORDERS = 8
 InventorySource = Callable[[], Awaitable[Inventory]]
 Preheater = Callable[[str], Awaitable[None]]
 MetainfoSource = Callable[[str, int], Awaitable[bytes | None]]
+ChunkChecker = Callable[[str, Sequence[int]], Awaitable[None]]
 
 
 class Membership:
@@ -70,6 +72,7 @@ class Membership:
         load: Callable[[], Load] | None = None,
         preheat: Preheater | None = None,
         metainfo: MetainfoSource | None = None,
+        check: ChunkChecker | None = None,
         tls_ca: Path | None = None,
         moved: Callable[[float], None] | None = None,
     ) -> None:
@@ -92,6 +95,7 @@ class Membership:
         self._load = load
         self._preheat = preheat
         self._metainfo = metainfo
+        self._check = check
         self._reservation: socket.socket | None = None
         self._embedded_secret: bytes | None = None
         if config.tracker is None:
@@ -336,6 +340,8 @@ class Membership:
                 await self._carry_out_preheat(order)
             elif isinstance(order, RepublishOrder):
                 await self._carry_out_republish(order)
+            elif isinstance(order, CheckOrder) and self._check is not None:
+                await self._check(order.digest, order.chunks)
         except TrackerError as e:
             log.warning("could not report a tracker order", extra={"error": e.message})
 

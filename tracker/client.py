@@ -26,11 +26,12 @@ from tracker.attachment import Attachment
 from tracker.cluster import Session
 from tracker.nodes import Load
 from tracker.placement import Directive
-from tracker.tasks import Order, PreheatOrder, RepublishOrder, TaskState
+from tracker.tasks import CheckOrder, Order, PreheatOrder, RepublishOrder, TaskState
 from tracker.v1 import tracker_pb2 as pb
 from tracker.v1 import tracker_pb2_grpc
 
 __all__ = [
+    "CheckOrder",
     "ChunkPlacement",
     "Directive",
     "HeldBlob",
@@ -382,11 +383,16 @@ async def _headers_came(call: Any) -> bool:
     return True
 
 
-def _order(task: pb.Task) -> Order:
-    if task.WhichOneof("kind") == "republish":
-        r = task.republish
-        return RepublishOrder(task.task_id, r.digest, r.size, r.chunk_count, tuple(r.chunks))
-    return PreheatOrder(task.task_id, task.preheat.image)
+def _order(task: pb.Task) -> Order | None:
+    """The order a task carries; None for a kind this node does not know (a newer tracker's)."""
+    kind = task.WhichOneof("kind")
+    if kind == "preheat":
+        return PreheatOrder(task.task_id, task.preheat.image)
+    if kind not in ("republish", "check"):
+        return None
+    c = getattr(task, kind)
+    order = RepublishOrder if kind == "republish" else CheckOrder
+    return order(task.task_id, c.digest, c.size, c.chunk_count, tuple(c.chunks))
 
 
 class TrackerClient:
@@ -598,7 +604,10 @@ class TrackerClient:
         chunks: Iterable[int] = (),
         max_leases: int = 0,
         with_metainfo: bool = True,
+        failed: Iterable[int] = (),
     ) -> Placement:
+        """Where to get these chunks. `failed`: chunks whose pieces failed their hash from the
+        peers given; the tracker asks their holders to check their copies."""
         request = pb.LocateRequest(
             node_id=node_id,
             digest=digest,
@@ -607,6 +616,7 @@ class TrackerClient:
             chunks=list(chunks),
             max_leases=max_leases,
             omit_metainfo=not with_metainfo,
+            failed_chunks=list(failed),
         )
         response = await self._call("Locate", request)
         return _placement(response.placement)
@@ -740,7 +750,8 @@ class TrackerClient:
         try:
             await stream.open()
             async for task in stream.messages():
-                yield _order(task)
+                if (order := _order(task)) is not None:
+                    yield order
         finally:
             stream.cancel()
 

@@ -326,10 +326,11 @@ class Cluster:
         chunks: Iterable[int] = (),
         max_leases: int = 0,
         with_metainfo: bool = True,
+        failed: Iterable[int] = (),
     ) -> list[ChunkView]:
         node = await self.node(node_id)
         return await self.placement.locate(
-            node, digest, size, chunk_count, chunks, max_leases, with_metainfo
+            node, digest, size, chunk_count, chunks, max_leases, with_metainfo, failed
         )
 
     async def view(

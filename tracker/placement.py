@@ -34,6 +34,7 @@ import enum
 import logging
 import math
 import random
+from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -53,7 +54,7 @@ from tracker.store import (
     Gain,
     Store,
 )
-from tracker.tasks import Order, RepublishOrder
+from tracker.tasks import CheckOrder, Order, RepublishOrder
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ SEED_WINDOW = 1
 # asks: relayed, it waited for a relay of its own behind the big blobs' chunks (a 501-byte config
 # arrived 11 s into a warm rollout of 128 MiB), and a thousand copies of it are a few MiB.
 DIRECT_BLOB = 64 << 10
+MAX_CHECKS_ASKED = 4096  # chunks whose holders were lately asked to check them, remembered
 
 
 class Directive(enum.Enum):
@@ -122,6 +124,8 @@ class Placement:
         self.store = store
         self.notices = notices
         self._ticked = -math.inf
+        # When each chunk's holders were last asked to check it, on this replica.
+        self._checks_asked: OrderedDict[tuple[str, int], float] = OrderedDict()
 
     # ---- blobs ----
 
@@ -181,9 +185,11 @@ class Placement:
         chunks: Iterable[int],
         max_leases: int,
         with_metainfo: bool,
+        failed: Iterable[int] = (),
     ) -> list[ChunkView]:
         limits.blob(digest, size, chunk_count)
         wanted = sorted(limits.chunk_indices(chunks, chunk_count)) or range(chunk_count)
+        suspect = limits.chunk_indices(failed, chunk_count)
         await self.request(node.id, digest, size, chunk_count)
         await self.tick()
         per_node = min(max_leases, self.policy.max_leases)
@@ -196,6 +202,8 @@ class Placement:
         )
         views = await self._views(digest, size, chunk_count, states, node)
         await self._ask_republish(digest, size, chunk_count, states, views)
+        if suspect:
+            await self._ask_check(digest, size, chunk_count, states, suspect)
         return views
 
     async def view(
@@ -645,6 +653,39 @@ class Placement:
             await self.order(
                 holder, RepublishOrder(task_id, digest, size, chunk_count, tuple(chunks))
             )
+
+    async def _ask_check(
+        self,
+        digest: str,
+        size: int,
+        chunk_count: int,
+        states: Sequence[ChunkState],
+        failed: Collection[int],
+    ) -> None:
+        """Chunks whose pieces failed their hash at the requester, from the peers it was given:
+        their complete holders are asked to hash their copies (a disk can damage a chunk behind
+        its holder's back, and a peer cannot tell which holder sent the bad piece), at most once
+        a lease TTL for each chunk. Only a holder's own check makes it withdraw the chunk: the
+        requester's word alone changes nothing."""
+        now = self.clock()
+        asks: dict[str, list[int]] = {}
+        for state in states:
+            key = (digest, state.index)
+            asked = self._checks_asked.get(key)
+            if state.index not in failed or (
+                asked is not None and now - asked < self.policy.lease_ttl
+            ):
+                continue
+            self._checks_asked[key] = now
+            self._checks_asked.move_to_end(key)
+            while len(self._checks_asked) > MAX_CHECKS_ASKED:
+                self._checks_asked.popitem(last=False)
+            for peer in state.peers:
+                if peer.complete:
+                    asks.setdefault(peer.node_id, []).append(state.index)
+        for holder, chunks in asks.items():
+            task_id = await self.store.tasks.next_id("check")
+            await self.order(holder, CheckOrder(task_id, digest, size, chunk_count, tuple(chunks)))
 
     async def order(self, node_id: str, order: Order) -> bool:
         """Queue an order for the node's Tasks stream; False when its queue is full."""

@@ -21,7 +21,7 @@ from tracker.cluster import ChunkView, Cluster, Directive, Holding, Load
 from tracker.errors import ERROR_KEY, MetainfoUnconfirmed, TrackerError, TrackerUnavailable
 from tracker.metrics import TrackerMetrics
 from tracker.store import Store
-from tracker.tasks import Order, PreheatJob, PreheatOrder, TaskState
+from tracker.tasks import CheckOrder, Order, PreheatJob, PreheatOrder, TaskState
 from tracker.v1 import tracker_pb2 as pb
 from tracker.v1 import tracker_pb2_grpc
 
@@ -185,10 +185,12 @@ def job_message(job: PreheatJob) -> pb.PreheatStatusResponse:
 def task_message(order: Order) -> pb.Task:
     if isinstance(order, PreheatOrder):
         return pb.Task(task_id=order.task_id, preheat=pb.PreheatTask(image=order.image))
-    republish = pb.RepublishTask(
+    chunks = pb.ChunksTask(
         digest=order.digest, size=order.size, chunk_count=order.chunk_count, chunks=order.chunks
     )
-    return pb.Task(task_id=order.task_id, republish=republish)
+    if isinstance(order, CheckOrder):
+        return pb.Task(task_id=order.task_id, check=chunks)
+    return pb.Task(task_id=order.task_id, republish=chunks)
 
 
 class TrackerService(tracker_pb2_grpc.TrackerServicer):
@@ -261,6 +263,7 @@ class TrackerService(tracker_pb2_grpc.TrackerServicer):
             request.chunks,
             request.max_leases,
             with_metainfo=not request.omit_metainfo,
+            failed=request.failed_chunks,
         )
         placement = await placement_message(
             self.cluster, request.digest, request.chunk_count, views

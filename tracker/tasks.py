@@ -55,7 +55,7 @@ class PreheatOrder:
 
 
 @dataclass(frozen=True)
-class RepublishOrder:
+class ChunksOrder:
     task_id: str
     digest: str
     size: int
@@ -63,7 +63,18 @@ class RepublishOrder:
     chunks: tuple[int, ...]
 
 
-Order = PreheatOrder | RepublishOrder
+@dataclass(frozen=True)
+class RepublishOrder(ChunksOrder):
+    """The tracker knows holders of these chunks but not their metainfo: publish it."""
+
+
+@dataclass(frozen=True)
+class CheckOrder(ChunksOrder):
+    """A peer's piece checks failed on these chunks: hash the node's copies, withdraw any that is
+    damaged."""
+
+
+Order = PreheatOrder | RepublishOrder | CheckOrder
 
 
 class TaskBoard:

@@ -95,6 +95,8 @@ class _Chunk:
     nudged_at: float = 0.0  # when a quiet swarm last made us ask for its sources again
     started_at: float = 0.0  # when the current attempt to get it began
     swarm_failures: int = 0
+    failed_pieces: int = 0  # of its torrent, that failed their hash: as last looked at
+    suspect: bool = False  # pieces failed since the tracker last heard of it
     upstream_failures: int = 0
     bad_metainfo: bytes | None = None
     progress: int = 0  # most bytes any swarm attempt had: only more counts as progress
@@ -273,9 +275,10 @@ class SwarmPull:
     async def _locate(self) -> None:
         now = _now()
         wanted = [
-            c.index
+            c
             for c in self._chunks
-            if not c.done.done() and (not c.busy or now - max(c.asked_at, c.nudged_at) < 1.0)
+            if not c.done.done()
+            and (not c.busy or c.suspect or now - max(c.asked_at, c.nudged_at) < 1.0)
         ]
         if not wanted:
             return
@@ -284,9 +287,12 @@ class SwarmPull:
             self.digest,
             self.size,
             self._count,
-            chunks=wanted,
+            chunks=[c.index for c in wanted],
             max_leases=max(0, self._config.max_leases - self._leases),
+            failed=[c.index for c in wanted if c.suspect],
         )
+        for chunk in wanted:
+            chunk.suspect = False
         self._apply(placement)
 
     def _apply(self, placement: Placement) -> None:
@@ -448,6 +454,7 @@ class SwarmPull:
                 if chunk.done.done():
                     continue
                 self._track_progress(chunk)
+                stalled = self._pieces_failed(chunk) or stalled
                 quiet_since = max(chunk.progress_at, chunk.started_at)
                 quiet = now - max(quiet_since, chunk.asked_at)
                 if quiet > self._config.stall_timeout:
@@ -465,6 +472,19 @@ class SwarmPull:
                     stalled = True
             if stalled:
                 self._relocate.set()
+
+    def _pieces_failed(self, chunk: _Chunk) -> bool:
+        """Whether pieces of the swarmed chunk failed their hash since we last looked. The peers
+        we were given sent them: the next Locate tells the tracker, which asks the chunk's
+        holders to check their copies (a damaged one is withdrawn and the chunk fetched once,
+        rather than each puller waiting out its stall timeout and fetching it itself)."""
+        if not chunk.swarming or chunk.torrent is None:
+            return False
+        failed = self._session.hash_failures(chunk.torrent.infohash)
+        if failed <= chunk.failed_pieces:
+            return False
+        chunk.failed_pieces, chunk.suspect = failed, True
+        return True
 
     def _track_progress(self, chunk: _Chunk) -> None:
         """Note the time bytes last arrived, from the swarm or from upstream."""
@@ -645,6 +665,7 @@ class SwarmPull:
             raise
         chunk.torrent = torrent
         chunk.swarming = True
+        chunk.failed_pieces = 0
         chunk.fetched = 0  # the file is libtorrent's now: a later fetch writes it all again
         chunk.hashes = None
         await self._session.add(

@@ -335,6 +335,11 @@ class PeerSession:
         STATS_INTERVAL old)."""
         return self._progress.get(infohash, 0) if infohash in self._torrents else 0
 
+    def hash_failures(self, infohash: str) -> int:
+        """Pieces of the torrent that failed their hash so far."""
+        torrent = self._torrents.get(infohash)
+        return 0 if torrent is None else torrent.hash_failures
+
     def move(self, infohash: str, save_path: Path) -> None:
         """Seed the torrent, complete, from `save_path` from now on. Nothing moves when the old
         directory leads there (the store leaves a link when it publishes a blob): libtorrent

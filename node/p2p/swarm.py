@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from node.downloads import Source
@@ -239,12 +239,39 @@ class Swarm:
         a client's read, which purge it: purged now, its good chunks would go too, and pullers
         with no other source would fetch them all again from upstream."""
         seeded = self._seeded_chunk(infohash)
-        if seeded is None:
-            return
-        digest, chunk = seeded
+        if seeded is not None:
+            self._withdraw_chunk(*seeded)
+
+    def _withdraw_chunk(self, digest: str, chunk: int) -> None:
         self._unreadable.setdefault(digest, set()).add(chunk)
-        self._session.remove(infohash)
+        self._session.remove(self._seeded[digest][chunk])
         self._spawn_withdrawal(digest, [chunk])
+
+    async def check(self, digest: str, chunks: Sequence[int]) -> None:
+        """A peer's piece checks failed on these chunks (the tracker's check order): hash each
+        one this node seeds against its torrent. One whose file a disk damaged behind the node's
+        back (libtorrent checks a piece when it arrives, not each time it is sent) is withdrawn
+        as an unreadable one is, so the tracker leases it out and the cluster fetches it once;
+        the blob is left to the scrub, for the same reason."""
+        info = self._store.stat(digest)
+        directory = self._store.directory(digest)
+        seeded = self._seeded.get(digest)
+        if info is None or directory is None or seeded is None:
+            return
+        withheld = self._unreadable.get(digest, set())
+        for chunk in sorted({c for c in chunks if 0 <= c < len(seeded)} - withheld):
+            path = directory / chunk_name(digest, chunk)
+            extra: dict[str, object] = {"digest": digest, "chunk": chunk}
+            try:
+                found = await asyncio.to_thread(metainfo.from_file, path, digest, info.size, chunk)
+                damaged = found.infohash != seeded[chunk]
+            except (OSError, MetainfoInvalid) as e:
+                damaged, extra["error"] = True, str(e)
+            if not damaged:
+                log.info("seeded chunk checked on a peer's report: intact", extra=extra)
+            elif self._seeded.get(digest) is seeded:
+                log.warning("seeded chunk damaged; withdrawn", extra=extra)
+                self._withdraw_chunk(digest, chunk)
 
     def _seeded_chunk(self, infohash: str) -> tuple[str, int] | None:
         """The blob and chunk index of a seeded chunk torrent, if it is one."""

@@ -22,7 +22,7 @@ from tracker.errors import (
 from tracker.hub import Watcher
 from tracker.peerstore import mask_of
 from tracker.placement import DIRECT_BLOB, SEED_WINDOW, TICK_SECONDS
-from tracker.tasks import Order, PreheatOrder, RepublishOrder, TaskState
+from tracker.tasks import CheckOrder, Order, PreheatOrder, RepublishOrder, TaskState
 
 D = "sha256:" + "d" * 64
 E = "sha256:" + "e" * 64
@@ -89,6 +89,11 @@ async def orders(cluster: Cluster, node_id: str) -> list[Order]:
     while (order := await cluster.store.tasks.pop(node_id)) is not None:
         taken.append(order)
     return taken
+
+
+async def checks(cluster: Cluster, node_id: str) -> list[CheckOrder]:
+    """The check orders among those queued for the node."""
+    return [order for order in await orders(cluster, node_id) if isinstance(order, CheckOrder)]
 
 
 async def marked(watcher: Watcher, *chunks: int) -> bool:
@@ -768,6 +773,37 @@ async def test_a_holder_is_asked_to_republish_missing_metainfo(cluster: Cluster)
     (order,) = await orders(cluster, "a")
     assert isinstance(order, RepublishOrder)
     assert (order.digest, order.size, order.chunk_count, order.chunks) == (D, SIZE, CHUNKS, (0, 1))
+
+
+async def test_the_holders_of_a_chunk_whose_pieces_failed_are_asked_to_check_it(
+    cluster: Cluster, clock: Clock
+) -> None:
+    """A requester says pieces of chunk 1 failed their hash: each complete holder it may have
+    got them from is asked to check its copy, once a lease TTL for the chunk however many
+    requesters say so, and the requester's word alone changes nothing it is told."""
+    for node_id in "abcd":
+        await join(cluster, node_id)
+    await hold(cluster, "a")
+    await hold(cluster, "b", D, 1)
+    await cluster.announce("c", [Holding(D, SIZE, CHUNKS, (), (1,))], [])  # c has pieces of it
+    before = await locate(cluster, "d")
+    failed = await cluster.locate("d", D, SIZE, CHUNKS, failed=[1])
+    assert [(v.directive, peer_ids(v)) for v in failed] == [
+        (v.directive, peer_ids(v)) for v in before
+    ]
+    asked = {node_id: await checks(cluster, node_id) for node_id in "abcd"}
+    assert asked["c"] == asked["d"] == []
+    for node_id in "ab":
+        (order,) = asked[node_id]
+        assert (order.digest, order.chunk_count, order.chunks) == (D, CHUNKS, (1,))
+    await cluster.locate("c", D, SIZE, CHUNKS, failed=[1])
+    assert await checks(cluster, "a") == []
+    clock.advance(cluster.policy.lease_ttl)
+    await cluster.locate("c", D, SIZE, CHUNKS, failed=[1, 0])
+    (again,) = await checks(cluster, "a")
+    assert again.chunks == (0, 1)
+    with pytest.raises(InvalidArgument):
+        await cluster.locate("c", D, SIZE, CHUNKS, failed=[CHUNKS])
 
 
 async def test_a_chunk_held_by_one_node_without_metainfo_is_leased_to_one_watcher(

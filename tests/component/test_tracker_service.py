@@ -18,6 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tests.support.stores import STORES, fresh_storage
 from tracker.app import Config, TrackerServer
 from tracker.client import (
+    CheckOrder,
     Directive,
     HeldBlob,
     NodeAddress,
@@ -165,6 +166,21 @@ async def test_tasks_stream_delivers_preheat_and_reports_come_back(client: Track
         await client.preheat("app:1", zone="nowhere")
     with pytest.raises(TaskUnknown):
         await client.preheat_status("preheat-404")
+
+
+async def test_a_holder_hears_over_its_tasks_stream_to_check_a_chunk_whose_pieces_failed(
+    client: TrackerClient,
+) -> None:
+    await client.join(node("n1"), "i")
+    await client.join(node("n2"), "i")
+    await client.locate("n1", D, SIZE, CHUNKS, max_leases=1)
+    await client.publish("n1", D, SIZE, CHUNKS, 0, b"meta0")
+    await client.locate("n2", D, SIZE, CHUNKS, chunks=[0], failed=[0])
+    orders = client.tasks("n1")
+    order = await asyncio.wait_for(anext(orders), 5)
+    await orders.aclose()
+    assert isinstance(order, CheckOrder)
+    assert (order.digest, order.size, order.chunk_count, order.chunks) == (D, SIZE, CHUNKS, (0,))
 
 
 async def test_resolve_a_seeded_ref(client: TrackerClient) -> None:

@@ -19,7 +19,7 @@ from tracker.store import Caps, Claim, Replica, Store
 from tracker.store.config import MAX_CONNECTIONS, StoreConfig, open_store
 from tracker.store.memory import MemoryPeers
 from tracker.store.redisstore import RedisStore
-from tracker.tasks import PreheatOrder, RepublishOrder, TaskState
+from tracker.tasks import CheckOrder, PreheatOrder, RepublishOrder, TaskState
 
 D = "sha256:" + "d" * 64
 E = "sha256:" + "e" * 64
@@ -643,11 +643,17 @@ async def test_a_preheat_job_goes_to_done_or_failed(store: Store) -> None:
 
 
 async def test_orders_queue_up_to_a_bound(store: Store) -> None:
-    orders = [PreheatOrder("preheat-1", "img:1"), RepublishOrder("republish-2", D, 9, 2, (0, 1))]
+    orders = [
+        PreheatOrder("preheat-1", "img:1"),
+        RepublishOrder("republish-2", D, 9, 2, (0, 1)),
+        CheckOrder("check-3", D, 9, 2, (1,)),
+    ]
     for order in orders:
-        assert await store.tasks.push("a", order, 2)
-    assert not await store.tasks.push("a", orders[0], 2)
-    assert [await store.tasks.pop("a") for _ in range(3)] == [*orders, None]
+        assert await store.tasks.push("a", order, 3)
+    assert not await store.tasks.push("a", orders[0], 3)
+    popped = [await store.tasks.pop("a") for _ in range(4)]
+    assert popped == [*orders, None]
+    assert [type(order) for order in popped[:3]] == [PreheatOrder, RepublishOrder, CheckOrder]
     await store.tasks.push("a", orders[0], 2)
     await store.tasks.clear("a")
     assert await store.tasks.pop("a") is None

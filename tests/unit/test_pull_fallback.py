@@ -204,6 +204,9 @@ class Session:
     def progress(self, infohash: str) -> int:
         return 0
 
+    def hash_failures(self, infohash: str) -> int:
+        return 0
+
     async def finished(self, infohash: str) -> None:
         await asyncio.Event().wait()
 

@@ -36,9 +36,11 @@ class FakeTracker:
         self.torrent = torrent
         self.sources = ["10.0.0.2:6881"]
         self.locates = 0
+        self.failed: list[list[int]] = []  # the chunks each Locate said failed their hash
 
     async def locate(self, *args: object, **kwargs: object) -> Placement:
         self.locates += 1
+        self.failed.append(list(kwargs.get("failed", ())))  # type: ignore[call-overload]
         if self.locates == 2:
             self.sources.append("10.0.0.3:6881")
         peers = tuple(Peer(f"node{i}", "", address, "") for i, address in enumerate(self.sources))
@@ -65,6 +67,7 @@ class FakeSession:
     def __init__(self) -> None:
         self.connected: list[PeerAddress] = []
         self.bytes = 0
+        self.failed_pieces = 0
 
     async def add(
         self, torrent: ChunkTorrent, save_path: Path, *, peers: list[PeerAddress], **_: object
@@ -76,6 +79,9 @@ class FakeSession:
 
     def progress(self, infohash: str) -> int:
         return self.bytes
+
+    def hash_failures(self, infohash: str) -> int:
+        return self.failed_pieces
 
     async def finished(self, infohash: str) -> None:
         await asyncio.Event().wait()
@@ -93,9 +99,15 @@ class Writer:
 
 
 async def swarm_for(
-    seconds: float, tmp_path: Path, session: FakeSession, tracker: FakeTracker, grow: bool
+    seconds: float,
+    tmp_path: Path,
+    session: FakeSession,
+    tracker: FakeTracker,
+    grow: bool,
+    fail_at: float | None = None,
 ) -> None:
-    """Run a pull for `seconds`, the torrent's progress growing each tick if `grow`."""
+    """Run a pull for `seconds`, the torrent's progress growing each tick if `grow`; a piece
+    fails its hash `fail_at` seconds before the end."""
 
     async def nothing(*args: object) -> None:
         pass
@@ -118,6 +130,8 @@ async def swarm_for(
         await asyncio.sleep(0.1)
         if grow:
             session.bytes += 1024
+        if fail_at is not None and asyncio.get_running_loop().time() >= deadline - fail_at:
+            session.failed_pieces, fail_at = session.failed_pieces + 1, None
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -151,6 +165,19 @@ async def test_a_swarm_that_makes_progress_is_left_alone(
     await swarm_for(2.5, tmp_path, session, tracker, grow=True)
     assert tracker.locates == 1
     assert session.connected == [("10.0.0.2", 6881)]
+
+
+async def test_pieces_that_failed_their_hash_are_told_to_the_tracker(
+    tmp_path: Path, tracker: FakeTracker
+) -> None:
+    """A piece of the swarmed chunk fails its hash while the swarm makes progress: a Locate,
+    at once rather than at a stall, says so (the tracker asks the holders to check their
+    copies), and only that one."""
+    session = FakeSession()
+    await swarm_for(3.5, tmp_path, session, tracker, grow=True, fail_at=2.5)
+    assert tracker.failed[0] == []
+    assert [0] in tracker.failed
+    assert tracker.failed.count([0]) == 1
 
 
 # -- without a tracker: chunks straight from upstream, a few at a time

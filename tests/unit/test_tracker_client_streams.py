@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
-from tracker.client import TrackerClient
+from tracker.client import CheckOrder, PreheatOrder, RepublishOrder, TrackerClient, _order
 from tracker.errors import TrackerUnavailable
 from tracker.v1 import tracker_pb2 as pb
 from tracker.v1 import tracker_pb2_grpc
@@ -89,3 +89,20 @@ async def test_a_task_stream_dropped_by_every_replica_gives_up(
     finally:
         await client.close()
     assert gave_up(fakes)
+
+
+def test_each_kind_of_task_is_its_order_and_an_unknown_kind_none() -> None:
+    """A newer tracker's kind of task is passed over, not taken for a preheat of nothing."""
+    chunks = pb.ChunksTask(digest="sha256:" + "a" * 64, size=9, chunk_count=2, chunks=[1])
+    tasks = [
+        pb.Task(task_id="p", preheat=pb.PreheatTask(image="app:1")),
+        pb.Task(task_id="r", republish=chunks),
+        pb.Task(task_id="c", check=chunks),
+        pb.Task(task_id="x"),
+    ]
+    assert [_order(task) for task in tasks] == [
+        PreheatOrder("p", "app:1"),
+        RepublishOrder("r", "sha256:" + "a" * 64, 9, 2, (1,)),
+        CheckOrder("c", "sha256:" + "a" * 64, 9, 2, (1,)),
+        None,
+    ]

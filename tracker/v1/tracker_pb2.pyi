@@ -198,7 +198,7 @@ class Placement(_message.Message):
     def __init__(self, digest: _Optional[str] = ..., chunk_count: _Optional[int] = ..., peers: _Optional[_Iterable[_Union[Peer, _Mapping]]] = ..., chunks: _Optional[_Iterable[_Union[ChunkPlacement, _Mapping]]] = ...) -> None: ...
 
 class LocateRequest(_message.Message):
-    __slots__ = ("node_id", "digest", "size", "chunk_count", "chunks", "max_leases", "omit_metainfo")
+    __slots__ = ("node_id", "digest", "size", "chunk_count", "chunks", "max_leases", "omit_metainfo", "failed_chunks")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -206,6 +206,7 @@ class LocateRequest(_message.Message):
     CHUNKS_FIELD_NUMBER: _ClassVar[int]
     MAX_LEASES_FIELD_NUMBER: _ClassVar[int]
     OMIT_METAINFO_FIELD_NUMBER: _ClassVar[int]
+    FAILED_CHUNKS_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     digest: str
     size: int
@@ -213,7 +214,8 @@ class LocateRequest(_message.Message):
     chunks: _containers.RepeatedScalarFieldContainer[int]
     max_leases: int
     omit_metainfo: bool
-    def __init__(self, node_id: _Optional[str] = ..., digest: _Optional[str] = ..., size: _Optional[int] = ..., chunk_count: _Optional[int] = ..., chunks: _Optional[_Iterable[int]] = ..., max_leases: _Optional[int] = ..., omit_metainfo: _Optional[bool] = ...) -> None: ...
+    failed_chunks: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, node_id: _Optional[str] = ..., digest: _Optional[str] = ..., size: _Optional[int] = ..., chunk_count: _Optional[int] = ..., chunks: _Optional[_Iterable[int]] = ..., max_leases: _Optional[int] = ..., omit_metainfo: _Optional[bool] = ..., failed_chunks: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class LocateResponse(_message.Message):
     __slots__ = ("placement",)
@@ -387,7 +389,7 @@ class PreheatTask(_message.Message):
     image: str
     def __init__(self, image: _Optional[str] = ...) -> None: ...
 
-class RepublishTask(_message.Message):
+class ChunksTask(_message.Message):
     __slots__ = ("digest", "size", "chunk_count", "chunks")
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -400,14 +402,16 @@ class RepublishTask(_message.Message):
     def __init__(self, digest: _Optional[str] = ..., size: _Optional[int] = ..., chunk_count: _Optional[int] = ..., chunks: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("task_id", "preheat", "republish")
+    __slots__ = ("task_id", "preheat", "republish", "check")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     PREHEAT_FIELD_NUMBER: _ClassVar[int]
     REPUBLISH_FIELD_NUMBER: _ClassVar[int]
+    CHECK_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     preheat: PreheatTask
-    republish: RepublishTask
-    def __init__(self, task_id: _Optional[str] = ..., preheat: _Optional[_Union[PreheatTask, _Mapping]] = ..., republish: _Optional[_Union[RepublishTask, _Mapping]] = ...) -> None: ...
+    republish: ChunksTask
+    check: ChunksTask
+    def __init__(self, task_id: _Optional[str] = ..., preheat: _Optional[_Union[PreheatTask, _Mapping]] = ..., republish: _Optional[_Union[ChunksTask, _Mapping]] = ..., check: _Optional[_Union[ChunksTask, _Mapping]] = ...) -> None: ...
 
 class ReportTaskRequest(_message.Message):
     __slots__ = ("node_id", "task_id", "ok", "message")

@@ -16,6 +16,7 @@ from tracker.store.redisstore.base import Scripts, number, text, translating
 from tracker.tasks import (
     MAX_JOBS,
     RETENTION_SECONDS,
+    CheckOrder,
     Order,
     PreheatJob,
     PreheatOrder,
@@ -57,16 +58,18 @@ def target_of(raw: bytes | str) -> tuple[Target, float]:
 def order_text(order: Order) -> str:
     if isinstance(order, PreheatOrder):
         return json.dumps({"preheat": [order.task_id, order.image]})
+    kind = "check" if isinstance(order, CheckOrder) else "republish"
     fields = [order.task_id, order.digest, order.size, order.chunk_count, list(order.chunks)]
-    return json.dumps({"republish": fields})
+    return json.dumps({kind: fields})
 
 
 def order_of(raw: bytes | str) -> Order:
     decoded = json.loads(raw)
     if "preheat" in decoded:
         return PreheatOrder(*decoded["preheat"])
-    task_id, digest, size, chunk_count, chunks = decoded["republish"]
-    return RepublishOrder(task_id, digest, size, chunk_count, tuple(chunks))
+    kind = CheckOrder if "check" in decoded else RepublishOrder
+    task_id, digest, size, chunk_count, chunks = decoded.get("check") or decoded["republish"]
+    return kind(task_id, digest, size, chunk_count, tuple(chunks))
 
 
 @translating
