@@ -251,19 +251,20 @@ class Swarm:
         """A peer's piece checks failed on these chunks (the tracker's check order): hash each
         one this node seeds against its torrent. One whose file a disk damaged behind the node's
         back (libtorrent checks a piece when it arrives, not each time it is sent) is withdrawn
-        as an unreadable one is, so the tracker leases it out and the cluster fetches it once;
-        the blob is left to the scrub, for the same reason."""
-        info = self._store.stat(digest)
+        as an unreadable one is, so the tracker leases it out and the cluster fetches it once.
+        The blob is served to no client of this node until it is verified again (and purged,
+        `ContentStore.suspect`); its other chunks are seeded on meanwhile."""
+        size = self._store.size(digest)
         directory = self._store.directory(digest)
         seeded = self._seeded.get(digest)
-        if info is None or directory is None or seeded is None:
+        if size is None or directory is None or seeded is None:
             return
         withheld = self._unreadable.get(digest, set())
         for chunk in sorted({c for c in chunks if 0 <= c < len(seeded)} - withheld):
             path = directory / chunk_name(digest, chunk)
             extra: dict[str, object] = {"digest": digest, "chunk": chunk}
             try:
-                found = await asyncio.to_thread(metainfo.from_file, path, digest, info.size, chunk)
+                found = await asyncio.to_thread(metainfo.from_file, path, digest, size, chunk)
                 damaged = found.infohash != seeded[chunk]
             except (OSError, MetainfoInvalid) as e:
                 damaged, extra["error"] = True, str(e)
@@ -272,6 +273,7 @@ class Swarm:
             elif self._seeded.get(digest) is seeded:
                 log.warning("seeded chunk damaged; withdrawn", extra=extra)
                 self._withdraw_chunk(digest, chunk)
+                self._store.suspect(digest)
 
     def _seeded_chunk(self, infohash: str) -> tuple[str, int] | None:
         """The blob and chunk index of a seeded chunk torrent, if it is one."""

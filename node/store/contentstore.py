@@ -356,6 +356,11 @@ class ContentStore:
             return None
         return BlobInfo(record.digest, record.size, record.media_type)
 
+    def size(self, digest: str) -> int | None:
+        """The size of a stored blob, whether it may be served or not."""
+        record = self._meta.blob(digest)
+        return None if record is None else record.size
+
     async def check(self, digest: str) -> BlobInfo | None:
         """`stat`, after verifying the blob first if it is a suspect."""
         if digest in self._suspects:
@@ -582,6 +587,14 @@ class ContentStore:
         """Read the blob back and hash it. Good: a suspect is synced and served from now on.
         Bad: the blob is purged and reported (`events.damaged`). One check per blob at once."""
         return await asyncio.shield(self._check(digest, reason, pace))
+
+    def suspect(self, digest: str) -> None:
+        """A stored blob found damaged in part (a chunk that failed the check a peer's report
+        asked for): no client is served it until it is verified again, which the next request
+        for it does (and purges it, so it is fetched again). Unlike `doubt`, nothing is purged
+        now: its chunk torrents seed on, so a rollout keeps its source of the intact chunks."""
+        if self._meta.blob(digest) is not None:
+            self._suspects.add(digest)
 
     def doubt(self, digest: str) -> None:
         """A stored blob that could not be read (EIO), or whose files ended before its size:

@@ -292,7 +292,8 @@ async def test_a_corrupted_chunk_on_one_node_never_reaches_a_client(
     the tracker, which asks the holder to check that chunk: it finds the damage and withdraws
     the chunk alone, so the tracker leases it to one puller and the others get it from there.
     One copy of that chunk is fetched again, every other chunk still comes from the holder,
-    and no puller waits out a stall timeout."""
+    no puller waits out a stall timeout, and the holder serves its own clients its copy no
+    more."""
     cluster = start_cluster(size=4, node_args={0: ["--scrub-rate", "0"]})
     holder, *pullers = cluster.nodes
     layer = p2p_images.big.largest_layer()
@@ -318,6 +319,10 @@ async def test_a_corrupted_chunk_on_one_node_never_reaches_a_client(
         assert node.metric(BLOB_BYTES, source="peer") > 0, node.name
         assert node.metric(FALLBACKS) == 0, node.name
     assert "seeded chunk damaged" in holder.log_path.read_text()
+    # The holder knows its copy is damaged: its own clients get the layer whole, not its copy.
+    async with client(PULL_TIMEOUT) as session:
+        again = await pull_image(session, holder, P2PImages.BIG)
+    assert again.blobs == correct(p2p_images.big)
 
 
 async def test_a_chunk_file_the_only_holder_lost_is_withdrawn_alone(

@@ -321,6 +321,27 @@ async def test_verify_keeps_good_blobs_and_purges_damaged_ones(make_store: Store
     assert await store.verify(digest_of(bad), SCRUB) is Verdict.GONE
 
 
+async def test_a_suspected_blob_is_served_only_once_verified(make_store: StoreFactory) -> None:
+    """A blob found damaged in part is kept (its chunks may still be seeded) but hidden from
+    clients; the next ask verifies it: a damaged one is purged, an intact one served again."""
+    store = make_store()
+    events = listen(store)
+    good, bad = b"g" * (5 * MiB), b"b" * (5 * MiB)
+    for data in (good, bad):
+        await store.put(digest_of(data), data)
+    damage(store, digest_of(bad), 4 * MiB + 17)
+    for data in (good, bad):
+        store.suspect(digest_of(data))
+        assert store.stat(digest_of(data)) is None
+        assert digest_of(data) not in {info.digest for info in store.blobs()}
+        assert store.size(digest_of(data)) == len(data)
+    assert await store.check(digest_of(bad)) is None
+    assert [d.digest for d in events.damaged] == [digest_of(bad)]
+    assert store.size(digest_of(bad)) is None
+    assert await store.check(digest_of(good)) == BlobInfo(digest_of(good), len(good), None)
+    assert await read(store, digest_of(good)) == good
+
+
 async def test_scrub_takes_the_blob_verified_longest_ago(make_store: StoreFactory) -> None:
     store = make_store()
     first, second = b"first", b"second"
