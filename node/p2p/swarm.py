@@ -224,12 +224,12 @@ class Swarm:
         )
 
     def corrupt(self, infohash: str) -> None:
-        """A seeded chunk failed its piece hash: the blob on disk is damaged. The store purges
-        it, so neither a peer nor a client of this node gets it again, and reports it (to
-        `node.repair`, which stops seeding it and fetches it again)."""
+        """A seeded chunk failed its piece hash when a peer first asked for it (libtorrent
+        checks each piece of a blob seeded without hashing it again, after a restart, once):
+        the blob on disk is damaged, `_damaged`."""
         seeded = self._seeded_chunk(infohash)
         if seeded is not None:
-            self._store.condemn(seeded[0], integrity.SWARM)
+            self._damaged(*seeded)
 
     def unreadable(self, infohash: str) -> None:
         """A seeded chunk's file lost bytes or fails reads: peers sent here for it would wait on
@@ -243,17 +243,29 @@ class Swarm:
             self._withdraw_chunk(*seeded)
 
     def _withdraw_chunk(self, digest: str, chunk: int) -> None:
-        self._unreadable.setdefault(digest, set()).add(chunk)
-        self._session.remove(self._seeded[digest][chunk])
-        self._spawn_withdrawal(digest, [chunk])
+        withdrawn = self._unreadable.setdefault(digest, set())
+        if chunk not in withdrawn:
+            withdrawn.add(chunk)
+            self._session.remove(self._seeded[digest][chunk])
+            self._spawn_withdrawal(digest, [chunk])
+
+    def _damaged(self, digest: str, chunk: int) -> None:
+        """A seeded chunk's bytes are not its torrent's: it is withdrawn as an unreadable one
+        is, so the tracker leases it out and the cluster fetches it once, and the blob is
+        served to no client of this node until it is verified again, which purges it
+        (`ContentStore.suspect`). Its other chunks are seeded on meanwhile: purged at once, the
+        blob would take their only source in a rollout away, and its pullers would fetch them
+        all again from upstream."""
+        if chunk not in self._unreadable.get(digest, set()):
+            log.warning("seeded chunk damaged; withdrawn", extra={"digest": digest, "chunk": chunk})
+            self._withdraw_chunk(digest, chunk)
+            self._store.suspect(digest, integrity.SWARM)
 
     async def check(self, digest: str, chunks: Sequence[int]) -> None:
         """A peer's piece checks failed on these chunks (the tracker's check order): hash each
         one this node seeds against its torrent. One whose file a disk damaged behind the node's
-        back (libtorrent checks a piece when it arrives, not each time it is sent) is withdrawn
-        as an unreadable one is, so the tracker leases it out and the cluster fetches it once.
-        The blob is served to no client of this node until it is verified again (and purged,
-        `ContentStore.suspect`); its other chunks are seeded on meanwhile."""
+        back (libtorrent checks a piece when it arrives, not each time it is sent) is
+        `_damaged`."""
         size = self._store.size(digest)
         directory = self._store.directory(digest)
         seeded = self._seeded.get(digest)
@@ -271,9 +283,9 @@ class Swarm:
             if not damaged:
                 log.info("seeded chunk checked on a peer's report: intact", extra=extra)
             elif self._seeded.get(digest) is seeded:
-                log.warning("seeded chunk damaged; withdrawn", extra=extra)
-                self._withdraw_chunk(digest, chunk)
-                self._store.suspect(digest)
+                if "error" in extra:
+                    log.info("seeded chunk could not be checked", extra=extra)
+                self._damaged(digest, chunk)
 
     def _seeded_chunk(self, infohash: str) -> tuple[str, int] | None:
         """The blob and chunk index of a seeded chunk torrent, if it is one."""

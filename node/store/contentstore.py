@@ -294,6 +294,7 @@ class ContentStore:
         self._busy: Counter[str] = Counter()
         self._after_use: dict[str, list[Callable[[], None]]] = {}  # run once a blob is not busy
         self._suspects: set[str] = set()
+        self._found_by: dict[str, str] = {}  # suspects found damaged in part, by what
         self._checks: dict[str, asyncio.Future[Verdict]] = {}
         self._recover()
 
@@ -535,6 +536,7 @@ class ContentStore:
         return BlobInfo(digest, size, media_type)
 
     def delete(self, digest: str) -> None:
+        self._found_by.pop(digest, None)
         try:
             self._meta.remove_blob(digest)
         except sqlite3.Error as e:
@@ -588,13 +590,16 @@ class ContentStore:
         Bad: the blob is purged and reported (`events.damaged`). One check per blob at once."""
         return await asyncio.shield(self._check(digest, reason, pace))
 
-    def suspect(self, digest: str) -> None:
-        """A stored blob found damaged in part (a chunk that failed the check a peer's report
-        asked for): no client is served it until it is verified again, which the next request
-        for it does (and purges it, so it is fetched again). Unlike `doubt`, nothing is purged
-        now: its chunk torrents seed on, so a rollout keeps its source of the intact chunks."""
+    def suspect(self, digest: str, found_by: str) -> None:
+        """A stored blob found damaged in part (a chunk whose pieces failed their hash): no
+        client is served it until it is verified again, which the next request for it does
+        (and purges it, counted as `found_by`, so it is fetched again). Unlike `doubt`, nothing
+        is purged now: its chunk torrents seed on, so a rollout keeps its source of the intact
+        chunks."""
         if self._meta.blob(digest) is not None:
             self._suspects.add(digest)
+            self._found_by[digest] = found_by
+            self._meta.set_durable([digest], False)  # a restart verifies it before serving it
 
     def doubt(self, digest: str) -> None:
         """A stored blob that could not be read (EIO), or whose files ended before its size:
@@ -645,6 +650,7 @@ class ContentStore:
         self._meta.set_verified(digest)
         if suspect:
             self._suspects.discard(digest)
+            self._found_by.pop(digest, None)
             self._meta.set_durable([digest])
             info = self.stat(digest)
             if info is not None:
@@ -662,7 +668,9 @@ class ContentStore:
         return all(m == t for m, t in zip(made, torrents, strict=True))
 
     def condemn(self, digest: str, found_by: str) -> None:
-        """Purge a blob whose bytes are damaged, and report it with where it came from."""
+        """Purge a blob whose bytes are damaged, and report it with where it came from and what
+        found it (what first found it damaged in part, for a suspect `suspect` was told of)."""
+        found_by = self._found_by.pop(digest, found_by)
         record = self._meta.blob(digest)
         if record is None:
             return

@@ -213,9 +213,11 @@ class Metadata:
         return [row[0] for row in self._db.execute("SELECT digest FROM blobs WHERE durable = 0")]
 
     @_tolerant(_nothing)
-    def set_durable(self, digests: list[str]) -> None:
+    def set_durable(self, digests: list[str], durable: bool = True) -> None:
+        """Whether the blobs' bytes are known to be on disk (not: verified at the next start)."""
         self._db.executemany(
-            "UPDATE blobs SET durable = 1 WHERE digest = ?", [(digest,) for digest in digests]
+            "UPDATE blobs SET durable = ? WHERE digest = ?",
+            [(int(durable), digest) for digest in digests],
         )
 
     @_tolerant(_nothing)

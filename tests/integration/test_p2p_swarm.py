@@ -32,6 +32,7 @@ from tests.support.cluster import (
     until,
 )
 from tests.support.images import MiB
+from tests.support.node import Node
 from tests.support.registry import Registry, upstream_blob_bytes
 from tracker.client import Directive, NodeAddress, TrackerClient
 from tracker.credentials import Role
@@ -323,6 +324,46 @@ async def test_a_corrupted_chunk_on_one_node_never_reaches_a_client(
     async with client(PULL_TIMEOUT) as session:
         again = await pull_image(session, holder, P2PImages.BIG)
     assert again.blobs == correct(p2p_images.big)
+
+
+async def test_a_damaged_chunk_a_restarted_holder_finds_when_asked_for_it_is_withdrawn_alone(
+    start_cluster: Callable[..., Cluster], p2p_upstream: Registry, p2p_images: P2PImages
+) -> None:
+    """A holder restarted seeds its store without hashing it again; a piece a disk changed while
+    it was down fails the holder's own check when a peer first asks for it. The holder withdraws
+    that chunk alone and hides the blob from its clients until it is verified again: the
+    cluster fetches that chunk once, every other chunk still comes from the holder (purging
+    the blob at once took them away, and the pullers fetched them again from upstream)."""
+    cluster = start_cluster(size=5, node_args={0: ["--scrub-rate", "0"]})
+    holder, witness, *pullers = cluster.nodes
+    layer = p2p_images.big.largest_layer()
+
+    def chunks_held(node: Node) -> int:
+        nodes = cluster.tracker.status()["nodes"]
+        assert isinstance(nodes, list)
+        return int({n["registry"]: n["chunks"] for n in nodes}.get(node.host, 0))
+
+    async with client(PULL_TIMEOUT) as session:
+        # Two holders, so the cluster knows the layer's metainfo from two witnesses.
+        for node in (holder, witness):
+            assert (await pull_image(session, node, P2PImages.BIG)).blobs == correct(p2p_images.big)
+            await stored(node, layer.digest)
+        await until(lambda: chunks_held(holder) > chunk_count(layer.size), "the holder counted")
+        held = chunks_held(holder)
+        holder.stop()
+        corrupt(chunk_file(holder, layer.digest, 5), offset=MiB + 123, length=4096)
+        holder.start()
+        await until(lambda: chunks_held(holder) >= held, "the holder announced its store again")
+        witness.stop()  # the restarted holder is the only source now
+        mark = p2p_upstream.mark()
+        pulled = await asyncio.gather(
+            *(pull_image(session, node, P2PImages.BIG) for node in pullers)
+        )
+        assert [p.blobs for p in pulled] == [correct(p2p_images.big)] * len(pullers)
+        refetched = (await upstream_blob_bytes(p2p_upstream, mark, [layer.digest]))[layer.digest]
+        assert refetched == chunk_size(layer.size)
+        assert "seeded chunk damaged; withdrawn" in holder.log_path.read_text()
+        assert (await pull_image(session, holder, P2PImages.BIG)).blobs == correct(p2p_images.big)
 
 
 async def test_a_chunk_file_the_only_holder_lost_is_withdrawn_alone(

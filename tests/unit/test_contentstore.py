@@ -22,7 +22,7 @@ from node.p2p import metainfo
 from node.store import metadata
 from node.store.chunking import MiB, chunk_name, chunk_size, piece_size
 from node.store.contentstore import DISK_RESERVE, BlobInfo, ContentStore
-from node.store.integrity import RECOVERY, SCRUB, Damaged, Verdict
+from node.store.integrity import RECOVERY, SCRUB, SWARM, Damaged, Verdict
 from node.store.metadata import open_metadata
 from tests.support import powerloss
 
@@ -331,15 +331,29 @@ async def test_a_suspected_blob_is_served_only_once_verified(make_store: StoreFa
         await store.put(digest_of(data), data)
     damage(store, digest_of(bad), 4 * MiB + 17)
     for data in (good, bad):
-        store.suspect(digest_of(data))
+        store.suspect(digest_of(data), SWARM)
         assert store.stat(digest_of(data)) is None
         assert digest_of(data) not in {info.digest for info in store.blobs()}
         assert store.size(digest_of(data)) == len(data)
     assert await store.check(digest_of(bad)) is None
-    assert [d.digest for d in events.damaged] == [digest_of(bad)]
+    assert [(d.digest, d.found_by) for d in events.damaged] == [(digest_of(bad), SWARM)]
     assert store.size(digest_of(bad)) is None
     assert await store.check(digest_of(good)) == BlobInfo(digest_of(good), len(good), None)
     assert await read(store, digest_of(good)) == good
+
+
+async def test_a_suspected_blob_is_verified_at_the_next_start(tmp_path: Path) -> None:
+    store = ContentStore.open(tmp_path)
+    data = b"s" * (5 * MiB)
+    await store.put(digest_of(data), data)
+    store.suspect(digest_of(data), SWARM)
+    store.close()
+    reopened = ContentStore.open(tmp_path)
+    try:
+        assert reopened.suspects() == [digest_of(data)]
+        assert reopened.stat(digest_of(data)) is None
+    finally:
+        reopened.close()
 
 
 async def test_scrub_takes_the_blob_verified_longest_ago(make_store: StoreFactory) -> None:
