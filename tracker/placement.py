@@ -37,6 +37,7 @@ import random
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from tracker import limits
 from tracker.errors import FailedPrecondition, InvalidArgument, MetainfoConflict
@@ -58,6 +59,9 @@ from tracker.tasks import CheckOrder, Order, RepublishOrder
 
 log = logging.getLogger(__name__)
 
+K = TypeVar("K")
+V = TypeVar("V")
+
 MAX_REQUESTED_PER_NODE = 100_000  # blobs one node asked about in the last REQUESTER_TTL
 REQUESTER_TTL = 600.0  # a requester that neither watches nor asks for this long is forgotten
 MAILBOX_BOUND = 4096  # orders queued for one node
@@ -70,7 +74,8 @@ SEED_WINDOW = 1
 # asks: relayed, it waited for a relay of its own behind the big blobs' chunks (a 501-byte config
 # arrived 11 s into a warm rollout of 128 MiB), and a thousand copies of it are a few MiB.
 DIRECT_BLOB = 64 << 10
-MAX_CHECKS_ASKED = 4096  # chunks whose holders were lately asked to check them, remembered
+MAX_CHECKS_ASKED = 4096  # chunks (and requesters) lately asked to check, remembered
+MAX_CHECKS_PER_REQUESTER = 8  # chunks one requester may have checked in a lease TTL
 
 
 class Directive(enum.Enum):
@@ -124,8 +129,10 @@ class Placement:
         self.store = store
         self.notices = notices
         self._ticked = -math.inf
-        # When each chunk's holders were last asked to check it, on this replica.
+        # When each chunk's holders were last asked to check it, on this replica; when each
+        # requester's window of checks began, and how many it asked for in it.
         self._checks_asked: OrderedDict[tuple[str, int], float] = OrderedDict()
+        self._checks_by: OrderedDict[str, tuple[float, int]] = OrderedDict()
 
     # ---- blobs ----
 
@@ -203,7 +210,7 @@ class Placement:
         views = await self._views(digest, size, chunk_count, states, node)
         await self._ask_republish(digest, size, chunk_count, states, views)
         if suspect:
-            await self._ask_check(digest, size, chunk_count, states, suspect)
+            await self._ask_check(node.id, digest, size, chunk_count, states, suspect)
         return views
 
     async def view(
@@ -656,6 +663,7 @@ class Placement:
 
     async def _ask_check(
         self,
+        requester: str,
         digest: str,
         size: int,
         chunk_count: int,
@@ -665,24 +673,27 @@ class Placement:
         """Chunks whose pieces failed their hash at the requester, from the peers it was given:
         their complete holders are asked to hash their copies (a disk can damage a chunk behind
         its holder's back, and a peer cannot tell which holder sent the bad piece), at most once
-        a lease TTL for each chunk. Only a holder's own check makes it withdraw the chunk: the
-        requester's word alone changes nothing."""
-        now = self.clock()
+        a lease TTL for each chunk, and for at most MAX_CHECKS_PER_REQUESTER chunks a requester
+        names in that time: a requester's word costs a holder that much hashing, and changes
+        nothing else. Only a holder's own check makes it withdraw the chunk."""
+        now, ttl = self.clock(), self.policy.lease_ttl
+        since, taken = self._checks_by.get(requester) or (now, 0)
+        if now - since >= ttl:
+            since, taken = now, 0
         asks: dict[str, list[int]] = {}
         for state in states:
             key = (digest, state.index)
             asked = self._checks_asked.get(key)
-            if state.index not in failed or (
-                asked is not None and now - asked < self.policy.lease_ttl
-            ):
+            if state.index not in failed or (asked is not None and now - asked < ttl):
                 continue
-            self._checks_asked[key] = now
-            self._checks_asked.move_to_end(key)
-            while len(self._checks_asked) > MAX_CHECKS_ASKED:
-                self._checks_asked.popitem(last=False)
+            if taken >= MAX_CHECKS_PER_REQUESTER:
+                break
+            taken += 1
+            _remember(self._checks_asked, key, now)
             for peer in state.peers:
                 if peer.complete:
                     asks.setdefault(peer.node_id, []).append(state.index)
+        _remember(self._checks_by, requester, (since, taken))
         for holder, chunks in asks.items():
             task_id = await self.store.tasks.next_id("check")
             await self.order(holder, CheckOrder(task_id, digest, size, chunk_count, tuple(chunks)))
@@ -744,6 +755,14 @@ class Placement:
                 if node_id not in watching:
                     await self.store.blobs.forget_requester(digest, node_id)
             await self.store.drop_if_idle(digest)
+
+
+def _remember(recent: OrderedDict[K, V], key: K, value: V) -> None:
+    """Set the entry as the newest; the oldest go beyond MAX_CHECKS_ASKED."""
+    recent[key] = value
+    recent.move_to_end(key)
+    while len(recent) > MAX_CHECKS_ASKED:
+        recent.popitem(last=False)
 
 
 def _same_shape(digest: str, known: tuple[int, int] | None, size: int, chunk_count: int) -> None:

@@ -21,7 +21,7 @@ from tracker.errors import (
 )
 from tracker.hub import Watcher
 from tracker.peerstore import mask_of
-from tracker.placement import DIRECT_BLOB, SEED_WINDOW, TICK_SECONDS
+from tracker.placement import DIRECT_BLOB, MAX_CHECKS_PER_REQUESTER, SEED_WINDOW, TICK_SECONDS
 from tracker.tasks import CheckOrder, Order, PreheatOrder, RepublishOrder, TaskState
 
 D = "sha256:" + "d" * 64
@@ -804,6 +804,26 @@ async def test_the_holders_of_a_chunk_whose_pieces_failed_are_asked_to_check_it(
     assert again.chunks == (0, 1)
     with pytest.raises(InvalidArgument):
         await cluster.locate("c", D, SIZE, CHUNKS, failed=[CHUNKS])
+
+
+async def test_a_requester_has_a_bounded_number_of_chunks_checked(
+    cluster: Cluster, clock: Clock
+) -> None:
+    """However many chunks a requester says failed, it costs holders the hashing of at most
+    MAX_CHECKS_PER_REQUESTER of them a lease TTL."""
+    count = 3 * MAX_CHECKS_PER_REQUESTER
+    size = count * (10 << 20)
+    await join(cluster, "a")
+    await join(cluster, "b")
+    await cluster.announce("a", [Holding(E, size, count, tuple(range(count)))], [])
+    for _ in range(3):
+        await cluster.locate("b", E, size, count, failed=range(count))
+    asked = [c for order in await checks(cluster, "a") for c in order.chunks]
+    assert sorted(asked) == list(range(MAX_CHECKS_PER_REQUESTER))
+    clock.advance(cluster.policy.lease_ttl)
+    await cluster.locate("b", E, size, count, failed=range(count))
+    asked = [c for order in await checks(cluster, "a") for c in order.chunks]
+    assert len(asked) == MAX_CHECKS_PER_REQUESTER
 
 
 async def test_a_chunk_held_by_one_node_without_metainfo_is_leased_to_one_watcher(
