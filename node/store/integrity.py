@@ -35,7 +35,7 @@ CanonicalTorrent = Callable[[str, int, int, bytes], bytes]
 
 RECOVERY = "recovery"  # found not known to be on disk at start
 SCRUB = "scrub"  # re-verified by the background scrub
-SWARM = "swarm"  # a seeded piece failed its hash when a peer asked for it
+SWARM = "swarm"  # a seeded chunk failed its hash: asked for by a peer, or checked on its report
 
 
 class Verdict(Enum):
