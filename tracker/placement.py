@@ -76,6 +76,9 @@ SEED_WINDOW = 1
 DIRECT_BLOB = 64 << 10
 MAX_CHECKS_ASKED = 4096  # chunks (and requesters) lately asked to check, remembered
 MAX_CHECKS_PER_REQUESTER = 8  # chunks one requester may have checked in a lease TTL
+# Seconds a chunk's holders have to check it (half a lease TTL at most), before failures that go
+# on count against its only source.
+CHECK_GRACE = 2.0
 
 
 class Directive(enum.Enum):
@@ -439,8 +442,14 @@ class Placement:
         """`seeding`: a seed of the whole blob that is still the only source of some chunk
         (`_seeding`), left out where other peers hold the chunk whole."""
         chunk, metainfo, peers = state.index, state.metainfo, state.peers
-        if state.sources == 0 or (state.lease is not None and not state.published):
-            lease = state.lease
+        lease = state.lease
+        # A lease on a chunk with a source: the source's metainfo awaits a witness, or its pieces
+        # fail their hash (`_ask_check`); the lease holder fetches it, the others swarm on.
+        if (
+            state.sources == 0
+            or (lease is not None and not state.published)
+            or (lease is not None and lease.holder == node.id)
+        ):
             if lease is None:
                 return ChunkView(chunk, Directive.WAIT, metainfo, peers)
             directive = Directive.FETCH if lease.holder == node.id else Directive.WAIT
@@ -674,17 +683,26 @@ class Placement:
         their complete holders are asked to hash their copies (a disk can damage a chunk behind
         its holder's back, and a peer cannot tell which holder sent the bad piece), at most once
         a lease TTL for each chunk, and for at most MAX_CHECKS_PER_REQUESTER chunks a requester
-        names in that time: a requester's word costs a holder that much hashing, and changes
-        nothing else. Only a holder's own check makes it withdraw the chunk."""
+        names in that time: a requester's word costs a holder that much hashing. Only a
+        holder's own check makes it withdraw the chunk. A chunk whose only source was asked
+        to check it CHECK_GRACE ago, and whose pieces fail all the same (the source lies, or
+        cannot tell), is leased to the requester, as a cold one would be: the cluster fetches
+        it once, rather than each requester after its stall timeout."""
         now, ttl = self.clock(), self.policy.lease_ttl
+        grace = min(CHECK_GRACE, ttl / 2)
         since, taken = self._checks_by.get(requester) or (now, 0)
         if now - since >= ttl:
             since, taken = now, 0
         asks: dict[str, list[int]] = {}
+        persisting = []
         for state in states:
             key = (digest, state.index)
             asked = self._checks_asked.get(key)
-            if state.index not in failed or (asked is not None and now - asked < ttl):
+            if state.index not in failed:
+                continue
+            if asked is not None and now - asked < ttl:
+                if now - asked >= grace and state.sources == 1 and state.lease is None:
+                    persisting.append(state.index)
                 continue
             if taken >= MAX_CHECKS_PER_REQUESTER:
                 break
@@ -697,6 +715,17 @@ class Placement:
         for holder, chunks in asks.items():
             task_id = await self.store.tasks.next_id("check")
             await self.order(holder, CheckOrder(task_id, digest, size, chunk_count, tuple(chunks)))
+        if persisting:
+            caps = self._caps(self.policy.max_leases)
+            leases = self.store.leases
+            for chunk in await leases.grant(
+                requester, digest, persisting, now, caps, suspected=True
+            ):
+                log.info(
+                    "the only source of a chunk sends pieces that fail their hash; leased",
+                    extra={"digest": digest, "chunk": chunk, "node": requester},
+                )
+                self.notices.changed(digest, chunk)
 
     async def order(self, node_id: str, order: Order) -> bool:
         """Queue an order for the node's Tasks stream; False when its queue is full."""

@@ -21,7 +21,13 @@ from tracker.errors import (
 )
 from tracker.hub import Watcher
 from tracker.peerstore import mask_of
-from tracker.placement import DIRECT_BLOB, MAX_CHECKS_PER_REQUESTER, SEED_WINDOW, TICK_SECONDS
+from tracker.placement import (
+    CHECK_GRACE,
+    DIRECT_BLOB,
+    MAX_CHECKS_PER_REQUESTER,
+    SEED_WINDOW,
+    TICK_SECONDS,
+)
 from tracker.tasks import CheckOrder, Order, PreheatOrder, RepublishOrder, TaskState
 
 D = "sha256:" + "d" * 64
@@ -804,6 +810,41 @@ async def test_the_holders_of_a_chunk_whose_pieces_failed_are_asked_to_check_it(
     assert again.chunks == (0, 1)
     with pytest.raises(InvalidArgument):
         await cluster.locate("c", D, SIZE, CHUNKS, failed=[CHUNKS])
+
+
+async def test_a_chunk_whose_only_source_sends_bad_pieces_after_its_check_is_leased(
+    cluster: Cluster, clock: Clock
+) -> None:
+    """The only source of chunk 0 was asked to check it and did not withdraw it (it lies, or
+    cannot tell), and its pieces still fail: the requester that says so once the source had
+    CHECK_GRACE is leased the chunk, as if it were cold, while the others swarm on; once the
+    requester holds it, the chunk has two sources and no report leases it again."""
+    for node_id in "abcd":
+        await join(cluster, node_id)
+    assert directives(await locate(cluster, "a", max_leases=1))[0] is Directive.FETCH
+    await cluster.publish("a", D, SIZE, CHUNKS, 0, b"meta0")
+    await cluster.locate("b", D, SIZE, CHUNKS, failed=[0])
+    assert [o.chunks for o in await checks(cluster, "a")] == [(0,)]
+    await cluster.locate("b", D, SIZE, CHUNKS, failed=[0])  # within the grace: nothing yet
+    assert await holder(cluster, D, 0) is None
+    grace = min(CHECK_GRACE, cluster.policy.lease_ttl / 2)
+    clock.advance(grace)
+    await cluster.locate("b", D, SIZE, CHUNKS, failed=[0])
+    assert await holder(cluster, D, 0) == "b"
+    (mine,) = [v for v in await locate(cluster, "b") if v.index == 0]
+    (theirs,) = [v for v in await locate(cluster, "c") if v.index == 0]
+    assert mine.directive is Directive.FETCH
+    assert (theirs.directive, peer_ids(theirs)) == (Directive.SWARM, {"a"})
+    await cluster.locate("c", D, SIZE, CHUNKS, failed=[0])  # leased already: nothing more
+    assert await holder(cluster, D, 0) == "b"
+    await cluster.publish("b", D, SIZE, CHUNKS, 0, b"meta0")
+    assert await holder(cluster, D, 0) is None
+    await cluster.locate("d", D, SIZE, CHUNKS, failed=[0])
+    clock.advance(grace)
+    await cluster.locate("d", D, SIZE, CHUNKS, failed=[0])
+    assert await holder(cluster, D, 0) is None
+    (view,) = [v for v in await locate(cluster, "d") if v.index == 0]
+    assert (view.directive, {"a", "b"} <= peer_ids(view)) == (Directive.SWARM, True)
 
 
 async def test_a_requester_has_a_bounded_number_of_chunks_checked(

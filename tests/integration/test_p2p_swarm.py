@@ -34,7 +34,7 @@ from tests.support.cluster import (
 from tests.support.images import MiB
 from tests.support.node import Node
 from tests.support.registry import Registry, upstream_blob_bytes
-from tracker.client import Directive, NodeAddress, TrackerClient
+from tracker.client import Directive, HeldBlob, NodeAddress, TrackerClient
 from tracker.credentials import Role
 
 pytestmark = pytest.mark.integration
@@ -411,6 +411,76 @@ async def test_a_chunk_file_the_only_holder_lost_is_withdrawn_alone(
         "every node joined the new tracker",
     )
     await until(one_chunk_fewer, "the restarted tracker counts the holder one chunk short")
+
+
+async def test_a_chunk_whose_only_source_lies_about_it_is_fetched_once(
+    start_cluster: Callable[..., Cluster],
+    p2p_upstream: Registry,
+    p2p_images: P2PImages,
+    workdir: Path,
+) -> None:
+    """A node says it holds a chunk of a layer, under the chunk's right metainfo, and sends bytes
+    that fail every piece check; asked to check its copy, it says nothing. Once its check had
+    its grace, the next puller that says the pieces still fail is leased the chunk, fetches it
+    once, and the others get it from there: the layer comes from upstream once, and no puller
+    waits out a stall timeout."""
+    cluster = start_cluster(size=4)
+    first, *pullers = cluster.nodes
+    layer = p2p_images.big.largest_layer()
+    async with client(PULL_TIMEOUT) as session:
+        assert (await pull_image(session, first, P2PImages.BIG)).blobs == correct(p2p_images.big)
+        await stored(first, layer.digest)
+        right = metainfo.from_file(chunk_file(first, layer.digest, 5), layer.digest, layer.size, 5)
+        async with lying_holder(cluster, workdir, right, layer.size):
+            first.stop()  # the liar is chunk 5's only source; the rest of the layer is cold
+            mark = p2p_upstream.mark()
+            pulled = await asyncio.gather(
+                *(pull_image(session, node, P2PImages.BIG) for node in pullers)
+            )
+    assert [p.blobs for p in pulled] == [correct(p2p_images.big)] * len(pullers)
+    refetched = (await upstream_blob_bytes(p2p_upstream, mark, [layer.digest]))[layer.digest]
+    assert refetched == layer.size
+    for node in pullers:
+        assert node.metric(FALLBACKS) == 0, node.name
+    assert "sends pieces that fail their hash; leased" in cluster.tracker.log_path.read_text()
+
+
+@asynccontextmanager
+async def lying_holder(
+    cluster: Cluster, workdir: Path, torrent: metainfo.ChunkTorrent, size: int
+) -> AsyncIterator[None]:
+    """A node that says it holds one chunk whole and seeds random bytes under the chunk's own
+    metainfo, unchecked: every piece it sends fails its hash. It takes no orders."""
+    session = PeerSession("127.0.0.21", 0)
+    await session.start()
+    tracker = TrackerClient(
+        cluster.tracker.address, credential=cluster.tracker.credential(Role.NODE, "liar")
+    )
+    directory = workdir / "liar"
+    directory.mkdir()
+    start, end = chunk_range(size, torrent.index)
+    (directory / torrent.name).write_bytes(os.urandom(end - start))
+
+    async def heartbeat() -> None:
+        while True:
+            await tracker.heartbeat("liar")
+            await asyncio.sleep(0.5)
+
+    beating: asyncio.Task[None] | None = None
+    try:
+        await tracker.join(NodeAddress("liar", "127.0.0.21:1", f"127.0.0.21:{session.port}"), "i")
+        beating = asyncio.create_task(heartbeat())
+        await session.add(torrent, directory, seed=True, hashed=True)
+        count = chunk_count(size)
+        await tracker.announce("liar", [HeldBlob(torrent.digest, size, count, (torrent.index,))])
+        yield
+    finally:
+        if beating is not None:
+            beating.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beating
+        await tracker.close()
+        await session.close()
 
 
 @asynccontextmanager

@@ -250,11 +250,14 @@ class Leases(Protocol):
         now: float,
         caps: Caps,
         unconfirmed: bool = False,
+        suspected: bool = False,
     ) -> list[int]:
         """Lease to `holder`, in order, each chunk that has no lease and no source that is not
         silent (with `unconfirmed`, also one with a single such source and no metainfo: that
-        source's metainfo is not taken alone, `tracker.witnesses`), and that the holder does not
-        hold whole, while `caps` allow; the holder must be a member. Returns the chunks leased."""
+        source's metainfo is not taken alone, `tracker.witnesses`; with `suspected`, also one
+        with a single such source whatever its metainfo: that source's pieces fail their hash),
+        and that the holder does not hold whole, while `caps` allow; the holder must be a
+        member. Returns the chunks leased."""
         ...
 
     async def get(self, digest: str, chunk: int) -> Lease | None: ...

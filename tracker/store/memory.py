@@ -184,6 +184,7 @@ class MemoryLeases:
         now: float,
         caps: Caps,
         unconfirmed: bool = False,
+        suspected: bool = False,
     ) -> list[int]:
         table = self.table
         if holder not in self._members.nodes:
@@ -201,18 +202,18 @@ class MemoryLeases:
             if (
                 table.get(digest, chunk) is None
                 and not held >> chunk & 1
-                and self._leasable(digest, chunk, silent, unconfirmed)
+                and self._leasable(digest, chunk, silent, unconfirmed, suspected)
             ):
                 table.grant(holder, digest, chunk, now)
                 granted.append(chunk)
         return granted
 
     def _leasable(
-        self, digest: str, chunk: int, silent: Collection[str], unconfirmed: bool
+        self, digest: str, chunk: int, silent: Collection[str], unconfirmed: bool, suspected: bool
     ) -> bool:
         sources = self.sources(digest, chunk, silent)
-        if unconfirmed and sources == 1:
-            return not self._published(digest, chunk)
+        if sources == 1 and (suspected or unconfirmed):
+            return suspected or not self._published(digest, chunk)
         return sources == 0
 
     async def get(self, digest: str, chunk: int) -> Lease | None:

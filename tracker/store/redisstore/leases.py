@@ -34,6 +34,7 @@ GRANT = r"""
 local holder, d, now, first = ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 local per_node, per_blob, total = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local unconfirmed = ARGV[9] == '1'  -- also a chunk with one source and no metainfo
+local suspected = ARGV[10] == '1'  -- also a chunk with one source whose pieces fail
 if redis.call('EXISTS', k('node', holder)) == 0 then return {} end
 local silent = redis.call('SMEMBERS', k('silent'))
 local mine = leases_on(holder, d)
@@ -41,14 +42,14 @@ local blob = num(redis.call('HGET', k('fetching'), d))
 local all = num(redis.call('GET', k('fetching:total')))
 local held = redis.call('GET', k('mc', d, holder)) or ''
 local chunks = {}
-for i = 10, #ARGV do chunks[#chunks + 1] = ARGV[i] end
+for i = 11, #ARGV do chunks[#chunks + 1] = ARGV[i] end
 local leased = hmget(k('l', d), chunks)
 local sources = source_counts(d, chunks, silent)
 local granted = {}
 for i, c in ipairs(chunks) do
   if mine >= per_node or blob >= per_blob or all >= total then break end
-  if not leased[i] and not bit_of(held, tonumber(c)) and (sources[i] == 0 or (unconfirmed
-      and sources[i] == 1 and redis.call('HEXISTS', k('mi', d), c) == 0)) then
+  if not leased[i] and not bit_of(held, tonumber(c)) and (sources[i] == 0 or (sources[i] == 1
+      and (suspected or (unconfirmed and redis.call('HEXISTS', k('mi', d), c) == 0)))) then
     local lease = {holder = holder, granted = now, expires = now + first, progress = 0,
                    renewals = 0, fetched = false, heard = false}
     redis.call('HSET', k('l', d), c, lease_text(lease))
@@ -191,6 +192,7 @@ class RedisLeases:
         now: float,
         caps: Caps,
         unconfirmed: bool = False,
+        suspected: bool = False,
     ) -> list[int]:
         if not chunks:
             return []
@@ -203,6 +205,7 @@ class RedisLeases:
             caps.per_blob,
             caps.total,
             int(unconfirmed),
+            int(suspected),
             *indices_text(chunks),
         )
         return [int(c) for c in granted]
