@@ -8,6 +8,9 @@ Per chunk, in order:
 - one complete holder and no metainfo (the state started afresh, or the holder fetched it
   without a lease), whose metainfo that holder published in vain (no one node's is taken alone,
   `tracker.witnesses`): leased to one watcher, which fetches it; the others WAIT on the lease.
+- one complete holder whose pieces a requester still says fail after the holder was asked to
+  check its copy (`_ask_check`): leased to that requester, which fetches it (FETCH); the others
+  swarm on, as below.
 - one complete holder (the fetcher that published it, or a seeder): SWARM, but only `fanout`
   requesters (chosen rotating by chunk) are told about that single source; the others are given
   those requesters, so the source's egress feeds K streams, not N, and each other, to trade the
