@@ -446,34 +446,26 @@ async def test_a_chunk_whose_only_source_lies_about_it_is_fetched_once(
 
 
 @asynccontextmanager
-async def lying_holder(
-    cluster: Cluster, workdir: Path, torrent: metainfo.ChunkTorrent, size: int
-) -> AsyncIterator[None]:
-    """A node that says it holds one chunk whole and seeds random bytes under the chunk's own
-    metainfo, unchecked: every piece it sends fails its hash. It takes no orders."""
-    session = PeerSession("127.0.0.21", 0)
+async def fake_node(
+    cluster: Cluster, name: str, host: str
+) -> AsyncIterator[tuple[PeerSession, TrackerClient]]:
+    """A node of the cluster made in the test's process: a libtorrent session on `host`, and a
+    tracker client joined as `name`, heartbeating, that takes no orders."""
+    session = PeerSession(host, 0)
     await session.start()
-    tracker = TrackerClient(
-        cluster.tracker.address, credential=cluster.tracker.credential(Role.NODE, "liar")
-    )
-    directory = workdir / "liar"
-    directory.mkdir()
-    start, end = chunk_range(size, torrent.index)
-    (directory / torrent.name).write_bytes(os.urandom(end - start))
+    credential = cluster.tracker.credential(Role.NODE, name)
+    tracker = TrackerClient(cluster.tracker.address, credential=credential)
 
     async def heartbeat() -> None:
         while True:
-            await tracker.heartbeat("liar")
+            await tracker.heartbeat(name)
             await asyncio.sleep(0.5)
 
     beating: asyncio.Task[None] | None = None
     try:
-        await tracker.join(NodeAddress("liar", "127.0.0.21:1", f"127.0.0.21:{session.port}"), "i")
+        await tracker.join(NodeAddress(name, f"{host}:1", f"{host}:{session.port}"), "i")
         beating = asyncio.create_task(heartbeat())
-        await session.add(torrent, directory, seed=True, hashed=True)
-        count = chunk_count(size)
-        await tracker.announce("liar", [HeldBlob(torrent.digest, size, count, (torrent.index,))])
-        yield
+        yield session, tracker
     finally:
         if beating is not None:
             beating.cancel()
@@ -484,45 +476,42 @@ async def lying_holder(
 
 
 @asynccontextmanager
+async def lying_holder(
+    cluster: Cluster, workdir: Path, torrent: metainfo.ChunkTorrent, size: int
+) -> AsyncIterator[None]:
+    """A node that says it holds one chunk whole and seeds random bytes under the chunk's own
+    metainfo, unchecked: every piece it sends fails its hash. It takes no orders."""
+    directory = workdir / "liar"
+    directory.mkdir()
+    start, end = chunk_range(size, torrent.index)
+    (directory / torrent.name).write_bytes(os.urandom(end - start))
+    async with fake_node(cluster, "liar", "127.0.0.21") as (session, tracker):
+        await session.add(torrent, directory, seed=True, hashed=True)
+        held = HeldBlob(torrent.digest, size, chunk_count(size), (torrent.index,))
+        await tracker.announce("liar", [held])
+        yield
+
+
+@asynccontextmanager
 async def rogue_peer(
     cluster: Cluster, workdir: Path, digest: str, size: int, chunk: int
 ) -> AsyncIterator[None]:
     """A node that takes the lease of one chunk of a blob (as any node may) and seeds wrong bytes
     for it, under metainfo made from those bytes, published to the tracker as the lease holder:
     every piece checks out, only the blob's digest does not."""
-    session = PeerSession("127.0.0.20", 0)
-    await session.start()
-    credential = cluster.tracker.credential(Role.NODE, "rogue")
-    tracker = TrackerClient(cluster.tracker.address, credential=credential)
     directory = workdir / "rogue"
     directory.mkdir()
     start, end = chunk_range(size, chunk)
     path = directory / chunk_name(digest, chunk)
     path.write_bytes(os.urandom(end - start))
     torrent = metainfo.from_file(path, digest, size, chunk)
-
-    async def heartbeat() -> None:
-        while True:
-            await tracker.heartbeat("rogue")
-            await asyncio.sleep(0.5)
-
-    beating: asyncio.Task[None] | None = None
-    try:
-        await tracker.join(NodeAddress("rogue", "127.0.0.20:1", f"127.0.0.20:{session.port}"), "i")
-        beating = asyncio.create_task(heartbeat())
+    async with fake_node(cluster, "rogue", "127.0.0.20") as (session, tracker):
         await session.add(torrent, directory, seed=True)
         count = chunk_count(size)
         placement = await tracker.locate("rogue", digest, size, count, [chunk], max_leases=1)
         assert placement.chunks[0].directive is Directive.FETCH
         await tracker.publish("rogue", digest, size, count, chunk, torrent.metainfo)
         yield
-    finally:
-        if beating is not None:
-            beating.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beating
-        await tracker.close()
-        await session.close()
 
 
 async def test_a_blob_pulled_with_bad_metainfo_fails_once_then_comes_whole_from_upstream(
