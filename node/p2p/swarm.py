@@ -14,6 +14,7 @@ import contextlib
 import logging
 import weakref
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from node.downloads import Source
@@ -178,10 +179,15 @@ class Swarm:
             await self.seed(info, publish=True)
 
     async def seed(self, info: BlobInfo, publish: bool = False) -> None:
-        """Seed a complete blob's chunks; with `publish`, give their metainfo to the tracker."""
+        """Seed a complete blob's chunks; with `publish`, give their metainfo to the tracker. A
+        blob seeded already (it was just verified whole) has the chunks it withdrew seeded
+        again."""
         self._distrusted.pop(info.digest)  # stored, so verified
         directory = self._store.directory(info.digest)
-        if directory is None or info.digest in self._seeded or not self.clustered:
+        if directory is None or not self.clustered:
+            return
+        if info.digest in self._seeded:
+            await self._seed_withdrawn(info, directory)
             return
         torrents = await self._torrents(info)
         for torrent in torrents:
@@ -189,6 +195,22 @@ class Swarm:
         self._seeded[info.digest] = [t.infohash for t in torrents]
         if publish:
             await self._publish(info, torrents)
+        await self._announce(info)
+
+    async def _seed_withdrawn(self, info: BlobInfo, directory: Path) -> None:
+        """The blob was read back whole and matched its digest: the chunks it withdrew (a read
+        that failed once, a check that found what the blob's digest does not) are seeded again,
+        each piece checked when first asked for, and the tracker hears it holds them."""
+        withdrawn = self._unreadable.pop(info.digest, set())
+        if not withdrawn:
+            return
+        torrents = await self._torrents(info)
+        seeded = self._seeded[info.digest]
+        for chunk in sorted(withdrawn):
+            seeded[chunk] = torrents[chunk].infohash
+            await self._session.add(torrents[chunk], directory, seed=True)
+        extra = {"digest": info.digest, "chunks": len(withdrawn)}
+        log.info("withdrawn chunks seeded again: the blob verified whole", extra=extra)
         await self._announce(info)
 
     async def _torrents(self, info: BlobInfo) -> list[ChunkTorrent]:

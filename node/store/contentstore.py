@@ -652,9 +652,9 @@ class ContentStore:
             self._suspects.discard(digest)
             self._found_by.pop(digest, None)
             self._meta.set_durable([digest])
-            info = self.stat(digest)
-            if info is not None:
-                self.events.restored(info)
+        info = self.stat(digest)
+        if info is not None:
+            self.events.restored(info)
         return Verdict.GOOD
 
     def _torrents_match(

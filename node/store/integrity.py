@@ -59,7 +59,8 @@ class IntegrityEvents(Protocol):
     """What the store tells the node about its content's integrity (on the event loop)."""
 
     def restored(self, info: BlobInfo) -> None:
-        """A suspect was verified and is served from now on."""
+        """A blob was read back whole and matched its digest: a suspect is served from now on,
+        and chunks of it withdrawn from the cluster may be seeded again."""
 
     def damaged(self, blob: Damaged) -> None:
         """A blob was found damaged and purged."""
