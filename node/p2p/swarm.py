@@ -58,8 +58,9 @@ class Swarm:
         self._membership: Membership | None = None
         self._announcer: Announcer | None = None  # chunk announcements of the pulls, coalesced
         self._seeded: dict[str, list[str]] = {}  # digest -> infohashes
-        # digest -> chunks seeded no more, their files unreadable: never announced again, until
-        # the blob leaves the store (purged by the scrub or a client's read, or evicted)
+        # digest -> chunks seeded no more, their files unreadable or damaged: not announced again
+        # until the blob leaves the store (purged by the scrub or a client's read, or evicted)
+        # or is read back whole and matches its digest (then they are seeded again)
         self._unreadable: dict[str, set[int]] = {}
         self._pulls: weakref.WeakSet[SwarmPull] = weakref.WeakSet()  # under way, or just ended
         # Blobs that failed their digest check when pulled through the cluster: the next try
