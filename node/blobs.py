@@ -11,12 +11,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import partial
 
+from distributed_images.recent import Recent
 from node.downloads import HOLDBACK, Download, Downloads, Fill, Source, UpstreamFill, blocks_between
 from node.errors import ContentInvalid, StoreFull
 from node.metrics import NodeMetrics
 from node.oci.descriptors import Sizes
 from node.p2p.swarm import Swarm
-from node.recent import Recent
 from node.store.backend import Segment
 from node.store.contentstore import BlobInfo, ContentStore, unwritable
 from node.upstream.client import UpstreamClient

@@ -18,12 +18,12 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from distributed_images.recent import Recent
 from node.blobs import Blobs
 from node.errors import NodeError
 from node.manifests import Manifest
 from node.oci import mediatypes
 from node.oci.descriptors import image_blobs, layers
-from node.recent import Recent
 from node.upstream.credential import Requester
 from node.upstream.registries import Upstream
 

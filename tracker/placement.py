@@ -37,11 +37,10 @@ import enum
 import logging
 import math
 import random
-from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
 
+from distributed_images.recent import Recent
 from tracker import limits
 from tracker.errors import FailedPrecondition, InvalidArgument, MetainfoConflict
 from tracker.handout import Candidate, rank
@@ -61,9 +60,6 @@ from tracker.store import (
 from tracker.tasks import CheckOrder, Order, RepublishOrder
 
 log = logging.getLogger(__name__)
-
-K = TypeVar("K")
-V = TypeVar("V")
 
 MAX_REQUESTED_PER_NODE = 100_000  # blobs one node asked about in the last REQUESTER_TTL
 REQUESTER_TTL = 600.0  # a requester that neither watches nor asks for this long is forgotten
@@ -137,8 +133,8 @@ class Placement:
         self._ticked = -math.inf
         # When each chunk's holders were last asked to check it, on this replica; when each
         # requester's window of checks began, and how many it asked for in it.
-        self._checks_asked: OrderedDict[tuple[str, int], float] = OrderedDict()
-        self._checks_by: OrderedDict[str, tuple[float, int]] = OrderedDict()
+        self._checks_asked: Recent[tuple[str, int], float] = Recent(MAX_CHECKS_ASKED)
+        self._checks_by: Recent[str, tuple[float, int]] = Recent(MAX_CHECKS_ASKED)
 
     # ---- blobs ----
 
@@ -699,10 +695,10 @@ class Placement:
         asks: dict[str, list[int]] = {}
         persisting = []
         for state in states:
-            key = (digest, state.index)
-            asked = self._checks_asked.get(key)
             if state.index not in failed:
                 continue
+            key = (digest, state.index)
+            asked = self._checks_asked.get(key)
             if asked is not None and now - asked < ttl:
                 if now - asked >= grace and state.sources == 1 and state.lease is None:
                     persisting.append(state.index)
@@ -710,11 +706,11 @@ class Placement:
             if taken >= MAX_CHECKS_PER_REQUESTER:
                 break
             taken += 1
-            _remember(self._checks_asked, key, now)
+            self._checks_asked.remember(key, now)
             for peer in state.peers:
                 if peer.complete:
                     asks.setdefault(peer.node_id, []).append(state.index)
-        _remember(self._checks_by, requester, (since, taken))
+        self._checks_by.remember(requester, (since, taken))
         for holder, chunks in asks.items():
             task_id = await self.store.tasks.next_id("check")
             await self.order(holder, CheckOrder(task_id, digest, size, chunk_count, tuple(chunks)))
@@ -787,14 +783,6 @@ class Placement:
                 if node_id not in watching:
                     await self.store.blobs.forget_requester(digest, node_id)
             await self.store.drop_if_idle(digest)
-
-
-def _remember(recent: OrderedDict[K, V], key: K, value: V) -> None:
-    """Set the entry as the newest; the oldest go beyond MAX_CHECKS_ASKED."""
-    recent[key] = value
-    recent.move_to_end(key)
-    while len(recent) > MAX_CHECKS_ASKED:
-        recent.popitem(last=False)
 
 
 def _same_shape(digest: str, known: tuple[int, int] | None, size: int, chunk_count: int) -> None:

@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from distributed_images.recent import Recent
 from node.access.config import AccessConfig
 from node.access.contents import Contents
 from node.access.marks import FILE_NAME, PrivateMarks
@@ -49,7 +50,6 @@ from node.metrics import NodeMetrics
 from node.oci import mediatypes
 from node.oci.descriptors import descriptors
 from node.oci.reference import is_digest
-from node.recent import Recent
 from node.store.contentstore import ContentStore
 from node.upstream.auth import Authenticator, pull_scope
 from node.upstream.client import UpstreamClient

@@ -11,8 +11,8 @@ until then the upstream is asked.
 
 from __future__ import annotations
 
+from distributed_images.recent import Recent
 from node.oci.descriptors import descriptors
-from node.recent import Recent
 
 MAX_ENTRIES = 200_000  # (registry, repository, digest) triples: about 40 MB at most
 

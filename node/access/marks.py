@@ -14,7 +14,7 @@ import logging
 import os
 from pathlib import Path
 
-from node.recent import Recent
+from distributed_images.recent import Recent
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from node.recent import Recent
+from distributed_images.recent import Recent
 
 V = TypeVar("V")
 MAX_ENTRIES = 10_000

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
+from distributed_images.recent import Recent
 from node.oci.reference import SHA256
-from node.recent import Recent
 
 MAX_REMEMBERED = 100_000
 

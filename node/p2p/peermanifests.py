@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import logging
 
+from distributed_images.recent import Recent
 from node.blobs import Blobs
 from node.errors import NodeError
 from node.oci.descriptors import descriptors
 from node.p2p.swarm import Swarm
-from node.recent import Recent
 from node.store.contentstore import ContentStore
 from node.upstream.client import MAX_MANIFEST_BYTES
 from node.upstream.registries import Upstream

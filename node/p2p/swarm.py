@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from distributed_images.recent import Recent
 from node.downloads import Source
 from node.metrics import NodeMetrics
 from node.p2p import metainfo
@@ -24,7 +25,6 @@ from node.p2p.announcer import Announcer
 from node.p2p.metainfo import ChunkTorrent, MetainfoInvalid
 from node.p2p.pull import PullConfig, SwarmPull
 from node.p2p.session import PeerSession
-from node.recent import Recent
 from node.store import integrity
 from node.store.chunking import chunk_count, chunk_name
 from node.store.contentstore import BlobInfo, ContentStore

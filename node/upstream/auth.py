@@ -28,8 +28,8 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from distributed_images.recent import Recent
 from node.errors import UpstreamRefused, UpstreamUnauthorized, UpstreamUnavailable
-from node.recent import Recent
 from node.upstream.credential import NodeCredential, RequesterBasic, RequesterBearer
 from node.upstream.reach import refusal
 from node.upstream.registries import DOCKER_HUB, Upstream, is_loopback_host

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from node.recent import Recent
+from distributed_images.recent import Recent
 
 
 def test_the_oldest_entries_go_past_the_limit_and_remembering_again_renews() -> None:
