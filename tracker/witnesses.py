@@ -11,7 +11,8 @@ A wrong metainfo can only waste work (the blob's digest check catches it), never
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict
+
+from distributed_images.recent import Recent
 
 MAX_PENDING = 100_000
 
@@ -25,8 +26,7 @@ class Witnesses:
     in-memory store's; the Redis store keeps them per blob, shared by every replica)."""
 
     def __init__(self, capacity: int = MAX_PENDING) -> None:
-        self._capacity = capacity
-        self._pending: OrderedDict[tuple[str, int], tuple[str, str]] = OrderedDict()
+        self._pending: Recent[tuple[str, int], tuple[str, str]] = Recent(capacity)
 
     def confirm(self, digest: str, chunk: int, fingerprint: str, node_id: str) -> bool:
         """True when another node already published these bytes (`fingerprint`) for the chunk;
@@ -34,12 +34,9 @@ class Witnesses:
         key = (digest, chunk)
         waiting = self._pending.get(key)
         if waiting is not None and waiting[0] == fingerprint and waiting[1] != node_id:
-            del self._pending[key]
+            self._pending.pop(key)
             return True
-        self._pending[key] = (fingerprint, node_id)
-        self._pending.move_to_end(key)
-        while len(self._pending) > self._capacity:
-            self._pending.popitem(last=False)
+        self._pending.remember(key, (fingerprint, node_id))
         return False
 
     def __len__(self) -> int:
