@@ -265,12 +265,15 @@ class Swarm:
         if seeded is not None:
             self._withdraw_chunk(*seeded)
 
-    def _withdraw_chunk(self, digest: str, chunk: int) -> None:
+    def _withdraw_chunk(self, digest: str, chunk: int) -> bool:
+        """Stop seeding the chunk and tell the tracker; False if it was withdrawn already."""
         withdrawn = self._unreadable.setdefault(digest, set())
-        if chunk not in withdrawn:
-            withdrawn.add(chunk)
-            self._session.remove(self._seeded[digest][chunk])
-            self._spawn_withdrawal(digest, [chunk])
+        if chunk in withdrawn:
+            return False
+        withdrawn.add(chunk)
+        self._session.remove(self._seeded[digest][chunk])
+        self._spawn_withdrawal(digest, [chunk])
+        return True
 
     def _damaged(self, digest: str, chunk: int) -> None:
         """A seeded chunk's bytes are not its torrent's: it is withdrawn as an unreadable one
@@ -279,9 +282,8 @@ class Swarm:
         (`ContentStore.suspect`). Its other chunks are seeded on meanwhile: purged at once, the
         blob would take their only source in a rollout away, and its pullers would fetch them
         all again from upstream."""
-        if chunk not in self._unreadable.get(digest, set()):
+        if self._withdraw_chunk(digest, chunk):
             log.warning("seeded chunk damaged; withdrawn", extra={"digest": digest, "chunk": chunk})
-            self._withdraw_chunk(digest, chunk)
             self._store.suspect(digest, integrity.SWARM)
 
     async def check(self, digest: str, chunks: Sequence[int]) -> None:
