@@ -444,10 +444,8 @@ class Placement:
         lease = state.lease
         # A lease on a chunk with a source: the source's metainfo awaits a witness, or its pieces
         # fail their hash (`_ask_check`); the lease holder fetches it, the others swarm on.
-        if (
-            state.sources == 0
-            or (lease is not None and not state.published)
-            or (lease is not None and lease.holder == node.id)
+        if state.sources == 0 or (
+            lease is not None and (not state.published or lease.holder == node.id)
         ):
             if lease is None:
                 return ChunkView(chunk, Directive.WAIT, metainfo, peers)
