@@ -252,7 +252,8 @@ def _direct_pull(upstream: RangeUpstream, size: int) -> SwarmPull:
         session=SeedingSession(),  # type: ignore[arg-type]
         client=DownTracker(),  # type: ignore[arg-type]
         node_id="node9",
-        config=PullConfig(fallback_parallel=2),
+        # The tracker is down from the start: a second of silence sends the pull upstream.
+        config=PullConfig(fallback_parallel=2, stall_timeout=1.0),
         on_complete=nothing,
         on_corrupt=lambda digest: None,
         metrics=NodeMetrics(),
