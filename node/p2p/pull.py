@@ -715,6 +715,15 @@ class SwarmPull:
             return None
         return HeldBlob(self.digest, self.size, self._count, complete, partial)
 
+    def metainfo(self, chunk: int) -> bytes | None:
+        """The metainfo of a chunk this pull holds whole (None for any other): a tracker that
+        started afresh asks the chunk's holders to publish it again, and takes it once two
+        agree; a pull under way is one of those holders."""
+        if not 0 <= chunk < len(self._chunks):
+            return None
+        held = self._chunks[chunk]
+        return held.torrent.metainfo if held.arrived and held.torrent is not None else None
+
     # -- the end
 
     async def committed(self, info: BlobInfo) -> None:

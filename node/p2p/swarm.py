@@ -391,13 +391,20 @@ class Swarm:
         )
 
     async def metainfo(self, digest: str, chunk: int) -> bytes | None:
-        """A chunk's metainfo, for the tracker's republish orders (seeding the blob first if it
-        came in from an archive and was never seeded)."""
+        """A chunk's metainfo, for the tracker's republish orders: from the stored blob (seeded
+        first if it came in from an archive and was never seeded), or from a pull under way
+        that holds the chunk whole (the tracker counts it among the chunk's holders, so it
+        may be the second witness the chunk waits for)."""
         info = self._store.stat(digest)
         if info is not None and digest not in self._seeded:
             await self.seed(info)
         known = self._store.torrents(digest)
-        return known[chunk] if 0 <= chunk < len(known) else None
+        if known:
+            return known[chunk] if 0 <= chunk < len(known) else None
+        for pull in list(self._pulls):
+            if pull.digest == digest and (found := pull.metainfo(chunk)) is not None:
+                return found
+        return None
 
     async def images_changed(self) -> None:
         """The images directory changed: seed what was imported, tell the tracker which seeded
