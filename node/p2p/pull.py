@@ -718,8 +718,8 @@ class SwarmPull:
     def metainfo(self, chunk: int) -> bytes | None:
         """The metainfo of a chunk this pull holds whole (None for any other): a tracker that
         started afresh asks the chunk's holders to publish it again, and takes it once two
-        agree; a pull under way is one of those holders."""
-        if not 0 <= chunk < len(self._chunks):
+        agree; a pull under way is one of those holders (one that ended holds nothing)."""
+        if self._over or not 0 <= chunk < len(self._chunks):
             return None
         held = self._chunks[chunk]
         return held.torrent.metainfo if held.arrived and held.torrent is not None else None

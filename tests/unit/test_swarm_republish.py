@@ -51,6 +51,9 @@ class Tracker:
     async def announce(self, *args: object, **kwargs: object) -> None:
         pass
 
+    async def withdraw(self, *args: object, **kwargs: object) -> None:
+        pass
+
 
 class Session:
     """Chunk torrents finish as soon as they are added."""
@@ -121,6 +124,8 @@ async def test_a_pull_under_way_publishes_again_the_metainfo_of_a_chunk_it_holds
         assert await swarm.metainfo(DIGEST, 0) == torrent.metainfo
         assert await swarm.metainfo(DIGEST, 1) is None  # not here yet
         assert await swarm.metainfo("sha256:" + "e" * 64, 0) is None  # neither stored nor pulled
+        await pull.failed(RuntimeError("the client went away"))
+        assert await swarm.metainfo(DIGEST, 0) is None  # an ended pull holds nothing
     finally:
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)
