@@ -8,29 +8,23 @@ real; fakes stand in for the libtorrent session and the tracker."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 from node.metrics import NodeMetrics
 from node.p2p import metainfo
-from node.p2p.metainfo import ChunkTorrent
 from node.p2p.pull import PullConfig
-from node.p2p.session import PeerAddress
 from node.p2p.swarm import Swarm
 from node.store.chunking import MiB, chunk_name, chunk_range
 from node.store.contentstore import ContentStore
+from tests.unit.test_swarm_pull import FakeSession, FakeTracker, Writer
 from tracker.client import ChunkPlacement, Directive, Peer, Placement
 
 DIGEST = "sha256:" + "d" * 64
 SIZE = 8 * MiB  # two chunks of 4 MiB
 
 
-class Tracker:
+class Tracker(FakeTracker):
     """Places chunk 0 with a source and its metainfo; chunk 1 waits on a fetch that never ends."""
-
-    def __init__(self, torrent: ChunkTorrent) -> None:
-        self.torrent = torrent
 
     async def locate(self, *args: object, **kwargs: object) -> Placement:
         source = (Peer("node0", "", "10.0.0.2:6881", ""),)
@@ -40,42 +34,14 @@ class Tracker:
         wait = ChunkPlacement(1, Directive.WAIT, None, (), frozenset(), None, 0.0)
         return Placement(DIGEST, 2, (swarm, wait))
 
-    @asynccontextmanager
-    async def watch(self, *args: object) -> AsyncIterator[AsyncIterator[Placement]]:
-        async def nothing() -> AsyncIterator[Placement]:
-            await asyncio.Event().wait()
-            yield  # type: ignore[misc]
-
-        yield nothing()
-
-    async def announce(self, *args: object, **kwargs: object) -> None:
-        pass
-
     async def withdraw(self, *args: object, **kwargs: object) -> None:
         pass
 
 
-class Session:
+class Session(FakeSession):
     """Chunk torrents finish as soon as they are added."""
 
-    async def add(
-        self, torrent: ChunkTorrent, save_path: Path, *, peers: list[PeerAddress], **_: object
-    ) -> None:
-        pass
-
-    def connect(self, infohash: str, peers: list[PeerAddress]) -> None:
-        pass
-
-    def progress(self, infohash: str) -> int:
-        return 0
-
-    def hash_failures(self, infohash: str) -> int:
-        return 0
-
     async def finished(self, infohash: str) -> None:
-        pass
-
-    def remove(self, infohash: str) -> None:
         pass
 
 
@@ -90,14 +56,6 @@ class Membership:
 
     async def rejoined(self, since: int) -> bool:
         return False
-
-
-class Writer:
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-
-    async def adopt(self, length: int) -> None:
-        pass
 
 
 async def test_a_pull_under_way_publishes_again_the_metainfo_of_a_chunk_it_holds_whole(
