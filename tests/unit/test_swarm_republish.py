@@ -16,6 +16,7 @@ from node.p2p.pull import PullConfig
 from node.p2p.swarm import Swarm
 from node.store.chunking import MiB, chunk_name, chunk_range
 from node.store.contentstore import ContentStore
+from tests.component.test_tracker_store import eventually
 from tests.unit.test_swarm_pull import FakeSession, FakeTracker, Writer
 from tracker.client import ChunkPlacement, Directive, Peer, Placement
 
@@ -73,12 +74,12 @@ async def test_a_pull_under_way_publishes_again_the_metainfo_of_a_chunk_it_holds
     pull = swarm.pull(DIGEST, SIZE, upstream=None)  # type: ignore[arg-type]
     running = asyncio.create_task(pull.run(lambda size: Writer(chunks)))  # type: ignore[arg-type, return-value]
     try:
-        for _ in range(100):
+
+        def chunk_0_arrived() -> bool:
             held = pull.held()
-            if held is not None and held.chunks == (0,):
-                break
-            await asyncio.sleep(0.05)
-        assert held is not None and held.chunks == (0,), "chunk 0 never arrived"
+            return held is not None and held.chunks == (0,)
+
+        await eventually(chunk_0_arrived)
         assert await swarm.metainfo(DIGEST, 0) == torrent.metainfo
         assert await swarm.metainfo(DIGEST, 1) is None  # not here yet
         assert await swarm.metainfo("sha256:" + "e" * 64, 0) is None  # neither stored nor pulled
